@@ -20,6 +20,9 @@ use crate::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct StageId(usize);
 
+/// A thread to start: node indices in dependency order, and the core to pin it to.
+type ResolvedThread = (Vec<usize>, Option<usize>);
+
 enum NodeKind<E> {
     Stage(Box<dyn Run<E>>),
     Poller,
@@ -294,7 +297,7 @@ impl<E: Send + Sync + 'static> Builder<E> {
     }
 
     /// The threads to start: node indices in dependency order, and a core.
-    fn resolve_placement(&self) -> Result<Vec<(Vec<usize>, Option<usize>)>, BuildError> {
+    fn resolve_placement(&self) -> Result<Vec<ResolvedThread>, BuildError> {
         let stage_indices: Vec<usize> = (0..self.nodes.len())
             .filter(|&i| matches!(self.nodes[i].kind, NodeKind::Stage(_)))
             .collect();
@@ -432,7 +435,8 @@ mod tests {
     #[test]
     fn placement_errors_name_the_stage() {
         // Each case: a placement and the error it must give.
-        let cases: Vec<(Placement, fn(&BuildError) -> bool)> = vec![
+        type Case = (Placement, fn(&BuildError) -> bool);
+        let cases: Vec<Case> = vec![
             // A name that is no stage.
             (
                 Placement::Threads(vec![ThreadSpec::new(["a", "b", "zz"])]),
