@@ -50,13 +50,6 @@ impl Cursor {
         self.value.store(value, Ordering::Release);
     }
 
-    /// Adds `count` with `AcqRel` ordering and returns the previous value. Used
-    /// only by the multi-producer claim, where several threads share the cursor.
-    #[inline]
-    pub(crate) fn fetch_add(&self, count: Sequence) -> Sequence {
-        self.value.fetch_add(count, Ordering::AcqRel)
-    }
-
     /// Moves the count from `current` to `new` if no other thread did first,
     /// with `AcqRel` ordering on success and `Acquire` on failure. Used only by
     /// the multi-producer `try_` claim.

@@ -62,7 +62,8 @@
 //!
 //! # Safety
 //!
-//! `unsafe` is confined to slot access ([`slots`](crate) internals): a slot is
+//! `unsafe` is confined to slot access and one system call (`membarrier`,
+//! for the asymmetric fence of the wake-up protocol). A slot is
 //! reached only through the sequencing protocol, which the builder checks
 //! (an exclusive stage must be ordered with every other consumer) and which the
 //! loom models under `cfg(loom)` exercise:
@@ -73,6 +74,7 @@
 mod builder;
 mod cursor;
 mod error;
+mod fence;
 mod handler;
 mod pipeline;
 mod placement;

@@ -179,7 +179,7 @@ impl<E> SingleProducer<E> {
 }
 
 /// Publishes from any number of threads: clone it, one per thread. A claim is
-/// one atomic add; each slot then carries a publication mark, so a consumer
+/// one compare-and-swap; each slot then carries a publication mark, so a consumer
 /// never reads a slot whose producer is still writing it, however slow.
 pub struct MultiProducer<E> {
     shared: Arc<Shared<E>>,
@@ -274,17 +274,24 @@ impl<E> MultiProducer<E> {
         }
     }
 
+    /// Claims `count` slots, waiting while the ring is full. The claim is
+    /// taken only once there is room for it: a producer never holds claimed
+    /// slots while it waits, which would stall the consumers behind a thread
+    /// that may be descheduled.
     #[inline]
     fn claim(&mut self, count: u64) -> Result<Range<Sequence>, Halted> {
-        if self.shared.is_halted() {
-            return Err(Halted);
+        // Bounded by progress: each round either claims, or waits until the
+        // consumers free room that another producer may take first.
+        loop {
+            match self.try_claim(count) {
+                Ok(range) => return Ok(range),
+                Err(TryPublishError::Halted(halted)) => return Err(halted),
+                Err(TryPublishError::Full) => {
+                    let end = self.shared.cursor.load() + count;
+                    self.gating_cache = wait_for_capacity(&self.shared, end)?;
+                }
+            }
         }
-        let start = self.shared.cursor.fetch_add(count);
-        let end = start + count;
-        if end > self.gating_cache + self.shared.slots.slot_count() {
-            self.gating_cache = wait_for_capacity(&self.shared, end)?;
-        }
-        Ok(start..end)
     }
 
     #[inline]

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 
-use crate::sync::{fence, spin_hint, yield_now, Arc, AtomicBool, AtomicUsize, Condvar, Mutex};
+use crate::fence::FenceKind;
+use crate::sync::{spin_hint, yield_now, Arc, AtomicBool, AtomicUsize, Condvar, Mutex};
 
 /// How a stage (or a producer facing a full ring) waits for work.
 ///
@@ -27,20 +28,28 @@ pub enum WaitStrategy {
         /// How long to spin before yielding.
         spin: Duration,
     },
-    /// Spin for `spin`, then park on a condition variable until a publisher
-    /// wakes the thread. An idle pipeline uses no CPU, and a publisher pays for
-    /// a wake-up only when some thread is actually parked.
+    /// Spin for `spin`, then yield the time slice for `yield_for` (so a
+    /// thread this one waits on can run on this core), then park on a
+    /// condition variable until a publisher wakes the thread. An idle
+    /// pipeline uses no CPU, and a publisher pays for a wake-up only when
+    /// some thread is actually parked.
     Blocking {
-        /// How long to spin before parking; a short spin catches events that
-        /// arrive back to back without paying for a sleep and a wake-up.
+        /// How long to spin before yielding; a short spin catches events that
+        /// arrive back to back without a system call.
         spin: Duration,
+        /// How long to keep yielding before parking.
+        yield_for: Duration,
     },
 }
 
 impl WaitStrategy {
-    /// The default blocking strategy: spin for 20 µs, then park.
+    /// The default blocking strategy: spin for 2 µs, yield for up to 8 µs,
+    /// then park. Measured on 2 cores (docs/BENCHMARKS.md): long enough to
+    /// catch back-to-back events without a wake-up, short enough that a
+    /// thread waiting on a descheduled one gives its core away quickly.
     pub const BLOCKING: WaitStrategy = WaitStrategy::Blocking {
-        spin: Duration::from_micros(20),
+        spin: Duration::from_micros(2),
+        yield_for: Duration::from_micros(8),
     };
 }
 
@@ -81,16 +90,19 @@ impl ExternalPark {
 /// # Invariants
 /// - `sleepers` counts the threads inside the parked section of
 ///   [`Waiter::wait`] plus the external parks whose flag is set.
-/// - A waiter increments `sleepers` and issues a `SeqCst` fence *before* its last
-///   check of the condition; a publisher stores its cursor and issues a `SeqCst`
-///   fence *before* it loads `sleepers`. Of the two fences one comes first in the
-///   single total order, so either the waiter's check sees the new cursor or the
-///   publisher sees the sleeper and wakes it: no wake-up is lost.
+/// - A waiter increments `sleepers` and issues the heavy side of `fence` *before*
+///   its last check of the condition; a publisher stores its cursor and issues
+///   the light side *before* it loads `sleepers`. The pair is a full store-load
+///   barrier on both sides (two `SeqCst` fences, or a compiler fence against a
+///   `membarrier`: see [`crate::fence`]), so either the waiter's check sees the
+///   new cursor or the publisher sees the sleeper and wakes it: no wake-up is
+///   lost.
 pub(crate) struct Waiter {
     strategy: WaitStrategy,
     /// Whether a publisher must look for sleepers at all: false when nothing
     /// can ever sleep (spinning strategies and no external parks).
     signals: bool,
+    fence: FenceKind,
     sleepers: CachePadded<AtomicUsize>,
     lock: Mutex<()>,
     wakeup: Condvar,
@@ -103,6 +115,7 @@ impl Waiter {
         Self {
             strategy,
             signals,
+            fence: FenceKind::detect(),
             sleepers: CachePadded::new(AtomicUsize::new(0)),
             lock: Mutex::new(()),
             wakeup: Condvar::new(),
@@ -134,8 +147,8 @@ impl Waiter {
                     yield_now();
                 }
             }
-            WaitStrategy::Blocking { spin } => {
-                if spin_for(spin, &mut ready) {
+            WaitStrategy::Blocking { spin, yield_for } => {
+                if spin_for(spin, &mut ready) || yield_until(yield_for, &mut ready) {
                     return;
                 }
                 self.park(ready);
@@ -149,7 +162,7 @@ impl Waiter {
         // it; the `()` it guards cannot be left inconsistent.
         let mut guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
         self.sleepers.fetch_add(1, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
+        self.fence.heavy();
         while !ready() {
             guard = self
                 .wakeup
@@ -161,13 +174,13 @@ impl Waiter {
     }
 
     /// Called by a publisher after it stores a cursor: wakes sleepers, if any.
-    /// Costs one fence and one load when nobody sleeps.
+    /// Costs the light fence and one load when nobody sleeps.
     #[inline]
     pub(crate) fn signal(&self) {
         if !self.signals {
             return;
         }
-        fence(Ordering::SeqCst);
+        self.fence.light();
         if self.sleepers.load(Ordering::Relaxed) != 0 {
             self.wake_all();
         }
@@ -208,7 +221,7 @@ impl Waiter {
         }
         park.parked.store(true, Ordering::Relaxed);
         self.sleepers.fetch_add(1, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
+        self.fence.heavy();
         if has_work() {
             self.unpark_external(park);
             return false;
@@ -222,6 +235,25 @@ impl Waiter {
         if park.parked.load(Ordering::Relaxed) && park.parked.swap(false, Ordering::AcqRel) {
             self.sleepers.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// Yields between checks of `ready` for up to `duration`; true if it became
+/// ready.
+#[inline]
+fn yield_until(duration: Duration, ready: &mut impl FnMut() -> bool) -> bool {
+    if duration.is_zero() {
+        return ready();
+    }
+    let start = Instant::now();
+    loop {
+        if ready() {
+            return true;
+        }
+        if start.elapsed() >= duration {
+            return false;
+        }
+        yield_now();
     }
 }
 

@@ -116,6 +116,7 @@ fn a_parked_consumer_is_always_woken() {
     loom::model(|| {
         let mut builder = Builder::new(2, || 0u64).wait_strategy(WaitStrategy::Blocking {
             spin: Duration::ZERO,
+            yield_for: Duration::ZERO,
         });
         let out = builder.poller("out", &[]);
         let (mut producer, mut pipeline) = builder.build_single_producer().unwrap();

@@ -1,0 +1,532 @@
+//! What the ring buffer benchmarks share: the event, the four pipeline shapes,
+//! and one "rig" per contender (this crate, the `disruptor` crate, crossbeam
+//! channels) that runs a shape so the harnesses can drive them all alike.
+#![allow(dead_code)] // each bench binary uses part of this module
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, OnceLock};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use courier_ringbuffer as ring;
+use hdrhistogram::Histogram;
+
+/// The 64-byte event every contender moves.
+#[derive(Clone, Copy, Default)]
+#[repr(C)]
+pub struct Event {
+    /// When it was published: nanoseconds since [`epoch`]; 0 when not timed.
+    pub stamp_ns: u64,
+    pub value: u64,
+    pub payload: [u64; 6],
+}
+
+const _: () = assert!(std::mem::size_of::<Event>() == 64);
+
+pub fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+pub fn now_ns() -> u64 {
+    epoch().elapsed().as_nanos() as u64
+}
+
+/// The shapes of the issue: who publishes, and which stages follow whom.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// One producer, one consumer.
+    Spsc,
+    /// One producer, three stages in a chain.
+    Pipeline3,
+    /// Two producers, one consumer.
+    Mpsc,
+    /// decode → (journal ∥ replicate) → logic.
+    Diamond,
+}
+
+impl Shape {
+    pub const ALL: [Shape; 4] = [Shape::Spsc, Shape::Pipeline3, Shape::Mpsc, Shape::Diamond];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Shape::Spsc => "1p-1c",
+            Shape::Pipeline3 => "1p-3stage",
+            Shape::Mpsc => "2p-1c",
+            Shape::Diamond => "diamond",
+        }
+    }
+
+    pub fn producers(self) -> usize {
+        if self == Shape::Mpsc {
+            2
+        } else {
+            1
+        }
+    }
+}
+
+/// The work of one stage: a little arithmetic on the event, as a decoder or
+/// checksum would do, so the compiler cannot drop the stage.
+#[inline]
+fn work(acc: &mut u64, event: &Event) {
+    *acc = acc
+        .wrapping_mul(31)
+        .wrapping_add(event.value ^ event.payload[0]);
+}
+
+/// The last stage: does its work, records latency for timed events, and says
+/// how many events it has finished.
+pub struct Sink {
+    acc: u64,
+    count: u64,
+    done: Arc<AtomicU64>,
+    histogram: Histogram<u64>,
+    report: mpsc::Sender<Histogram<u64>>,
+}
+
+impl Sink {
+    fn new(done: Arc<AtomicU64>, report: mpsc::Sender<Histogram<u64>>) -> Self {
+        Self {
+            acc: 0,
+            count: 0,
+            done,
+            // 1 ns to 60 s, 3 significant digits.
+            histogram: Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds"),
+            report,
+        }
+    }
+
+    #[inline]
+    fn on_event(&mut self, event: &Event, end_of_batch: bool) {
+        work(&mut self.acc, event);
+        if event.stamp_ns != 0 {
+            let latency = now_ns().saturating_sub(event.stamp_ns).max(1);
+            self.histogram.saturating_record(latency);
+        }
+        self.count += 1;
+        if end_of_batch {
+            self.done.store(self.count, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        black_box(self.acc);
+        let _ = self.report.send(std::mem::replace(
+            &mut self.histogram,
+            Histogram::new(1).expect("valid"),
+        ));
+    }
+}
+
+/// A stage that is not last: does its work only.
+fn middle() -> impl FnMut(&Event) + Send {
+    let mut acc = 0u64;
+    move |event| {
+        work(&mut acc, event);
+        black_box(acc);
+    }
+}
+
+/// Publishes events into one contender's shape.
+pub trait Publish: Send {
+    fn publish(&mut self, stamp_ns: u64, value: u64);
+}
+
+/// A contender running one shape.
+pub struct Rig {
+    pub name: String,
+    /// One per producer of the shape.
+    pub producers: Vec<Box<dyn Publish>>,
+    done: Arc<AtomicU64>,
+    stop: Box<dyn FnOnce()>,
+    report: mpsc::Receiver<Histogram<u64>>,
+}
+
+impl Rig {
+    /// Events the last stage has finished.
+    pub fn done(&self) -> u64 {
+        self.done.load(Ordering::Acquire)
+    }
+
+    /// Waits until the last stage has finished `target` events.
+    pub fn wait_done(&self, target: u64) {
+        let mut spins = 0u32;
+        while self.done() < target {
+            spins += 1;
+            if spins > 100 {
+                thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+
+    /// Publishes `count` events split across the producers, as fast as they
+    /// go, and returns the time until the last stage finished them all.
+    pub fn burst(&mut self, count: u64) -> Duration {
+        let target = self.done() + count;
+        let share = count / self.producers.len() as u64;
+        let start = Instant::now();
+        if self.producers.len() == 1 {
+            let producer = &mut self.producers[0];
+            for value in 0..count {
+                producer.publish(0, value);
+            }
+        } else {
+            let producer_count = self.producers.len() as u64;
+            thread::scope(|scope| {
+                for (index, producer) in self.producers.iter_mut().enumerate() {
+                    // The first producer also takes the remainder.
+                    let mine = if index == 0 {
+                        count - share * (producer_count - 1)
+                    } else {
+                        share
+                    };
+                    scope.spawn(move || {
+                        for value in 0..mine {
+                            producer.publish(0, value);
+                        }
+                    });
+                }
+            });
+        }
+        self.wait_done(target);
+        start.elapsed()
+    }
+
+    /// Stops the contender and returns the latencies its last stage recorded.
+    pub fn finish(self) -> Histogram<u64> {
+        let Rig {
+            producers,
+            stop,
+            report,
+            ..
+        } = self;
+        drop(producers);
+        stop();
+        let mut merged = Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds");
+        // Every rig has one sink, which reports when it is dropped.
+        let histogram = report
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the sink reports");
+        merged.add(&histogram).expect("same bounds");
+        merged
+    }
+}
+
+/// Slots in every ring, and capacity of every channel.
+pub const CAPACITY: usize = 4096;
+
+/// Where this crate's stages run, for the benchmarks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// Each stage on its own thread.
+    PerStage,
+    /// All stages on one thread.
+    Fused,
+}
+
+impl Layout {
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::PerStage => "per-stage",
+            Layout::Fused => "fused",
+        }
+    }
+}
+
+fn sink_parts() -> (Arc<AtomicU64>, Sink, mpsc::Receiver<Histogram<u64>>) {
+    let done = Arc::new(AtomicU64::new(0));
+    let (report_tx, report_rx) = mpsc::channel();
+    let sink = Sink::new(Arc::clone(&done), report_tx);
+    (done, sink, report_rx)
+}
+
+fn fill(event: &mut Event, stamp_ns: u64, value: u64) {
+    event.stamp_ns = stamp_ns;
+    event.value = value;
+    event.payload[0] = value.rotate_left(7);
+}
+
+// ----- this crate ---------------------------------------------------------
+
+struct CourierSingle(ring::SingleProducer<Event>);
+struct CourierMulti(ring::MultiProducer<Event>);
+
+impl Publish for CourierSingle {
+    #[inline]
+    fn publish(&mut self, stamp_ns: u64, value: u64) {
+        self.0
+            .publish(|event| fill(event, stamp_ns, value))
+            .expect("the pipeline runs");
+    }
+}
+
+impl Publish for CourierMulti {
+    #[inline]
+    fn publish(&mut self, stamp_ns: u64, value: u64) {
+        self.0
+            .publish(|event| fill(event, stamp_ns, value))
+            .expect("the pipeline runs");
+    }
+}
+
+/// This crate running `shape` with `wait` and `layout`.
+pub fn courier(shape: Shape, wait: ring::WaitStrategy, layout: Layout, wait_name: &str) -> Rig {
+    let (done, mut sink, report) = sink_parts();
+    let placement = match layout {
+        Layout::PerStage => ring::Placement::ThreadPerStage,
+        Layout::Fused => ring::Placement::Fused,
+    };
+    let mut builder = ring::Builder::new(CAPACITY, Event::default)
+        .wait_strategy(wait)
+        .placement(placement);
+    let last = move |event: &Event, _, end_of_batch| sink.on_event(event, end_of_batch);
+    match shape {
+        Shape::Spsc | Shape::Mpsc => {
+            builder.stage("sink", &[], last);
+        }
+        Shape::Pipeline3 => {
+            let mut a = middle();
+            let mut b = middle();
+            let first = builder.stage("a", &[], move |e: &Event, _, _| a(e));
+            let second = builder.stage("b", &[first], move |e: &Event, _, _| b(e));
+            builder.stage("sink", &[second], last);
+        }
+        Shape::Diamond => {
+            let (mut d, mut j, mut r) = (middle(), middle(), middle());
+            let decode = builder.stage("decode", &[], move |e: &Event, _, _| d(e));
+            let journal = builder.stage("journal", &[decode], move |e: &Event, _, _| j(e));
+            let replicate = builder.stage("replicate", &[decode], move |e: &Event, _, _| r(e));
+            builder.stage("logic", &[journal, replicate], last);
+        }
+    }
+    let (producers, pipeline): (Vec<Box<dyn Publish>>, _) = if shape.producers() == 1 {
+        let (producer, pipeline) = builder.build_single_producer().expect("valid pipeline");
+        (vec![Box::new(CourierSingle(producer))], pipeline)
+    } else {
+        let (producer, pipeline) = builder.build_multi_producer().expect("valid pipeline");
+        let producers: Vec<Box<dyn Publish>> = (0..shape.producers())
+            .map(|_| Box::new(CourierMulti(producer.clone())) as Box<dyn Publish>)
+            .collect();
+        (producers, pipeline)
+    };
+    Rig {
+        name: format!("courier/{wait_name}/{}", layout.name()),
+        producers,
+        done,
+        stop: Box::new(move || pipeline.shutdown().expect("no stage panicked")),
+        report,
+    }
+}
+
+// ----- the disruptor crate ------------------------------------------------
+
+struct DisruptorProducer<P>(P);
+
+impl<P: disruptor::Producer<Event> + Send> Publish for DisruptorProducer<P> {
+    #[inline]
+    fn publish(&mut self, stamp_ns: u64, value: u64) {
+        self.0.publish(|event| fill(event, stamp_ns, value));
+    }
+}
+
+/// The `disruptor` crate running `shape` with `wait`: a thread per stage, or
+/// (`Layout::Fused`) one handler that does every stage's work, which is how
+/// that crate fuses stages.
+pub fn disruptor<W>(shape: Shape, wait: W, layout: Layout, wait_name: &str) -> Rig
+where
+    W: disruptor::wait_strategies::WaitStrategy + Copy + Send + Sync + 'static,
+{
+    let (done, mut sink, report) = sink_parts();
+    let producers: Vec<Box<dyn Publish>> = match (shape, layout) {
+        (Shape::Mpsc, _) => {
+            let producer = disruptor::build_multi_producer(CAPACITY, Event::default, wait)
+                .handle_events_with(move |e: &Event, _, end| sink.on_event(e, end))
+                .build();
+            vec![
+                Box::new(DisruptorProducer(producer.clone())),
+                Box::new(DisruptorProducer(producer)),
+            ]
+        }
+        (Shape::Spsc, _) => {
+            let producer = disruptor::build_single_producer(CAPACITY, Event::default, wait)
+                .handle_events_with(move |e: &Event, _, end| sink.on_event(e, end))
+                .build();
+            vec![Box::new(DisruptorProducer(producer))]
+        }
+        (Shape::Pipeline3, Layout::PerStage) => {
+            let (mut a, mut b) = (middle(), middle());
+            let producer = disruptor::build_single_producer(CAPACITY, Event::default, wait)
+                .handle_events_with(move |e: &Event, _, _| a(e))
+                .and_then()
+                .handle_events_with(move |e: &Event, _, _| b(e))
+                .and_then()
+                .handle_events_with(move |e: &Event, _, end| sink.on_event(e, end))
+                .build();
+            vec![Box::new(DisruptorProducer(producer))]
+        }
+        (Shape::Diamond, Layout::PerStage) => {
+            let (mut d, mut j, mut r) = (middle(), middle(), middle());
+            let producer = disruptor::build_single_producer(CAPACITY, Event::default, wait)
+                .handle_events_with(move |e: &Event, _, _| d(e))
+                .and_then()
+                .handle_events_with(move |e: &Event, _, _| j(e))
+                .handle_events_with(move |e: &Event, _, _| r(e))
+                .and_then()
+                .handle_events_with(move |e: &Event, _, end| sink.on_event(e, end))
+                .build();
+            vec![Box::new(DisruptorProducer(producer))]
+        }
+        (Shape::Pipeline3 | Shape::Diamond, Layout::Fused) => {
+            let stages = if shape == Shape::Diamond { 3 } else { 2 };
+            let mut before: Vec<_> = (0..stages).map(|_| middle()).collect();
+            let producer = disruptor::build_single_producer(CAPACITY, Event::default, wait)
+                .handle_events_with(move |e: &Event, _, end| {
+                    for stage in &mut before {
+                        stage(e);
+                    }
+                    sink.on_event(e, end)
+                })
+                .build();
+            vec![Box::new(DisruptorProducer(producer))]
+        }
+    };
+    Rig {
+        name: format!("disruptor/{wait_name}/{}", layout.name()),
+        producers,
+        done,
+        // Dropping the producers stops and joins the consumers.
+        stop: Box::new(|| {}),
+        report,
+    }
+}
+
+// ----- crossbeam channels -------------------------------------------------
+
+struct ChannelProducer(crossbeam_channel::Sender<Event>);
+
+impl Publish for ChannelProducer {
+    #[inline]
+    fn publish(&mut self, stamp_ns: u64, value: u64) {
+        let mut event = Event::default();
+        fill(&mut event, stamp_ns, value);
+        self.0.send(event).expect("the consumer runs");
+    }
+}
+
+/// Crossbeam bounded channels, a thread per stage joined by channels, or
+/// (`Layout::Fused`) one consumer thread that does every stage's work.
+pub fn crossbeam(shape: Shape, layout: Layout) -> Rig {
+    use crossbeam_channel::{bounded, Receiver, Sender};
+    let (done, mut sink, report) = sink_parts();
+    let (tx, rx) = bounded::<Event>(CAPACITY);
+    let mut threads: Vec<JoinHandle<()>> = Vec::new();
+    // A stage thread: receive, work, pass on.
+    let relay = |rx: Receiver<Event>, tx: Sender<Event>| {
+        let mut stage = middle();
+        thread::spawn(move || {
+            for event in rx {
+                stage(&event);
+                if tx.send(event).is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let fused_stages = match shape {
+        Shape::Spsc | Shape::Mpsc => 0,
+        Shape::Pipeline3 => 2,
+        Shape::Diamond => 3,
+    };
+    let last_rx = match (shape, layout) {
+        (Shape::Pipeline3, Layout::PerStage) => {
+            let (tx1, rx1) = bounded(CAPACITY);
+            let (tx2, rx2) = bounded(CAPACITY);
+            threads.push(relay(rx, tx1));
+            threads.push(relay(rx1, tx2));
+            vec![rx2]
+        }
+        (Shape::Diamond, Layout::PerStage) => {
+            let (tx_j, rx_j) = bounded::<Event>(CAPACITY);
+            let (tx_r, rx_r) = bounded::<Event>(CAPACITY);
+            let (tx_jl, rx_jl) = bounded(CAPACITY);
+            let (tx_rl, rx_rl) = bounded(CAPACITY);
+            let mut decode = middle();
+            threads.push(thread::spawn(move || {
+                for event in rx {
+                    decode(&event);
+                    if tx_j.send(event).is_err() || tx_r.send(event).is_err() {
+                        return;
+                    }
+                }
+            }));
+            threads.push(relay(rx_j, tx_jl));
+            threads.push(relay(rx_r, tx_rl));
+            vec![rx_jl, rx_rl]
+        }
+        _ => vec![rx],
+    };
+    let fused = layout == Layout::Fused;
+    threads.push(thread::spawn(move || {
+        let mut before: Vec<_> = (0..if fused { fused_stages } else { 0 })
+            .map(|_| middle())
+            .collect();
+        if let [first, second] = &last_rx[..] {
+            // The join: an event counts once both sides passed it on.
+            while let (Ok(event), Ok(_)) = (first.recv(), second.recv()) {
+                sink.on_event(&event, true);
+            }
+        } else {
+            for event in &last_rx[0] {
+                for stage in &mut before {
+                    stage(&event);
+                }
+                sink.on_event(&event, true);
+            }
+        }
+    }));
+    let producers: Vec<Box<dyn Publish>> = (0..shape.producers())
+        .map(|_| Box::new(ChannelProducer(tx.clone())) as Box<dyn Publish>)
+        .collect();
+    drop(tx);
+    Rig {
+        name: format!("crossbeam/channel/{}", layout.name()),
+        producers,
+        done,
+        stop: Box::new(move || {
+            for thread in threads {
+                thread.join().expect("no stage panicked");
+            }
+        }),
+        report,
+    }
+}
+
+/// Every contender for `shape`, for a throughput run: this crate with busy-spin
+/// and blocking waits in both layouts, the `disruptor` crate with busy-spin in
+/// both, and crossbeam channels in both.
+pub fn throughput_contenders(shape: Shape) -> Vec<Box<dyn Fn() -> Rig>> {
+    let mut rigs: Vec<Box<dyn Fn() -> Rig>> = Vec::new();
+    for layout in [Layout::PerStage, Layout::Fused] {
+        if layout == Layout::Fused && matches!(shape, Shape::Spsc | Shape::Mpsc) {
+            continue; // one stage: nothing to fuse
+        }
+        rigs.push(Box::new(move || {
+            courier(shape, ring::WaitStrategy::BusySpin, layout, "busy-spin")
+        }));
+        rigs.push(Box::new(move || {
+            courier(shape, ring::WaitStrategy::BLOCKING, layout, "blocking")
+        }));
+        rigs.push(Box::new(move || {
+            disruptor(shape, disruptor::BusySpin, layout, "busy-spin")
+        }));
+        rigs.push(Box::new(move || crossbeam(shape, layout)));
+    }
+    rigs
+}
