@@ -96,27 +96,46 @@ fn run(mut rig: Rig, rate: u64, count: u64, pacing: &Pacing) -> Outcome {
     }
 }
 
-fn us(ns: u64) -> String {
-    format!("{:.1}", ns as f64 / 1_000.0)
-}
-
 fn print_header() {
     println!("| shape | contender | events/s | p50 µs | p99 µs | p99.9 µs | max µs | cores |");
     println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
 }
 
-fn print_row(shape: Shape, outcome: &Outcome) {
-    let h = &outcome.histogram;
+/// Runs every contender once per round, interleaved, and returns each one's
+/// outcomes; on a shared machine, drift then hits all contenders alike.
+fn interleaved(
+    contenders: &[Box<dyn Fn() -> Rig>],
+    rounds: usize,
+    rate: u64,
+    count: u64,
+    pacing: &Pacing,
+) -> Vec<Vec<Outcome>> {
+    let mut outcomes: Vec<Vec<Outcome>> = contenders.iter().map(|_| Vec::new()).collect();
+    for _ in 0..rounds {
+        for (index, make) in contenders.iter().enumerate() {
+            outcomes[index].push(run(make(), rate, count, pacing));
+        }
+    }
+    outcomes
+}
+
+/// The median over rounds of each figure, as one table row.
+fn print_median_row(shape: Shape, outcomes: &[Outcome]) {
+    let pick = |f: &dyn Fn(&Outcome) -> f64| {
+        let mut values: Vec<f64> = outcomes.iter().map(f).collect();
+        median(&mut values)
+    };
+    let quantile = |q: f64| pick(&|o: &Outcome| o.histogram.value_at_quantile(q) as f64 / 1_000.0);
     println!(
-        "| {} | {} | {:.0} | {} | {} | {} | {} | {:.2} |",
+        "| {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} |",
         shape.name(),
-        outcome.name,
-        outcome.rate_achieved,
-        us(h.value_at_quantile(0.50)),
-        us(h.value_at_quantile(0.99)),
-        us(h.value_at_quantile(0.999)),
-        us(h.max()),
-        outcome.cores,
+        outcomes[0].name,
+        pick(&|o: &Outcome| o.rate_achieved),
+        quantile(0.50),
+        quantile(0.99),
+        quantile(0.999),
+        pick(&|o: &Outcome| o.histogram.max() as f64 / 1_000.0),
+        pick(&|o: &Outcome| o.cores),
     );
 }
 
@@ -170,10 +189,14 @@ fn throughput(quick: bool, shapes: &[Shape]) {
 
 fn tune(quick: bool) {
     let count = if quick { 5_000 } else { 20_000 };
-    println!("\n### Tuning the blocking strategy: 3-stage pipeline\n");
+    let rounds = if quick { 1 } else { 5 };
+    println!(
+        "\n### Tuning the blocking strategy: 3-stage pipeline, median of {rounds} interleaved rounds\n"
+    );
     println!("| spin µs | yield µs | per-stage M events/s | fused M events/s | sleeping 10k/s per-stage p99 µs | cores | fused p99 µs | cores |");
     println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-    for (spin, yield_for) in [(0, 0), (2, 0), (2, 8), (5, 20), (20, 0), (20, 50)] {
+    let configs = [(0, 0), (2, 0), (0, 5), (1, 5), (2, 8), (0, 10), (5, 20)];
+    for (spin, yield_for) in configs {
         let wait = ring::WaitStrategy::Blocking {
             spin: Duration::from_micros(spin),
             yield_for: Duration::from_micros(yield_for),
@@ -181,22 +204,22 @@ fn tune(quick: bool) {
         let mut cells = Vec::new();
         for layout in [Layout::PerStage, Layout::Fused] {
             let mut rates = Vec::new();
-            for _ in 0..3 {
+            for _ in 0..rounds {
                 let mut rig = courier(Shape::Pipeline3, wait, layout, "blocking");
                 rates.push(burst_rate(&mut rig, 0.2) / 1e6);
                 drop(rig.finish());
             }
             cells.push(format!("{:.2}", median(&mut rates)));
         }
-        for layout in [Layout::PerStage, Layout::Fused] {
-            let outcome = run(
-                courier(Shape::Pipeline3, wait, layout, "blocking"),
-                10_000,
-                count,
-                &Pacing::Sleep,
-            );
-            cells.push(us(outcome.histogram.value_at_quantile(0.99)));
-            cells.push(format!("{:.2}", outcome.cores));
+        let contenders: Vec<Box<dyn Fn() -> Rig>> = [Layout::PerStage, Layout::Fused]
+            .into_iter()
+            .map(|layout| Box::new(move || courier(Shape::Pipeline3, wait, layout, "blocking")) as Box<dyn Fn() -> Rig>)
+            .collect();
+        for outcomes in interleaved(&contenders, rounds, 10_000, count, &Pacing::Sleep) {
+            let mut p99: Vec<f64> = outcomes.iter().map(|o| o.histogram.value_at_quantile(0.99) as f64 / 1e3).collect();
+            let mut cores: Vec<f64> = outcomes.iter().map(|o| o.cores).collect();
+            cells.push(format!("{:.1}", median(&mut p99)));
+            cells.push(format!("{:.2}", median(&mut cores)));
         }
         println!("| {spin} | {yield_for} | {} |", cells.join(" | "));
     }
@@ -204,49 +227,50 @@ fn tune(quick: bool) {
 
 fn paced(quick: bool, shapes: &[Shape]) {
     let rate = 100_000;
-    let count = if quick { 20_000 } else { 200_000 };
-    println!("\n### Paced producer: {rate} events/s, spinning between events, {count} events\n");
+    let count = if quick { 20_000 } else { 100_000 };
+    let rounds = if quick { 1 } else { 3 };
+    println!(
+        "\n### Paced producer: {rate} events/s, spinning between events, {count} events, \
+         median of {rounds} interleaved rounds\n"
+    );
     print_header();
     for &shape in shapes {
-        for make in common::throughput_contenders(shape) {
-            print_row(shape, &run(make(), rate, count, &Pacing::Spin));
+        let contenders = common::throughput_contenders(shape);
+        for outcomes in interleaved(&contenders, rounds, rate, count, &Pacing::Spin) {
+            print_median_row(shape, &outcomes);
         }
     }
 }
 
 fn sleep(quick: bool, shapes: &[Shape]) {
     let rate = 10_000;
-    let count = if quick { 5_000 } else { 30_000 };
-    println!("\n### Sleeping producer: {rate} events/s, sleeping between events, {count} events\n");
+    let count = if quick { 5_000 } else { 20_000 };
+    let rounds = if quick { 1 } else { 5 };
+    println!(
+        "\n### Sleeping producer: {rate} events/s, sleeping between events, {count} events, \
+         median of {rounds} interleaved rounds\n"
+    );
     print_header();
     for &shape in shapes {
-        let mut rigs: Vec<Rig> = Vec::new();
+        let mut contenders: Vec<Box<dyn Fn() -> Rig>> = Vec::new();
         for layout in [Layout::PerStage, Layout::Fused] {
             if layout == Layout::Fused && matches!(shape, Shape::Spsc | Shape::Mpsc) {
                 continue;
             }
-            rigs.push(courier(
-                shape,
-                ring::WaitStrategy::BLOCKING,
-                layout,
-                "blocking",
-            ));
+            contenders.push(Box::new(move || courier(shape, ring::WaitStrategy::BLOCKING, layout, "blocking")));
         }
-        rigs.push(crossbeam(shape, Layout::PerStage));
-        rigs.push(disruptor(
-            shape,
-            disruptor::Sleep::new(Duration::from_micros(100)),
-            Layout::PerStage,
-            "sleep-100us",
-        ));
-        rigs.push(disruptor(
-            shape,
-            disruptor::BusySpin,
-            Layout::PerStage,
-            "busy-spin",
-        ));
-        for rig in rigs {
-            print_row(shape, &run(rig, rate, count, &Pacing::Sleep));
+        contenders.push(Box::new(move || crossbeam(shape, Layout::PerStage)));
+        contenders.push(Box::new(move || {
+            disruptor(
+                shape,
+                disruptor::Sleep::new(Duration::from_micros(100)),
+                Layout::PerStage,
+                "sleep-100us",
+            )
+        }));
+        contenders.push(Box::new(move || disruptor(shape, disruptor::BusySpin, Layout::PerStage, "busy-spin")));
+        for outcomes in interleaved(&contenders, rounds, rate, count, &Pacing::Sleep) {
+            print_median_row(shape, &outcomes);
         }
     }
 }

@@ -43,13 +43,15 @@ pub enum WaitStrategy {
 }
 
 impl WaitStrategy {
-    /// The default blocking strategy: spin for 2 µs, yield for up to 8 µs,
-    /// then park. Measured on 2 cores (docs/BENCHMARKS.md): long enough to
-    /// catch back-to-back events without a wake-up, short enough that a
-    /// thread waiting on a descheduled one gives its core away quickly.
+    /// The default blocking strategy: no timed spin (one check), yield for
+    /// up to 5 µs, then park. On a small machine a waiting thread is often
+    /// waiting on a thread that needs its core, and yielding gives the core
+    /// away where spinning would keep it; on an idle core a yield returns at
+    /// once and catches back-to-back events like a spin. The tuning table in
+    /// docs/BENCHMARKS.md is the measurement behind the figures.
     pub const BLOCKING: WaitStrategy = WaitStrategy::Blocking {
-        spin: Duration::from_micros(2),
-        yield_for: Duration::from_micros(8),
+        spin: Duration::ZERO,
+        yield_for: Duration::from_micros(5),
     };
 }
 

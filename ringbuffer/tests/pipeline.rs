@@ -507,3 +507,40 @@ fn an_idle_blocking_pipeline_uses_no_cpu() {
     );
     pipeline.shutdown().unwrap();
 }
+
+/// Many park/wake hand-offs through the real (membarrier or fence) wake-up
+/// path: a lost wake-up would leave a stage parked with work waiting, which
+/// the watchdog turns into a failure instead of a hang.
+#[test]
+fn blocking_hand_offs_never_lose_a_wake_up() {
+    const COUNT: u64 = 3_000;
+    let wait = WaitStrategy::Blocking {
+        spin: Duration::ZERO,
+        yield_for: Duration::ZERO,
+    };
+    let mut builder = Builder::new(8, Event::default)
+        .wait_strategy(wait)
+        .placement(Placement::ThreadPerStage);
+    let a = builder.stage("a", &[], |_: &Event, _, _| {});
+    builder.stage("b", &[a], |_: &Event, _, _| {});
+    let (mut producer, pipeline) = builder.build_single_producer().unwrap();
+    for value in 0..COUNT {
+        producer.publish(|e| e.value = value).unwrap();
+        // Vary the gap so stages park at every point of the protocol.
+        match value % 4 {
+            0 => std::thread::yield_now(),
+            1 => std::thread::sleep(Duration::from_micros(20)),
+            _ => {}
+        }
+        if value % 100 == 99 {
+            // Wait for the stages to catch up: every publish must reach them
+            // without another publish to wake them.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while pipeline.consumed() < value + 1 {
+                assert!(Instant::now() < deadline, "stages stuck at {} of {}", pipeline.consumed(), value + 1);
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+    }
+    pipeline.shutdown().unwrap();
+}
