@@ -213,10 +213,16 @@ fn tune(quick: bool) {
         }
         let contenders: Vec<Box<dyn Fn() -> Rig>> = [Layout::PerStage, Layout::Fused]
             .into_iter()
-            .map(|layout| Box::new(move || courier(Shape::Pipeline3, wait, layout, "blocking")) as Box<dyn Fn() -> Rig>)
+            .map(|layout| {
+                Box::new(move || courier(Shape::Pipeline3, wait, layout, "blocking"))
+                    as Box<dyn Fn() -> Rig>
+            })
             .collect();
         for outcomes in interleaved(&contenders, rounds, 10_000, count, &Pacing::Sleep) {
-            let mut p99: Vec<f64> = outcomes.iter().map(|o| o.histogram.value_at_quantile(0.99) as f64 / 1e3).collect();
+            let mut p99: Vec<f64> = outcomes
+                .iter()
+                .map(|o| o.histogram.value_at_quantile(0.99) as f64 / 1e3)
+                .collect();
             let mut cores: Vec<f64> = outcomes.iter().map(|o| o.cores).collect();
             cells.push(format!("{:.1}", median(&mut p99)));
             cells.push(format!("{:.2}", median(&mut cores)));
@@ -257,7 +263,9 @@ fn sleep(quick: bool, shapes: &[Shape]) {
             if layout == Layout::Fused && matches!(shape, Shape::Spsc | Shape::Mpsc) {
                 continue;
             }
-            contenders.push(Box::new(move || courier(shape, ring::WaitStrategy::BLOCKING, layout, "blocking")));
+            contenders.push(Box::new(move || {
+                courier(shape, ring::WaitStrategy::BLOCKING, layout, "blocking")
+            }));
         }
         contenders.push(Box::new(move || crossbeam(shape, Layout::PerStage)));
         contenders.push(Box::new(move || {
@@ -268,7 +276,9 @@ fn sleep(quick: bool, shapes: &[Shape]) {
                 "sleep-100us",
             )
         }));
-        contenders.push(Box::new(move || disruptor(shape, disruptor::BusySpin, Layout::PerStage, "busy-spin")));
+        contenders.push(Box::new(move || {
+            disruptor(shape, disruptor::BusySpin, Layout::PerStage, "busy-spin")
+        }));
         for outcomes in interleaved(&contenders, rounds, rate, count, &Pacing::Sleep) {
             print_median_row(shape, &outcomes);
         }

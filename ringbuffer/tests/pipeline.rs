@@ -537,7 +537,12 @@ fn blocking_hand_offs_never_lose_a_wake_up() {
             // without another publish to wake them.
             let deadline = Instant::now() + Duration::from_secs(10);
             while pipeline.consumed() < value + 1 {
-                assert!(Instant::now() < deadline, "stages stuck at {} of {}", pipeline.consumed(), value + 1);
+                assert!(
+                    Instant::now() < deadline,
+                    "stages stuck at {} of {}",
+                    pipeline.consumed(),
+                    value + 1
+                );
                 std::thread::sleep(Duration::from_micros(50));
             }
         }

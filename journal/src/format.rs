@@ -1,0 +1,261 @@
+//! The on-disk layout: segment headers and records. Everything is
+//! little-endian and fixed-width.
+//!
+//! A segment file is a header followed by records, preallocated to a fixed
+//! size; unwritten space is zero.
+//!
+//! ```text
+//! segment header (64 bytes)
+//!  0        8        12       16               24               32
+//!  +--------+--------+--------+----------------+----------------+
+//!  | magic  | version| header | base_sequence  | segment_size   |
+//!  | 8 B    | u32    | crc u32| u64            | u64            |
+//!  +--------+--------+--------+----------------+----------------+
+//!  32               40                                         64
+//!  +----------------+-------------------------------------------+
+//!  | segment_id u64 | zero                                      |
+//!  +----------------+-------------------------------------------+
+//!
+//! record (header 32 bytes, then the payload, then zero padding to 8 bytes)
+//!  0        4        8                16               24       26       28       32
+//!  +--------+--------+----------------+----------------+--------+--------+--------+----------
+//!  | length | crc32c | sequence u64   | timestamp_ns   | type   | zero   | zero   | payload ..
+//!  | u32    | u32    |                | u64            | u16    | u16    | u32    |
+//!  +--------+--------+----------------+----------------+--------+--------+--------+----------
+//! ```
+//!
+//! `length` counts the record header and payload, not the padding, so it is
+//! never zero for a record and zero means "nothing written here yet". It is
+//! stored last, with release ordering, after everything else is in place. The
+//! checksum (CRC-32C) covers the length word and bytes 8 up to the end of the
+//! payload, so a torn record, a flipped bit or a record from a previous use of
+//! the space all fail it.
+
+/// The first 8 bytes of every segment file.
+pub const MAGIC: [u8; 8] = *b"CRJOURNL";
+/// The format this code writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Bytes in a segment header; records start here.
+pub const SEGMENT_HEADER_SIZE: usize = 64;
+/// Bytes in a record header.
+pub const RECORD_HEADER_SIZE: usize = 32;
+/// Records start on multiples of this.
+pub const RECORD_ALIGNMENT: usize = 8;
+/// The largest payload a record can hold, whatever the segment size.
+pub const PAYLOAD_SIZE_MAX: usize = (u32::MAX as usize) - RECORD_HEADER_SIZE;
+
+const _: () = assert!(SEGMENT_HEADER_SIZE % RECORD_ALIGNMENT == 0);
+const _: () = assert!(RECORD_HEADER_SIZE % RECORD_ALIGNMENT == 0);
+const _: () = assert!(RECORD_ALIGNMENT.is_power_of_two());
+
+/// Offsets of the record header's fields.
+pub(crate) mod record {
+    pub const LENGTH: usize = 0;
+    pub const CHECKSUM: usize = 4;
+    pub const SEQUENCE: usize = 8;
+    pub const TIMESTAMP: usize = 16;
+    pub const TYPE: usize = 24;
+}
+
+/// The header of a segment file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// The segment's number: 0 for the first, one more for each after.
+    pub segment_id: u64,
+    /// The sequence of the first record the segment holds (or will hold).
+    pub base_sequence: u64,
+    /// The file's size, header included.
+    pub segment_size_bytes: u64,
+}
+
+/// Why a segment header was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HeaderProblem {
+    /// The magic is wrong: not a journal segment at all.
+    NotAJournal,
+    /// A journal segment of another format version.
+    Version(u32),
+    /// The header's own checksum fails.
+    Checksum,
+}
+
+impl SegmentHeader {
+    pub(crate) fn encode(&self) -> [u8; SEGMENT_HEADER_SIZE] {
+        let mut bytes = [0u8; SEGMENT_HEADER_SIZE];
+        bytes[0..8].copy_from_slice(&MAGIC);
+        bytes[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        bytes[16..24].copy_from_slice(&self.base_sequence.to_le_bytes());
+        bytes[24..32].copy_from_slice(&self.segment_size_bytes.to_le_bytes());
+        bytes[32..40].copy_from_slice(&self.segment_id.to_le_bytes());
+        let checksum = header_checksum(&bytes);
+        bytes[12..16].copy_from_slice(&checksum.to_le_bytes());
+        bytes
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, HeaderProblem> {
+        if bytes.len() < SEGMENT_HEADER_SIZE || bytes[0..8] != MAGIC {
+            return Err(HeaderProblem::NotAJournal);
+        }
+        let version = read_u32(bytes, 8);
+        if version != FORMAT_VERSION {
+            return Err(HeaderProblem::Version(version));
+        }
+        if read_u32(bytes, 12) != header_checksum(bytes) {
+            return Err(HeaderProblem::Checksum);
+        }
+        Ok(Self {
+            base_sequence: read_u64(bytes, 16),
+            segment_size_bytes: read_u64(bytes, 24),
+            segment_id: read_u64(bytes, 32),
+        })
+    }
+}
+
+/// CRC-32C of a segment header with its checksum field taken as zero.
+fn header_checksum(bytes: &[u8]) -> u32 {
+    let checksum = crc32c::crc32c(&bytes[0..12]);
+    crc32c::crc32c_append(checksum, &bytes[16..SEGMENT_HEADER_SIZE])
+}
+
+/// A record header, as decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordHeader {
+    /// Header plus payload bytes, padding excluded.
+    pub length: u32,
+    /// CRC-32C as stored.
+    pub checksum: u32,
+    /// The record's sequence: one more than the record before it.
+    pub sequence: u64,
+    /// The time the caller gave at append, in nanoseconds.
+    pub timestamp_ns: u64,
+    /// The caller's type tag.
+    pub record_type: u16,
+}
+
+impl RecordHeader {
+    /// Payload bytes.
+    pub fn payload_length(&self) -> usize {
+        self.length as usize - RECORD_HEADER_SIZE
+    }
+
+    /// Bytes the record takes in the segment, padding included.
+    pub fn stride(&self) -> usize {
+        record_stride(self.payload_length())
+    }
+}
+
+/// Bytes a record with `payload_length` payload bytes takes, padding included.
+pub const fn record_stride(payload_length: usize) -> usize {
+    (RECORD_HEADER_SIZE + payload_length).next_multiple_of(RECORD_ALIGNMENT)
+}
+
+/// Writes the header fields other than the length word into `bytes[..32]`,
+/// and returns the checksum to store (the length is part of it).
+pub(crate) fn encode_record_header(
+    bytes: &mut [u8],
+    sequence: u64,
+    timestamp_ns: u64,
+    record_type: u16,
+    payload: &[u8],
+) -> u32 {
+    let length = (RECORD_HEADER_SIZE + payload.len()) as u32;
+    bytes[record::SEQUENCE..record::SEQUENCE + 8].copy_from_slice(&sequence.to_le_bytes());
+    bytes[record::TIMESTAMP..record::TIMESTAMP + 8].copy_from_slice(&timestamp_ns.to_le_bytes());
+    bytes[record::TYPE..record::TYPE + 2].copy_from_slice(&record_type.to_le_bytes());
+    bytes[record::TYPE + 2..RECORD_HEADER_SIZE].fill(0);
+    let checksum = record_checksum(
+        length,
+        &bytes[record::SEQUENCE..RECORD_HEADER_SIZE],
+        payload,
+    );
+    bytes[record::CHECKSUM..record::CHECKSUM + 4].copy_from_slice(&checksum.to_le_bytes());
+    checksum
+}
+
+/// CRC-32C over the length word, the header from the sequence on, and the payload.
+pub(crate) fn record_checksum(length: u32, header_tail: &[u8], payload: &[u8]) -> u32 {
+    let checksum = crc32c::crc32c(&length.to_le_bytes());
+    let checksum = crc32c::crc32c_append(checksum, header_tail);
+    crc32c::crc32c_append(checksum, payload)
+}
+
+/// Decodes a record header (length included) from 32 bytes.
+pub(crate) fn decode_record_header(bytes: &[u8]) -> RecordHeader {
+    RecordHeader {
+        length: read_u32(bytes, record::LENGTH),
+        checksum: read_u32(bytes, record::CHECKSUM),
+        sequence: read_u64(bytes, record::SEQUENCE),
+        timestamp_ns: read_u64(bytes, record::TIMESTAMP),
+        record_type: u16::from_le_bytes([bytes[record::TYPE], bytes[record::TYPE + 1]]),
+    }
+}
+
+pub(crate) fn read_u32(bytes: &[u8], at: usize) -> u32 {
+    // The slice is exactly 4 bytes long, so the conversion cannot fail.
+    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
+}
+
+pub(crate) fn read_u64(bytes: &[u8], at: usize) -> u64 {
+    // The slice is exactly 8 bytes long, so the conversion cannot fail.
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_header_round_trips_and_rejects_damage() {
+        let header = SegmentHeader {
+            segment_id: 3,
+            base_sequence: 1_000,
+            segment_size_bytes: 1 << 20,
+        };
+        let bytes = header.encode();
+        assert_eq!(SegmentHeader::decode(&bytes), Ok(header));
+        // Each case: a byte to change and the problem it must cause.
+        let cases = [
+            (0, HeaderProblem::NotAJournal),       // magic
+            (8, HeaderProblem::Version(1 ^ 0x40)), // version
+            (17, HeaderProblem::Checksum),         // base sequence
+            (40, HeaderProblem::Checksum),         // reserved zero
+        ];
+        for (at, problem) in cases {
+            let mut damaged = bytes;
+            damaged[at] ^= 0x40;
+            assert_eq!(SegmentHeader::decode(&damaged), Err(problem), "byte {at}");
+        }
+        // Too short to be a header.
+        assert_eq!(
+            SegmentHeader::decode(&bytes[..10]),
+            Err(HeaderProblem::NotAJournal)
+        );
+    }
+
+    #[test]
+    fn strides_are_aligned_and_cover_the_record() {
+        // (payload bytes, stride)
+        let cases = [(0, 32), (1, 40), (7, 40), (8, 40), (9, 48), (256, 288)];
+        for (payload, stride) in cases {
+            assert_eq!(record_stride(payload), stride, "payload {payload}");
+            assert_eq!(stride % RECORD_ALIGNMENT, 0);
+        }
+    }
+
+    #[test]
+    fn record_checksum_covers_length_header_and_payload() {
+        let mut header = [0u8; RECORD_HEADER_SIZE];
+        let checksum = encode_record_header(&mut header, 7, 99, 2, b"hello");
+        let length = (RECORD_HEADER_SIZE + 5) as u32;
+        assert_eq!(record_checksum(length, &header[8..], b"hello"), checksum);
+        // Another length, payload or sequence changes it.
+        assert_ne!(
+            record_checksum(length + 8, &header[8..], b"hello"),
+            checksum
+        );
+        assert_ne!(record_checksum(length, &header[8..], b"hellp"), checksum);
+        let mut other = header;
+        other[8] ^= 1;
+        assert_ne!(record_checksum(length, &other[8..], b"hello"), checksum);
+    }
+}

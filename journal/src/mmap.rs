@@ -1,0 +1,270 @@
+//! The journal's one window onto the operating system: preallocation,
+//! memory maps and the atomic length word. All of the journal's `unsafe`
+//! lives here, behind functions whose contracts the writer and readers keep.
+
+use std::fs::File;
+use std::io;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use memmap2::{MmapOptions, MmapRaw};
+
+use crate::format::{RECORD_ALIGNMENT, RECORD_HEADER_SIZE};
+
+/// Reserves `bytes` of disk for `file`, so that writes through a map of it
+/// can never fail for want of space (which would raise SIGBUS, not an error).
+pub(crate) fn preallocate(file: &File, bytes: u64) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: posix_fallocate reads no memory of ours; the descriptor is
+        // open for writing for the duration of the call.
+        let code = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, bytes as libc::off_t) };
+        if code != 0 {
+            return Err(io::Error::from_raw_os_error(code));
+        }
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        // Elsewhere, extend the file; space is then taken as pages are written.
+        file.set_len(bytes)
+    }
+}
+
+/// What is at a record offset.
+pub(crate) enum Slot<'a> {
+    /// Nothing published (or, for recovery, written) there.
+    Empty,
+    /// A record: header and payload (`length` bytes), not yet verified.
+    Written(&'a [u8]),
+    /// A length word that cannot be right: shorter than a header or past the
+    /// readable end.
+    BadLength(u32),
+}
+
+/// The right to write one map: exactly one exists per writable map, held by
+/// its appender (recovery first, then the journal). Holding it `&mut` is
+/// what makes writing sound; holding it `&` is what lets recovery read past
+/// the published end.
+pub(crate) struct Appender {
+    map_address: usize,
+}
+
+/// A memory map of a whole segment file.
+///
+/// # Invariants
+/// - `len` is the file's size, fixed for the map's life (segments are
+///   preallocated and never truncated while mapped).
+/// - `published_end` only grows. Every byte below it is part of a complete
+///   record (or the header) and never changes again; readers without the
+///   [`Appender`] read nothing at or past it. Bytes at or past it are
+///   written only through the one `Appender`. So reads and writes never
+///   touch the same bytes at once.
+/// - A record's length word is stored last of its bytes, with `Release`, and
+///   `published_end` after it, with `Release`.
+pub(crate) struct Mapping {
+    raw: MmapRaw,
+    len: usize,
+    published_end: AtomicU64,
+    writable: bool,
+}
+
+impl Mapping {
+    /// Maps `file` for reading and writing; returns the map and its one
+    /// appender. Nothing past `header_len` is published yet.
+    pub(crate) fn writable(
+        file: &File,
+        len: usize,
+        header_len: usize,
+    ) -> io::Result<(Self, Appender)> {
+        assert!(header_len <= len);
+        let raw = MmapOptions::new().len(len).map_raw(file)?;
+        let appender = Appender {
+            map_address: raw.as_ptr() as usize,
+        };
+        let mapping = Self {
+            raw,
+            len,
+            published_end: AtomicU64::new(header_len as u64),
+            writable: true,
+        };
+        Ok((mapping, appender))
+    }
+
+    /// Maps `file` for reading only. With no writer in this process, the
+    /// whole file counts as published.
+    pub(crate) fn read_only(file: &File, len: usize) -> io::Result<Self> {
+        let raw = MmapOptions::new().len(len).map_raw_read_only(file)?;
+        Ok(Self {
+            raw,
+            len,
+            published_end: AtomicU64::new(len as u64),
+            writable: false,
+        })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The end of what readers may read, with `Acquire`.
+    pub(crate) fn published_end(&self) -> usize {
+        self.published_end.load(Ordering::Acquire) as usize
+    }
+
+    fn check(&self, appender: &Appender) {
+        assert_eq!(
+            appender.map_address,
+            self.raw.as_ptr() as usize,
+            "an appender writes only its own map"
+        );
+    }
+
+    /// The bytes `offset..offset + len`, which the caller has checked lie
+    /// below `end`, an end it may read to.
+    fn bytes(&self, offset: usize, len: usize, end: usize) -> &[u8] {
+        assert!(offset + len <= end && end <= self.len);
+        // SAFETY: in bounds (asserted); below the published end nothing is
+        // written any more, and past it only the appender reads (it passed
+        // `end` beyond the published end only when holding the appender,
+        // which is then borrowed and cannot write).
+        unsafe { std::slice::from_raw_parts(self.raw.as_ptr().add(offset), len) }
+    }
+
+    /// What is at `offset`, reading only below `end`.
+    fn slot_below(&self, offset: usize, end: usize) -> Slot<'_> {
+        assert!(offset % RECORD_ALIGNMENT == 0, "record offsets are aligned");
+        if offset + RECORD_HEADER_SIZE > end {
+            return Slot::Empty;
+        }
+        // SAFETY: in bounds and aligned (the map is page aligned); length
+        // words are only ever accessed atomically or below the published end.
+        let word = unsafe { &*(self.raw.as_ptr().add(offset) as *const AtomicU32) };
+        let length = word.load(Ordering::Acquire);
+        if length == 0 {
+            return Slot::Empty;
+        }
+        if (length as usize) < RECORD_HEADER_SIZE || offset as u64 + length as u64 > end as u64 {
+            return Slot::BadLength(length);
+        }
+        Slot::Written(self.bytes(offset, length as usize, end))
+    }
+
+    /// The published record at `offset`, if any.
+    pub(crate) fn slot(&self, offset: usize) -> Slot<'_> {
+        self.slot_below(offset, self.published_end())
+    }
+
+    /// What is written at `offset`, published or not: for recovery, which
+    /// holds the appender and so knows nobody writes.
+    pub(crate) fn scan_slot(&self, appender: &Appender, offset: usize) -> Slot<'_> {
+        self.check(appender);
+        self.slot_below(offset, self.len)
+    }
+
+    /// Appends a record at the published end: `header` (its length word is
+    /// ignored) and `payload`, then the length word, then the new end.
+    /// Returns the record's offset. The caller checked that it fits.
+    pub(crate) fn append(
+        &self,
+        appender: &mut Appender,
+        header: &[u8; RECORD_HEADER_SIZE],
+        payload: &[u8],
+        stride: usize,
+    ) -> usize {
+        self.check(appender);
+        assert!(self.writable, "append to a read-only map");
+        let offset = self.published_end();
+        let length = RECORD_HEADER_SIZE + payload.len();
+        assert!(
+            stride >= length && offset + stride <= self.len,
+            "record does not fit"
+        );
+        // SAFETY: `offset..offset + stride` is at or past the published end,
+        // which no reader reads, and the `&mut Appender` makes this the only
+        // writer; in bounds (asserted). The length word (bytes 0..4) is left
+        // for the atomic store below.
+        unsafe {
+            let base = self.raw.as_mut_ptr().add(offset);
+            std::ptr::copy_nonoverlapping(
+                header.as_ptr().add(4),
+                base.add(4),
+                RECORD_HEADER_SIZE - 4,
+            );
+            std::ptr::copy_nonoverlapping(
+                payload.as_ptr(),
+                base.add(RECORD_HEADER_SIZE),
+                payload.len(),
+            );
+            let word = &*(base as *const AtomicU32);
+            word.store(length as u32, Ordering::Release);
+        }
+        self.published_end
+            .store((offset + stride) as u64, Ordering::Release);
+        offset
+    }
+
+    /// Moves the published end to `end` (recovery, after a scan).
+    pub(crate) fn publish_to(&self, appender: &mut Appender, end: usize) {
+        self.check(appender);
+        assert!(
+            end >= self.published_end() && end <= self.len,
+            "the published end only grows"
+        );
+        self.published_end.store(end as u64, Ordering::Release);
+    }
+
+    /// Zeroes every nonzero byte from the published end to the end of the
+    /// map (recovery, cutting off a torn tail); returns the bytes zeroed.
+    pub(crate) fn zero_tail(&self, appender: &mut Appender) -> u64 {
+        const CHUNK: usize = 64 * 1024;
+        self.check(appender);
+        assert!(self.writable, "zero a read-only map");
+        let mut at = self.published_end();
+        let mut zeroed = 0;
+        while at < self.len {
+            let len = CHUNK.min(self.len - at);
+            // SAFETY: at or past the published end, so no reader; the
+            // `&mut Appender` makes this the only writer; in bounds.
+            unsafe {
+                let chunk = std::slice::from_raw_parts_mut(self.raw.as_mut_ptr().add(at), len);
+                if chunk.iter().any(|&b| b != 0) {
+                    chunk.fill(0);
+                    zeroed += len as u64;
+                }
+            }
+            at += len;
+        }
+        zeroed
+    }
+
+    /// Writes back `offset..offset + len` to the file and waits (msync).
+    pub(crate) fn flush(&self, offset: usize, len: usize) -> io::Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        self.raw.flush_range(offset, len)
+    }
+
+    /// Asks the kernel to make `offset..offset + len` ready for writing now,
+    /// so the appender does not stall on page faults there later. Best
+    /// effort: an old kernel without the advice only loses the head start.
+    pub(crate) fn prepare(&self, offset: usize, len: usize) {
+        let len = len.min(self.len.saturating_sub(offset));
+        if len == 0 || !self.writable {
+            return;
+        }
+        #[cfg(target_os = "linux")]
+        {
+            if self
+                .raw
+                .advise_range(memmap2::Advice::PopulateWrite, offset, len)
+                .is_err()
+            {
+                let _ = self
+                    .raw
+                    .advise_range(memmap2::Advice::WillNeed, offset, len);
+            }
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! Opening a journal directory: finding the segments, checking them, and
+//! cutting off a torn tail.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::format::{record_stride, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE};
+use crate::mmap::Appender;
+use crate::segment::{segment_path, Read, Segment, SEGMENT_SUFFIX, TEMPORARY_SUFFIX};
+use crate::{JournalConfig, JournalError, Position};
+
+/// What recovery found when a journal was opened.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Recovery {
+    /// Segments found (a new journal has one, just made).
+    pub segments: usize,
+    /// Records in the journal after recovery.
+    pub records: u64,
+    /// The first record's sequence, if there is a record.
+    pub first_sequence: Option<u64>,
+    /// The last record's sequence, if there is a record.
+    pub last_sequence: Option<u64>,
+    /// Where a torn tail was cut off, if one was.
+    pub torn_at: Option<Position>,
+    /// Bytes of the torn tail that were zeroed.
+    pub truncated_bytes: u64,
+    /// Half-made segments (from a crash while rolling) that were removed.
+    pub removed_temporaries: usize,
+}
+
+pub(crate) struct Recovered {
+    pub(crate) segments: Vec<Arc<Segment>>,
+    /// The appender of the last segment, where appends continue.
+    pub(crate) appender: Appender,
+    pub(crate) next_sequence: u64,
+    pub(crate) recovery: Recovery,
+}
+
+/// The segment ids in `dir`, sorted, and the temporaries found there.
+pub(crate) fn list_segments(dir: &Path) -> Result<(Vec<u64>, Vec<PathBuf>), JournalError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| JournalError::io(dir, e))?;
+    let mut ids = Vec::new();
+    let mut temporaries = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| JournalError::io(dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(&format!(".{TEMPORARY_SUFFIX}")) {
+            temporaries.push(entry.path());
+        } else if let Some(stem) = name.strip_suffix(&format!(".{SEGMENT_SUFFIX}")) {
+            let id = stem
+                .parse::<u64>()
+                .map_err(|_| JournalError::NotAJournal(entry.path()))?;
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    Ok((ids, temporaries))
+}
+
+/// Opens (or makes) the journal in `dir` and recovers it.
+pub(crate) fn recover(dir: &Path, config: &JournalConfig) -> Result<Recovered, JournalError> {
+    prepare_directory(dir, config)?;
+    let (ids, temporaries) = list_segments(dir)?;
+    let mut recovery = Recovery::default();
+    for temporary in &temporaries {
+        std::fs::remove_file(temporary).map_err(|e| JournalError::io(temporary, e))?;
+        recovery.removed_temporaries += 1;
+    }
+    if ids.is_empty() {
+        let (segment, appender) = Segment::create(dir, 0, 0, config.segment_size_bytes)?;
+        recovery.segments = 1;
+        return Ok(Recovered {
+            segments: vec![Arc::new(segment)],
+            appender,
+            next_sequence: 0,
+            recovery,
+        });
+    }
+    if let Some(window) = ids.windows(2).find(|w| w[1] != w[0] + 1) {
+        return Err(JournalError::Corrupt {
+            segment: window[0] + 1,
+            offset: 0,
+            reason: format!("segment missing between {} and {}", window[0], window[1]),
+        });
+    }
+    let mut segments = Vec::with_capacity(ids.len());
+    let mut next_sequence = None;
+    let mut last_appender = None;
+    for (index, &id) in ids.iter().enumerate() {
+        let (segment, appender) = Segment::open(dir, id, true)?;
+        // A writable open always returns the appender.
+        let mut appender = appender.expect("writable segment has an appender");
+        if let Some(expected) = next_sequence {
+            if segment.base_sequence != expected {
+                return Err(JournalError::Corrupt {
+                    segment: id,
+                    offset: 0,
+                    reason: format!(
+                        "segment starts at sequence {}, the one before ends at {}",
+                        segment.base_sequence,
+                        expected as i128 - 1
+                    ),
+                });
+            }
+        }
+        let last = index + 1 == ids.len();
+        let indexed_end = if last { None } else { segment.load_index() };
+        let end = match indexed_end {
+            // A sealed segment with a good index: trust its recorded end.
+            Some(end) => {
+                segment.publish_to(&mut appender, end);
+                next_sequence_of_sealed(&segment, ids[index + 1], dir)?
+            }
+            None => scan(&segment, &mut appender, last, &mut recovery)?,
+        };
+        next_sequence = Some(end);
+        segments.push(Arc::new(segment));
+        last_appender = Some(appender);
+    }
+    // `ids` is not empty, so the loop ran and left the last appender.
+    let appender = last_appender.expect("at least one segment");
+    let next_sequence = next_sequence.unwrap_or(0);
+    let first_sequence = segments[0].base_sequence;
+    recovery.segments = segments.len();
+    recovery.records = next_sequence - first_sequence;
+    if recovery.records > 0 {
+        recovery.first_sequence = Some(first_sequence);
+        recovery.last_sequence = Some(next_sequence - 1);
+    }
+    Ok(Recovered {
+        segments,
+        appender,
+        next_sequence,
+        recovery,
+    })
+}
+
+fn prepare_directory(dir: &Path, config: &JournalConfig) -> Result<(), JournalError> {
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(JournalError::io(
+            dir,
+            std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if !config.create_dir {
+                return Err(JournalError::MissingDirectory(dir.to_owned()));
+            }
+            std::fs::create_dir_all(dir).map_err(|e| JournalError::io(dir, e))
+        }
+        Err(e) => Err(JournalError::io(dir, e)),
+    }
+}
+
+/// A sealed segment's end sequence is the next segment's base.
+fn next_sequence_of_sealed(
+    segment: &Segment,
+    next_id: u64,
+    dir: &Path,
+) -> Result<u64, JournalError> {
+    let (next, _) = Segment::open(dir, next_id, false)?;
+    if next.base_sequence < segment.base_sequence {
+        return Err(JournalError::Corrupt {
+            segment: next_id,
+            offset: 0,
+            reason: format!(
+                "{} starts before its predecessor",
+                segment_path(dir, next_id).display()
+            ),
+        });
+    }
+    Ok(next.base_sequence)
+}
+
+/// Scans a segment from its first record, verifying each, and publishes
+/// what is good; returns the sequence after its last good record. A bad
+/// record ends the scan: in the last segment, with nothing valid after it,
+/// it is a torn tail and is cut off; anywhere else it is corruption.
+pub(crate) fn scan(
+    segment: &Segment,
+    appender: &mut Appender,
+    last: bool,
+    recovery: &mut Recovery,
+) -> Result<u64, JournalError> {
+    let mut offset = SEGMENT_HEADER_SIZE;
+    let mut expected = segment.base_sequence;
+    // Bounded: each step moves `offset` forward by at least one header.
+    let problem = loop {
+        match segment.scan_read(appender, offset) {
+            Read::Empty => break None,
+            Read::Record(header, _) if header.sequence == expected => {
+                segment.note_for_index(header.sequence, offset);
+                segment
+                    .last_timestamp_ns
+                    .store(header.timestamp_ns, Ordering::Relaxed);
+                offset += header.stride();
+                expected += 1;
+            }
+            Read::Record(header, _) => {
+                break Some(format!(
+                    "sequence {} where {expected} was expected",
+                    header.sequence
+                ))
+            }
+            Read::Invalid(reason) => break Some(reason),
+        }
+    };
+    segment.publish_to(appender, offset);
+    if let Some(problem) = problem {
+        if !last || valid_record_follows(segment, appender, offset, expected) {
+            return Err(JournalError::Corrupt {
+                segment: segment.id,
+                offset: offset as u64,
+                reason: problem,
+            });
+        }
+        recovery.torn_at = Some(Position {
+            segment: segment.id,
+            offset: offset as u64,
+        });
+        recovery.truncated_bytes = segment.zero_tail(appender)?;
+    }
+    Ok(expected)
+}
+
+/// Whether the record after a bad one at `offset` is the intact record with
+/// the next sequence: then the bad one is damage inside the log, not a tear.
+fn valid_record_follows(
+    segment: &Segment,
+    appender: &Appender,
+    offset: usize,
+    expected: u64,
+) -> bool {
+    let Some(length) = segment.scan_length(appender, offset) else {
+        return false;
+    };
+    let next = offset + record_stride((length as usize).saturating_sub(RECORD_HEADER_SIZE));
+    matches!(segment.scan_read(appender, next), Read::Record(header, _) if header.sequence == expected + 1)
+}

@@ -1,0 +1,370 @@
+//! One segment file: its header, its map, and its sparse sequence index.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
+
+use crate::format::{
+    decode_record_header, record_checksum, HeaderProblem, RecordHeader, SegmentHeader,
+    FORMAT_VERSION, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE,
+};
+use crate::mmap::{preallocate, Appender, Mapping, Slot};
+use crate::JournalError;
+
+/// Segment files are `{id:020}.segment`, so names sort in log order.
+pub(crate) const SEGMENT_SUFFIX: &str = "segment";
+/// A segment being made; removed at open if a crash left one.
+pub(crate) const TEMPORARY_SUFFIX: &str = "segment.tmp";
+/// Sparse index files sit beside their segment: `{id:020}.index`.
+pub(crate) const INDEX_SUFFIX: &str = "index";
+
+/// An index entry every this many bytes of records.
+pub(crate) const INDEX_INTERVAL_BYTES: usize = 64 * 1024;
+
+pub(crate) fn segment_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:020}.{SEGMENT_SUFFIX}"))
+}
+
+fn index_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:020}.{INDEX_SUFFIX}"))
+}
+
+/// What a record offset holds, checked.
+pub(crate) enum Read<'a> {
+    /// Nothing yet.
+    Empty,
+    /// A record whose checksum holds.
+    Record(RecordHeader, &'a [u8]),
+    /// Something that is not a valid record.
+    Invalid(String),
+}
+
+/// One segment file, mapped.
+///
+/// # Invariants
+/// - The map's published end is the offset just past the last published
+///   record; it only grows, and every record below it is complete.
+/// - `index` entries are (sequence, offset) of records below `written_end`,
+///   in increasing order.
+pub(crate) struct Segment {
+    pub(crate) id: u64,
+    pub(crate) base_sequence: u64,
+    pub(crate) path: PathBuf,
+    pub(crate) dir: PathBuf,
+    mapping: Mapping,
+    /// Timestamp of the last record appended (or recovered), for retention.
+    pub(crate) last_timestamp_ns: AtomicU64,
+    index: RwLock<Vec<(u64, u32)>>,
+    _file: File,
+}
+
+impl Segment {
+    /// Makes a new segment: written under a temporary name, preallocated,
+    /// headed and synced, then renamed into place, so a crash never leaves a
+    /// half-made segment under a segment's name.
+    pub(crate) fn create(
+        dir: &Path,
+        id: u64,
+        base_sequence: u64,
+        size_bytes: u64,
+    ) -> Result<(Self, Appender), JournalError> {
+        let path = segment_path(dir, id);
+        let temporary = dir.join(format!("{id:020}.{TEMPORARY_SUFFIX}"));
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temporary)
+            .map_err(|e| JournalError::io(&temporary, e))?;
+        if let Err(error) = preallocate(&file, size_bytes) {
+            let _ = std::fs::remove_file(&temporary);
+            return Err(if error.raw_os_error() == Some(libc_enospc()) {
+                JournalError::DiskFull {
+                    path,
+                    bytes: size_bytes,
+                }
+            } else {
+                JournalError::io(&temporary, error)
+            });
+        }
+        let header = SegmentHeader {
+            segment_id: id,
+            base_sequence,
+            segment_size_bytes: size_bytes,
+        };
+        file.write_all(&header.encode())
+            .map_err(|e| JournalError::io(&temporary, e))?;
+        file.sync_all()
+            .map_err(|e| JournalError::io(&temporary, e))?;
+        std::fs::rename(&temporary, &path).map_err(|e| JournalError::io(&path, e))?;
+        sync_directory(dir)?;
+        let (mapping, appender) =
+            Mapping::writable(&file, size_bytes as usize, SEGMENT_HEADER_SIZE)
+                .map_err(|e| JournalError::io(&path, e))?;
+        let segment = Self {
+            id,
+            base_sequence,
+            path,
+            dir: dir.to_owned(),
+            mapping,
+            last_timestamp_ns: AtomicU64::new(0),
+            index: RwLock::new(Vec::new()),
+            _file: file,
+        };
+        Ok((segment, appender))
+    }
+
+    /// Opens an existing segment and checks its header against its name; with
+    /// `writable`, also returns its appender (nothing is published yet: the
+    /// caller scans and publishes).
+    pub(crate) fn open(
+        dir: &Path,
+        id: u64,
+        writable: bool,
+    ) -> Result<(Self, Option<Appender>), JournalError> {
+        let path = segment_path(dir, id);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(writable)
+            .open(&path)
+            .map_err(|e| JournalError::io(&path, e))?;
+        let size = file
+            .metadata()
+            .map_err(|e| JournalError::io(&path, e))?
+            .len();
+        let mut bytes = [0u8; SEGMENT_HEADER_SIZE];
+        if size < SEGMENT_HEADER_SIZE as u64 || file.read_exact(&mut bytes).is_err() {
+            return Err(JournalError::NotAJournal(path));
+        }
+        let header = SegmentHeader::decode(&bytes).map_err(|problem| match problem {
+            HeaderProblem::NotAJournal => JournalError::NotAJournal(path.clone()),
+            HeaderProblem::Version(found) => JournalError::UnsupportedVersion {
+                path: path.clone(),
+                found,
+                supported: FORMAT_VERSION,
+            },
+            HeaderProblem::Checksum => JournalError::Corrupt {
+                segment: id,
+                offset: 0,
+                reason: "segment header checksum fails".into(),
+            },
+        })?;
+        if header.segment_id != id || header.segment_size_bytes != size {
+            return Err(JournalError::Corrupt {
+                segment: id,
+                offset: 0,
+                reason: format!(
+                    "header says segment {} of {} bytes, file is {} of {size} bytes",
+                    header.segment_id,
+                    header.segment_size_bytes,
+                    path.display()
+                ),
+            });
+        }
+        let (mapping, appender) = if writable {
+            let (mapping, appender) = Mapping::writable(&file, size as usize, SEGMENT_HEADER_SIZE)
+                .map_err(|e| JournalError::io(&path, e))?;
+            (mapping, Some(appender))
+        } else {
+            let mapping =
+                Mapping::read_only(&file, size as usize).map_err(|e| JournalError::io(&path, e))?;
+            (mapping, None)
+        };
+        let segment = Self {
+            id,
+            base_sequence: header.base_sequence,
+            path,
+            dir: dir.to_owned(),
+            mapping,
+            last_timestamp_ns: AtomicU64::new(0),
+            index: RwLock::new(Vec::new()),
+            _file: file,
+        };
+        Ok((segment, appender))
+    }
+
+    pub(crate) fn size_bytes(&self) -> usize {
+        self.mapping.len()
+    }
+
+    pub(crate) fn mapping(&self) -> &Mapping {
+        &self.mapping
+    }
+
+    /// The offset past the last published record, with `Acquire`.
+    pub(crate) fn written_end(&self) -> usize {
+        self.mapping.published_end()
+    }
+
+    /// Reads and checks the published record at `offset`.
+    pub(crate) fn read(&self, offset: usize) -> Read<'_> {
+        check(self.mapping.slot(offset))
+    }
+
+    /// Reads and checks what is written at `offset`, published or not
+    /// (recovery, holding the appender).
+    pub(crate) fn scan_read(&self, appender: &Appender, offset: usize) -> Read<'_> {
+        check(self.mapping.scan_slot(appender, offset))
+    }
+
+    /// The length word at `offset`, published or not, if it is plausible.
+    pub(crate) fn scan_length(&self, appender: &Appender, offset: usize) -> Option<u32> {
+        match self.mapping.scan_slot(appender, offset) {
+            Slot::Written(bytes) => Some(bytes.len() as u32),
+            Slot::Empty | Slot::BadLength(_) => None,
+        }
+    }
+    /// Publishes everything below `end` (recovery, after checking it).
+    pub(crate) fn publish_to(&self, appender: &mut Appender, end: usize) {
+        self.mapping.publish_to(appender, end);
+    }
+
+    /// Zeroes the unpublished rest of the segment and flushes it, so no
+    /// stale bytes of a torn tail are ever taken for records. Returns the
+    /// bytes zeroed.
+    pub(crate) fn zero_tail(&self, appender: &mut Appender) -> Result<u64, JournalError> {
+        let from = self.written_end();
+        let zeroed = self.mapping.zero_tail(appender);
+        self.mapping
+            .flush(from, self.mapping.len() - from)
+            .map_err(|e| JournalError::io(&self.path, e))?;
+        Ok(zeroed)
+    }
+
+    /// Records an index entry if `offset` starts a new index interval.
+    pub(crate) fn note_for_index(&self, sequence: u64, offset: usize) {
+        let mut index = self
+            .index
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let due = index
+            .last()
+            .is_none_or(|&(_, last)| offset >= last as usize + INDEX_INTERVAL_BYTES);
+        if due {
+            index.push((sequence, offset as u32));
+        }
+    }
+
+    /// The offset of the indexed record at or before `sequence`, to scan from.
+    pub(crate) fn index_floor(&self, sequence: u64) -> usize {
+        let index = self
+            .index
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let at = index.partition_point(|&(s, _)| s <= sequence);
+        if at == 0 {
+            SEGMENT_HEADER_SIZE
+        } else {
+            index[at - 1].1 as usize
+        }
+    }
+
+    /// Writes the sparse index beside the segment (when it is sealed), with
+    /// a checksum, so the next open need not scan the segment to rebuild it.
+    pub(crate) fn write_index(&self) -> Result<(), JournalError> {
+        let index = self
+            .index
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut bytes = Vec::with_capacity(16 + index.len() * 12);
+        bytes.extend_from_slice(&(index.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&(self.written_end() as u64).to_le_bytes());
+        bytes.extend_from_slice(&self.last_timestamp_ns.load(Ordering::Relaxed).to_le_bytes());
+        for &(sequence, offset) in index.iter() {
+            bytes.extend_from_slice(&sequence.to_le_bytes());
+            bytes.extend_from_slice(&offset.to_le_bytes());
+        }
+        let checksum = crc32c::crc32c(&bytes);
+        bytes.extend_from_slice(&checksum.to_le_bytes());
+        let path = index_path(&self.dir, self.id);
+        std::fs::write(&path, &bytes).map_err(|e| JournalError::io(&path, e))
+    }
+
+    /// Loads the index written by [`write_index`](Self::write_index) and
+    /// returns the segment's recorded end; `None` if the index is missing or
+    /// damaged (then the caller scans instead).
+    pub(crate) fn load_index(&self) -> Option<usize> {
+        let bytes = std::fs::read(index_path(&self.dir, self.id)).ok()?;
+        if bytes.len() < 28 {
+            return None;
+        }
+        let (body, tail) = bytes.split_at(bytes.len() - 4);
+        if crc32c::crc32c(body) != u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]) {
+            return None;
+        }
+        let count = u64::from_le_bytes(body[0..8].try_into().expect("8 bytes")) as usize;
+        if body.len() != 24 + count * 12 {
+            return None;
+        }
+        let written_end = u64::from_le_bytes(body[8..16].try_into().expect("8 bytes")) as usize;
+        if written_end < SEGMENT_HEADER_SIZE || written_end > self.mapping.len() {
+            return None;
+        }
+        let entries = body[24..]
+            .chunks_exact(12)
+            .map(|c| {
+                (
+                    u64::from_le_bytes(c[0..8].try_into().expect("8 bytes")),
+                    u32::from_le_bytes(c[8..12].try_into().expect("4 bytes")),
+                )
+            })
+            .collect();
+        *self
+            .index
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = entries;
+        self.last_timestamp_ns.store(
+            u64::from_le_bytes(body[16..24].try_into().expect("8 bytes")),
+            Ordering::Relaxed,
+        );
+        Some(written_end)
+    }
+
+    /// Deletes the segment's files (retention). The map stays valid until
+    /// the last holder drops it.
+    pub(crate) fn delete_files(&self) -> Result<(), JournalError> {
+        std::fs::remove_file(&self.path).map_err(|e| JournalError::io(&self.path, e))?;
+        let index = index_path(&self.dir, self.id);
+        match std::fs::remove_file(&index) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(JournalError::io(&index, e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Checks what a slot holds.
+fn check(slot: Slot<'_>) -> Read<'_> {
+    match slot {
+        Slot::Empty => Read::Empty,
+        Slot::BadLength(length) => Read::Invalid(format!("impossible record length {length}")),
+        Slot::Written(bytes) => {
+            let header = decode_record_header(bytes);
+            let payload = &bytes[RECORD_HEADER_SIZE..];
+            let checksum = record_checksum(header.length, &bytes[8..RECORD_HEADER_SIZE], payload);
+            if checksum != header.checksum {
+                return Read::Invalid(format!(
+                    "checksum {:#010x} does not match the stored {:#010x}",
+                    checksum, header.checksum
+                ));
+            }
+            Read::Record(header, payload)
+        }
+    }
+}
+
+/// Makes the directory's entries (a new or renamed segment) durable.
+pub(crate) fn sync_directory(dir: &Path) -> Result<(), JournalError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| JournalError::io(dir, e))
+}
+
+fn libc_enospc() -> i32 {
+    #[cfg(unix)]
+    return libc::ENOSPC;
+    #[cfg(not(unix))]
+    return 28;
+}

@@ -1,0 +1,397 @@
+//! The appender: one per journal, owning the tail.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::format::{
+    encode_record_header, record_stride, PAYLOAD_SIZE_MAX, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE,
+};
+use crate::mmap::Appender;
+use crate::recovery::{recover, Recovered};
+use crate::segment::{Segment, INDEX_INTERVAL_BYTES};
+use crate::{Durability, JournalConfig, JournalError, JournalReader, Position, Recovery};
+
+/// What the journal's handles share.
+pub(crate) struct Shared {
+    pub(crate) dir: PathBuf,
+    /// Every retained segment, in id order, ids contiguous.
+    pub(crate) segments: RwLock<Vec<Arc<Segment>>>,
+    durable: Mutex<Position>,
+    flush_lock: Mutex<()>,
+    closed: Mutex<bool>,
+    closed_signal: Condvar,
+    failed_flush: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn segment(&self, id: u64) -> Option<Arc<Segment>> {
+        let segments = self.segments.read().unwrap_or_else(PoisonError::into_inner);
+        let first = segments.first()?.id;
+        segments.get(id.checked_sub(first)? as usize).cloned()
+    }
+
+    pub(crate) fn segments(&self) -> Vec<Arc<Segment>> {
+        self.segments
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn durable(&self) -> Position {
+        *self.durable.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Flushes every record published so far and returns the new durable
+    /// position. Flushes are serialised; each covers what the one before
+    /// left.
+    pub(crate) fn flush(&self) -> Result<Position, JournalError> {
+        let _serial = self
+            .flush_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut durable = self.durable();
+        let first = durable.segment;
+        for segment in self.segments().iter().filter(|s| s.id >= first) {
+            let from = if segment.id == durable.segment {
+                durable.offset as usize
+            } else {
+                SEGMENT_HEADER_SIZE
+            };
+            let end = segment.written_end();
+            if end > from {
+                segment
+                    .mapping()
+                    .flush(from, end - from)
+                    .map_err(|e| JournalError::io(&segment.path, e))?;
+            }
+            durable = Position {
+                segment: segment.id,
+                offset: end as u64,
+            };
+        }
+        *self.durable.lock().unwrap_or_else(PoisonError::into_inner) = durable;
+        Ok(durable)
+    }
+}
+
+/// A stretch of a segment for the preparer thread to make ready:
+/// (segment, offset, length).
+type PrepareRequest = (Arc<Segment>, usize, usize);
+
+/// What [`Journal::append`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The record's sequence.
+    pub sequence: u64,
+    /// Where it starts.
+    pub position: Position,
+}
+
+/// The journal's appender: appends records, rolls segments, flushes, and
+/// applies retention. Readers come from [`Journal::reader`].
+///
+/// # Invariants
+/// - `offset` is the active segment's written end: every record below it is
+///   published, nothing at or past it is.
+/// - `next_sequence` is one more than the last record's sequence.
+pub struct Journal {
+    shared: Arc<Shared>,
+    config: JournalConfig,
+    active: Arc<Segment>,
+    appender: Appender,
+    offset: usize,
+    next_sequence: u64,
+    next_index_offset: usize,
+    prepared_until: usize,
+    newest_timestamp_ns: u64,
+    preparer: Option<(mpsc::Sender<PrepareRequest>, JoinHandle<()>)>,
+    flusher: Option<JoinHandle<()>>,
+    recovery: Recovery,
+}
+
+impl Journal {
+    /// Opens the journal in `dir`, recovering it (a torn tail is cut off and
+    /// reported in [`recovery`](Self::recovery)), or makes a new one.
+    pub fn open(dir: impl AsRef<Path>, config: JournalConfig) -> Result<Self, JournalError> {
+        config.validate()?;
+        let dir = dir.as_ref().to_owned();
+        let Recovered {
+            segments,
+            appender,
+            next_sequence,
+            recovery,
+        } = recover(&dir, &config)?;
+        // `recover` always leaves at least one segment to append to.
+        let active = Arc::clone(segments.last().expect("recovery leaves a segment"));
+        let offset = active.written_end();
+        let newest_timestamp_ns = active.last_timestamp_ns.load(Ordering::Relaxed);
+        let durable = Position {
+            segment: active.id,
+            offset: offset as u64,
+        };
+        let shared = Arc::new(Shared {
+            dir,
+            segments: RwLock::new(segments),
+            durable: Mutex::new(durable),
+            flush_lock: Mutex::new(()),
+            closed: Mutex::new(false),
+            closed_signal: Condvar::new(),
+            failed_flush: AtomicBool::new(false),
+        });
+        let mut journal = Self {
+            shared,
+            active,
+            appender,
+            offset,
+            next_sequence,
+            next_index_offset: offset,
+            prepared_until: offset,
+            newest_timestamp_ns,
+            preparer: None,
+            flusher: None,
+            recovery,
+            config,
+        };
+        journal.start_preparer();
+        journal.prepare_ahead();
+        if let Durability::Interval(interval) = journal.config.durability {
+            let flusher = start_flusher(Arc::clone(&journal.shared), interval)
+                .map_err(|e| JournalError::io(&journal.shared.dir, e))?;
+            journal.flusher = Some(flusher);
+        }
+        Ok(journal)
+    }
+
+    /// Appends a record and publishes it to readers. `timestamp_ns` is the
+    /// caller's clock (stamped on ingest, so replay is deterministic);
+    /// `record_type` is the caller's tag. The record is durable once a flush
+    /// covers it (see [`Durability`]).
+    pub fn append(
+        &mut self,
+        record_type: u16,
+        timestamp_ns: u64,
+        payload: &[u8],
+    ) -> Result<Appended, JournalError> {
+        let stride = record_stride(payload.len());
+        let capacity = self.config.segment_size_bytes as usize - SEGMENT_HEADER_SIZE;
+        if payload.len() > PAYLOAD_SIZE_MAX || stride > capacity {
+            return Err(JournalError::RecordTooLarge {
+                length: (RECORD_HEADER_SIZE + payload.len()) as u64,
+                segment_size_bytes: self.config.segment_size_bytes,
+            });
+        }
+        if self.offset + stride > self.active.size_bytes() {
+            self.roll()?;
+        }
+        let sequence = self.next_sequence;
+        let mut header = [0u8; RECORD_HEADER_SIZE];
+        encode_record_header(&mut header, sequence, timestamp_ns, record_type, payload);
+        let offset = self
+            .active
+            .mapping()
+            .append(&mut self.appender, &header, payload, stride);
+        debug_assert_eq!(offset, self.offset);
+        self.offset += stride;
+        self.next_sequence += 1;
+        self.newest_timestamp_ns = self.newest_timestamp_ns.max(timestamp_ns);
+        self.active
+            .last_timestamp_ns
+            .store(timestamp_ns, Ordering::Relaxed);
+        if offset >= self.next_index_offset {
+            self.active.note_for_index(sequence, offset);
+            self.next_index_offset = offset + INDEX_INTERVAL_BYTES;
+        }
+        if self.offset + self.config.prepare_ahead_bytes / 2 > self.prepared_until {
+            self.prepare_ahead();
+        }
+        Ok(Appended {
+            sequence,
+            position: Position {
+                segment: self.active.id,
+                offset: offset as u64,
+            },
+        })
+    }
+
+    /// Writes every record appended so far to disk and waits; returns the
+    /// durable position (group commit: call it once per batch of appends).
+    pub fn flush(&self) -> Result<Position, JournalError> {
+        self.shared.flush()
+    }
+
+    /// Everything before this position survives a power loss.
+    pub fn durable_position(&self) -> Position {
+        self.shared.durable()
+    }
+
+    /// Where the next record will go (if it fits the active segment).
+    pub fn end_position(&self) -> Position {
+        Position {
+            segment: self.active.id,
+            offset: self.offset as u64,
+        }
+    }
+
+    /// The sequence the next record will get.
+    pub fn next_sequence(&self) -> u64 {
+        self.next_sequence
+    }
+
+    /// What recovery found when the journal was opened.
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
+    /// A reader of this journal; it may move to another thread and tail the
+    /// appends as they are published.
+    pub fn reader(&self) -> JournalReader {
+        JournalReader::new(Arc::clone(&self.shared))
+    }
+
+    /// The journal's directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Whether the interval flusher has failed (an I/O error); appends still
+    /// work but the durable position stops moving.
+    pub fn flusher_failed(&self) -> bool {
+        self.shared.failed_flush.load(Ordering::Relaxed)
+    }
+
+    /// Deletes whole sealed segments as the retention policy says; returns
+    /// the ids deleted. Runs on its own after each roll.
+    pub fn retain(&mut self) -> Result<Vec<u64>, JournalError> {
+        let retention = self.config.retention;
+        if retention.size_bytes_max.is_none() && retention.age_max.is_none() {
+            return Ok(Vec::new());
+        }
+        let mut deleted = Vec::new();
+        let mut segments = self
+            .shared
+            .segments
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        loop {
+            let total: u64 = segments.iter().map(|s| s.size_bytes() as u64).sum();
+            let Some(oldest) = segments.first() else {
+                break;
+            };
+            if oldest.id == self.active.id {
+                break;
+            }
+            let too_big = retention.size_bytes_max.is_some_and(|max| total > max);
+            let too_old = retention.age_max.is_some_and(|age| {
+                let newest = oldest.last_timestamp_ns.load(Ordering::Relaxed);
+                self.newest_timestamp_ns.saturating_sub(newest) > age.as_nanos() as u64
+            });
+            // One holder is this list; more are live readers.
+            if !(too_big || too_old) || Arc::strong_count(oldest) > 1 {
+                break;
+            }
+            oldest.delete_files()?;
+            deleted.push(oldest.id);
+            segments.remove(0);
+        }
+        Ok(deleted)
+    }
+
+    fn roll(&mut self) -> Result<(), JournalError> {
+        self.active.write_index()?;
+        let (next, appender) = Segment::create(
+            &self.shared.dir,
+            self.active.id + 1,
+            self.next_sequence,
+            self.config.segment_size_bytes,
+        )?;
+        let next = Arc::new(next);
+        self.appender = appender;
+        self.shared
+            .segments
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::clone(&next));
+        self.active = next;
+        self.offset = SEGMENT_HEADER_SIZE;
+        self.next_index_offset = SEGMENT_HEADER_SIZE;
+        self.prepared_until = SEGMENT_HEADER_SIZE;
+        self.prepare_ahead();
+        self.retain()?;
+        Ok(())
+    }
+
+    fn start_preparer(&mut self) {
+        let (sender, receiver) = mpsc::channel::<PrepareRequest>();
+        let spawned = std::thread::Builder::new()
+            .name("journal-prepare".into())
+            .spawn(move || {
+                for (segment, offset, len) in receiver {
+                    segment.mapping().prepare(offset, len);
+                }
+            });
+        // Without the thread, pages are simply faulted in by the appender.
+        if let Ok(handle) = spawned {
+            self.preparer = Some((sender, handle));
+        }
+    }
+
+    /// Asks the preparer to make the next stretch of pages ready.
+    fn prepare_ahead(&mut self) {
+        let target = (self.offset + self.config.prepare_ahead_bytes).min(self.active.size_bytes());
+        if target <= self.prepared_until {
+            return;
+        }
+        if let Some((sender, _)) = &self.preparer {
+            let _ = sender.send((
+                Arc::clone(&self.active),
+                self.prepared_until,
+                target - self.prepared_until,
+            ));
+        }
+        self.prepared_until = target;
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        *self
+            .shared
+            .closed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = true;
+        self.shared.closed_signal.notify_all();
+        if let Some(flusher) = self.flusher.take() {
+            let _ = flusher.join();
+        }
+        if let Some((sender, handle)) = self.preparer.take() {
+            drop(sender);
+            let _ = handle.join();
+        }
+        // A clean close makes everything durable, whatever the policy: the
+        // cost is paid once, and a restart then finds no torn tail.
+        let _ = self.shared.flush();
+    }
+}
+
+fn start_flusher(shared: Arc<Shared>, interval: Duration) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("journal-flush".into())
+        .spawn(move || loop {
+            let closed = shared.closed.lock().unwrap_or_else(PoisonError::into_inner);
+            let (closed, _) = shared
+                .closed_signal
+                .wait_timeout_while(closed, interval, |closed| !*closed)
+                .unwrap_or_else(PoisonError::into_inner);
+            if *closed {
+                return;
+            }
+            drop(closed);
+            if shared.flush().is_err() {
+                shared.failed_flush.store(true, Ordering::Relaxed);
+            }
+        })
+}

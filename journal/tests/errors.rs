@@ -1,0 +1,186 @@
+//! A hostile environment gets clear errors and nothing written past what is
+//! valid.
+
+mod util;
+
+use std::io::Write;
+
+use courier_journal::{format, Durability, Journal, JournalConfig, JournalError};
+
+#[test]
+fn a_missing_directory_is_made_or_refused_as_configured() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("a/b/journal");
+    let refuse = JournalConfig {
+        create_dir: false,
+        ..util::small(Durability::Batch)
+    };
+    match Journal::open(&dir, refuse) {
+        Err(JournalError::MissingDirectory(path)) => assert_eq!(path, dir),
+        Err(other) => panic!("expected MissingDirectory, got {other}"),
+        Ok(_) => panic!("opened a missing directory"),
+    }
+    let journal = Journal::open(&dir, util::small(Durability::Batch)).unwrap();
+    assert_eq!(journal.recovery().segments, 1);
+}
+
+#[test]
+fn a_file_where_the_directory_should_be_is_refused() {
+    let parent = tempfile::tempdir().unwrap();
+    let path = parent.path().join("journal");
+    std::fs::write(&path, b"not a directory").unwrap();
+    let error = Journal::open(&path, util::small(Durability::Batch))
+        .err()
+        .expect("refused");
+    assert!(
+        error.to_string().contains(&path.display().to_string()),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_file_that_is_not_a_journal_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(format!("{:020}.segment", 0));
+    std::fs::File::create(&path)
+        .unwrap()
+        .write_all(&[7u8; 8192])
+        .unwrap();
+    match Journal::open(dir.path(), util::small(Durability::Batch)) {
+        Err(JournalError::NotAJournal(named)) => assert_eq!(named, path),
+        Err(other) => panic!("expected NotAJournal, got {other}"),
+        Ok(_) => panic!("opened garbage as a journal"),
+    }
+    // Nothing was written to it.
+    assert_eq!(std::fs::read(&path).unwrap(), vec![7u8; 8192]);
+}
+
+#[test]
+fn a_journal_of_another_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Journal::open(dir.path(), util::small(Durability::Batch)).unwrap());
+    let path = dir.path().join(format!("{:020}.segment", 0));
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[8..12].copy_from_slice(&(format::FORMAT_VERSION + 1).to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    match Journal::open(dir.path(), util::small(Durability::Batch)) {
+        Err(JournalError::UnsupportedVersion {
+            found, supported, ..
+        }) => {
+            assert_eq!(
+                (found, supported),
+                (format::FORMAT_VERSION + 1, format::FORMAT_VERSION)
+            );
+        }
+        Err(other) => panic!("expected UnsupportedVersion, got {other}"),
+        Ok(_) => panic!("opened a journal of another version"),
+    }
+}
+
+#[test]
+fn a_record_larger_than_a_segment_is_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut journal = Journal::open(dir.path(), util::small(Durability::Batch)).unwrap();
+    journal.append(1, 1, b"before").unwrap();
+    let end = journal.end_position();
+    match journal.append(1, 2, &vec![0u8; 8192]) {
+        Err(JournalError::RecordTooLarge {
+            segment_size_bytes: 4096,
+            ..
+        }) => {}
+        other => panic!("expected RecordTooLarge, got {other:?}"),
+    }
+    assert_eq!(journal.end_position(), end);
+    assert_eq!(journal.append(1, 3, b"after").unwrap().sequence, 1);
+}
+
+#[test]
+fn bad_configurations_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // Each case: a configuration that cannot work.
+    let cases = [
+        JournalConfig {
+            segment_size_bytes: 100,
+            ..JournalConfig::default()
+        },
+        JournalConfig {
+            segment_size_bytes: 4099,
+            ..JournalConfig::default()
+        },
+        JournalConfig {
+            segment_size_bytes: 1 << 33,
+            ..JournalConfig::default()
+        },
+        JournalConfig {
+            durability: Durability::Interval(std::time::Duration::ZERO),
+            ..JournalConfig::default()
+        },
+    ];
+    for config in cases {
+        match Journal::open(dir.path(), config.clone()) {
+            Err(JournalError::Config(_)) => {}
+            other => panic!("{config:?} gave {:?}", other.map(|_| ())),
+        }
+    }
+}
+
+#[test]
+fn a_half_made_segment_from_a_crash_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Journal::open(dir.path(), util::small(Durability::Batch)).unwrap());
+    std::fs::write(
+        dir.path().join(format!("{:020}.segment.tmp", 1)),
+        [0u8; 100],
+    )
+    .unwrap();
+    let journal = Journal::open(dir.path(), util::small(Durability::Batch)).unwrap();
+    assert_eq!(journal.recovery().removed_temporaries, 1);
+    assert!(!dir.path().join(format!("{:020}.segment.tmp", 1)).exists());
+}
+
+/// A full disk, on a real small tmpfs where this machine lets the test mount
+/// one (root with mount rights, as in CI); elsewhere it reports why it could
+/// not run and checks the error mapping on the largest file the disk refuses.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_full_disk_is_an_error_not_a_crash() {
+    let mount = tempfile::tempdir().unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(mount.path())
+        .status()
+        .is_ok_and(|s| s.success());
+    let (dir, segment_size_bytes) = if mounted {
+        (mount.path().to_owned(), 1 << 20)
+    } else {
+        eprintln!("could not mount a small tmpfs; asking for more than the disk has instead");
+        (mount.path().to_owned(), (u32::MAX as u64) & !7)
+    };
+    let config = JournalConfig {
+        segment_size_bytes,
+        ..JournalConfig::default()
+    };
+    let outcome = Journal::open(&dir, config);
+    let full = matches!(outcome, Err(JournalError::DiskFull { .. }));
+    if mounted {
+        let _ = std::process::Command::new("umount")
+            .arg(mount.path())
+            .status();
+        assert!(full, "expected DiskFull, got {:?}", outcome.map(|_| ()));
+    } else if !full {
+        // A disk with 4 GiB free takes the segment; the test then only
+        // checks that nothing half-made is left behind.
+        drop(outcome);
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.path().to_string_lossy().ends_with(".tmp"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        leftovers.is_empty(),
+        "a failed segment leaves no temporary file"
+    );
+}
