@@ -1,0 +1,252 @@
+//! Journal benchmarks, every contender in one run, interleaved round by
+//! round so that drift on a shared machine hits them alike; medians reported:
+//!
+//! ```text
+//! cargo bench -p courier-journal --bench journal            # everything
+//! cargo bench -p courier-journal --bench journal -- append  # one part
+//! ```
+//!
+//! Parts: `append` (records/s and MB/s for 64, 256 and 1,024-byte payloads
+//! under each durability policy, beside `BufWriter<File>` writing the same
+//! bytes and a memcpy into a pre-faulted `Vec`, the bound), `commit` (group
+//! commit: records/s and flush latency by batch size, 1 = an fsync per
+//! record), `replay` (reading everything back with checksums, GB/s).
+//! Files go to a temporary directory under `$TMPDIR` (default /tmp).
+//! `PREPARE_MB=N` sets how far ahead of the appender pages are made ready
+//! (`JournalConfig::prepare_ahead_bytes`, 4 MiB by default).
+
+use std::hint::black_box;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use courier_journal::{Durability, Journal, JournalConfig};
+use hdrhistogram::Histogram;
+
+const HEADER: usize = 32;
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
+
+fn config(durability: Durability) -> JournalConfig {
+    let prepare_ahead_bytes = std::env::var("PREPARE_MB").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(4) << 20;
+    JournalConfig {
+        durability,
+        prepare_ahead_bytes,
+        ..JournalConfig::default()
+    }
+}
+
+/// Appends `count` records of `payload` bytes; returns the seconds taken.
+/// With `batch`, flushes after every `batch` records (group commit).
+fn journal_append(durability: Durability, payload: usize, count: usize, batch: Option<usize>) -> f64 {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut journal = Journal::open(dir.path(), config(durability)).expect("open");
+    let bytes = vec![0x5au8; payload];
+    let start = Instant::now();
+    for n in 0..count {
+        journal.append(1, n as u64, &bytes).expect("append");
+        if let Some(batch) = batch {
+            if (n + 1) % batch == 0 {
+                journal.flush().expect("flush");
+            }
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    drop(journal);
+    seconds
+}
+
+/// The same bytes (a 32-byte header and the payload per record) through a
+/// 64 KiB `BufWriter<File>`, without fsync.
+fn bufwriter_append(payload: usize, count: usize) -> f64 {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = std::fs::File::create(dir.path().join("log")).expect("create");
+    let mut writer = std::io::BufWriter::with_capacity(64 * 1024, file);
+    let header = [0u8; HEADER];
+    let bytes = vec![0x5au8; payload];
+    let start = Instant::now();
+    for n in 0..count {
+        let mut header = header;
+        header[8..16].copy_from_slice(&(n as u64).to_le_bytes());
+        writer.write_all(&header).expect("write");
+        writer.write_all(&bytes).expect("write");
+    }
+    writer.flush().expect("flush");
+    start.elapsed().as_secs_f64()
+}
+
+/// The same bytes copied into a pre-faulted `Vec`: no I/O at all.
+fn memcpy_append(payload: usize, count: usize) -> f64 {
+    let stride = (HEADER + payload).next_multiple_of(8);
+    let mut target = vec![1u8; stride * count];
+    let bytes = vec![0x5au8; payload];
+    let start = Instant::now();
+    let mut at = 0;
+    for n in 0..count {
+        target[at + 8..at + 16].copy_from_slice(&(n as u64).to_le_bytes());
+        target[at + HEADER..at + HEADER + payload].copy_from_slice(&bytes);
+        at += stride;
+    }
+    black_box(&target);
+    start.elapsed().as_secs_f64()
+}
+
+fn append(quick: bool) {
+    let total_bytes = if quick { 32 << 20 } else { 256 << 20 };
+    let rounds = if quick { 1 } else { 5 };
+    println!("\n### Append: {} MiB of records per run, median of {rounds} interleaved rounds\n", total_bytes >> 20);
+    println!("| payload B | contender | M records/s | MB/s | vs memcpy | vs BufWriter |");
+    println!("| ---: | --- | ---: | ---: | ---: | ---: |");
+    for payload in [64usize, 256, 1024] {
+        let count = total_bytes / (HEADER + payload);
+        let contenders: Vec<(&str, Box<dyn Fn() -> f64>)> = vec![
+            ("memcpy into Vec (bound)", Box::new(move || memcpy_append(payload, count))),
+            ("BufWriter<File>", Box::new(move || bufwriter_append(payload, count))),
+            ("journal, durability none", Box::new(move || journal_append(Durability::None, payload, count, None))),
+            (
+                "journal, interval 10 ms",
+                Box::new(move || journal_append(Durability::Interval(Duration::from_millis(10)), payload, count, None)),
+            ),
+            (
+                "journal, batch of 64",
+                Box::new(move || journal_append(Durability::Batch, payload, count, Some(64))),
+            ),
+        ];
+        let mut seconds: Vec<Vec<f64>> = contenders.iter().map(|_| Vec::new()).collect();
+        for _ in 0..rounds {
+            for (index, (_, run)) in contenders.iter().enumerate() {
+                seconds[index].push(run());
+            }
+        }
+        let medians: Vec<f64> = seconds.iter_mut().map(|s| median(s)).collect();
+        for (index, (name, _)) in contenders.iter().enumerate() {
+            let rate = count as f64 / medians[index];
+            println!(
+                "| {payload} | {name} | {:.2} | {:.0} | {:.2} | {:.2} |",
+                rate / 1e6,
+                rate * (HEADER + payload) as f64 / 1e6,
+                medians[0] / medians[index],
+                medians[1] / medians[index],
+            );
+        }
+    }
+}
+
+fn commit(quick: bool) {
+    let payload = 256;
+    let seconds = if quick { 0.5 } else { 2.0 };
+    let rounds = if quick { 1 } else { 3 };
+    println!("\n### Group commit: 256-byte records, a flush (msync) after each batch, about {seconds} s per run, median of {rounds} rounds\n");
+    println!("| batch | records/s | vs batch 1 | flush p50 µs | flush p99 µs | flush max µs |");
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: |");
+    let batches = [1usize, 8, 64, 512];
+    let mut rates: Vec<Vec<f64>> = batches.iter().map(|_| Vec::new()).collect();
+    let mut flushes: Vec<Histogram<u64>> = batches
+        .iter()
+        .map(|_| Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("bounds"))
+        .collect();
+    for _ in 0..rounds {
+        for (index, &batch) in batches.iter().enumerate() {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let mut journal = Journal::open(dir.path(), config(Durability::Batch)).expect("open");
+            let bytes = vec![0x5au8; payload];
+            let start = Instant::now();
+            let mut count = 0u64;
+            while start.elapsed().as_secs_f64() < seconds {
+                for _ in 0..batch {
+                    journal.append(1, count, &bytes).expect("append");
+                    count += 1;
+                }
+                let flush_start = Instant::now();
+                journal.flush().expect("flush");
+                flushes[index].saturating_record(flush_start.elapsed().as_nanos() as u64);
+            }
+            rates[index].push(count as f64 / start.elapsed().as_secs_f64());
+        }
+    }
+    let base = median(&mut rates[0].clone());
+    for (index, &batch) in batches.iter().enumerate() {
+        let rate = median(&mut rates[index]);
+        let h = &flushes[index];
+        println!(
+            "| {batch} | {rate:.0} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            rate / base,
+            h.value_at_quantile(0.5) as f64 / 1e3,
+            h.value_at_quantile(0.99) as f64 / 1e3,
+            h.max() as f64 / 1e3
+        );
+    }
+}
+
+fn replay(quick: bool) {
+    let total_bytes: usize = if quick { 64 << 20 } else { 512 << 20 };
+    let rounds = if quick { 1 } else { 3 };
+    println!(
+        "\n### Replay: read {} MiB of 256-byte records back with checksums, median of {rounds} rounds\n",
+        total_bytes >> 20
+    );
+    println!("| reader | records/s | GB/s |");
+    println!("| --- | ---: | ---: |");
+    let payload = 256;
+    let count = total_bytes / (HEADER + payload);
+    let dir = tempfile::tempdir().expect("temp dir");
+    {
+        let mut journal = Journal::open(dir.path(), config(Durability::None)).expect("open");
+        let bytes = vec![0x5au8; payload];
+        for n in 0..count {
+            journal.append(1, n as u64, &bytes).expect("append");
+        }
+    }
+    let mut seconds = Vec::new();
+    for _ in 0..rounds {
+        let journal = Journal::open(dir.path(), config(Durability::None)).expect("open");
+        let reader = journal.reader();
+        let start = Instant::now();
+        let mut cursor = reader.cursor_at_start();
+        let mut sum = 0u64;
+        let mut records = 0;
+        while let Some(record) = cursor.next().expect("read") {
+            sum = sum.wrapping_add(record.payload()[0] as u64);
+            records += 1;
+        }
+        seconds.push(start.elapsed().as_secs_f64());
+        black_box(sum);
+        assert_eq!(records, count);
+    }
+    let seconds = median(&mut seconds);
+    println!(
+        "| cursor from the start | {:.0} | {:.2} |",
+        count as f64 / seconds,
+        (count * (HEADER + payload)) as f64 / seconds / 1e9
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--bench")).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let parts: Vec<&str> = args.iter().map(String::as_str).filter(|a| !a.starts_with("--")).collect();
+    let wants = |part: &str| parts.is_empty() || parts.contains(&part);
+    println!(
+        "cpu: {}; cores: {}; temp dir: {}",
+        std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|info| info
+                .lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+            .unwrap_or_else(|| "unknown".into()),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::env::temp_dir().display()
+    );
+    if wants("append") {
+        append(quick);
+    }
+    if wants("commit") {
+        commit(quick);
+    }
+    if wants("replay") {
+        replay(quick);
+    }
+}
