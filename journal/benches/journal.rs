@@ -30,7 +30,11 @@ fn median(values: &mut [f64]) -> f64 {
 }
 
 fn config(durability: Durability) -> JournalConfig {
-    let prepare_ahead_bytes = std::env::var("PREPARE_MB").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(4) << 20;
+    let prepare_ahead_bytes = std::env::var("PREPARE_MB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(4)
+        << 20;
     JournalConfig {
         durability,
         prepare_ahead_bytes,
@@ -40,7 +44,12 @@ fn config(durability: Durability) -> JournalConfig {
 
 /// Appends `count` records of `payload` bytes; returns the seconds taken.
 /// With `batch`, flushes after every `batch` records (group commit).
-fn journal_append(durability: Durability, payload: usize, count: usize, batch: Option<usize>) -> f64 {
+fn journal_append(
+    durability: Durability,
+    payload: usize,
+    count: usize,
+    batch: Option<usize>,
+) -> f64 {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut journal = Journal::open(dir.path(), config(durability)).expect("open");
     let bytes = vec![0x5au8; payload];
@@ -93,21 +102,43 @@ fn memcpy_append(payload: usize, count: usize) -> f64 {
     start.elapsed().as_secs_f64()
 }
 
+/// A named run that returns the seconds it took.
+type Contender = (&'static str, Box<dyn Fn() -> f64>);
+
 fn append(quick: bool) {
     let total_bytes = if quick { 32 << 20 } else { 256 << 20 };
     let rounds = if quick { 1 } else { 5 };
-    println!("\n### Append: {} MiB of records per run, median of {rounds} interleaved rounds\n", total_bytes >> 20);
+    println!(
+        "\n### Append: {} MiB of records per run, median of {rounds} interleaved rounds\n",
+        total_bytes >> 20
+    );
     println!("| payload B | contender | M records/s | MB/s | vs memcpy | vs BufWriter |");
     println!("| ---: | --- | ---: | ---: | ---: | ---: |");
     for payload in [64usize, 256, 1024] {
         let count = total_bytes / (HEADER + payload);
-        let contenders: Vec<(&str, Box<dyn Fn() -> f64>)> = vec![
-            ("memcpy into Vec (bound)", Box::new(move || memcpy_append(payload, count))),
-            ("BufWriter<File>", Box::new(move || bufwriter_append(payload, count))),
-            ("journal, durability none", Box::new(move || journal_append(Durability::None, payload, count, None))),
+        let contenders: Vec<Contender> = vec![
+            (
+                "memcpy into Vec (bound)",
+                Box::new(move || memcpy_append(payload, count)),
+            ),
+            (
+                "BufWriter<File>",
+                Box::new(move || bufwriter_append(payload, count)),
+            ),
+            (
+                "journal, durability none",
+                Box::new(move || journal_append(Durability::None, payload, count, None)),
+            ),
             (
                 "journal, interval 10 ms",
-                Box::new(move || journal_append(Durability::Interval(Duration::from_millis(10)), payload, count, None)),
+                Box::new(move || {
+                    journal_append(
+                        Durability::Interval(Duration::from_millis(10)),
+                        payload,
+                        count,
+                        None,
+                    )
+                }),
             ),
             (
                 "journal, batch of 64",
@@ -224,18 +255,29 @@ fn replay(quick: bool) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--bench")).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--bench"))
+        .collect();
     let quick = args.iter().any(|a| a == "--quick");
-    let parts: Vec<&str> = args.iter().map(String::as_str).filter(|a| !a.starts_with("--")).collect();
+    let parts: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let wants = |part: &str| parts.is_empty() || parts.contains(&part);
     println!(
         "cpu: {}; cores: {}; temp dir: {}",
         std::fs::read_to_string("/proc/cpuinfo")
             .ok()
-            .and_then(|info| info
-                .lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+            .and_then(
+                |info| info.lines().find(|l| l.starts_with("model name")).map(|l| l
+                    .split(':')
+                    .nth(1)
+                    .unwrap_or("")
+                    .trim()
+                    .to_owned())
+            )
             .unwrap_or_else(|| "unknown".into()),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         std::env::temp_dir().display()

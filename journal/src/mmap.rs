@@ -150,9 +150,20 @@ impl Mapping {
         Slot::Written(self.bytes(offset, length as usize, end))
     }
 
-    /// The published record at `offset`, if any.
+    /// The published record at `offset`, if any. In a writable map, every
+    /// offset below the published end that a reader reaches starts a record,
+    /// so a zero length word there is damage (a page lost in a power loss),
+    /// not the end. (A read-only map counts the whole file as published, so
+    /// there zero is the end.)
     pub(crate) fn slot(&self, offset: usize) -> Slot<'_> {
-        self.slot_below(offset, self.published_end())
+        // One load of the end: a second could see a record published since.
+        let end = self.published_end();
+        match self.slot_below(offset, end) {
+            Slot::Empty if self.writable && offset + RECORD_HEADER_SIZE <= end => {
+                Slot::BadLength(0)
+            }
+            slot => slot,
+        }
     }
 
     /// What is written at `offset`, published or not: for recovery, which

@@ -203,3 +203,21 @@ fn a_missing_index_is_rebuilt() {
     let mut cursor = journal.reader().cursor_at_sequence(17).unwrap();
     assert_eq!(cursor.next().unwrap().unwrap().sequence(), 17);
 }
+
+#[test]
+fn a_lost_page_inside_a_sealed_segment_is_damage_not_the_end() {
+    let (base, _, _) = base();
+    // Zero the start of segment 0's records, as a page lost in a power loss
+    // would; its index still says the records are there.
+    edit(&segment_file(base.path(), 0), 64, |b| b.fill(0), 64);
+    let journal = Journal::open(base.path(), util::small(Durability::Batch)).unwrap();
+    let mut cursor = journal.reader().cursor_at_start();
+    match cursor.next() {
+        Err(JournalError::Corrupt {
+            segment: 0,
+            offset: 64,
+            ..
+        }) => {}
+        other => panic!("expected Corrupt at 0:64, got {other:?}"),
+    }
+}
