@@ -104,7 +104,21 @@ impl Segment {
         let (mapping, appender) =
             Mapping::writable(&file, size_bytes as usize, SEGMENT_HEADER_SIZE)
                 .map_err(|e| JournalError::io(&path, e))?;
-        let segment = Self {
+        Ok((
+            Self::assemble(dir, id, base_sequence, path, mapping, file),
+            appender,
+        ))
+    }
+
+    fn assemble(
+        dir: &Path,
+        id: u64,
+        base_sequence: u64,
+        path: PathBuf,
+        mapping: Mapping,
+        file: File,
+    ) -> Self {
+        Self {
             id,
             base_sequence,
             path,
@@ -113,8 +127,7 @@ impl Segment {
             last_timestamp_ns: AtomicU64::new(0),
             index: RwLock::new(Vec::new()),
             _file: file,
-        };
-        Ok((segment, appender))
+        }
     }
 
     /// Opens an existing segment and checks its header against its name; with
@@ -173,16 +186,7 @@ impl Segment {
                 Mapping::read_only(&file, size as usize).map_err(|e| JournalError::io(&path, e))?;
             (mapping, None)
         };
-        let segment = Self {
-            id,
-            base_sequence: header.base_sequence,
-            path,
-            dir: dir.to_owned(),
-            mapping,
-            last_timestamp_ns: AtomicU64::new(0),
-            index: RwLock::new(Vec::new()),
-            _file: file,
-        };
+        let segment = Self::assemble(dir, id, header.base_sequence, path, mapping, file);
         Ok((segment, appender))
     }
 

@@ -231,15 +231,20 @@ fn tune(quick: bool) {
     }
 }
 
+/// Prints a latency part's heading and table header.
+fn latency_heading(title: &str, rate: u64, pacing: &str, count: u64, rounds: usize) {
+    println!(
+        "\n### {title}: {rate} events/s, {pacing} between events, {count} events, \
+         median of {rounds} interleaved rounds\n"
+    );
+    print_header();
+}
+
 fn paced(quick: bool, shapes: &[Shape]) {
     let rate = 100_000;
     let count = if quick { 20_000 } else { 100_000 };
     let rounds = if quick { 1 } else { 3 };
-    println!(
-        "\n### Paced producer: {rate} events/s, spinning between events, {count} events, \
-         median of {rounds} interleaved rounds\n"
-    );
-    print_header();
+    latency_heading("Paced producer", rate, "spinning", count, rounds);
     for &shape in shapes {
         let contenders = common::throughput_contenders(shape);
         for outcomes in interleaved(&contenders, rounds, rate, count, &Pacing::Spin) {
@@ -252,11 +257,7 @@ fn sleep(quick: bool, shapes: &[Shape]) {
     let rate = 10_000;
     let count = if quick { 5_000 } else { 20_000 };
     let rounds = if quick { 1 } else { 5 };
-    println!(
-        "\n### Sleeping producer: {rate} events/s, sleeping between events, {count} events, \
-         median of {rounds} interleaved rounds\n"
-    );
-    print_header();
+    latency_heading("Sleeping producer", rate, "sleeping", count, rounds);
     for &shape in shapes {
         let mut contenders: Vec<Box<dyn Fn() -> Rig>> = Vec::new();
         for layout in [Layout::PerStage, Layout::Fused] {
