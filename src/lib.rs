@@ -3,5 +3,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod codec;
+
 pub use courier_journal as journal;
 pub use courier_ringbuffer as ringbuffer;

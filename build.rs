@@ -1,0 +1,9 @@
+//! Generates the protocol's Rust types from proto/courier.proto with a
+//! pure-Rust compiler (protox), so no `protoc` needs installing.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto/courier.proto");
+    let descriptors = protox::compile(["proto/courier.proto"], ["proto"])?;
+    prost_build::Config::new().compile_fds(descriptors)?;
+    Ok(())
+}

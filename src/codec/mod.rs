@@ -1,0 +1,19 @@
+//! The client protocol without sockets: frames (length-prefixed, with a
+//! small header) and the typed messages inside them. Bytes go in, frames and
+//! messages come out; nothing here does I/O, so the network layer, an
+//! embedding gateway and the tests all use the same code.
+
+mod frame;
+mod message;
+
+pub use frame::{
+    Frame, FrameDecoder, FrameError, FRAME_HEADER_BYTES, FRAME_SIZE_MAX_DEFAULT,
+    LENGTH_PREFIX_BYTES,
+};
+pub use message::{Message, MessageError, PROTOCOL_VERSION};
+
+/// The protobuf types generated from `proto/courier.proto`.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod proto {
+    include!(concat!(env!("OUT_DIR"), "/courier.v1.rs"));
+}
