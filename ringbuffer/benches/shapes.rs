@@ -57,15 +57,15 @@ struct Outcome {
     rate_achieved: f64,
 }
 
-/// Publishes `count` events at `rate` per second from the rig's first
-/// producer, then stops the rig.
-fn run(mut rig: Rig, rate: u64, count: u64, pacing: &Pacing) -> Outcome {
-    // Let the threads start and settle.
-    std::thread::sleep(Duration::from_millis(50));
+/// Publishes `count` events at `rate` per second, the first due at `start`.
+fn publish_paced(
+    producer: &mut dyn common::Publish,
+    rate: u64,
+    count: u64,
+    pacing: &Pacing,
+    start: Instant,
+) {
     let period = Duration::from_nanos(1_000_000_000 / rate);
-    let cpu_before = cpu_seconds();
-    let start = Instant::now();
-    let producer = &mut rig.producers[0];
     for value in 0..count {
         let due = start + period * value as u32;
         match pacing {
@@ -83,6 +83,27 @@ fn run(mut rig: Rig, rate: u64, count: u64, pacing: &Pacing) -> Outcome {
         }
         producer.publish(now_ns(), value);
     }
+}
+
+/// Publishes `count` events at `rate` per second from the rig's first
+/// producer, then stops the rig.
+fn run(mut rig: Rig, rate: u64, count: u64, pacing: &Pacing) -> Outcome {
+    // Let the threads start and settle.
+    std::thread::sleep(Duration::from_millis(50));
+    let cpu_before = cpu_seconds();
+    let start = Instant::now();
+    let core = rig.producer_core;
+    let producer = &mut rig.producers[0];
+    // Publish from a thread of its own, so it can be pinned without pinning
+    // the harness.
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            if let Some(id) = core {
+                core_affinity::set_for_current(core_affinity::CoreId { id });
+            }
+            publish_paced(producer.as_mut(), rate, count, pacing, start);
+        });
+    });
     rig.wait_done(count);
     let wall = start.elapsed().as_secs_f64();
     let cores = (cpu_seconds() - cpu_before) / wall;
@@ -260,7 +281,7 @@ fn sleep(quick: bool, shapes: &[Shape]) {
     latency_heading("Sleeping producer", rate, "sleeping", count, rounds);
     for &shape in shapes {
         let mut contenders: Vec<Box<dyn Fn() -> Rig>> = Vec::new();
-        for layout in [Layout::PerStage, Layout::Fused] {
+        for layout in [Layout::PerStage, Layout::Fused, Layout::FusedSharedCore] {
             if layout == Layout::Fused && matches!(shape, Shape::Spsc | Shape::Mpsc) {
                 continue;
             }

@@ -191,10 +191,12 @@ impl Waiter {
     /// Wakes every parked thread and every parked external poller.
     #[cold]
     pub(crate) fn wake_all(&self) {
-        {
-            let _guard = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
-            self.wakeup.notify_all();
-        }
+        // Taking and dropping the lock orders this wake after any waiter's
+        // check: a waiter that counted itself a sleeper holds the lock until
+        // it is inside `wait`. Notifying after the lock is dropped lets the
+        // woken thread take the lock at once instead of sleeping on it again.
+        drop(self.lock.lock().unwrap_or_else(PoisonError::into_inner));
+        self.wakeup.notify_all();
         for park in &self.parks {
             self.wake_external(park);
         }

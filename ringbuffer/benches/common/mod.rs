@@ -140,6 +140,8 @@ pub trait Publish: Send {
 /// A contender running one shape.
 pub struct Rig {
     pub name: String,
+    /// The core the harness should pin its publishing thread to, if any.
+    pub producer_core: Option<usize>,
     /// One per producer of the shape.
     pub producers: Vec<Box<dyn Publish>>,
     done: Arc<AtomicU64>,
@@ -229,6 +231,9 @@ pub enum Layout {
     PerStage,
     /// All stages on one thread.
     Fused,
+    /// All stages on one thread pinned to core 0, with the producer pinned
+    /// there too: the net thread and the pipeline sharing a core.
+    FusedSharedCore,
 }
 
 impl Layout {
@@ -236,6 +241,7 @@ impl Layout {
         match self {
             Layout::PerStage => "per-stage",
             Layout::Fused => "fused",
+            Layout::FusedSharedCore => "fused, sharing the producer's core",
         }
     }
 }
@@ -282,6 +288,14 @@ pub fn courier(shape: Shape, wait: ring::WaitStrategy, layout: Layout, wait_name
     let placement = match layout {
         Layout::PerStage => ring::Placement::ThreadPerStage,
         Layout::Fused => ring::Placement::Fused,
+        Layout::FusedSharedCore => {
+            let stages: Vec<&str> = match shape {
+                Shape::Spsc | Shape::Mpsc => vec!["sink"],
+                Shape::Pipeline3 => vec!["a", "b", "sink"],
+                Shape::Diamond => vec!["decode", "journal", "replicate", "logic"],
+            };
+            ring::Placement::Threads(vec![ring::ThreadSpec::new(stages).pinned(0)])
+        }
     };
     let mut builder = ring::Builder::new(CAPACITY, Event::default)
         .wait_strategy(wait)
@@ -317,6 +331,7 @@ pub fn courier(shape: Shape, wait: ring::WaitStrategy, layout: Layout, wait_name
         (producers, pipeline)
     };
     Rig {
+        producer_core: (layout == Layout::FusedSharedCore).then_some(0),
         name: format!("courier/{wait_name}/{}", layout.name()),
         producers,
         done,
@@ -383,7 +398,7 @@ where
                 .build();
             vec![Box::new(DisruptorProducer(producer))]
         }
-        (Shape::Pipeline3 | Shape::Diamond, Layout::Fused) => {
+        (Shape::Pipeline3 | Shape::Diamond, Layout::Fused | Layout::FusedSharedCore) => {
             let stages = if shape == Shape::Diamond { 3 } else { 2 };
             let mut before: Vec<_> = (0..stages).map(|_| middle()).collect();
             let producer = disruptor::build_single_producer(CAPACITY, Event::default, wait)
@@ -398,6 +413,7 @@ where
         }
     };
     Rig {
+        producer_core: None,
         name: format!("disruptor/{wait_name}/{}", layout.name()),
         producers,
         done,
@@ -496,6 +512,7 @@ pub fn crossbeam(shape: Shape, layout: Layout) -> Rig {
         .collect();
     drop(tx);
     Rig {
+        producer_core: None,
         name: format!("crossbeam/channel/{}", layout.name()),
         producers,
         done,
