@@ -184,3 +184,61 @@ fn a_full_disk_is_an_error_not_a_crash() {
         "a failed segment leaves no temporary file"
     );
 }
+
+/// A read-only directory: a read-only tmpfs where this machine lets the test
+/// mount one (root ignores permission bits, so chmod cannot make one); as a
+/// user without mount rights, a directory without write permission.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_read_only_directory_is_refused_clearly() {
+    use std::os::unix::fs::PermissionsExt;
+    let mount = tempfile::tempdir().unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "ro,size=64k", "tmpfs"])
+        .arg(mount.path())
+        .status()
+        .is_ok_and(|s| s.success());
+    let dir = mount.path().to_owned();
+    if !mounted {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+    }
+    let outcome = Journal::open(&dir, util::small(Durability::Batch));
+    if mounted {
+        let _ = std::process::Command::new("umount")
+            .arg(mount.path())
+            .status();
+    } else {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let running_as_root_without_mount = !mounted && euid_is_root();
+    if running_as_root_without_mount {
+        // Root writes through 0o555 and may not mount here: nothing can make
+        // the directory read-only, so there is nothing to check.
+        eprintln!("running as root without mount rights: no read-only directory to test");
+        return;
+    }
+    match outcome {
+        Err(JournalError::NotWritable { path, .. }) => {
+            assert!(
+                path.starts_with(&dir),
+                "the error names the path: {}",
+                path.display()
+            )
+        }
+        Err(other) => panic!("expected NotWritable, got {other}"),
+        Ok(_) => panic!("opened a journal in a read-only directory"),
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn euid_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
+}

@@ -4,7 +4,7 @@ use crate::cursor::Cursor;
 use crate::ring::{Barrier, Shared};
 use crate::sync::Arc;
 use crate::wait::ExternalPark;
-use crate::{Halted, Sequence};
+use crate::{Halted, Sequence, StageFailure};
 
 /// The part of a poller that both kinds share.
 pub(crate) struct PollerCore<E> {
@@ -76,6 +76,20 @@ impl<E> PollerCore<E> {
     }
 }
 
+impl<E> Drop for PollerCore<E> {
+    /// A poller that goes away while the pipeline runs would hold the ring
+    /// back for ever (the producer waits for it); stopping the pipeline with
+    /// a failure that names it turns that hang into an error.
+    fn drop(&mut self) {
+        if !self.shared.is_halted() {
+            self.shared.fail(StageFailure {
+                stage: self.name.clone(),
+                message: "the poller was dropped while the pipeline ran".into(),
+            });
+        }
+    }
+}
+
 macro_rules! poller_common {
     () => {
         /// The name the poller was added with.
@@ -126,6 +140,10 @@ macro_rules! poller_common {
 /// A consumer that reads (`&E`) on a thread of the caller's: the mio loop
 /// reads its outbound ring this way. It takes part in gating like any stage,
 /// so the producer never laps it.
+///
+/// Keep it until the pipeline has stopped (poll until `Err(Halted)`):
+/// dropping it while the pipeline runs would leave the ring waiting for it,
+/// so the drop stops the pipeline with a [`crate::StageFailure`] naming it.
 pub struct Poller<E> {
     pub(crate) core: PollerCore<E>,
 }
@@ -159,6 +177,7 @@ impl<E> Poller<E> {
 
 /// A consumer that owns each event (`&mut E`) on a thread of the caller's; it
 /// can take what the event holds (a frame's bytes, say) instead of copying.
+/// Like [`Poller`], keep it until the pipeline has stopped.
 pub struct MutPoller<E> {
     pub(crate) core: PollerCore<E>,
 }

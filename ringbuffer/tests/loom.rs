@@ -37,12 +37,15 @@ fn single_producer_laps_a_one_slot_ring_without_overwriting() {
         let out = builder.poller("out", &[]);
         let (mut producer, mut pipeline) = builder.build_single_producer().unwrap();
         let mut poller = pipeline.take_poller(out).unwrap();
-        let consumer = thread::spawn(move || drain(&mut poller, 2));
+        let consumer = thread::spawn(move || (drain(&mut poller, 2), poller));
         // The second publish must wait for the consumer to free the one slot.
         producer.publish(|value| *value = 1).unwrap();
         producer.publish(|value| *value = 2).unwrap();
-        assert_eq!(consumer.join().unwrap(), vec![1, 2]);
+        let (values, poller) = consumer.join().unwrap();
+        assert_eq!(values, vec![1, 2]);
+        // Pollers outlive the pipeline's run (dropping one earlier stops it).
         drop(pipeline);
+        drop(poller);
     });
 }
 
@@ -91,6 +94,7 @@ fn a_stage_never_runs_ahead_of_the_stage_it_follows() {
                     first.wait();
                 }
             }
+            first
         });
         let read = thread::spawn(move || {
             let mut seen = Vec::new();
@@ -100,14 +104,16 @@ fn a_stage_never_runs_ahead_of_the_stage_it_follows() {
                     second.wait();
                 }
             }
-            seen
+            (seen, second)
         });
         producer.publish(|event| event.0 = 1).unwrap();
         producer.publish(|event| event.0 = 2).unwrap();
-        annotate.join().unwrap();
+        let first = annotate.join().unwrap();
+        let (seen, second) = read.join().unwrap();
         // The second stage sees each event only after the first annotated it.
-        assert_eq!(read.join().unwrap(), vec![(1, 10), (2, 20)]);
+        assert_eq!(seen, vec![(1, 10), (2, 20)]);
         drop(pipeline);
+        drop((first, second));
     });
 }
 
@@ -123,10 +129,12 @@ fn a_parked_consumer_is_always_woken() {
         let mut poller = pipeline.take_poller(out).unwrap();
         // The consumer parks on the condition variable when it finds nothing;
         // a lost wake-up would leave it parked forever, which loom reports.
-        let consumer = thread::spawn(move || drain(&mut poller, 1));
+        let consumer = thread::spawn(move || (drain(&mut poller, 1), poller));
         producer.publish(|value| *value = 7).unwrap();
-        assert_eq!(consumer.join().unwrap(), vec![7]);
+        let (values, poller) = consumer.join().unwrap();
+        assert_eq!(values, vec![7]);
         drop(pipeline);
+        drop(poller);
     });
 }
 
@@ -150,7 +158,7 @@ fn a_sleeping_poller_gets_its_wake_hook() {
             loop {
                 poller.poll(2, |value, _, _| values.push(*value)).unwrap();
                 if !values.is_empty() {
-                    return values;
+                    return (values, poller);
                 }
                 if poller.prepare_wait() {
                     // Sleep until the hook fires; if the publisher missed the
@@ -164,7 +172,9 @@ fn a_sleeping_poller_gets_its_wake_hook() {
             }
         });
         producer.publish(|value| *value = 5).unwrap();
-        assert_eq!(consumer.join().unwrap(), vec![5]);
+        let (values, poller) = consumer.join().unwrap();
+        assert_eq!(values, vec![5]);
         drop(pipeline);
+        drop(poller);
     });
 }

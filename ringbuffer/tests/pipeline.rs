@@ -433,7 +433,9 @@ fn a_poller_on_its_own_thread_sleeps_and_is_woken() {
                     .expect("woken by the publisher");
             }
         }
-        total
+        // A poller outlives the pipeline's run: dropping it earlier would
+        // stop the pipeline (see the next test).
+        (total, poller)
     });
     for value in 0..1_000u64 {
         producer.publish(|e| e.value = value).unwrap();
@@ -441,8 +443,10 @@ fn a_poller_on_its_own_thread_sleeps_and_is_woken() {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
-    assert_eq!(consumer.join().unwrap(), 2 * (0..1_000).sum::<u64>());
+    let (total, poller) = consumer.join().unwrap();
+    assert_eq!(total, 2 * (0..1_000).sum::<u64>());
     pipeline.shutdown().unwrap();
+    drop(poller);
 }
 
 /// CPU ticks (user + system) of this process's threads whose name starts with `prefix`.
@@ -548,4 +552,27 @@ fn blocking_hand_offs_never_lose_a_wake_up() {
         }
     }
     pipeline.shutdown().unwrap();
+}
+
+#[test]
+fn dropping_a_poller_stops_the_pipeline_instead_of_hanging_it() {
+    let mut builder = Builder::new(4, Event::default);
+    let out = builder.poller("net", &[]);
+    let (mut producer, mut pipeline) = builder.build_single_producer().unwrap();
+    let poller = pipeline.take_poller(out).unwrap();
+    producer.publish(|_| ()).unwrap();
+    drop(poller);
+    // The ring (4 slots) would fill and wait for the poller for ever; the
+    // producer is told instead.
+    let mut outcome = Ok(0);
+    for _ in 0..10 {
+        outcome = producer.publish(|_| ());
+        if outcome.is_err() {
+            break;
+        }
+    }
+    assert_eq!(outcome, Err(Halted));
+    let failure = pipeline.shutdown().unwrap_err();
+    assert_eq!(failure.stage, "net");
+    assert!(failure.message.contains("dropped"), "{failure}");
 }
