@@ -138,6 +138,18 @@ fn a_half_made_segment_from_a_crash_is_removed() {
     assert!(!dir.path().join(format!("{:020}.segment.tmp", 1)).exists());
 }
 
+/// Mounts a tmpfs with `options` on `path`; false where this machine does
+/// not allow it (no root, or no mount rights in this container).
+#[cfg(target_os = "linux")]
+fn mount_tmpfs(path: &std::path::Path, options: &str) -> bool {
+    std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+        .arg(path)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// A full disk, on a real small tmpfs where this machine lets the test mount
 /// one (root with mount rights, as in CI); elsewhere it reports why it could
 /// not run and checks the error mapping on the largest file the disk refuses.
@@ -145,11 +157,7 @@ fn a_half_made_segment_from_a_crash_is_removed() {
 #[test]
 fn a_full_disk_is_an_error_not_a_crash() {
     let mount = tempfile::tempdir().unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
-        .arg(mount.path())
-        .status()
-        .is_ok_and(|s| s.success());
+    let mounted = mount_tmpfs(mount.path(), "size=64k");
     let (dir, segment_size_bytes) = if mounted {
         (mount.path().to_owned(), 1 << 20)
     } else {
@@ -193,11 +201,7 @@ fn a_full_disk_is_an_error_not_a_crash() {
 fn a_read_only_directory_is_refused_clearly() {
     use std::os::unix::fs::PermissionsExt;
     let mount = tempfile::tempdir().unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "ro,size=64k", "tmpfs"])
-        .arg(mount.path())
-        .status()
-        .is_ok_and(|s| s.success());
+    let mounted = mount_tmpfs(mount.path(), "ro,size=64k");
     let dir = mount.path().to_owned();
     if !mounted {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
