@@ -3,7 +3,7 @@
 //!
 //! Every command is appended before it is acknowledged; all state is rebuilt
 //! from the journal after a restart; inboxes point into it for message
-//! bodies. The on-disk layout is drawn in [`format`].
+//! bodies. The on-disk layout is drawn in [`format`](mod@format).
 //!
 //! # Lifecycle
 //!
