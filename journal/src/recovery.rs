@@ -25,7 +25,9 @@ pub struct Recovery {
     pub torn_at: Option<Position>,
     /// Bytes of the torn tail that were zeroed.
     pub truncated_bytes: u64,
-    /// Half-made segments (from a crash while rolling) that were removed.
+    /// Half-made segments (from a crash or power loss while rolling) that
+    /// were removed: temporary files, and a newest segment whose header never
+    /// reached the disk.
     pub removed_temporaries: usize,
 }
 
@@ -62,11 +64,21 @@ pub(crate) fn list_segments(dir: &Path) -> Result<(Vec<u64>, Vec<PathBuf>), Jour
 /// Opens (or makes) the journal in `dir` and recovers it.
 pub(crate) fn recover(dir: &Path, config: &JournalConfig) -> Result<Recovered, JournalError> {
     prepare_directory(dir, config)?;
-    let (ids, temporaries) = list_segments(dir)?;
+    let (mut ids, temporaries) = list_segments(dir)?;
     let mut recovery = Recovery::default();
     for temporary in &temporaries {
         std::fs::remove_file(temporary).map_err(|e| JournalError::io(temporary, e))?;
         recovery.removed_temporaries += 1;
+    }
+    // A power loss right after a roll can leave the newest segment renamed
+    // into place before its header reached the disk; it holds no record.
+    if let Some(&last) = ids.last() {
+        if header_is_zero(&segment_path(dir, last))? {
+            let path = segment_path(dir, last);
+            std::fs::remove_file(&path).map_err(|e| JournalError::io(&path, e))?;
+            recovery.removed_temporaries += 1;
+            ids.pop();
+        }
     }
     if ids.is_empty() {
         let (segment, appender) = Segment::create(dir, 0, 0, config.segment_size_bytes)?;
@@ -135,6 +147,18 @@ pub(crate) fn recover(dir: &Path, config: &JournalConfig) -> Result<Recovered, J
         next_sequence,
         recovery,
     })
+}
+
+/// Whether the file's first header's worth of bytes are all zero.
+fn header_is_zero(path: &Path) -> Result<bool, JournalError> {
+    use std::io::Read;
+    let mut header = [0u8; SEGMENT_HEADER_SIZE];
+    let mut file = std::fs::File::open(path).map_err(|e| JournalError::io(path, e))?;
+    match file.read_exact(&mut header) {
+        Ok(()) => Ok(header.iter().all(|&b| b == 0)),
+        // Shorter than a header: not a zeroed segment; opening it says what it is.
+        Err(_) => Ok(false),
+    }
 }
 
 fn prepare_directory(dir: &Path, config: &JournalConfig) -> Result<(), JournalError> {

@@ -61,53 +61,59 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    /// Makes a new segment: written under a temporary name, preallocated,
-    /// headed and synced, then renamed into place, so a crash never leaves a
-    /// half-made segment under a segment's name.
+    /// Makes a new segment now: reserves it, heads it, syncs it and its
+    /// directory. (The appender reserves segments ahead of need instead; see
+    /// [`Reserved`].)
     pub(crate) fn create(
         dir: &Path,
         id: u64,
         base_sequence: u64,
         size_bytes: u64,
     ) -> Result<(Self, Appender), JournalError> {
-        let path = segment_path(dir, id);
+        let (segment, appender) =
+            Self::reserve(dir, id, size_bytes)?.activate(base_sequence, true)?;
+        sync_directory(dir)?;
+        Ok((segment, appender))
+    }
+
+    /// Makes the file of segment `id` under a temporary name, preallocated
+    /// and mapped but without a header: the slow part of making a segment,
+    /// done before the segment is needed.
+    pub(crate) fn reserve(dir: &Path, id: u64, size_bytes: u64) -> Result<Reserved, JournalError> {
         let temporary = dir.join(format!("{id:020}.{TEMPORARY_SUFFIX}"));
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
             .open(&temporary)
             .map_err(|e| JournalError::io(&temporary, e))?;
-        if let Err(error) = preallocate(&file, size_bytes) {
+        let discard = |error| {
             let _ = std::fs::remove_file(&temporary);
-            return Err(if error.raw_os_error() == Some(libc_enospc()) {
+            error
+        };
+        preallocate(&file, size_bytes).map_err(|error| {
+            discard(if error.raw_os_error() == Some(libc_enospc()) {
                 JournalError::DiskFull {
-                    path,
+                    path: segment_path(dir, id),
                     bytes: size_bytes,
                 }
             } else {
                 JournalError::io(&temporary, error)
-            });
-        }
-        let header = SegmentHeader {
-            segment_id: id,
-            base_sequence,
-            segment_size_bytes: size_bytes,
-        };
-        file.write_all(&header.encode())
-            .map_err(|e| JournalError::io(&temporary, e))?;
-        file.sync_all()
-            .map_err(|e| JournalError::io(&temporary, e))?;
-        std::fs::rename(&temporary, &path).map_err(|e| JournalError::io(&path, e))?;
-        sync_directory(dir)?;
+            })
+        })?;
         let (mapping, appender) =
             Mapping::writable(&file, size_bytes as usize, SEGMENT_HEADER_SIZE)
-                .map_err(|e| JournalError::io(&path, e))?;
-        Ok((
-            Self::assemble(dir, id, base_sequence, path, mapping, file),
+                .map_err(|e| discard(JournalError::io(&temporary, e)))?;
+        Ok(Reserved {
+            dir: dir.to_owned(),
+            id,
+            size_bytes,
+            temporary,
+            file,
+            mapping,
             appender,
-        ))
+        })
     }
 
     fn assemble(
@@ -356,6 +362,69 @@ fn check(slot: Slot<'_>) -> Read<'_> {
             }
             Read::Record(header, payload)
         }
+    }
+}
+
+/// A segment file made ahead of need (see [`Segment::reserve`]). A crash
+/// leaves it under its temporary name, which the next open removes.
+pub(crate) struct Reserved {
+    dir: PathBuf,
+    id: u64,
+    size_bytes: u64,
+    temporary: PathBuf,
+    file: File,
+    mapping: Mapping,
+    appender: Appender,
+}
+
+impl Reserved {
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(crate) fn mapping(&self) -> &Mapping {
+        &self.mapping
+    }
+
+    /// Writes the header (its first record will have `base_sequence`) and
+    /// renames the file into place. With `sync`, the header is on disk
+    /// before the rename; without, a power loss may leave a segment whose
+    /// header is zero, which recovery removes when it is the last one. The
+    /// directory entry is the caller's to sync.
+    pub(crate) fn activate(
+        self,
+        base_sequence: u64,
+        sync: bool,
+    ) -> Result<(Segment, Appender), JournalError> {
+        let header = SegmentHeader {
+            segment_id: self.id,
+            base_sequence,
+            segment_size_bytes: self.size_bytes,
+        };
+        let mut file = &self.file;
+        file.write_all(&header.encode())
+            .map_err(|e| JournalError::io(&self.temporary, e))?;
+        if sync {
+            self.file
+                .sync_all()
+                .map_err(|e| JournalError::io(&self.temporary, e))?;
+        }
+        let path = segment_path(&self.dir, self.id);
+        std::fs::rename(&self.temporary, &path).map_err(|e| JournalError::io(&path, e))?;
+        let segment = Segment::assemble(
+            &self.dir,
+            self.id,
+            base_sequence,
+            path,
+            self.mapping,
+            self.file,
+        );
+        Ok((segment, self.appender))
+    }
+
+    /// Removes the file (the journal closed before it was needed).
+    pub(crate) fn discard(self) {
+        let _ = std::fs::remove_file(&self.temporary);
     }
 }
 

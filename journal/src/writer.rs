@@ -12,7 +12,7 @@ use crate::format::{
 };
 use crate::mmap::Appender;
 use crate::recovery::{recover, Recovered};
-use crate::segment::{Segment, INDEX_INTERVAL_BYTES};
+use crate::segment::{sync_directory, Reserved, Segment, INDEX_INTERVAL_BYTES};
 use crate::{Durability, JournalConfig, JournalError, JournalReader, Position, Recovery};
 
 /// What the journal's handles share.
@@ -25,6 +25,8 @@ pub(crate) struct Shared {
     closed: Mutex<bool>,
     closed_signal: Condvar,
     failed_flush: AtomicBool,
+    /// A segment was renamed into place since the directory was last synced.
+    directory_unsynced: AtomicBool,
 }
 
 impl Shared {
@@ -53,6 +55,13 @@ impl Shared {
             .flush_lock
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        // A record in a new segment is durable only once the segment's name is.
+        if self.directory_unsynced.swap(false, Ordering::AcqRel) {
+            if let Err(error) = sync_directory(&self.dir) {
+                self.directory_unsynced.store(true, Ordering::Release);
+                return Err(error);
+            }
+        }
         let mut durable = self.durable();
         let first = durable.segment;
         for segment in self.segments().iter().filter(|s| s.id >= first) {
@@ -109,6 +118,8 @@ pub struct Journal {
     prepared_until: usize,
     newest_timestamp_ns: u64,
     preparer: Option<(mpsc::Sender<PrepareRequest>, JoinHandle<()>)>,
+    /// The next segment, being made ahead of need on a thread of its own.
+    spare: Option<JoinHandle<Result<Reserved, JournalError>>>,
     flusher: Option<JoinHandle<()>>,
     recovery: Recovery,
 }
@@ -141,6 +152,7 @@ impl Journal {
             closed: Mutex::new(false),
             closed_signal: Condvar::new(),
             failed_flush: AtomicBool::new(false),
+            directory_unsynced: AtomicBool::new(false),
         });
         let mut journal = Self {
             shared,
@@ -152,12 +164,14 @@ impl Journal {
             prepared_until: offset,
             newest_timestamp_ns,
             preparer: None,
+            spare: None,
             flusher: None,
             recovery,
             config,
         };
         journal.start_preparer();
         journal.prepare_ahead();
+        journal.reserve_next();
         if let Durability::Interval(interval) = journal.config.durability {
             let flusher = start_flusher(Arc::clone(&journal.shared), interval)
                 .map_err(|e| JournalError::io(&journal.shared.dir, e))?;
@@ -300,14 +314,43 @@ impl Journal {
         Ok(deleted)
     }
 
+    /// Starts making the segment after the active one, so a roll finds it
+    /// preallocated and mapped instead of paying for that on the appender.
+    fn reserve_next(&mut self) {
+        let dir = self.shared.dir.clone();
+        let id = self.active.id + 1;
+        let size_bytes = self.config.segment_size_bytes;
+        let prepare_bytes = self.config.prepare_ahead_bytes;
+        let spawned = std::thread::Builder::new()
+            .name("journal-reserve".into())
+            .spawn(move || {
+                let reserved = Segment::reserve(&dir, id, size_bytes)?;
+                reserved
+                    .mapping()
+                    .prepare(SEGMENT_HEADER_SIZE, prepare_bytes);
+                Ok(reserved)
+            });
+        // Without the thread, the roll makes the segment itself.
+        self.spare = spawned.ok();
+    }
+
     fn roll(&mut self) -> Result<(), JournalError> {
         self.active.write_index()?;
-        let (next, appender) = Segment::create(
-            &self.shared.dir,
-            self.active.id + 1,
-            self.next_sequence,
-            self.config.segment_size_bytes,
-        )?;
+        let id = self.active.id + 1;
+        let reserved = match self.spare.take().map(JoinHandle::join) {
+            Some(Ok(reserved)) => reserved?,
+            // The reserving thread panicked or never started: make it here.
+            Some(Err(_)) | None => {
+                Segment::reserve(&self.shared.dir, id, self.config.segment_size_bytes)?
+            }
+        };
+        debug_assert_eq!(reserved.id(), id);
+        // No fsync here: the next flush syncs the directory, and its msync
+        // covers the header's page (see `Shared::flush`).
+        let (next, appender) = reserved.activate(self.next_sequence, false)?;
+        self.shared
+            .directory_unsynced
+            .store(true, Ordering::Release);
         let next = Arc::new(next);
         self.appender = appender;
         self.shared
@@ -318,8 +361,10 @@ impl Journal {
         self.active = next;
         self.offset = SEGMENT_HEADER_SIZE;
         self.next_index_offset = SEGMENT_HEADER_SIZE;
-        self.prepared_until = SEGMENT_HEADER_SIZE;
+        // The reserving thread prepared the first pages.
+        self.prepared_until = SEGMENT_HEADER_SIZE + self.config.prepare_ahead_bytes;
         self.prepare_ahead();
+        self.reserve_next();
         self.retain()?;
         Ok(())
     }
@@ -370,6 +415,9 @@ impl Drop for Journal {
         if let Some((sender, handle)) = self.preparer.take() {
             drop(sender);
             let _ = handle.join();
+        }
+        if let Some(Ok(Ok(reserved))) = self.spare.take().map(JoinHandle::join) {
+            reserved.discard();
         }
         // A clean close makes everything durable, whatever the policy: the
         // cost is paid once, and a restart then finds no torn tail.

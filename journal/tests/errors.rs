@@ -246,3 +246,19 @@ fn euid_is_root() -> bool {
         })
         .unwrap_or(false)
 }
+
+#[test]
+fn a_newest_segment_whose_header_never_reached_the_disk_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut journal = Journal::open(dir.path(), util::small(Durability::Batch)).unwrap();
+    util::append_pattern(&mut journal, 0, 30);
+    let next_id = journal.end_position().segment + 1;
+    drop(journal);
+    // What a power loss right after a roll's rename can leave behind.
+    let path = dir.path().join(format!("{next_id:020}.segment"));
+    std::fs::write(&path, vec![0u8; 4096]).unwrap();
+    let journal = Journal::open(dir.path(), util::small(Durability::Batch)).unwrap();
+    assert_eq!(journal.recovery().removed_temporaries, 1);
+    assert!(!path.exists());
+    assert_eq!(util::expect_pattern(&journal), 30);
+}
