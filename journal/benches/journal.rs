@@ -10,10 +10,12 @@
 //! under each durability policy, beside `BufWriter<File>` writing the same
 //! bytes and a memcpy into a pre-faulted `Vec`, the bound), `commit` (group
 //! commit: records/s and flush latency by batch size, 1 = an fsync per
-//! record), `replay` (reading everything back with checksums, GB/s).
+//! record), `latency` (each append's time, rolls included), `replay`
+//! (reading everything back with checksums, GB/s).
 //! Files go to a temporary directory under `$TMPDIR` (default /tmp).
 //! `PREPARE_MB=N` sets how far ahead of the appender pages are made ready
-//! (`JournalConfig::prepare_ahead_bytes`, 4 MiB by default).
+//! (`JournalConfig::prepare_ahead_bytes`, 4 MiB by default); `SEGMENT_MB=N`
+//! the segment size (64 MiB by default).
 
 use std::hint::black_box;
 use std::io::Write;
@@ -35,9 +37,15 @@ fn config(durability: Durability) -> JournalConfig {
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(4)
         << 20;
+    let segment_size_bytes = std::env::var("SEGMENT_MB")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(64)
+        << 20;
     JournalConfig {
         durability,
         prepare_ahead_bytes,
+        segment_size_bytes,
         ..JournalConfig::default()
     }
 }
@@ -211,6 +219,35 @@ fn commit(quick: bool) {
     }
 }
 
+fn latency(quick: bool) {
+    let total_bytes: usize = if quick { 64 << 20 } else { 512 << 20 };
+    let payload = 256;
+    let count = total_bytes / (HEADER + payload);
+    println!(
+        "\n### Append latency: {} MiB of 256-byte records, durability none, 64 MiB segments (rolls included)\n",
+        total_bytes >> 20
+    );
+    println!("| appends | p50 ns | p99 ns | p99.9 ns | p99.99 ns | max µs |");
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: |");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut journal = Journal::open(dir.path(), config(Durability::None)).expect("open");
+    let bytes = vec![0x5au8; payload];
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("bounds");
+    for n in 0..count {
+        let start = Instant::now();
+        journal.append(1, n as u64, &bytes).expect("append");
+        histogram.saturating_record(start.elapsed().as_nanos() as u64);
+    }
+    println!(
+        "| {count} | {} | {} | {} | {} | {:.1} |",
+        histogram.value_at_quantile(0.5),
+        histogram.value_at_quantile(0.99),
+        histogram.value_at_quantile(0.999),
+        histogram.value_at_quantile(0.9999),
+        histogram.max() as f64 / 1e3
+    );
+}
+
 fn replay(quick: bool) {
     let total_bytes: usize = if quick { 64 << 20 } else { 512 << 20 };
     let rounds = if quick { 1 } else { 3 };
@@ -287,6 +324,9 @@ fn main() {
     }
     if wants("commit") {
         commit(quick);
+    }
+    if wants("latency") {
+        latency(quick);
     }
     if wants("replay") {
         replay(quick);
