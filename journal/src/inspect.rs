@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::format::{RecordHeader, SEGMENT_HEADER_SIZE};
+use crate::format::RecordHeader;
 use crate::recovery::list_segments;
-use crate::segment::{Read, Segment};
+use crate::segment::{walk, Segment};
 use crate::JournalError;
 
 /// One segment, as found on disk.
@@ -53,7 +53,7 @@ pub fn inspect(dir: impl AsRef<Path>) -> Result<Vec<SegmentSummary>, JournalErro
             written_bytes: 0,
             problem: None,
         };
-        walk(&segment, |_, header, _| {
+        walk_published(&segment, |_, header, _| {
             summary.records += 1;
             summary.first_sequence.get_or_insert(header.sequence);
             summary.last_sequence = Some(header.sequence);
@@ -83,7 +83,7 @@ pub fn dump(
             break;
         }
         let (segment, _) = Segment::open(dir, id, false)?;
-        walk(&segment, |offset, header, payload| {
+        walk_published(&segment, |offset, header, payload| {
             if header.sequence >= from_sequence {
                 visit(id, offset as u64, header, payload);
                 left -= 1;
@@ -99,31 +99,15 @@ pub fn dump(
     Ok(())
 }
 
-/// Walks a segment's records while `visit` returns true; `Err` names the
-/// first damaged record.
-fn walk(
+/// Walks a segment's published records while `visit` returns true; `Err`
+/// names the first damaged record.
+fn walk_published(
     segment: &Segment,
-    mut visit: impl FnMut(usize, &RecordHeader, &[u8]) -> bool,
+    visit: impl FnMut(usize, &RecordHeader, &[u8]) -> bool,
 ) -> Result<(), String> {
-    let mut offset = SEGMENT_HEADER_SIZE;
-    let mut expected = segment.base_sequence;
-    loop {
-        match segment.read(offset) {
-            Read::Empty => return Ok(()),
-            Read::Record(header, payload) if header.sequence == expected => {
-                if !visit(offset, &header, payload) {
-                    return Ok(());
-                }
-                offset += header.stride();
-                expected += 1;
-            }
-            Read::Record(header, _) => {
-                return Err(format!(
-                    "offset {offset}: sequence {} where {expected} was expected",
-                    header.sequence
-                ))
-            }
-            Read::Invalid(reason) => return Err(format!("offset {offset}: {reason}")),
-        }
+    let end = walk(segment, |offset| segment.read(offset), visit);
+    match end.problem {
+        None => Ok(()),
+        Some(problem) => Err(format!("offset {}: {problem}", end.offset)),
     }
 }

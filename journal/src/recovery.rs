@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use crate::format::{record_stride, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE};
 use crate::mmap::Appender;
-use crate::segment::{segment_path, Read, Segment, SEGMENT_SUFFIX, TEMPORARY_SUFFIX};
+use crate::segment::{
+    segment_path, walk, Read, Segment, WalkEnd, SEGMENT_SUFFIX, TEMPORARY_SUFFIX,
+};
 use crate::{JournalConfig, JournalError, Position};
 
 /// What recovery found when a journal was opened.
@@ -208,29 +210,21 @@ pub(crate) fn scan(
     last: bool,
     recovery: &mut Recovery,
 ) -> Result<u64, JournalError> {
-    let mut offset = SEGMENT_HEADER_SIZE;
-    let mut expected = segment.base_sequence;
-    // Bounded: each step moves `offset` forward by at least one header.
-    let problem = loop {
-        match segment.scan_read(appender, offset) {
-            Read::Empty => break None,
-            Read::Record(header, _) if header.sequence == expected => {
-                segment.note_for_index(header.sequence, offset);
-                segment
-                    .last_timestamp_ns
-                    .store(header.timestamp_ns, Ordering::Relaxed);
-                offset += header.stride();
-                expected += 1;
-            }
-            Read::Record(header, _) => {
-                break Some(format!(
-                    "sequence {} where {expected} was expected",
-                    header.sequence
-                ))
-            }
-            Read::Invalid(reason) => break Some(reason),
-        }
-    };
+    let WalkEnd {
+        offset,
+        next_sequence: expected,
+        problem,
+    } = walk(
+        segment,
+        |offset| segment.scan_read(appender, offset),
+        |offset, header, _| {
+            segment.note_for_index(header.sequence, offset);
+            segment
+                .last_timestamp_ns
+                .store(header.timestamp_ns, Ordering::Relaxed);
+            true
+        },
+    );
     segment.publish_to(appender, offset);
     if let Some(problem) = problem {
         if !last || valid_record_follows(segment, appender, offset, expected) {

@@ -345,6 +345,53 @@ impl Segment {
     }
 }
 
+/// Where a walk over a segment's records stopped.
+pub(crate) struct WalkEnd {
+    /// The offset past the last record the walk accepted.
+    pub(crate) offset: usize,
+    /// The sequence after the last record the walk accepted.
+    pub(crate) next_sequence: u64,
+    /// What stopped it before the unwritten space, if anything.
+    pub(crate) problem: Option<String>,
+}
+
+/// Walks a segment's records from the first, through `read`, checking that
+/// sequences follow on from the segment's base; stops at the unwritten
+/// space, at the first bad record, or when `visit` returns false.
+pub(crate) fn walk<'a>(
+    segment: &Segment,
+    read: impl Fn(usize) -> Read<'a>,
+    mut visit: impl FnMut(usize, &RecordHeader, &[u8]) -> bool,
+) -> WalkEnd {
+    let mut offset = SEGMENT_HEADER_SIZE;
+    let mut expected = segment.base_sequence;
+    // Bounded: each step moves `offset` forward by at least one header.
+    let problem = loop {
+        match read(offset) {
+            Read::Empty => break None,
+            Read::Record(header, payload) if header.sequence == expected => {
+                if !visit(offset, &header, payload) {
+                    break None;
+                }
+                offset += header.stride();
+                expected += 1;
+            }
+            Read::Record(header, _) => {
+                break Some(format!(
+                    "sequence {} where {expected} was expected",
+                    header.sequence
+                ))
+            }
+            Read::Invalid(reason) => break Some(reason),
+        }
+    };
+    WalkEnd {
+        offset,
+        next_sequence: expected,
+        problem,
+    }
+}
+
 /// Checks what a slot holds.
 fn check(slot: Slot<'_>) -> Read<'_> {
     match slot {

@@ -22,15 +22,14 @@ impl<E> PollerCore<E> {
     #[inline]
     fn range(&mut self, limit: usize) -> Result<(Sequence, Sequence), Halted> {
         self.shared.waiter.unpark_external(&self.park);
-        let available = self.barrier.available(&self.shared, self.next);
+        let mut available = self.barrier.available(&self.shared, self.next);
         if available <= self.next && self.shared.is_halted() {
             // Check once more: an event published just before the halt must
             // still be handed out.
-            let available = self.barrier.available(&self.shared, self.next);
+            available = self.barrier.available(&self.shared, self.next);
             if available <= self.next {
                 return Err(Halted);
             }
-            return Ok((self.next, available.min(self.next + limit as u64)));
         }
         Ok((self.next, available.min(self.next + limit as u64)))
     }
