@@ -134,6 +134,17 @@ impl FrameDecoder {
         }))
     }
 
+    /// The bytes the whole frame at the front of `buffer` takes (length
+    /// prefix included), checked against the limit, once its prefix has
+    /// arrived: `Ok(None)` until then. The caller may then use
+    /// `buffer[LENGTH_PREFIX_BYTES..total]` in place, without a copy, once
+    /// `total` bytes have arrived.
+    pub fn frame_bytes(&self, buffer: &[u8]) -> Result<Option<usize>, FrameError> {
+        Ok(self
+            .peek_length(buffer)?
+            .map(|length| LENGTH_PREFIX_BYTES + length))
+    }
+
     /// The length of the frame at the front of `buffer`, checked, once its
     /// prefix has arrived.
     fn peek_length(&self, buffer: &[u8]) -> Result<Option<usize>, FrameError> {

@@ -5,7 +5,7 @@ use prost::Message as _;
 use thiserror::Error;
 
 use super::proto::{self, ErrorCode, MessageType};
-use super::Frame;
+use super::{Frame, FRAME_HEADER_BYTES, LENGTH_PREFIX_BYTES};
 
 /// The protocol version this build speaks (sent in `Hello`).
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -60,19 +60,44 @@ macro_rules! messages {
                 }
             }
 
+            /// Appends the whole frame (length prefix, header, payload) to
+            /// `out`, reusing its capacity.
+            pub fn encode_frame(&self, correlation_id: u64, out: &mut Vec<u8>) {
+                let payload_len = match self {
+                    $(Message::$variant(inner) => inner.encoded_len(),)*
+                };
+                let length = FRAME_HEADER_BYTES + payload_len;
+                assert!(length <= u32::MAX as usize, "frame of {length} bytes");
+                out.reserve(LENGTH_PREFIX_BYTES + length);
+                out.extend_from_slice(&(length as u32).to_be_bytes());
+                out.extend_from_slice(&(self.message_type() as u16).to_be_bytes());
+                out.extend_from_slice(&0u16.to_be_bytes());
+                out.extend_from_slice(&correlation_id.to_be_bytes());
+                // Encoding into a Vec cannot fail: it grows as needed.
+                match self {
+                    $(Message::$variant(inner) => inner.encode_raw(out),)*
+                }
+            }
+
             /// Decodes a frame's payload by its type.
             pub fn decode(frame: &Frame) -> Result<Self, MessageError> {
-                let message_type = MessageType::try_from(i32::from(frame.message_type))
-                    .map_err(|_| MessageError::UnknownType(frame.message_type))?;
+                Self::decode_parts(frame.message_type, &frame.payload)
+            }
+
+            /// Decodes a payload of type number `message_type`.
+            pub fn decode_parts(message_type: u16, payload: &[u8]) -> Result<Self, MessageError> {
+                let type_number = message_type;
+                let message_type = MessageType::try_from(i32::from(type_number))
+                    .map_err(|_| MessageError::UnknownType(type_number))?;
                 let malformed = |error: prost::DecodeError| MessageError::Malformed {
                     message_type,
                     reason: error.to_string(),
                 };
                 match message_type {
-                    $(MessageType::$variant => proto::$variant::decode(frame.payload.clone())
+                    $(MessageType::$variant => proto::$variant::decode(payload)
                         .map(Message::$variant)
                         .map_err(malformed),)*
-                    MessageType::Unspecified => Err(MessageError::UnknownType(frame.message_type)),
+                    MessageType::Unspecified => Err(MessageError::UnknownType(type_number)),
                 }
             }
         }
@@ -136,6 +161,7 @@ mod tests {
                     inbox_sequence: 2,
                     timestamp_ms: 3,
                     body: b"x".to_vec(),
+                    recipient: "bo".into(),
                 }],
                 head_sequence: 2,
                 more: false,
@@ -143,6 +169,11 @@ mod tests {
             Message::error(ErrorCode::NotLoggedIn, "log in first"),
         ];
         for message in samples {
+            let mut encoded = Vec::new();
+            message.encode_frame(42, &mut encoded);
+            let mut wire = bytes::BytesMut::new();
+            message.to_frame(42).encode(&mut wire);
+            assert_eq!(encoded, &wire[..], "both encoders agree");
             let frame = message.to_frame(42);
             assert_eq!(frame.correlation_id, 42);
             assert_eq!(Message::decode(&frame), Ok(message));

@@ -17,3 +17,10 @@ pub use message::{Message, MessageError, PROTOCOL_VERSION};
 pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/courier.v1.rs"));
 }
+
+/// The protobuf types of the journal's internal records, generated from
+/// `proto/journal.proto`.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod journal_proto {
+    include!(concat!(env!("OUT_DIR"), "/courier.journal.v1.rs"));
+}

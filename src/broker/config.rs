@@ -1,0 +1,212 @@
+//! The broker's configuration, as read from TOML.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::auth::AuthConfig;
+use crate::codec::FRAME_SIZE_MAX_DEFAULT;
+use crate::journal::Durability;
+use crate::ringbuffer::{Placement, ThreadSpec, WaitStrategy};
+
+/// When journaled commands reach the disk (see the journal's `Durability`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DurabilitySetting {
+    /// Group commit: each batch is flushed (msync) before logic acknowledges
+    /// any of it. Survives power loss. The default.
+    Batch,
+    /// A background flush every `flush_interval_ms`; acknowledged commands
+    /// survive a crash of the process, and a power loss takes at most the
+    /// last interval.
+    Interval,
+    /// Page cache only: survives a crash of the process, not of the machine.
+    None,
+}
+
+/// How the pipeline's stages map to threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlacementSetting {
+    /// decode, journal, logic and fan-out on one thread; the SQLite store on
+    /// another. For small machines; the default.
+    Fused,
+    /// Each stage on a thread of its own.
+    PerStage,
+}
+
+/// How an idle stage waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WaitSetting {
+    /// Spin briefly, yield, then sleep: no CPU when idle. The default.
+    Blocking,
+    /// Spin, then yield; never sleeps (a core's worth of CPU when idle).
+    Yield,
+    /// Busy-spin: lowest latency, a full core per stage thread, always.
+    Spin,
+}
+
+/// Everything the broker (without its network layer) is configured by.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Where the journal (`journal/`) and the SQLite projection
+    /// (`courier.db`) live; created if missing.
+    pub data_dir: PathBuf,
+    /// When acknowledged commands reach the disk.
+    pub durability: DurabilitySetting,
+    /// The flush interval of `durability = "interval"`.
+    pub flush_interval_ms: u64,
+    /// Size of each journal segment file.
+    pub segment_size_mb: u64,
+    /// Slots of the inbound ring (a power of two).
+    pub ring_slots: usize,
+    /// Stage placement.
+    pub placement: PlacementSetting,
+    /// How idle stages wait.
+    pub wait: WaitSetting,
+    /// Largest frame (header and payload) accepted or sent.
+    pub frame_size_max_bytes: usize,
+    /// How often clients should ping; told in HelloOk.
+    pub heartbeat_interval_ms: u32,
+    /// How many of a sender's latest client message ids are remembered, so
+    /// that resending one is acknowledged without storing it twice.
+    pub dedup_window: usize,
+    /// Most messages in one SyncBatch.
+    pub sync_limit_max: u32,
+    /// Password hashing.
+    pub auth: AuthConfig,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+            durability: DurabilitySetting::Batch,
+            flush_interval_ms: 10,
+            segment_size_mb: 64,
+            ring_slots: 4096,
+            placement: PlacementSetting::Fused,
+            wait: WaitSetting::Blocking,
+            frame_size_max_bytes: FRAME_SIZE_MAX_DEFAULT,
+            heartbeat_interval_ms: 30_000,
+            dedup_window: 4096,
+            sync_limit_max: 500,
+            auth: AuthConfig::default(),
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// Checks the settings that cannot be typed; the error says which.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.ring_slots.is_power_of_two() || self.ring_slots < 64 {
+            return Err(format!(
+                "ring_slots must be a power of two, at least 64 (is {})",
+                self.ring_slots
+            ));
+        }
+        if self.frame_size_max_bytes < 1024 || self.frame_size_max_bytes > 16 << 20 {
+            return Err(format!(
+                "frame_size_max_bytes must be between 1 KiB and 16 MiB (is {})",
+                self.frame_size_max_bytes
+            ));
+        }
+        if self.segment_size_mb == 0 || self.segment_size_mb > 4096 {
+            return Err(format!(
+                "segment_size_mb must be between 1 and 4096 (is {})",
+                self.segment_size_mb
+            ));
+        }
+        if (self.segment_size_mb as usize) << 20 < 2 * self.frame_size_max_bytes {
+            return Err(
+                "a journal segment must hold at least two frames of the largest size".into(),
+            );
+        }
+        if self.durability == DurabilitySetting::Interval && self.flush_interval_ms == 0 {
+            return Err("flush_interval_ms must be positive".into());
+        }
+        if self.heartbeat_interval_ms == 0 {
+            return Err("heartbeat_interval_ms must be positive".into());
+        }
+        if self.sync_limit_max == 0 {
+            return Err("sync_limit_max must be positive".into());
+        }
+        if self.auth.workers == 0 {
+            return Err("auth.workers must be positive".into());
+        }
+        self.auth
+            .argon2()
+            .map_err(|error| format!("auth: invalid argon2 parameters: {error}"))?;
+        Ok(())
+    }
+
+    pub(crate) fn journal_durability(&self) -> Durability {
+        match self.durability {
+            DurabilitySetting::Batch => Durability::Batch,
+            DurabilitySetting::Interval => {
+                Durability::Interval(Duration::from_millis(self.flush_interval_ms))
+            }
+            DurabilitySetting::None => Durability::None,
+        }
+    }
+
+    pub(crate) fn ring_placement(&self) -> Placement {
+        match self.placement {
+            PlacementSetting::Fused => Placement::Threads(vec![
+                ThreadSpec::new(["decode", "journal", "logic", "fan-out"]),
+                ThreadSpec::new(["store"]),
+            ]),
+            PlacementSetting::PerStage => Placement::ThreadPerStage,
+        }
+    }
+
+    pub(crate) fn wait_strategy(&self) -> WaitStrategy {
+        match self.wait {
+            WaitSetting::Blocking => WaitStrategy::BLOCKING,
+            WaitSetting::Yield => WaitStrategy::Yield {
+                spin: Duration::from_micros(10),
+            },
+            WaitSetting::Spin => WaitStrategy::SpinHint,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_values_are_named() {
+        assert_eq!(BrokerConfig::default().validate(), Ok(()));
+        // Each case: a change to the defaults and a word its error names.
+        type Change = fn(&mut BrokerConfig);
+        let cases: [(Change, &str); 4] = [
+            (|c| c.ring_slots = 1000, "ring_slots"),
+            (|c| c.frame_size_max_bytes = 10, "frame_size_max_bytes"),
+            (|c| c.auth.memory_kib = 1, "argon2"),
+            (|c| c.segment_size_mb = 0, "segment_size_mb"),
+        ];
+        for (change, word) in cases {
+            let mut config = BrokerConfig::default();
+            change(&mut config);
+            let error = config.validate().unwrap_err();
+            assert!(error.contains(word), "{error}");
+        }
+    }
+
+    #[test]
+    fn toml_fills_in_defaults_and_refuses_unknown_keys() {
+        let config: BrokerConfig = toml::from_str(
+            "durability = \"none\"\nplacement = \"per-stage\"\n[auth]\nworkers = 2\n",
+        )
+        .unwrap();
+        assert_eq!(config.durability, DurabilitySetting::None);
+        assert_eq!(config.placement, PlacementSetting::PerStage);
+        assert_eq!(config.auth.workers, 2);
+        assert_eq!(config.ring_slots, 4096);
+        assert!(toml::from_str::<BrokerConfig>("ring_slot = 8").is_err());
+    }
+}

@@ -1,0 +1,767 @@
+//! The chat logic: one thread owns every piece of state.
+//!
+//! Logic applies commands in journal order. It is deterministic: ids and
+//! times come from the journaled record (the message id is the record's
+//! sequence, its time the record's timestamp), never from a clock or a
+//! random source here, so replaying the journal rebuilds the same state.
+//! Commands that are not journaled (a ping, a password still to be hashed)
+//! change nothing that replay needs.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use crossbeam_channel::{Sender, TrySendError};
+
+use super::auth::AuthJob;
+use super::event::{decode_record, Command, Journaled, Outbox, Projection};
+use super::ids::{ConnId, UserId};
+use crate::codec::journal_proto::{LoginVerified, Registered};
+use crate::codec::proto::{self, login, DeliveryMode, ErrorCode};
+use crate::codec::{Message, PROTOCOL_VERSION};
+use crate::journal::{JournalReader, Position};
+
+/// Longest user name or device id, in bytes.
+pub const NAME_BYTES_MAX: usize = 64;
+/// Longest password, in bytes.
+pub const PASSWORD_BYTES_MAX: usize = 1024;
+
+/// What logic needs to know of the broker's configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct LogicConfig {
+    pub(crate) frame_size_max: usize,
+    pub(crate) heartbeat_interval_ms: u32,
+    pub(crate) dedup_window: usize,
+    pub(crate) sync_limit_max: u32,
+}
+
+/// One entry of a user's inbox; its inbox sequence is its index plus one.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    server_message_id: u64,
+    sender: UserId,
+    recipient: UserId,
+    timestamp_ms: u64,
+    /// Where the `Send` that carried the body is in the journal.
+    position: Position,
+}
+
+/// The client message ids a user sent lately, with what they were given,
+/// so a resend is acknowledged with the original ids and stored once.
+///
+/// # Invariants
+/// - `order` holds exactly the keys of `acks`, oldest first.
+/// - `order.len() <= window`.
+#[derive(Debug, Default)]
+struct Dedup {
+    acks: HashMap<u64, (u64, u64)>,
+    order: VecDeque<u64>,
+}
+
+impl Dedup {
+    fn get(&self, client_message_id: u64) -> Option<(u64, u64)> {
+        self.acks.get(&client_message_id).copied()
+    }
+
+    fn insert(&mut self, client_message_id: u64, ack: (u64, u64), window: usize) {
+        if window == 0 {
+            return;
+        }
+        if self.order.len() == window {
+            let oldest = self.order.pop_front().expect("a full window is not empty");
+            self.acks.remove(&oldest);
+        }
+        self.acks.insert(client_message_id, ack);
+        self.order.push_back(client_message_id);
+    }
+}
+
+#[derive(Debug)]
+struct User {
+    name: String,
+    password_hash: String,
+    /// Device id to its login token.
+    tokens: HashMap<String, String>,
+    inbox: Vec<Entry>,
+    /// The highest inbox sequence a device of this user synced past.
+    read_mark: u64,
+    /// Entries after `read_mark` that others sent.
+    unread_count: u64,
+    /// Connections logged in as this user.
+    online: Vec<ConnId>,
+    sent: Dedup,
+}
+
+impl User {
+    fn head(&self) -> u64 {
+        self.inbox.len() as u64
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Session {
+    user: UserId,
+    device_id: String,
+    mode: DeliveryMode,
+}
+
+/// The state of one live connection.
+#[derive(Debug, Default)]
+struct Conn {
+    session: Option<Session>,
+}
+
+/// All chat state, and the rules that change it.
+pub(crate) struct Logic {
+    config: LogicConfig,
+    users: Vec<User>,
+    by_name: HashMap<String, UserId>,
+    conns: HashMap<ConnId, Conn>,
+    /// Names whose registration is at an auth worker.
+    pending_names: HashSet<String>,
+    /// Where message bodies are read from for Sync.
+    reader: JournalReader,
+    /// The auth workers; `None` while replaying.
+    auth: Option<Sender<AuthJob>>,
+}
+
+impl Logic {
+    pub(crate) fn new(config: LogicConfig, reader: JournalReader) -> Self {
+        Self {
+            config,
+            users: Vec::new(),
+            by_name: HashMap::new(),
+            conns: HashMap::new(),
+            pending_names: HashSet::new(),
+            reader,
+            auth: None,
+        }
+    }
+
+    /// Connects logic to the auth workers, once replay is done.
+    pub(crate) fn set_auth(&mut self, auth: Sender<AuthJob>) {
+        self.auth = Some(auth);
+    }
+
+    /// How many accounts exist.
+    pub(crate) fn user_count(&self) -> usize {
+        self.users.len()
+    }
+
+    fn user(&self, id: UserId) -> &User {
+        &self.users[(id.0 - 1) as usize]
+    }
+
+    fn user_mut(&mut self, id: UserId) -> &mut User {
+        &mut self.users[(id.0 - 1) as usize]
+    }
+
+    /// Applies one command from `conn`. `journaled` is where the command was
+    /// journaled (`None` for one that is not). Replies go to `out`; a change
+    /// the SQLite store projects is returned.
+    pub(crate) fn apply(
+        &mut self,
+        conn: ConnId,
+        command: &Command,
+        journaled: Option<Journaled>,
+        out: &mut Outbox,
+    ) -> Option<Projection> {
+        match command {
+            Command::Empty => None,
+            Command::Start => {
+                self.conns.clear();
+                self.pending_names.clear();
+                for user in &mut self.users {
+                    user.online.clear();
+                }
+                None
+            }
+            Command::Connected => {
+                self.conns.insert(conn, Conn::default());
+                None
+            }
+            Command::Disconnected => {
+                self.end_session(conn);
+                self.conns.remove(&conn);
+                None
+            }
+            Command::Invalid {
+                correlation_id,
+                error,
+            } => {
+                out.error(conn, *correlation_id, error.code(), error.to_string());
+                None
+            }
+            Command::Client {
+                correlation_id,
+                message,
+            } => {
+                self.client(conn, *correlation_id, message, journaled, out);
+                None
+            }
+            Command::Registered(registered) => self.registered(conn, registered, journaled, out),
+            Command::LoginVerified(verified) => {
+                self.login_verified(conn, verified, out);
+                None
+            }
+            Command::LoginRefused { correlation_id } => {
+                out.error(
+                    conn,
+                    *correlation_id,
+                    ErrorCode::BadCredentials,
+                    "wrong user or password",
+                );
+                None
+            }
+        }
+    }
+
+    fn client(
+        &mut self,
+        conn: ConnId,
+        correlation_id: u64,
+        message: &Message,
+        journaled: Option<Journaled>,
+        out: &mut Outbox,
+    ) {
+        match message {
+            Message::Hello(hello) => {
+                if hello.protocol_version != PROTOCOL_VERSION {
+                    out.error(
+                        conn,
+                        correlation_id,
+                        ErrorCode::UnsupportedVersion,
+                        format!(
+                            "protocol version {} is not supported; this server speaks {PROTOCOL_VERSION}",
+                            hello.protocol_version
+                        ),
+                    );
+                    out.close(conn);
+                    return;
+                }
+                let reply = Message::HelloOk(proto::HelloOk {
+                    protocol_version: PROTOCOL_VERSION,
+                    max_frame_bytes: self.config.frame_size_max as u32,
+                    heartbeat_interval_ms: self.config.heartbeat_interval_ms,
+                });
+                out.send(conn, correlation_id, &reply);
+            }
+            Message::Ping(ping) => {
+                out.send(
+                    conn,
+                    correlation_id,
+                    &Message::Pong(proto::Pong { nonce: ping.nonce }),
+                );
+            }
+            Message::Register(register) => self.register(conn, correlation_id, register, out),
+            Message::Login(login) => self.login(conn, correlation_id, login, out),
+            Message::Logout(_) => {
+                if let Some(session) = self.end_session(conn) {
+                    self.user_mut(session.user)
+                        .tokens
+                        .remove(&session.device_id);
+                }
+            }
+            Message::Send(send) => {
+                let journaled = journaled.expect("a Send is always journaled before logic");
+                self.send(conn, correlation_id, send, journaled, out);
+            }
+            Message::Sync(sync) => self.sync(conn, correlation_id, sync, out),
+            other => out.error(
+                conn,
+                correlation_id,
+                ErrorCode::UnknownMessageType,
+                format!("a client does not send {:?}", other.message_type()),
+            ),
+        }
+    }
+
+    fn session(&self, conn: ConnId) -> Option<&Session> {
+        self.conns.get(&conn).and_then(|c| c.session.as_ref())
+    }
+
+    fn register(
+        &mut self,
+        conn: ConnId,
+        correlation_id: u64,
+        register: &proto::Register,
+        out: &mut Outbox,
+    ) {
+        if let Err(reason) = check_name("user name", &register.user) {
+            out.error(conn, correlation_id, ErrorCode::MalformedFrame, reason);
+            return;
+        }
+        if register.password.is_empty() || register.password.len() > PASSWORD_BYTES_MAX {
+            out.error(
+                conn,
+                correlation_id,
+                ErrorCode::MalformedFrame,
+                format!("a password has 1 to {PASSWORD_BYTES_MAX} bytes"),
+            );
+            return;
+        }
+        if self.by_name.contains_key(&register.user) || self.pending_names.contains(&register.user)
+        {
+            out.error(
+                conn,
+                correlation_id,
+                ErrorCode::UserExists,
+                format!("user {:?} exists", register.user),
+            );
+            return;
+        }
+        let job = AuthJob::Hash {
+            conn,
+            correlation_id,
+            user: register.user.clone(),
+            password: register.password.clone(),
+        };
+        if self.submit(conn, correlation_id, job, out) {
+            self.pending_names.insert(register.user.clone());
+        }
+    }
+
+    fn login(&mut self, conn: ConnId, correlation_id: u64, login: &proto::Login, out: &mut Outbox) {
+        if let Err(reason) = check_name("device id", &login.device_id) {
+            out.error(conn, correlation_id, ErrorCode::MalformedFrame, reason);
+            return;
+        }
+        let refuse = |out: &mut Outbox| {
+            out.error(
+                conn,
+                correlation_id,
+                ErrorCode::BadCredentials,
+                "wrong user or password",
+            )
+        };
+        let Some(&user_id) = self.by_name.get(&login.user) else {
+            return refuse(out);
+        };
+        match &login.secret {
+            Some(login::Secret::Password(password)) => {
+                let job = AuthJob::Verify {
+                    conn,
+                    correlation_id,
+                    user_id,
+                    device_id: login.device_id.clone(),
+                    delivery_mode: login.delivery_mode,
+                    password: password.clone(),
+                    password_hash: self.user(user_id).password_hash.clone(),
+                };
+                self.submit(conn, correlation_id, job, out);
+            }
+            Some(login::Secret::Token(token)) => {
+                let known = self.user(user_id).tokens.get(&login.device_id);
+                if known.is_none_or(|known| known != token) {
+                    return refuse(out);
+                }
+                let token = token.clone();
+                self.open_session(conn, correlation_id, user_id, login, token, out);
+            }
+            None => refuse(out),
+        }
+    }
+
+    /// Hands a job to the auth workers; false (and an error to the client)
+    /// if they are saturated.
+    fn submit(
+        &mut self,
+        conn: ConnId,
+        correlation_id: u64,
+        job: AuthJob,
+        out: &mut Outbox,
+    ) -> bool {
+        let Some(auth) = &self.auth else {
+            // Replay never meets a command that needs the workers: only
+            // their results are journaled.
+            unreachable!("an auth job while replaying");
+        };
+        match auth.try_send(job) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                out.error(
+                    conn,
+                    correlation_id,
+                    ErrorCode::Overloaded,
+                    "too many logins at once; try again",
+                );
+                false
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                out.error(
+                    conn,
+                    correlation_id,
+                    ErrorCode::Internal,
+                    "the server is stopping",
+                );
+                false
+            }
+        }
+    }
+
+    fn registered(
+        &mut self,
+        conn: ConnId,
+        registered: &Registered,
+        journaled: Option<Journaled>,
+        out: &mut Outbox,
+    ) -> Option<Projection> {
+        self.pending_names.remove(&registered.user);
+        if self.by_name.contains_key(&registered.user) {
+            out.error(
+                conn,
+                registered.correlation_id,
+                ErrorCode::UserExists,
+                format!("user {:?} exists", registered.user),
+            );
+            return None;
+        }
+        let journaled = journaled.expect("a registration is always journaled before logic");
+        let user_id = UserId(self.users.len() as u64 + 1);
+        self.users.push(User {
+            name: registered.user.clone(),
+            password_hash: registered.password_hash.clone(),
+            tokens: HashMap::new(),
+            inbox: Vec::new(),
+            read_mark: 0,
+            unread_count: 0,
+            online: Vec::new(),
+            sent: Dedup::default(),
+        });
+        self.by_name.insert(registered.user.clone(), user_id);
+        out.send(
+            conn,
+            registered.correlation_id,
+            &Message::RegisterOk(proto::RegisterOk { user_id: user_id.0 }),
+        );
+        Some(Projection::Account {
+            user_id,
+            name: registered.user.clone(),
+            password_hash: registered.password_hash.clone(),
+            created_ms: journaled.timestamp_ns / 1_000_000,
+        })
+    }
+
+    fn login_verified(&mut self, conn: ConnId, verified: &LoginVerified, out: &mut Outbox) {
+        let user_id = UserId(verified.user_id);
+        if !self.conns.contains_key(&conn)
+            || verified.user_id == 0
+            || verified.user_id > self.users.len() as u64
+        {
+            // The device left before its password was checked.
+            return;
+        }
+        let login = proto::Login {
+            user: String::new(),
+            secret: None,
+            device_id: verified.device_id.clone(),
+            delivery_mode: verified.delivery_mode,
+        };
+        self.user_mut(user_id)
+            .tokens
+            .insert(verified.device_id.clone(), verified.token.clone());
+        self.open_session(
+            conn,
+            verified.correlation_id,
+            user_id,
+            &login,
+            verified.token.clone(),
+            out,
+        );
+    }
+
+    fn open_session(
+        &mut self,
+        conn: ConnId,
+        correlation_id: u64,
+        user_id: UserId,
+        login: &proto::Login,
+        token: String,
+        out: &mut Outbox,
+    ) {
+        if !self.conns.contains_key(&conn) {
+            return;
+        }
+        self.end_session(conn);
+        let mode = match DeliveryMode::try_from(login.delivery_mode) {
+            Ok(DeliveryMode::PushNotice) => DeliveryMode::PushNotice,
+            _ => DeliveryMode::PushMessage,
+        };
+        let session = Session {
+            user: user_id,
+            device_id: login.device_id.clone(),
+            mode,
+        };
+        self.conns.get_mut(&conn).expect("checked above").session = Some(session);
+        let user = self.user_mut(user_id);
+        user.online.push(conn);
+        let reply = Message::LoginOk(proto::LoginOk {
+            user_id: user_id.0,
+            token,
+            head_sequence: user.head(),
+            unread_count: user.unread_count,
+        });
+        out.send(conn, correlation_id, &reply);
+    }
+
+    fn end_session(&mut self, conn: ConnId) -> Option<Session> {
+        let session = self.conns.get_mut(&conn)?.session.take()?;
+        let online = &mut self.user_mut(session.user).online;
+        online.retain(|&c| c != conn);
+        Some(session)
+    }
+
+    fn send(
+        &mut self,
+        conn: ConnId,
+        correlation_id: u64,
+        send: &proto::Send,
+        journaled: Journaled,
+        out: &mut Outbox,
+    ) {
+        let Some(session) = self.session(conn) else {
+            out.error(conn, correlation_id, ErrorCode::NotLoggedIn, "log in first");
+            return;
+        };
+        let sender_id = session.user;
+        let Some(&recipient_id) = self.by_name.get(&send.recipient) else {
+            out.error(
+                conn,
+                correlation_id,
+                ErrorCode::UnknownRecipient,
+                format!("no user {:?}", send.recipient),
+            );
+            return;
+        };
+        if let Some((server_message_id, inbox_sequence)) =
+            self.user(sender_id).sent.get(send.client_message_id)
+        {
+            let ack = proto::SendAck {
+                client_message_id: send.client_message_id,
+                server_message_id,
+                inbox_sequence,
+            };
+            out.send(conn, correlation_id, &Message::SendAck(ack));
+            return;
+        }
+        let entry = Entry {
+            server_message_id: journaled.sequence,
+            sender: sender_id,
+            recipient: recipient_id,
+            timestamp_ms: journaled.timestamp_ns / 1_000_000,
+            position: journaled.position,
+        };
+        let recipient = self.user_mut(recipient_id);
+        recipient.inbox.push(entry);
+        let recipient_sequence = recipient.head();
+        if recipient_id != sender_id {
+            recipient.unread_count += 1;
+        }
+        let sender_sequence = if recipient_id == sender_id {
+            recipient_sequence
+        } else {
+            let sender = self.user_mut(sender_id);
+            sender.inbox.push(entry);
+            sender.head()
+        };
+        let window = self.config.dedup_window;
+        self.user_mut(sender_id).sent.insert(
+            send.client_message_id,
+            (journaled.sequence, sender_sequence),
+            window,
+        );
+        let ack = proto::SendAck {
+            client_message_id: send.client_message_id,
+            server_message_id: journaled.sequence,
+            inbox_sequence: sender_sequence,
+        };
+        out.send(conn, correlation_id, &Message::SendAck(ack));
+        self.push(
+            recipient_id,
+            None,
+            &entry,
+            recipient_sequence,
+            &send.body,
+            out,
+        );
+        if recipient_id != sender_id {
+            self.push(
+                sender_id,
+                Some(conn),
+                &entry,
+                sender_sequence,
+                &send.body,
+                out,
+            );
+        }
+    }
+
+    /// Tells each online device of `user_id` (but `except`) of a new entry:
+    /// the message itself, or a notice, as the device asked at login.
+    fn push(
+        &self,
+        user_id: UserId,
+        except: Option<ConnId>,
+        entry: &Entry,
+        inbox_sequence: u64,
+        body: &[u8],
+        out: &mut Outbox,
+    ) {
+        let user = self.user(user_id);
+        if user.online.is_empty() {
+            return;
+        }
+        let mut deliver = None;
+        for &device in &user.online {
+            if Some(device) == except {
+                continue;
+            }
+            let mode = self
+                .session(device)
+                .map_or(DeliveryMode::PushMessage, |s| s.mode);
+            if mode == DeliveryMode::PushNotice {
+                let notify = proto::Notify {
+                    head_sequence: user.head(),
+                    unread_count: user.unread_count,
+                };
+                out.send(device, 0, &Message::Notify(notify));
+                continue;
+            }
+            let deliver = deliver.get_or_insert_with(|| {
+                Message::Deliver(self.deliver(entry, inbox_sequence, body.to_vec()))
+            });
+            out.send(device, 0, deliver);
+        }
+    }
+
+    fn deliver(&self, entry: &Entry, inbox_sequence: u64, body: Vec<u8>) -> proto::Deliver {
+        proto::Deliver {
+            sender: self.user(entry.sender).name.clone(),
+            server_message_id: entry.server_message_id,
+            inbox_sequence,
+            timestamp_ms: entry.timestamp_ms,
+            body,
+            recipient: self.user(entry.recipient).name.clone(),
+        }
+    }
+
+    fn sync(&mut self, conn: ConnId, correlation_id: u64, sync: &proto::Sync, out: &mut Outbox) {
+        let Some(session) = self.session(conn) else {
+            out.error(conn, correlation_id, ErrorCode::NotLoggedIn, "log in first");
+            return;
+        };
+        let user_id = session.user;
+        let user = self.user_mut(user_id);
+        let head = user.head();
+        let after = sync.after_sequence.min(head);
+        if after > user.read_mark {
+            let newly_read = &user.inbox[user.read_mark as usize..after as usize];
+            let from_others = newly_read.iter().filter(|e| e.sender != user_id).count();
+            user.unread_count -= from_others as u64;
+            user.read_mark = after;
+        }
+        if self.auth.is_none() {
+            // Replaying: the read mark is state, the reply went out long ago.
+            return;
+        }
+        let limit = match sync.limit {
+            0 => self.config.sync_limit_max,
+            n => n.min(self.config.sync_limit_max),
+        };
+        // Keep the batch inside the frame limit clients were told of.
+        let budget = self.config.frame_size_max.saturating_sub(64);
+        let mut batch = proto::SyncBatch {
+            messages: Vec::new(),
+            head_sequence: head,
+            more: false,
+        };
+        let mut size = 0;
+        let user = self.user(user_id);
+        for (index, entry) in user.inbox.iter().enumerate().skip(after as usize) {
+            if batch.messages.len() as u32 == limit {
+                batch.more = true;
+                break;
+            }
+            let body = match self.body(entry.position) {
+                Ok(body) => body,
+                Err(reason) => {
+                    out.error(conn, correlation_id, ErrorCode::Internal, reason);
+                    return;
+                }
+            };
+            let deliver = self.deliver(entry, index as u64 + 1, body);
+            let encoded = prost::Message::encoded_len(&deliver) + 4;
+            if size + encoded > budget {
+                batch.more = true;
+                break;
+            }
+            size += encoded;
+            batch.messages.push(deliver);
+        }
+        out.send(conn, correlation_id, &Message::SyncBatch(batch));
+    }
+
+    /// Reads a message body back from the journal.
+    fn body(&self, position: Position) -> Result<Vec<u8>, String> {
+        let record = self
+            .reader
+            .read(position)
+            .map_err(|e| format!("message at {position:?} unreadable: {e}"))?;
+        match decode_record(record.sequence(), record.record_type(), record.payload()) {
+            Ok((
+                _,
+                Command::Client {
+                    message: Message::Send(send),
+                    ..
+                },
+            )) => Ok(send.body),
+            other => Err(format!(
+                "record at {position:?} is not a message: {other:?}"
+            )),
+        }
+    }
+}
+
+fn check_name(what: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > NAME_BYTES_MAX {
+        return Err(format!("a {what} has 1 to {NAME_BYTES_MAX} bytes"));
+    }
+    if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!("a {what} has no spaces or control characters"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dedup_forgets_the_oldest_past_its_window() {
+        let mut dedup = Dedup::default();
+        for id in 0..5 {
+            dedup.insert(id, (id * 10, id), 3);
+        }
+        // Each case: a client id and whether it is still remembered.
+        for (id, known) in [(0, false), (1, false), (2, true), (3, true), (4, true)] {
+            assert_eq!(dedup.get(id).is_some(), known, "id {id}");
+        }
+        assert_eq!(dedup.order.len(), 3);
+        assert_eq!(dedup.acks.len(), 3);
+    }
+
+    #[test]
+    fn names_are_checked() {
+        // Each case: a name and whether it is accepted.
+        let cases = [
+            ("ana", true),
+            ("", false),
+            ("a b", false),
+            ("tab\t", false),
+            (&"x".repeat(NAME_BYTES_MAX), true),
+            (&"x".repeat(NAME_BYTES_MAX + 1), false),
+            ("名字", true),
+        ];
+        for (name, ok) in cases {
+            assert_eq!(check_name("user name", name).is_ok(), ok, "{name:?}");
+        }
+    }
+}

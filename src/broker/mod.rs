@@ -1,0 +1,337 @@
+//! The broker: the chat pipeline, without sockets.
+//!
+//! ```text
+//!  Ingress ─▶ inbound ring ─▶ decode ─▶ journal ─▶ logic ─┬▶ fan-out ─▶ Egress
+//!  auth workers ──┘                                       └▶ store (SQLite)
+//! ```
+//!
+//! An embedding gateway (or the mio server in [`crate::net`]) builds a
+//! [`Broker`] from a [`BrokerConfig`] and an [`Egress`], pushes connection
+//! events and frames in through an [`Ingress`], and receives the frames to
+//! send out through its `Egress`, per connection.
+//!
+//! # Lifecycle
+//!
+//! 1. [`Broker::open`] opens the journal under the data directory (recovering
+//!    a torn tail), replays it into fresh state, catches the SQLite
+//!    projection up, journals a start marker (every connection of an earlier
+//!    run is gone), and starts the stages and the auth workers.
+//! 2. The gateway publishes through [`Broker::ingress`] handles: one per
+//!    thread, cloned. A frame's reply arrives through the egress.
+//! 3. [`Broker::shutdown`] (after the gateway stops publishing) drains
+//!    everything published, flushes the journal and stops the threads.
+
+mod auth;
+mod config;
+mod event;
+mod ids;
+mod logic;
+mod stages;
+mod store;
+
+use std::path::PathBuf;
+
+pub use auth::AuthConfig;
+pub use config::{BrokerConfig, DurabilitySetting, PlacementSetting, WaitSetting};
+pub use event::{
+    Inbound, Out, Outbox, RecordError, RECORD_CONNECTED, RECORD_DISCONNECTED, RECORD_FRAME,
+    RECORD_LOGIN, RECORD_REGISTERED, RECORD_START,
+};
+pub use ids::{ConnId, UserId};
+pub use logic::{NAME_BYTES_MAX, PASSWORD_BYTES_MAX};
+pub use store::StoreError;
+
+use crate::journal::{Journal, JournalConfig, JournalError};
+use crate::ringbuffer::{
+    BuildError, Builder, Halted, MultiProducer, Pipeline, StageFailure, TryPublishError,
+};
+use event::{decode_record, encode_record, Command, Journaled, Origin};
+use logic::{Logic, LogicConfig};
+use stages::{now_ns, Decode, FanOut, JournalStage, LogicStage, StoreStage};
+use store::Store;
+
+/// Where the broker's frames go: one implementation per gateway. The mio
+/// server's routes each frame to the outbound ring of the connection's I/O
+/// thread.
+///
+/// Calls come from the fan-out stage's thread, in order per connection.
+/// An implementation must not block for long (a slow client is cut off by
+/// the gateway, never waited for), or the whole pipeline waits with it.
+pub trait Egress: Send + 'static {
+    /// Sends one whole frame (length prefix included) to `conn`. A frame for
+    /// a connection that is gone is dropped.
+    fn send(&mut self, conn: ConnId, frame: &[u8]);
+    /// Closes `conn` once what was sent to it before is written.
+    fn close(&mut self, conn: ConnId);
+    /// The end of a batch: a place to write or wake once for many frames.
+    fn flush(&mut self) {}
+}
+
+/// Why the broker failed to open or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The data directory cannot be used.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The journal failed to open or to write.
+    #[error("journal: {0}")]
+    Journal(#[from] JournalError),
+    /// A journal record cannot be replayed.
+    #[error("replay: {0}")]
+    Replay(#[from] RecordError),
+    /// The SQLite projection failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The pipeline could not be built.
+    #[error("pipeline: {0}")]
+    Build(#[from] BuildError),
+    /// A thread could not be started.
+    #[error("starting a thread: {0}")]
+    Thread(#[source] std::io::Error),
+    /// A stage failed while running (for instance, the journal could not
+    /// write): the broker stopped so that nothing unjournaled is acknowledged.
+    #[error("stage failed: {0}")]
+    Stage(#[from] StageFailure),
+}
+
+/// What [`Broker::open`] found and rebuilt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenReport {
+    /// Journal records replayed.
+    pub records_replayed: u64,
+    /// Accounts after replay.
+    pub users: usize,
+    /// Bytes of a torn tail the journal cut off at open.
+    pub torn_bytes_truncated: u64,
+    /// Journal records the SQLite projection was behind by.
+    pub store_records_caught_up: u64,
+}
+
+/// Pushes connection events and frames into the broker. Clone one per
+/// publishing thread.
+#[derive(Clone)]
+pub struct Ingress {
+    producer: MultiProducer<Inbound>,
+}
+
+impl Ingress {
+    /// A connection opened; send this before its first frame.
+    pub fn connected(&mut self, conn: ConnId) -> Result<(), Halted> {
+        self.publish(conn, Origin::Connected, &[])
+    }
+
+    /// A connection closed; nothing more is sent to it.
+    pub fn disconnected(&mut self, conn: ConnId) -> Result<(), Halted> {
+        self.publish(conn, Origin::Disconnected, &[])
+    }
+
+    /// A frame from `conn`: its header and payload, without the length
+    /// prefix (what [`crate::codec::FrameDecoder`] cut out, re-joined).
+    /// Waits while the ring is full.
+    pub fn frame(&mut self, conn: ConnId, frame: &[u8]) -> Result<(), Halted> {
+        self.publish(conn, Origin::Frame, frame)
+    }
+
+    /// As [`Ingress::connected`], but returns `Full` instead of waiting.
+    pub fn try_connected(&mut self, conn: ConnId) -> Result<(), TryPublishError> {
+        self.try_publish(conn, Origin::Connected, &[])
+    }
+
+    /// As [`Ingress::disconnected`], but returns `Full` instead of waiting.
+    pub fn try_disconnected(&mut self, conn: ConnId) -> Result<(), TryPublishError> {
+        self.try_publish(conn, Origin::Disconnected, &[])
+    }
+
+    /// As [`Ingress::frame`], but returns `Full` instead of waiting: for a
+    /// network thread that must go on writing while the ring is full.
+    pub fn try_frame(&mut self, conn: ConnId, frame: &[u8]) -> Result<(), TryPublishError> {
+        self.try_publish(conn, Origin::Frame, frame)
+    }
+
+    fn publish(&mut self, conn: ConnId, origin: Origin, body: &[u8]) -> Result<(), Halted> {
+        self.producer
+            .publish(|event| event.fill(conn, origin, body))
+            .map(drop)
+    }
+
+    fn try_publish(
+        &mut self,
+        conn: ConnId,
+        origin: Origin,
+        body: &[u8],
+    ) -> Result<(), TryPublishError> {
+        self.producer
+            .try_publish(|event| event.fill(conn, origin, body))
+            .map(drop)
+    }
+}
+
+/// A running broker.
+pub struct Broker {
+    pipeline: Pipeline<Inbound>,
+    ingress: Ingress,
+    auth: auth::AuthPool,
+    report: OpenReport,
+}
+
+impl Broker {
+    /// Opens the data directory, rebuilds state from the journal, and starts
+    /// the pipeline, sending out through `egress`.
+    pub fn open(config: &BrokerConfig, egress: impl Egress) -> Result<Self, BrokerError> {
+        config.validate().map_err(BrokerError::Config)?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| BrokerError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let journal_config = JournalConfig {
+            segment_size_bytes: config.segment_size_mb << 20,
+            durability: config.journal_durability(),
+            create_dir: true,
+            ..JournalConfig::default()
+        };
+        let mut journal = Journal::open(config.data_dir.join("journal"), journal_config)?;
+        let mut store = Store::open(&config.data_dir.join("courier.db"))?;
+        let mut logic = Logic::new(
+            LogicConfig {
+                frame_size_max: config.frame_size_max_bytes,
+                heartbeat_interval_ms: config.heartbeat_interval_ms,
+                dedup_window: config.dedup_window,
+                sync_limit_max: config.sync_limit_max,
+            },
+            journal.reader(),
+        );
+        let store_behind = journal
+            .next_sequence()
+            .saturating_sub(store.applied_until());
+        let records_replayed = replay(&journal, &mut logic, &mut store)?;
+
+        // A start marker: replay of later runs drops this run's predecessors'
+        // connections here, so connection ids never collide across runs.
+        let mut payload = Vec::new();
+        encode_record(ConnId(0), &[], &mut payload);
+        let timestamp_ns = now_ns();
+        let start = journal.append(RECORD_START, timestamp_ns, &payload)?;
+        journal.flush()?;
+        let journaled = Journaled {
+            sequence: start.sequence,
+            position: start.position,
+            timestamp_ns,
+        };
+        logic.apply(
+            ConnId(0),
+            &Command::Start,
+            Some(journaled),
+            &mut Outbox::default(),
+        );
+        store.note(start.sequence, None);
+
+        let report = OpenReport {
+            records_replayed,
+            users: logic.user_count(),
+            torn_bytes_truncated: journal.recovery().truncated_bytes,
+            store_records_caught_up: store_behind,
+        };
+        let (jobs_sender, jobs) = auth::AuthPool::queue(&config.auth);
+        logic.set_auth(jobs_sender);
+
+        let mut builder = Builder::new(config.ring_slots, Inbound::default)
+            .wait_strategy(config.wait_strategy())
+            .placement(config.ring_placement());
+        let decode = builder.stage_mut("decode", &[], Decode);
+        let journal_stage = builder.stage_mut(
+            "journal",
+            &[decode],
+            JournalStage {
+                journal,
+                durability: config.journal_durability(),
+                scratch: Vec::new(),
+                unflushed: false,
+            },
+        );
+        let logic_stage = builder.stage_mut("logic", &[journal_stage], LogicStage { logic });
+        builder.stage(
+            "fan-out",
+            &[logic_stage],
+            FanOut {
+                egress: Box::new(egress),
+            },
+        );
+        builder.stage("store", &[logic_stage], StoreStage { store });
+        let (producer, pipeline) = builder.build_multi_producer()?;
+        let auth = auth::AuthPool::start(&config.auth, jobs, producer.clone())
+            .map_err(BrokerError::Thread)?;
+        Ok(Self {
+            pipeline,
+            ingress: Ingress { producer },
+            auth,
+            report,
+        })
+    }
+
+    /// A handle to publish with; clone it per thread.
+    pub fn ingress(&self) -> Ingress {
+        self.ingress.clone()
+    }
+
+    /// What opening found.
+    pub fn report(&self) -> &OpenReport {
+        &self.report
+    }
+
+    /// Whether a stage failed (the broker then refuses new input).
+    pub fn failure(&self) -> Option<StageFailure> {
+        self.pipeline.failure()
+    }
+
+    /// Drains everything published, flushes the journal, commits the store
+    /// and stops every thread. Stop publishing first.
+    pub fn shutdown(self) -> Result<(), BrokerError> {
+        let Self {
+            pipeline,
+            ingress,
+            auth,
+            ..
+        } = self;
+        drop(ingress);
+        let outcome = pipeline.shutdown();
+        // The logic stage held the auth queue's sender; with the pipeline
+        // stopped it is gone, and the workers finish.
+        auth.join();
+        outcome.map_err(BrokerError::Stage)
+    }
+}
+
+/// Applies every journal record to fresh state, and hands the store what it
+/// has not projected yet. Returns how many records were replayed.
+fn replay(journal: &Journal, logic: &mut Logic, store: &mut Store) -> Result<u64, BrokerError> {
+    let mut cursor = journal.reader().cursor_at_start();
+    let mut scratch = Outbox::default();
+    let mut count = 0u64;
+    while let Some(record) = cursor.next()? {
+        let (conn, command) =
+            decode_record(record.sequence(), record.record_type(), record.payload())?;
+        let journaled = Journaled {
+            sequence: record.sequence(),
+            position: record.position(),
+            timestamp_ns: record.timestamp_ns(),
+        };
+        scratch.clear();
+        let projection = logic.apply(conn, &command, Some(journaled), &mut scratch);
+        store.note(record.sequence(), projection.as_ref());
+        count += 1;
+        if count % 4096 == 0 {
+            store.commit()?;
+        }
+    }
+    store.commit()?;
+    Ok(count)
+}

@@ -1,0 +1,152 @@
+//! The pipeline's stages: decode → journal → logic → (fan-out ∥ store).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::event::{decode_inbound, encode_record, Inbound, Journaled, Out};
+use super::logic::Logic;
+use super::store::Store;
+use super::Egress;
+use crate::journal::{Durability, Journal};
+use crate::ringbuffer::{Handler, MutHandler, Sequence};
+
+/// Frame bytes to a typed command; resets what later stages fill.
+pub(crate) struct Decode;
+
+impl MutHandler<Inbound> for Decode {
+    fn on_event(&mut self, event: &mut Inbound, _: Sequence, _: bool) {
+        event.command = decode_inbound(event.origin, &event.body);
+        event.journaled = None;
+        event.projection = None;
+        event.outbox.clear();
+    }
+}
+
+/// Appends every state-changing command to the journal; under batch
+/// durability, flushes once per batch before logic (and so any
+/// acknowledgement) sees it.
+pub(crate) struct JournalStage {
+    pub(crate) journal: Journal,
+    pub(crate) durability: Durability,
+    pub(crate) scratch: Vec<u8>,
+    pub(crate) unflushed: bool,
+}
+
+/// The wall clock in ns since the Unix epoch: the time stamped on ingest.
+pub(crate) fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+impl JournalStage {
+    fn flush(&mut self) {
+        if let Err(error) = self.journal.flush() {
+            // Nothing unjournaled may be acknowledged, and a failed flush
+            // leaves durability unknown: stop rather than guess.
+            panic!("journal flush failed, the broker stops: {error}");
+        }
+        self.unflushed = false;
+    }
+}
+
+impl MutHandler<Inbound> for JournalStage {
+    fn on_event(&mut self, event: &mut Inbound, _: Sequence, end_of_batch: bool) {
+        if let Some(record_type) = event.command.record_type() {
+            encode_record(event.conn, &event.body, &mut self.scratch);
+            let timestamp_ns = now_ns();
+            match self
+                .journal
+                .append(record_type, timestamp_ns, &self.scratch)
+            {
+                Ok(appended) => {
+                    event.journaled = Some(Journaled {
+                        sequence: appended.sequence,
+                        position: appended.position,
+                        timestamp_ns,
+                    });
+                    self.unflushed = true;
+                }
+                // A full disk or a failed segment: nothing after this can
+                // be journaled, so nothing may be acknowledged.
+                Err(error) => panic!("journal append failed, the broker stops: {error}"),
+            }
+        }
+        if end_of_batch && self.unflushed && self.durability == Durability::Batch {
+            self.flush();
+        }
+    }
+
+    fn on_shutdown(&mut self) {
+        self.flush();
+    }
+}
+
+/// The single writer of all chat state.
+pub(crate) struct LogicStage {
+    pub(crate) logic: Logic,
+}
+
+impl MutHandler<Inbound> for LogicStage {
+    fn on_event(&mut self, event: &mut Inbound, _: Sequence, _: bool) {
+        event.projection = self.logic.apply(
+            event.conn,
+            &event.command,
+            event.journaled,
+            &mut event.outbox,
+        );
+    }
+}
+
+/// Hands what logic produced to the egress, flushing once per batch.
+pub(crate) struct FanOut {
+    pub(crate) egress: Box<dyn Egress>,
+}
+
+impl Handler<Inbound> for FanOut {
+    fn on_event(&mut self, event: &Inbound, _: Sequence, end_of_batch: bool) {
+        for out in event.outbox.iter() {
+            match out {
+                Out::Frame(conn, frame) => self.egress.send(conn, frame),
+                Out::Close(conn) => self.egress.close(conn),
+            }
+        }
+        if end_of_batch {
+            self.egress.flush();
+        }
+    }
+
+    fn on_shutdown(&mut self) {
+        self.egress.flush();
+    }
+}
+
+/// Projects accounts into SQLite, one transaction per batch with changes.
+pub(crate) struct StoreStage {
+    pub(crate) store: Store,
+}
+
+impl StoreStage {
+    fn commit(&mut self) {
+        // The journal is the source of truth: a failed commit is retried
+        // with the next batch, and replay at the next start catches up.
+        if let Err(error) = self.store.commit() {
+            tracing::error!(%error, "SQLite projection commit failed; retrying with the next batch");
+        }
+    }
+}
+
+impl Handler<Inbound> for StoreStage {
+    fn on_event(&mut self, event: &Inbound, _: Sequence, end_of_batch: bool) {
+        if let Some(journaled) = event.journaled {
+            self.store
+                .note(journaled.sequence, event.projection.as_ref());
+        }
+        if end_of_batch {
+            self.commit();
+        }
+    }
+
+    fn on_shutdown(&mut self) {
+        self.commit();
+    }
+}

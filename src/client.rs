@@ -1,0 +1,360 @@
+//! A blocking client: what the tests, the load tools and `courier chat` use.
+//!
+//! Requests get a correlation id; [`Client::request`] sends one and reads
+//! until its reply arrives, keeping whatever the server pushed meanwhile
+//! (deliveries, notices) for [`Client::next_push`]. For pipelining, send with
+//! [`Client::submit`] and read replies with [`Client::receive`].
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+use crate::codec::proto::{self, login, DeliveryMode, ErrorCode};
+use crate::codec::{FrameDecoder, Message, MessageError, PROTOCOL_VERSION};
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The socket failed.
+    #[error("i/o: {0}")]
+    Io(#[from] io::Error),
+    /// The server answered with an `Error` frame.
+    #[error("server error {code:?}: {message}")]
+    Server {
+        /// The stable code.
+        code: ErrorCode,
+        /// The server's text.
+        message: String,
+    },
+    /// The server closed the connection.
+    #[error("the server closed the connection")]
+    Closed,
+    /// No reply within the client's timeout.
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    /// The server sent something that is not the protocol.
+    #[error("protocol: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// The server's error code, if the server refused the request.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Server { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+impl From<MessageError> for ClientError {
+    fn from(error: MessageError) -> Self {
+        ClientError::Protocol(error.to_string())
+    }
+}
+
+/// A connection to a courier server.
+pub struct Client {
+    stream: TcpStream,
+    decoder: FrameDecoder,
+    input: BytesMut,
+    output: Vec<u8>,
+    next_correlation: u64,
+    /// Frames that arrived while waiting for something else.
+    early: VecDeque<(u64, Message)>,
+    timeout: Duration,
+}
+
+impl Client {
+    /// Connects and says hello.
+    pub fn connect(address: impl ToSocketAddrs) -> Result<Self, ClientError> {
+        let mut client = Self::connect_raw(address)?;
+        client.hello()?;
+        Ok(client)
+    }
+
+    /// Connects without saying hello.
+    pub fn connect_raw(address: impl ToSocketAddrs) -> Result<Self, ClientError> {
+        let stream = TcpStream::connect(address)?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            stream,
+            // Accept what a server may send at most; 16 MiB is the top of
+            // its configurable range.
+            decoder: FrameDecoder::new(16 << 20),
+            input: BytesMut::with_capacity(64 * 1024),
+            output: Vec::new(),
+            next_correlation: 1,
+            early: VecDeque::new(),
+            timeout: Duration::from_secs(10),
+        })
+    }
+
+    /// How long a request waits for its reply (10 s by default).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// The socket, for tests that misbehave on purpose.
+    pub fn stream(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
+    /// Says hello with this build's protocol version.
+    pub fn hello(&mut self) -> Result<proto::HelloOk, ClientError> {
+        let hello = Message::Hello(proto::Hello {
+            protocol_version: PROTOCOL_VERSION,
+            client_name: "courier-client".into(),
+        });
+        match self.request(&hello)? {
+            Message::HelloOk(ok) => Ok(ok),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Creates an account; returns its user id.
+    pub fn register(&mut self, user: &str, password: &str) -> Result<u64, ClientError> {
+        let register = Message::Register(proto::Register {
+            user: user.into(),
+            password: password.into(),
+        });
+        match self.request(&register)? {
+            Message::RegisterOk(ok) => Ok(ok.user_id),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Logs this connection in as `device` with a password.
+    pub fn login(
+        &mut self,
+        user: &str,
+        password: &str,
+        device: &str,
+        mode: DeliveryMode,
+    ) -> Result<proto::LoginOk, ClientError> {
+        self.login_with(user, login::Secret::Password(password.into()), device, mode)
+    }
+
+    /// Logs this connection in with a token from an earlier login of `device`.
+    pub fn login_token(
+        &mut self,
+        user: &str,
+        token: &str,
+        device: &str,
+        mode: DeliveryMode,
+    ) -> Result<proto::LoginOk, ClientError> {
+        self.login_with(user, login::Secret::Token(token.into()), device, mode)
+    }
+
+    fn login_with(
+        &mut self,
+        user: &str,
+        secret: login::Secret,
+        device: &str,
+        mode: DeliveryMode,
+    ) -> Result<proto::LoginOk, ClientError> {
+        let login = Message::Login(proto::Login {
+            user: user.into(),
+            secret: Some(secret),
+            device_id: device.into(),
+            delivery_mode: mode as i32,
+        });
+        match self.request(&login)? {
+            Message::LoginOk(ok) => Ok(ok),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Sends a message and waits for its acknowledgement.
+    pub fn send(
+        &mut self,
+        recipient: &str,
+        client_message_id: u64,
+        body: &[u8],
+    ) -> Result<proto::SendAck, ClientError> {
+        match self.request(&send_message(recipient, client_message_id, body))? {
+            Message::SendAck(ack) => Ok(ack),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Pulls up to `limit` messages after inbox sequence `after`.
+    pub fn sync(&mut self, after: u64, limit: u32) -> Result<proto::SyncBatch, ClientError> {
+        let sync = Message::Sync(proto::Sync {
+            after_sequence: after,
+            limit,
+        });
+        match self.request(&sync)? {
+            Message::SyncBatch(batch) => Ok(batch),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Pulls every message after `after`, batch after batch.
+    pub fn sync_all(&mut self, mut after: u64) -> Result<Vec<proto::Deliver>, ClientError> {
+        let mut all = Vec::new();
+        loop {
+            let batch = self.sync(after, 0)?;
+            if let Some(last) = batch.messages.last() {
+                after = last.inbox_sequence;
+            }
+            all.extend(batch.messages);
+            if !batch.more {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// A heartbeat round trip.
+    pub fn ping(&mut self, nonce: u64) -> Result<(), ClientError> {
+        match self.request(&Message::Ping(proto::Ping { nonce }))? {
+            Message::Pong(pong) if pong.nonce == nonce => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Logs this device out (its token stops working). No reply is sent.
+    pub fn logout(&mut self) -> Result<(), ClientError> {
+        self.submit(&Message::Logout(proto::Logout {}))?;
+        Ok(())
+    }
+
+    /// Sends `message` and returns its reply (an `Error` reply is `Err`).
+    pub fn request(&mut self, message: &Message) -> Result<Message, ClientError> {
+        let correlation_id = self.submit(message)?;
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            if let Some(index) = self.early.iter().position(|(c, _)| *c == correlation_id) {
+                let (_, reply) = self.early.remove(index).expect("index found above");
+                return into_result(reply);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(ClientError::Timeout(self.timeout));
+            }
+            match self.read_frame(Some(deadline - now))? {
+                Some((c, reply)) if c == correlation_id => return into_result(reply),
+                Some(other) => self.early.push_back(other),
+                None => {}
+            }
+        }
+    }
+
+    /// Sends `message` without waiting; returns its correlation id.
+    pub fn submit(&mut self, message: &Message) -> Result<u64, ClientError> {
+        let correlation_id = self.next_correlation;
+        self.next_correlation += 1;
+        self.output.clear();
+        message.encode_frame(correlation_id, &mut self.output);
+        self.stream.write_all(&self.output)?;
+        Ok(correlation_id)
+    }
+
+    /// Sends several messages in one write; returns their correlation ids.
+    pub fn submit_many<'a>(
+        &mut self,
+        messages: impl IntoIterator<Item = &'a Message>,
+    ) -> Result<Vec<u64>, ClientError> {
+        self.output.clear();
+        let mut ids = Vec::new();
+        for message in messages {
+            ids.push(self.next_correlation);
+            message.encode_frame(self.next_correlation, &mut self.output);
+            self.next_correlation += 1;
+        }
+        self.stream.write_all(&self.output)?;
+        Ok(ids)
+    }
+
+    /// The next frame from the server, with its correlation id (0 for a
+    /// push), waiting at most `timeout`; `None` if nothing came.
+    pub fn receive(&mut self, timeout: Duration) -> Result<Option<(u64, Message)>, ClientError> {
+        if let Some(early) = self.early.pop_front() {
+            return Ok(Some(early));
+        }
+        self.read_frame(Some(timeout))
+    }
+
+    /// The next message the server pushed (a delivery or a notice), waiting
+    /// at most `timeout`. Replies to requests are not pushes and are kept.
+    pub fn next_push(&mut self, timeout: Duration) -> Result<Option<Message>, ClientError> {
+        if let Some(index) = self.early.iter().position(|(c, _)| *c == 0) {
+            return Ok(self.early.remove(index).map(|(_, m)| m));
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            match self.read_frame(Some(deadline - now))? {
+                Some((0, push)) => return Ok(Some(push)),
+                Some(other) => self.early.push_back(other),
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// Reads one frame, waiting at most `timeout`.
+    fn read_frame(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> Result<Option<(u64, Message)>, ClientError> {
+        loop {
+            match self.decoder.decode(&mut self.input) {
+                Ok(Some(frame)) => {
+                    let message = Message::decode(&frame)?;
+                    return Ok(Some((frame.correlation_id, message)));
+                }
+                Ok(None) => {}
+                Err(error) => return Err(ClientError::Protocol(error.to_string())),
+            }
+            let timeout = timeout.map(|t| t.max(Duration::from_millis(1)));
+            self.stream.set_read_timeout(timeout)?;
+            let mut chunk = [0u8; 16 * 1024];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Err(ClientError::Closed),
+                Ok(n) => self.input.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Ok(None)
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                    return Err(ClientError::Closed)
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+/// A `Send` message.
+pub fn send_message(recipient: &str, client_message_id: u64, body: &[u8]) -> Message {
+    Message::Send(proto::Send {
+        recipient: recipient.into(),
+        client_message_id,
+        body: body.to_vec(),
+    })
+}
+
+fn into_result(reply: Message) -> Result<Message, ClientError> {
+    match reply {
+        Message::Error(error) => Err(ClientError::Server {
+            code: ErrorCode::try_from(error.code).unwrap_or(ErrorCode::Unspecified),
+            message: error.message,
+        }),
+        other => Ok(other),
+    }
+}
+
+fn unexpected(message: &Message) -> ClientError {
+    ClientError::Protocol(format!("unexpected reply {:?}", message.message_type()))
+}

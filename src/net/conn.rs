@@ -1,0 +1,161 @@
+//! One client connection's buffers: input cut into frames, output batched.
+
+use std::io::{self, Read, Write};
+use std::time::Instant;
+
+use mio::net::TcpStream;
+
+use crate::broker::ConnId;
+
+/// Bytes read per `read` call.
+const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// An output buffer that grew past this is given back once it empties, so a
+/// burst does not pin memory for the connection's life.
+const OUTPUT_KEEP_BYTES: usize = 64 * 1024;
+
+/// Why a connection is being closed (logged, and told to the client where
+/// it still can be).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    /// The client closed its end.
+    PeerClosed,
+    /// Reading or writing failed.
+    Io(String),
+    /// The client's bytes are not valid framing.
+    BadFraming(String),
+    /// The client did not read its output and fell behind by more than the cap.
+    SlowReader { pending_bytes: usize },
+    /// Nothing arrived within the heartbeat timeout.
+    HeartbeatTimeout,
+    /// The broker asked for it (after a fatal protocol error).
+    Broker,
+    /// The server is stopping.
+    Shutdown,
+}
+
+/// A connection and its buffers.
+///
+/// # Invariants
+/// - `input[input_start..]` holds bytes read and not yet published.
+/// - `output[written..]` holds bytes queued and not yet written.
+pub(crate) struct Connection {
+    pub(crate) id: ConnId,
+    pub(crate) stream: TcpStream,
+    pub(crate) input: Vec<u8>,
+    pub(crate) input_start: usize,
+    pub(crate) output: Vec<u8>,
+    pub(crate) written: usize,
+    pub(crate) last_input: Instant,
+    /// Close once the output is written (the broker asked, or framing failed).
+    pub(crate) closing: Option<CloseReason>,
+    /// Whether the connection is on the dirty list already.
+    pub(crate) dirty: bool,
+    /// The client sent EOF; no more reads.
+    pub(crate) read_closed: bool,
+}
+
+/// What a read pass found.
+pub(crate) enum ReadOutcome {
+    /// The socket has no more bytes now.
+    Drained,
+    /// The socket may have more; the pass stopped to be fair to others.
+    More,
+    /// The peer closed its end (or reading failed).
+    Closed(CloseReason),
+}
+
+impl Connection {
+    pub(crate) fn new(id: ConnId, stream: TcpStream, now: Instant) -> Self {
+        Self {
+            id,
+            stream,
+            input: Vec::new(),
+            input_start: 0,
+            output: Vec::new(),
+            written: 0,
+            last_input: now,
+            closing: None,
+            dirty: false,
+            read_closed: false,
+        }
+    }
+
+    /// Unread input.
+    pub(crate) fn pending_input(&self) -> &[u8] {
+        &self.input[self.input_start..]
+    }
+
+    /// Marks `bytes` of input as taken.
+    pub(crate) fn consume_input(&mut self, bytes: usize) {
+        self.input_start += bytes;
+        debug_assert!(self.input_start <= self.input.len());
+        if self.input_start == self.input.len() {
+            self.input.clear();
+            self.input_start = 0;
+        }
+    }
+
+    /// Reads at most `reads_max` chunks, stopping early at would-block.
+    pub(crate) fn read(&mut self, reads_max: usize, now: Instant) -> ReadOutcome {
+        if self.input_start > 0 {
+            // Move the partial frame to the front before reading more.
+            self.input.drain(..self.input_start);
+            self.input_start = 0;
+        }
+        for _ in 0..reads_max {
+            let filled = self.input.len();
+            self.input.resize(filled + READ_CHUNK_BYTES, 0);
+            let result = self.stream.read(&mut self.input[filled..]);
+            match result {
+                Ok(0) => {
+                    self.input.truncate(filled);
+                    self.read_closed = true;
+                    return ReadOutcome::Closed(CloseReason::PeerClosed);
+                }
+                Ok(n) => {
+                    self.input.truncate(filled + n);
+                    self.last_input = now;
+                }
+                Err(e) => {
+                    self.input.truncate(filled);
+                    match e.kind() {
+                        io::ErrorKind::WouldBlock => return ReadOutcome::Drained,
+                        io::ErrorKind::Interrupted => continue,
+                        _ => {
+                            self.read_closed = true;
+                            return ReadOutcome::Closed(CloseReason::Io(e.to_string()));
+                        }
+                    }
+                }
+            }
+        }
+        ReadOutcome::More
+    }
+
+    /// Bytes queued and not yet written.
+    pub(crate) fn pending_output(&self) -> usize {
+        self.output.len() - self.written
+    }
+
+    /// Writes what is queued, until done or the socket is full. Errors mean
+    /// the connection is dead.
+    pub(crate) fn write(&mut self) -> io::Result<()> {
+        while self.written < self.output.len() {
+            match self.stream.write(&self.output[self.written..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        if self.written == self.output.len() {
+            self.output.clear();
+            self.written = 0;
+            if self.output.capacity() > OUTPUT_KEEP_BYTES {
+                self.output = Vec::new();
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,503 @@
+//! An I/O thread: a mio loop that reads frames into the inbound ring and
+//! writes what its outbound ring holds, batched per connection.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use super::conn::{CloseReason, Connection, ReadOutcome};
+use super::{Control, Outbound, ServerConfig};
+use crate::broker::{ConnId, Ingress};
+use crate::codec::{proto::ErrorCode, FrameDecoder, FrameError, Message, LENGTH_PREFIX_BYTES};
+use crate::ringbuffer::{Poller, TryPublishError};
+
+pub(crate) const WAKE: Token = Token(usize::MAX);
+pub(crate) const LISTENER_TOKEN: Token = Token(usize::MAX - 1);
+/// Outbound events handled per pass before the loop looks at sockets again.
+const OUTBOUND_BATCH_MAX: usize = 1024;
+/// Read calls per connection per pass, so one busy client cannot starve others.
+const READS_PER_PASS_MAX: usize = 4;
+/// mio events per poll.
+const EVENTS_MAX: usize = 1024;
+/// How long a stopping thread keeps trying to write what it still holds.
+const SHUTDOWN_WRITE_GRACE: Duration = Duration::from_secs(2);
+
+/// A connection event that the ring had no room for yet.
+enum Pending {
+    Connected(ConnId),
+    Disconnected(ConnId),
+}
+
+/// A thread's sibling, for handing accepted sockets over.
+pub(crate) struct Sibling {
+    pub(crate) sockets: Sender<TcpStream>,
+    pub(crate) waker: Arc<Waker>,
+}
+
+pub(crate) struct IoThread {
+    pub(crate) index: u16,
+    pub(crate) poll: Poll,
+    pub(crate) listener: Option<TcpListener>,
+    /// Thread 0 hands accepted sockets round-robin to these (itself too).
+    pub(crate) siblings: Vec<Sibling>,
+    pub(crate) handoff: Receiver<TcpStream>,
+    pub(crate) outbound: Poller<Outbound>,
+    pub(crate) ingress: Option<Ingress>,
+    pub(crate) control: Arc<Control>,
+    pub(crate) config: ServerConfig,
+    pub(crate) stopped_reading: Sender<u16>,
+}
+
+/// The state of a running I/O thread.
+struct Loop {
+    thread: IoThread,
+    decoder: FrameDecoder,
+    conns: HashMap<u64, Connection>,
+    next_counter: u64,
+    accepted: usize,
+    dirty: Vec<u64>,
+    /// Connections with input that the full ring could not take yet, or
+    /// that stopped reading early to be fair; read again next pass.
+    unread: VecDeque<u64>,
+    pending: VecDeque<Pending>,
+    reading: bool,
+    outbound_done: bool,
+    next_heartbeat_check: Instant,
+}
+
+impl IoThread {
+    pub(crate) fn run(self) {
+        let frame_size_max = self.config.broker.frame_size_max_bytes;
+        let mut state = Loop {
+            thread: self,
+            decoder: FrameDecoder::new(frame_size_max),
+            conns: HashMap::new(),
+            next_counter: 0,
+            accepted: 0,
+            dirty: Vec::new(),
+            unread: VecDeque::new(),
+            pending: VecDeque::new(),
+            reading: true,
+            outbound_done: false,
+            next_heartbeat_check: Instant::now(),
+        };
+        state.run();
+    }
+}
+
+impl Loop {
+    fn run(&mut self) {
+        let mut events = Events::with_capacity(EVENTS_MAX);
+        loop {
+            let now = Instant::now();
+            self.drain_outbound(now);
+            self.publish_pending();
+            if self.reading && self.pending.is_empty() {
+                self.read_unread(now);
+            }
+            self.write_dirty();
+            if self.reading && self.thread.control.stop_reading.load(Ordering::Acquire) {
+                self.stop_reading();
+            }
+            if self.outbound_done {
+                self.finish();
+                return;
+            }
+            if self.reading && now >= self.next_heartbeat_check {
+                self.check_heartbeats(now);
+            }
+            let timeout = self.timeout(now);
+            let timeout = if self.thread.outbound.prepare_wait() {
+                timeout
+            } else {
+                Some(Duration::ZERO)
+            };
+            if let Err(error) = self.thread.poll.poll(&mut events, timeout) {
+                if error.kind() != io::ErrorKind::Interrupted {
+                    // The poll instance itself failed: nothing this thread
+                    // can serve any more. Stop reading; the server stops.
+                    tracing::error!(thread = self.thread.index, %error, "poll failed");
+                    self.thread
+                        .control
+                        .stop_reading
+                        .store(true, Ordering::Release);
+                }
+                continue;
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    WAKE => self.take_handoffs(now),
+                    LISTENER_TOKEN => self.accept(now),
+                    Token(counter) => {
+                        let counter = counter as u64;
+                        if event.is_readable() || event.is_read_closed() {
+                            self.read(counter, now);
+                        }
+                        if event.is_writable() {
+                            self.mark_dirty(counter);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.pending.is_empty() || (!self.unread.is_empty() && self.reading) {
+            // Waiting for room in the ring, which frees no fd: look again soon.
+            return Some(Duration::from_millis(1));
+        }
+        if self.conns.is_empty() || !self.reading {
+            return if self.reading {
+                None
+            } else {
+                Some(Duration::from_millis(50))
+            };
+        }
+        Some(self.next_heartbeat_check.saturating_duration_since(now))
+    }
+
+    fn accept(&mut self, now: Instant) {
+        loop {
+            let Some(listener) = &self.thread.listener else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    let sibling = self.accepted % self.thread.siblings.len().max(1);
+                    self.accepted += 1;
+                    if sibling == self.thread.index as usize || self.thread.siblings.is_empty() {
+                        self.register(stream, now);
+                    } else {
+                        let target = &self.thread.siblings[sibling];
+                        // A sibling gone means the server is stopping; the
+                        // socket is dropped (closed).
+                        if target.sockets.send(stream).is_ok() {
+                            let _ = target.waker.wake();
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => {
+                    // Out of file descriptors, say: the listener stays, and
+                    // the next readiness event tries again.
+                    tracing::warn!(%error, "accept failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn take_handoffs(&mut self, now: Instant) {
+        while let Ok(stream) = self.thread.handoff.try_recv() {
+            self.register(stream, now);
+        }
+    }
+
+    fn register(&mut self, mut stream: TcpStream, now: Instant) {
+        if !self.reading {
+            return;
+        }
+        if self.conns.len() >= self.thread.config.connections_max {
+            tracing::warn!(
+                limit = self.thread.config.connections_max,
+                "connection refused: at the limit"
+            );
+            return;
+        }
+        let counter = self.next_counter;
+        self.next_counter += 1;
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "set_nodelay failed");
+        }
+        let registered = self.thread.poll.registry().register(
+            &mut stream,
+            Token(counter as usize),
+            Interest::READABLE | Interest::WRITABLE,
+        );
+        if let Err(error) = registered {
+            tracing::warn!(%error, "registering a connection failed");
+            return;
+        }
+        let id = ConnId::for_thread(self.thread.index, counter);
+        self.conns.insert(counter, Connection::new(id, stream, now));
+        self.pending.push_back(Pending::Connected(id));
+        self.publish_pending();
+        // Bytes may have arrived with the connection; edge-triggered
+        // readiness would not say so again.
+        self.unread.push_back(counter);
+    }
+
+    /// Publishes queued connection events; stops at the first that does not fit.
+    fn publish_pending(&mut self) {
+        let Some(ingress) = &mut self.thread.ingress else {
+            self.pending.clear();
+            return;
+        };
+        while let Some(pending) = self.pending.front() {
+            let result = match *pending {
+                Pending::Connected(id) => ingress.try_connected(id),
+                Pending::Disconnected(id) => ingress.try_disconnected(id),
+            };
+            match result {
+                Ok(()) => {
+                    self.pending.pop_front();
+                }
+                Err(TryPublishError::Full) => return,
+                Err(TryPublishError::Halted(_)) => {
+                    self.pending.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn read_unread(&mut self, now: Instant) {
+        for _ in 0..self.unread.len() {
+            let Some(counter) = self.unread.pop_front() else {
+                return;
+            };
+            self.read(counter, now);
+            if !self.pending.is_empty() {
+                return;
+            }
+        }
+    }
+
+    /// Publishes the whole frames a connection has, then reads more.
+    fn read(&mut self, counter: u64, now: Instant) {
+        if !self.reading {
+            return;
+        }
+        if !self.pending.is_empty() {
+            // Its Connected (or an earlier event) must go first.
+            if !self.unread.contains(&counter) {
+                self.unread.push_back(counter);
+            }
+            return;
+        }
+        let Some(conn) = self.conns.get_mut(&counter) else {
+            return;
+        };
+        if conn.closing.is_some() {
+            return;
+        }
+        match publish_frames(conn, &self.decoder, &mut self.thread.ingress) {
+            Published::All => {}
+            Published::Full => {
+                if !self.unread.contains(&counter) {
+                    self.unread.push_back(counter);
+                }
+                return;
+            }
+            Published::Bad(reason) => return self.refuse_framing(counter, reason),
+        }
+        if conn.read_closed {
+            return self.close(counter, CloseReason::PeerClosed);
+        }
+        let outcome = conn.read(READS_PER_PASS_MAX, now);
+        let published = publish_frames(conn, &self.decoder, &mut self.thread.ingress);
+        match (published, outcome) {
+            (Published::Bad(reason), _) => self.refuse_framing(counter, reason),
+            (Published::Full, _) | (Published::All, ReadOutcome::More) => {
+                if !self.unread.contains(&counter) {
+                    self.unread.push_back(counter);
+                }
+            }
+            (Published::All, ReadOutcome::Drained) => {}
+            (Published::All, ReadOutcome::Closed(reason)) => self.close(counter, reason),
+        }
+    }
+
+    /// Answers bad framing with an error frame, then closes once it is written.
+    fn refuse_framing(&mut self, counter: u64, error: FrameError) {
+        let Some(conn) = self.conns.get_mut(&counter) else {
+            return;
+        };
+        let code = match error {
+            FrameError::TooLarge { .. } => ErrorCode::FrameTooLarge,
+            FrameError::TooShort(_) => ErrorCode::MalformedFrame,
+        };
+        Message::error(code, error.to_string()).encode_frame(0, &mut conn.output);
+        conn.closing = Some(CloseReason::BadFraming(error.to_string()));
+        self.mark_dirty(counter);
+    }
+
+    fn mark_dirty(&mut self, counter: u64) {
+        if let Some(conn) = self.conns.get_mut(&counter) {
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(counter);
+            }
+        }
+    }
+
+    fn drain_outbound(&mut self, _now: Instant) {
+        let conns = &mut self.conns;
+        let dirty = &mut self.dirty;
+        let cap = self.thread.config.output_cap_bytes;
+        let mut slow = Vec::new();
+        let result = self
+            .thread
+            .outbound
+            .poll(OUTBOUND_BATCH_MAX, |event, _, _| {
+                let counter = event.conn.0 & ((1 << 48) - 1);
+                let Some(conn) = conns.get_mut(&counter) else {
+                    return; // gone already
+                };
+                if conn.id != event.conn {
+                    return;
+                }
+                if event.close {
+                    conn.closing.get_or_insert(CloseReason::Broker);
+                } else if conn.pending_output() + event.frame.len() > cap {
+                    if !slow.contains(&counter) {
+                        slow.push(counter);
+                    }
+                    return;
+                } else {
+                    conn.output.extend_from_slice(&event.frame);
+                }
+                if !conn.dirty {
+                    conn.dirty = true;
+                    dirty.push(counter);
+                }
+            });
+        if result.is_err() {
+            self.outbound_done = true;
+        }
+        for counter in slow {
+            let pending_bytes = self
+                .conns
+                .get(&counter)
+                .map_or(0, Connection::pending_output);
+            self.close(counter, CloseReason::SlowReader { pending_bytes });
+        }
+    }
+
+    fn write_dirty(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for counter in dirty.drain(..) {
+            let Some(conn) = self.conns.get_mut(&counter) else {
+                continue;
+            };
+            conn.dirty = false;
+            if let Err(error) = conn.write() {
+                self.close(counter, CloseReason::Io(error.to_string()));
+                continue;
+            }
+            if conn.pending_output() == 0 {
+                if let Some(reason) = conn.closing.clone() {
+                    self.close(counter, reason);
+                }
+            }
+        }
+        self.dirty = dirty;
+    }
+
+    fn check_heartbeats(&mut self, now: Instant) {
+        let timeout = Duration::from_millis(self.thread.config.heartbeat_timeout_ms);
+        let expired: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, conn)| now.duration_since(conn.last_input) > timeout)
+            .map(|(&counter, _)| counter)
+            .collect();
+        for counter in expired {
+            self.close(counter, CloseReason::HeartbeatTimeout);
+        }
+        self.next_heartbeat_check = now + (timeout / 4).max(Duration::from_millis(10));
+    }
+
+    fn close(&mut self, counter: u64, reason: CloseReason) {
+        let Some(mut conn) = self.conns.remove(&counter) else {
+            return;
+        };
+        match &reason {
+            CloseReason::PeerClosed | CloseReason::Shutdown => {
+                tracing::debug!(conn = %conn.id, ?reason, "connection closed")
+            }
+            _ => tracing::info!(conn = %conn.id, ?reason, "connection closed"),
+        }
+        let _ = self.thread.poll.registry().deregister(&mut conn.stream);
+        self.pending.push_back(Pending::Disconnected(conn.id));
+        self.publish_pending();
+    }
+
+    /// Stops accepting and reading; tells the server once this thread will
+    /// publish nothing more.
+    fn stop_reading(&mut self) {
+        self.reading = false;
+        if let Some(mut listener) = self.thread.listener.take() {
+            let _ = self.thread.poll.registry().deregister(&mut listener);
+        }
+        self.unread.clear();
+        self.pending.clear();
+        self.thread.ingress = None;
+        let _ = self.thread.stopped_reading.send(self.thread.index);
+    }
+
+    /// The broker has stopped and everything it sent is queued: write it
+    /// out, for a short while at most, and close every connection.
+    fn finish(&mut self) {
+        let deadline = Instant::now() + SHUTDOWN_WRITE_GRACE;
+        let mut events = Events::with_capacity(EVENTS_MAX);
+        loop {
+            let mut waiting = false;
+            for conn in self.conns.values_mut() {
+                if conn.write().is_ok() && conn.pending_output() > 0 {
+                    waiting = true;
+                }
+            }
+            let now = Instant::now();
+            if !waiting || now >= deadline {
+                break;
+            }
+            let _ = self.thread.poll.poll(
+                &mut events,
+                Some((deadline - now).min(Duration::from_millis(10))),
+            );
+        }
+        let counters: Vec<u64> = self.conns.keys().copied().collect();
+        for counter in counters {
+            self.close(counter, CloseReason::Shutdown);
+        }
+    }
+}
+
+enum Published {
+    All,
+    Full,
+    Bad(FrameError),
+}
+
+/// Publishes every whole frame in the connection's input, in place.
+fn publish_frames(
+    conn: &mut Connection,
+    decoder: &FrameDecoder,
+    ingress: &mut Option<Ingress>,
+) -> Published {
+    let Some(ingress) = ingress else {
+        return Published::Full;
+    };
+    loop {
+        let input = conn.pending_input();
+        let total = match decoder.frame_bytes(input) {
+            Ok(Some(total)) if total <= input.len() => total,
+            Ok(_) => return Published::All,
+            Err(error) => return Published::Bad(error),
+        };
+        match ingress.try_frame(conn.id, &input[LENGTH_PREFIX_BYTES..total]) {
+            Ok(()) => conn.consume_input(total),
+            Err(TryPublishError::Full) | Err(TryPublishError::Halted(_)) => return Published::Full,
+        }
+    }
+}

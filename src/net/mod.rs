@@ -1,0 +1,340 @@
+//! The TCP server: the broker's first gateway, on mio.
+//!
+//! One listener and `io_threads` I/O threads. Each I/O thread reads frames
+//! from its connections into the broker's inbound ring (never waiting: when
+//! the ring is full it stops reading and goes on writing) and drains its own
+//! outbound ring, fed by the broker's fan-out stage, writing once per ready
+//! connection per batch. A `mio::Waker` wakes it only when it sleeps.
+//!
+//! # Shutdown
+//! [`ServerHandle::shutdown`]: stop accepting and reading, let the broker
+//! drain what was published and flush the journal, write out what the
+//! broker sent (for two seconds at most), close every connection.
+
+mod conn;
+mod io;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use mio::net::TcpListener;
+use mio::{Interest, Poll, Waker};
+use serde::{Deserialize, Serialize};
+
+use crate::broker::{Broker, BrokerConfig, BrokerError, ConnId, Egress, OpenReport};
+use crate::ringbuffer::{Builder, Pipeline, SingleProducer, WaitStrategy};
+use io::{IoThread, Sibling, WAKE};
+
+/// The server's configuration: the network settings and the broker's.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// I/O threads (each with its own mio loop and outbound ring).
+    pub io_threads: usize,
+    /// Bytes a connection may have waiting to be written; a client that
+    /// reads so slowly that it falls further behind is disconnected.
+    pub output_cap_bytes: usize,
+    /// Slots of each I/O thread's outbound ring (a power of two).
+    pub outbound_ring_slots: usize,
+    /// A connection from which nothing (not even a ping) arrives for this
+    /// long is closed.
+    pub heartbeat_timeout_ms: u64,
+    /// Connections per I/O thread beyond which new ones are refused.
+    pub connections_max: usize,
+    /// The broker.
+    pub broker: BrokerConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7420)),
+            io_threads: 1,
+            output_cap_bytes: 4 << 20,
+            outbound_ring_slots: 4096,
+            heartbeat_timeout_ms: 90_000,
+            connections_max: 100_000,
+            broker: BrokerConfig::default(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Checks what types cannot; the error names the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.io_threads == 0 || self.io_threads > 64 {
+            return Err(format!(
+                "io_threads must be 1 to 64 (is {})",
+                self.io_threads
+            ));
+        }
+        if !self.outbound_ring_slots.is_power_of_two() || self.outbound_ring_slots < 64 {
+            return Err(format!(
+                "outbound_ring_slots must be a power of two, at least 64 (is {})",
+                self.outbound_ring_slots
+            ));
+        }
+        if self.output_cap_bytes < self.broker.frame_size_max_bytes {
+            return Err("output_cap_bytes must hold at least one frame of the largest size".into());
+        }
+        if self.heartbeat_timeout_ms == 0 {
+            return Err("heartbeat_timeout_ms must be positive".into());
+        }
+        self.broker.validate()
+    }
+}
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The listen address cannot be bound.
+    #[error("listening on {address}: {source}")]
+    Listen {
+        /// The address.
+        address: SocketAddr,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An OS resource (poll, waker, thread) could not be made.
+    #[error("{what}: {source}")]
+    Os {
+        /// What was being made.
+        what: &'static str,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The broker failed.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
+/// A slot of an outbound ring: one frame (or a close) for one connection.
+#[derive(Debug, Default)]
+pub(crate) struct Outbound {
+    pub(crate) conn: ConnId,
+    pub(crate) close: bool,
+    pub(crate) frame: Vec<u8>,
+}
+
+/// Shared between the server handle and its I/O threads.
+pub(crate) struct Control {
+    pub(crate) stop_reading: AtomicBool,
+}
+
+/// The broker's egress for this server: each frame goes to the outbound
+/// ring of its connection's I/O thread.
+struct NetEgress {
+    rings: Vec<SingleProducer<Outbound>>,
+}
+
+impl NetEgress {
+    fn publish(&mut self, conn: ConnId, close: bool, frame: &[u8]) {
+        let Some(ring) = self.rings.get_mut(conn.thread_index() as usize) else {
+            // Not an id this server made; nothing to deliver to.
+            return;
+        };
+        // The I/O thread drains its ring without ever waiting on the
+        // broker, so this wait is short; it fails only once the server is
+        // stopping, and then the frame has nowhere to go.
+        let _ = ring.publish(|slot| {
+            slot.conn = conn;
+            slot.close = close;
+            slot.frame.clear();
+            slot.frame.extend_from_slice(frame);
+        });
+    }
+}
+
+impl Egress for NetEgress {
+    fn send(&mut self, conn: ConnId, frame: &[u8]) {
+        self.publish(conn, false, frame);
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        self.publish(conn, true, &[]);
+    }
+}
+
+/// A running server.
+pub struct ServerHandle {
+    address: SocketAddr,
+    broker: Broker,
+    control: Arc<Control>,
+    wakers: Vec<Arc<Waker>>,
+    threads: Vec<JoinHandle<()>>,
+    outbound: Vec<Pipeline<Outbound>>,
+    stopped_reading: crossbeam_channel::Receiver<u16>,
+}
+
+/// Starts a server: binds, opens the broker (replaying its journal) and
+/// starts the I/O threads.
+pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
+    config.validate().map_err(ServerError::Config)?;
+    let os = |what| move |source| ServerError::Os { what, source };
+    let std_listener =
+        std::net::TcpListener::bind(config.listen).map_err(|source| ServerError::Listen {
+            address: config.listen,
+            source,
+        })?;
+    std_listener.set_nonblocking(true).map_err(os("listener"))?;
+    let address = std_listener.local_addr().map_err(os("listener"))?;
+    let mut listener = Some(TcpListener::from_std(std_listener));
+
+    let mut rings = Vec::new();
+    let mut pollers = Vec::new();
+    let mut outbound = Vec::new();
+    for index in 0..config.io_threads {
+        let mut builder = Builder::new(config.outbound_ring_slots, Outbound::default)
+            .wait_strategy(WaitStrategy::BLOCKING);
+        let id = builder.poller(&format!("io-{index}"), &[]);
+        let (producer, mut pipeline) =
+            builder.build_single_producer().map_err(BrokerError::from)?;
+        pollers.push(
+            pipeline
+                .take_poller(id)
+                .expect("the poller was added above"),
+        );
+        rings.push(producer);
+        outbound.push(pipeline);
+    }
+    let broker = Broker::open(&config.broker, NetEgress { rings })?;
+    let report = broker.report().clone();
+    log_report(&report, address);
+
+    let control = Arc::new(Control {
+        stop_reading: AtomicBool::new(false),
+    });
+    let (stopped_sender, stopped_reading) = crossbeam_channel::unbounded();
+    let mut polls = Vec::new();
+    let mut siblings = Vec::new();
+    let mut handoffs = Vec::new();
+    for _ in 0..config.io_threads {
+        let poll = Poll::new().map_err(os("mio poll"))?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKE).map_err(os("mio waker"))?);
+        let (sockets, handoff) = crossbeam_channel::unbounded();
+        siblings.push(Sibling {
+            sockets,
+            waker: Arc::clone(&waker),
+        });
+        handoffs.push(handoff);
+        polls.push(poll);
+    }
+    let wakers: Vec<Arc<Waker>> = siblings.iter().map(|s| Arc::clone(&s.waker)).collect();
+    let mut threads = Vec::new();
+    for (index, ((poll, handoff), poller)) in
+        polls.into_iter().zip(handoffs).zip(pollers).enumerate()
+    {
+        let waker = Arc::clone(&wakers[index]);
+        poller.set_wake_hook(move || {
+            // A failed wake leaves the thread to its next timeout or event.
+            let _ = waker.wake();
+        });
+        let mut thread_listener = if index == 0 { listener.take() } else { None };
+        if let Some(listener) = &mut thread_listener {
+            poll.registry()
+                .register(listener, io::LISTENER_TOKEN, Interest::READABLE)
+                .map_err(os("registering the listener"))?;
+        }
+        let thread = IoThread {
+            index: index as u16,
+            poll,
+            listener: thread_listener,
+            siblings: if index == 0 {
+                std::mem::take(&mut siblings)
+            } else {
+                Vec::new()
+            },
+            handoff,
+            outbound: poller,
+            ingress: Some(broker.ingress()),
+            control: Arc::clone(&control),
+            config: config.clone(),
+            stopped_reading: stopped_sender.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name(format!("courier-io-{index}"))
+            .spawn(move || thread.run())
+            .map_err(os("starting an I/O thread"))?;
+        threads.push(handle);
+    }
+    Ok(ServerHandle {
+        address,
+        broker,
+        control,
+        wakers,
+        threads,
+        outbound,
+        stopped_reading,
+    })
+}
+
+fn log_report(report: &OpenReport, address: SocketAddr) {
+    tracing::info!(
+        %address,
+        records_replayed = report.records_replayed,
+        users = report.users,
+        torn_bytes_truncated = report.torn_bytes_truncated,
+        store_records_caught_up = report.store_records_caught_up,
+        "courier is serving"
+    );
+}
+
+impl ServerHandle {
+    /// The address the server listens on (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// What opening the broker found.
+    pub fn report(&self) -> &OpenReport {
+        self.broker.report()
+    }
+
+    /// Stops the server: no new connections or frames, everything already
+    /// read goes through the pipeline and into the journal (flushed), the
+    /// replies are written out, every connection is closed.
+    pub fn shutdown(self) -> Result<(), ServerError> {
+        let Self {
+            broker,
+            control,
+            wakers,
+            threads,
+            outbound,
+            stopped_reading,
+            ..
+        } = self;
+        control.stop_reading.store(true, Ordering::Release);
+        for waker in &wakers {
+            let _ = waker.wake();
+        }
+        for _ in 0..threads.len() {
+            // A thread that died (a bug) drops its sender; go on without it.
+            if stopped_reading.recv().is_err() {
+                break;
+            }
+        }
+        let outcome = broker.shutdown();
+        for pipeline in outbound {
+            // Poller-only rings: stopping them cannot fail.
+            let _ = pipeline.shutdown();
+        }
+        for waker in &wakers {
+            let _ = waker.wake();
+        }
+        for thread in threads {
+            if thread.join().is_err() {
+                tracing::error!("an I/O thread panicked");
+            }
+        }
+        outcome.map_err(ServerError::from)
+    }
+}

@@ -1,0 +1,187 @@
+//! 1:1 chat over real sockets: several devices, live delivery, offline
+//! sync, notices, idempotent resends, restart.
+
+mod util;
+
+use courier::codec::proto::{DeliveryMode, ErrorCode};
+use courier::codec::Message;
+use util::*;
+
+#[test]
+fn two_users_on_several_devices_send_receive_and_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let address = server.local_addr();
+    let ana_id = register(address, "ana");
+    let bo_id = register(address, "bo");
+    assert_ne!(ana_id, bo_id);
+
+    let mut ana_phone = login(address, "ana", "phone", DeliveryMode::PushMessage);
+    let mut ana_laptop = login(address, "ana", "laptop", DeliveryMode::PushMessage);
+    let mut bo_phone = login(address, "bo", "phone", DeliveryMode::PushMessage);
+
+    // Live: bo's device gets the message, ana's other device gets her copy.
+    let ack = ana_phone.send("bo", 1, b"hello bo").unwrap();
+    assert_eq!(ack.client_message_id, 1);
+    assert_eq!(ack.inbox_sequence, 1);
+    let Message::Deliver(delivered) = expect_push(&mut bo_phone) else {
+        panic!("expected a delivery")
+    };
+    assert_eq!(delivered.sender, "ana");
+    assert_eq!(delivered.recipient, "bo");
+    assert_eq!(delivered.body, b"hello bo");
+    assert_eq!(delivered.server_message_id, ack.server_message_id);
+    let Message::Deliver(copy) = expect_push(&mut ana_laptop) else {
+        panic!("expected the sender's copy")
+    };
+    assert_eq!(copy.inbox_sequence, ack.inbox_sequence);
+    expect_no_push(&mut ana_phone);
+
+    // Offline: bo disconnects, ana sends three more, bo syncs from where he was.
+    drop(bo_phone);
+    for id in 2..=4u64 {
+        ana_laptop
+            .send("bo", id, format!("message {id}").as_bytes())
+            .unwrap();
+    }
+    let mut bo_tablet = login(address, "bo", "tablet", DeliveryMode::PushMessage);
+    let synced = bo_tablet.sync_all(delivered.inbox_sequence).unwrap();
+    let bodies: Vec<&[u8]> = synced.iter().map(|m| &m.body[..]).collect();
+    assert_eq!(bodies, [&b"message 2"[..], b"message 3", b"message 4"]);
+    let sequences: Vec<u64> = synced.iter().map(|m| m.inbox_sequence).collect();
+    assert_eq!(
+        sequences,
+        [2, 3, 4],
+        "ordered by inbox sequence, none missing"
+    );
+    // A full sync from zero has everything once.
+    assert_eq!(bo_tablet.sync_all(0).unwrap().len(), 4);
+    // ana's own inbox holds her sent messages too.
+    assert_eq!(ana_phone.sync_all(0).unwrap().len(), 4);
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn resend_with_the_same_client_id_is_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let address = server.local_addr();
+    register(address, "ana");
+    register(address, "bo");
+    let mut ana = login(address, "ana", "phone", DeliveryMode::PushMessage);
+    let first = ana.send("bo", 42, b"once").unwrap();
+    let again = ana.send("bo", 42, b"once").unwrap();
+    assert_eq!(first, again);
+    let mut bo = login(address, "bo", "phone", DeliveryMode::PushMessage);
+    assert_eq!(bo.sync_all(0).unwrap().len(), 1);
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn notice_mode_pushes_the_count_and_the_device_pulls() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let address = server.local_addr();
+    register(address, "ana");
+    register(address, "bo");
+    let mut ana = login(address, "ana", "phone", DeliveryMode::PushMessage);
+    let mut bo = login(address, "bo", "watch", DeliveryMode::PushNotice);
+    ana.send("bo", 1, b"one").unwrap();
+    ana.send("bo", 2, b"two").unwrap();
+    let Message::Notify(first) = expect_push(&mut bo) else {
+        panic!("expected a notice")
+    };
+    assert_eq!((first.head_sequence, first.unread_count), (1, 1));
+    let Message::Notify(second) = expect_push(&mut bo) else {
+        panic!("expected a notice")
+    };
+    assert_eq!((second.head_sequence, second.unread_count), (2, 2));
+    let pulled = bo.sync_all(0).unwrap();
+    assert_eq!(pulled.len(), 2);
+    // Syncing past both marks them read; the next login says so.
+    bo.sync(2, 1).unwrap();
+    let mut bo_again = login(address, "bo", "watch", DeliveryMode::PushNotice);
+    let ok = bo_again
+        .login("bo", &password("bo"), "watch", DeliveryMode::PushNotice)
+        .unwrap();
+    assert_eq!((ok.head_sequence, ok.unread_count), (2, 0));
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn tokens_log_a_device_back_in_until_it_logs_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let address = server.local_addr();
+    register(address, "ana");
+    let mut phone = courier::client::Client::connect(address).unwrap();
+    let ok = phone
+        .login("ana", &password("ana"), "phone", DeliveryMode::PushMessage)
+        .unwrap();
+    assert_eq!(ok.token.len(), 32);
+    let mut again = courier::client::Client::connect(address).unwrap();
+    again
+        .login_token("ana", &ok.token, "phone", DeliveryMode::PushMessage)
+        .unwrap();
+    // The token belongs to its device.
+    expect_code(
+        again.login_token("ana", &ok.token, "laptop", DeliveryMode::PushMessage),
+        ErrorCode::BadCredentials,
+    );
+    again.logout().unwrap();
+    again.ping(1).unwrap(); // the logout was applied before the ping's reply
+    let mut third = courier::client::Client::connect(address).unwrap();
+    expect_code(
+        third.login_token("ana", &ok.token, "phone", DeliveryMode::PushMessage),
+        ErrorCode::BadCredentials,
+    );
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn a_restart_rebuilds_accounts_inboxes_and_tokens_from_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let address = server.local_addr();
+    register(address, "ana");
+    register(address, "bo");
+    let mut ana = courier::client::Client::connect(address).unwrap();
+    let token = ana
+        .login("ana", &password("ana"), "phone", DeliveryMode::PushMessage)
+        .unwrap()
+        .token;
+    for id in 1..=10u64 {
+        ana.send("bo", id, &id.to_be_bytes()).unwrap();
+    }
+    drop(ana);
+    server.shutdown().unwrap();
+
+    let server = start(dir.path());
+    assert_eq!(server.report().users, 2);
+    let address = server.local_addr();
+    let mut ana = courier::client::Client::connect(address).unwrap();
+    let ok = ana
+        .login_token("ana", &token, "phone", DeliveryMode::PushMessage)
+        .unwrap();
+    assert_eq!(ok.head_sequence, 10);
+    // A resend after the restart is still recognised.
+    let ack = ana.send("bo", 10, &10u64.to_be_bytes()).unwrap();
+    assert_eq!(ack.inbox_sequence, 10);
+    let mut bo = login(address, "bo", "phone", DeliveryMode::PushMessage);
+    let bodies: Vec<Vec<u8>> = bo
+        .sync_all(0)
+        .unwrap()
+        .into_iter()
+        .map(|m| m.body)
+        .collect();
+    let expected: Vec<Vec<u8>> = (1..=10u64).map(|id| id.to_be_bytes().to_vec()).collect();
+    assert_eq!(bodies, expected);
+    server.shutdown().unwrap();
+
+    // The SQLite projection has both accounts.
+    let db = rusqlite::Connection::open(dir.path().join("courier.db")).unwrap();
+    let count: i64 = db
+        .query_row("SELECT count(*) FROM accounts", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(count, 2);
+}

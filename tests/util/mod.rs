@@ -1,0 +1,95 @@
+//! Shared helpers for the broker's integration tests: a server on
+//! 127.0.0.1:0 over a temporary data directory, and `expect_*` checks.
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use courier::broker::{AuthConfig, BrokerConfig, DurabilitySetting};
+use courier::client::{Client, ClientError};
+use courier::codec::proto::{DeliveryMode, ErrorCode};
+use courier::codec::Message;
+use courier::net::{self, ServerConfig, ServerHandle};
+
+/// A server configuration for tests: an ephemeral port, `data_dir`, cheap
+/// password hashing.
+pub fn config(data_dir: &Path) -> ServerConfig {
+    ServerConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        broker: BrokerConfig {
+            data_dir: data_dir.to_path_buf(),
+            durability: DurabilitySetting::Batch,
+            segment_size_mb: 4,
+            auth: AuthConfig::insecure_fast(),
+            ..BrokerConfig::default()
+        },
+        ..ServerConfig::default()
+    }
+}
+
+/// Starts a server with [`config`].
+pub fn start(data_dir: &Path) -> ServerHandle {
+    net::start(config(data_dir)).expect("server starts")
+}
+
+/// Registers `user` (password "pw-<user>") on a fresh connection.
+pub fn register(address: SocketAddr, user: &str) -> u64 {
+    let mut client = Client::connect(address).expect("connect");
+    client.register(user, &password(user)).expect("register")
+}
+
+pub fn password(user: &str) -> String {
+    format!("pw-{user}")
+}
+
+/// A connection logged in as `user` on `device`.
+pub fn login(address: SocketAddr, user: &str, device: &str, mode: DeliveryMode) -> Client {
+    let mut client = Client::connect(address).expect("connect");
+    client
+        .login(user, &password(user), device, mode)
+        .expect("login");
+    client
+}
+
+/// The next push, which must come within a few seconds.
+pub fn expect_push(client: &mut Client) -> Message {
+    client
+        .next_push(Duration::from_secs(5))
+        .expect("receive")
+        .expect("a push within 5 s")
+}
+
+/// No push within a short while.
+pub fn expect_no_push(client: &mut Client) {
+    if let Some(push) = client
+        .next_push(Duration::from_millis(200))
+        .expect("receive")
+    {
+        panic!("unexpected push {push:?}");
+    }
+}
+
+/// The error must carry `code`.
+pub fn expect_code<T: std::fmt::Debug>(result: Result<T, ClientError>, code: ErrorCode) {
+    match result {
+        Err(error) => assert_eq!(error.code(), Some(code), "{error}"),
+        Ok(value) => panic!("expected {code:?}, got {value:?}"),
+    }
+}
+
+/// The connection must be closed by the server within a few seconds
+/// (whatever frames come first are skipped).
+pub fn expect_closed(client: &mut Client) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        match client.receive(Duration::from_millis(100)) {
+            Err(ClientError::Closed) => return,
+            Err(ClientError::Io(_)) => return,
+            Err(ClientError::Protocol(_)) => return,
+            Ok(_) => {}
+            Err(other) => panic!("unexpected error {other}"),
+        }
+    }
+    panic!("the server did not close the connection");
+}
