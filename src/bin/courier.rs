@@ -1,19 +1,30 @@
 //! The `courier` command.
 
+use std::io::BufRead;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use anyhow::Context;
-use clap::{Parser, Subcommand};
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use courier::broker::{DurabilitySetting, PlacementSetting};
+use courier::client::{Client, ClientError};
+use courier::codec::proto::{DeliveryMode, ErrorCode};
+use courier::codec::Message;
 use courier::journal;
+use courier::net::{self, ServerConfig};
 
 /// courier: the message core of a WeChat-style chat system.
 ///
 /// courier runs chat traffic through an LMAX-disruptor pipeline: the network
 /// layer publishes frames into a ring buffer, and staged consumers decode,
-/// journal, run the chat logic on one thread and fan out to recipients. This
-/// build ships the pipeline's ring buffer and its journal as libraries, and
-/// the tools to look inside a journal. The broker itself (`courier serve`)
-/// is not part of this build yet.
+/// journal, run the chat logic on one thread and fan out to recipients.
+/// Every acknowledged message is in the journal first; a restart rebuilds
+/// all state from it.
+///
+/// Start a server with `courier serve` (data under ./data, port 7420), talk
+/// to it with `courier chat`, look inside its journal with
+/// `courier journal inspect data/journal`.
 #[derive(Debug, Parser)]
 #[command(name = "courier", version, about, long_about)]
 struct Cli {
@@ -23,9 +34,81 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the chat server until SIGINT or SIGTERM (then drain, flush the
+    /// journal and exit 0).
+    ///
+    /// Settings come from the defaults, then the TOML file given with
+    /// --config, then the flags. `courier serve --print-config` shows the
+    /// result as TOML: a starting point for a config file.
+    Serve(ServeArgs),
+    /// A terminal chat client: register or log in, then type messages.
+    Chat(ChatArgs),
     /// Work with a journal directory (the append-only log of every command).
     #[command(subcommand)]
     Journal(JournalCommand),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// A TOML file of settings (see --print-config for every key).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:7420].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Directory for the journal and the SQLite database [default: ./data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// When acknowledged messages reach the disk: batch (group commit; survives
+    /// power loss), interval (flush every flush_interval_ms), none (page
+    /// cache; survives a crash of the process only) [default: batch].
+    #[arg(long, value_enum)]
+    durability: Option<Durability>,
+    /// fused: decode, journal, logic and fan-out share one thread (small
+    /// machines); per-stage: a thread each [default: fused].
+    #[arg(long, value_enum)]
+    placement: Option<Placement>,
+    /// Network I/O threads [default: 1].
+    #[arg(long)]
+    io_threads: Option<usize>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Durability {
+    Batch,
+    Interval,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Placement {
+    Fused,
+    PerStage,
+}
+
+#[derive(Debug, clap::Args)]
+struct ChatArgs {
+    /// The server's address.
+    #[arg(long, default_value = "127.0.0.1:7420")]
+    server: String,
+    /// Your user name.
+    #[arg(long)]
+    user: String,
+    /// Your password (or set COURIER_PASSWORD).
+    #[arg(long, env = "COURIER_PASSWORD", hide_env_values = true)]
+    password: String,
+    /// This device's id; each device syncs on its own.
+    #[arg(long, default_value = "terminal")]
+    device: String,
+    /// Create the account first.
+    #[arg(long)]
+    register: bool,
+    /// Receive only notices (head sequence, unread count), not messages.
+    #[arg(long)]
+    notices: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -33,7 +116,7 @@ enum JournalCommand {
     /// List a journal's segments (records, sequences, bytes, damage) and
     /// optionally dump its records. Reads only: safe on a live journal.
     Inspect {
-        /// The journal directory.
+        /// The journal directory (a server's is DATA_DIR/journal).
         dir: PathBuf,
         /// Also print records, one line each.
         #[arg(long)]
@@ -49,12 +132,174 @@ enum JournalCommand {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Serve(args) => serve(args),
+        Command::Chat(args) => chat(args),
         Command::Journal(JournalCommand::Inspect {
             dir,
             dump,
             from,
             limit,
         }) => inspect(dir, dump, from, limit),
+    }
+}
+
+fn serve_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the config file {}", path.display()))?;
+            toml::from_str(&text)
+                .with_context(|| format!("invalid config file {}", path.display()))?
+        }
+        None => ServerConfig::default(),
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(dir) = &args.data_dir {
+        config.broker.data_dir = dir.clone();
+    }
+    if let Some(durability) = args.durability {
+        config.broker.durability = match durability {
+            Durability::Batch => DurabilitySetting::Batch,
+            Durability::Interval => DurabilitySetting::Interval,
+            Durability::None => DurabilitySetting::None,
+        };
+    }
+    if let Some(placement) = args.placement {
+        config.broker.placement = match placement {
+            Placement::Fused => PlacementSetting::Fused,
+            Placement::PerStage => PlacementSetting::PerStage,
+        };
+    }
+    if let Some(threads) = args.io_threads {
+        config.io_threads = threads;
+    }
+    if let Err(error) = config.validate() {
+        bail!("invalid configuration: {error}");
+    }
+    Ok(config)
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = serve_config(&args)?;
+    if args.print_config {
+        print!("{}", toml::to_string(&config).context("cannot print the config")?);
+        return Ok(());
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    // Register the signals before serving, so none is missed.
+    let mut signals =
+        signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+            .context("cannot install signal handlers")?;
+    let server = net::start(config.clone()).context("cannot start the server")?;
+    // Scripts and tests read this line for the address (the port may be 0).
+    println!("listening on {}", server.local_addr());
+    let signal = signals.forever().next();
+    tracing::info!(?signal, "stopping: draining and flushing the journal");
+    server.shutdown().context("the server stopped with an error")?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+fn chat(args: ChatArgs) -> anyhow::Result<()> {
+    let mut client = Client::connect(args.server.as_str())
+        .with_context(|| format!("cannot reach {}", args.server))?;
+    if args.register {
+        match client.register(&args.user, &args.password) {
+            Ok(id) => println!("registered {} as user {id}", args.user),
+            Err(error) if error.code() == Some(ErrorCode::UserExists) => {
+                println!("{} exists already; logging in", args.user)
+            }
+            Err(error) => return Err(error).context("cannot register"),
+        }
+    }
+    let mode = if args.notices {
+        DeliveryMode::PushNotice
+    } else {
+        DeliveryMode::PushMessage
+    };
+    let ok = client
+        .login(&args.user, &args.password, &args.device, mode)
+        .context("cannot log in")?;
+    println!(
+        "logged in as {} on {}: {} messages, {} unread",
+        args.user, args.device, ok.head_sequence, ok.unread_count
+    );
+    println!("type `name: text` to send, `/sync [after]` to pull, `/quit` to leave");
+    let (lines_sender, lines) = crossbeam_channel::unbounded();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if lines_sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut next_id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_micros() as u64);
+    loop {
+        match lines.recv_timeout(Duration::from_millis(50)) {
+            Ok(line) => {
+                let line = line.trim();
+                if line == "/quit" {
+                    return Ok(());
+                }
+                if let Err(error) = chat_line(&mut client, line, &mut next_id) {
+                    println!("! {error}");
+                }
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Ok(()),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+        }
+        while let Some(push) = client.next_push(Duration::ZERO).context("connection lost")? {
+            print_message(&push);
+        }
+    }
+}
+
+fn chat_line(client: &mut Client, line: &str, next_id: &mut u64) -> Result<(), ClientError> {
+    if let Some(rest) = line.strip_prefix("/sync") {
+        let after = rest.trim().parse().unwrap_or(0);
+        for message in client.sync_all(after)? {
+            print_message(&Message::Deliver(message));
+        }
+        return Ok(());
+    }
+    let Some((recipient, text)) = line.split_once(':') else {
+        if !line.is_empty() {
+            println!("? `name: text` sends text to name");
+        }
+        return Ok(());
+    };
+    *next_id += 1;
+    let ack = client.send(recipient.trim(), *next_id, text.trim().as_bytes())?;
+    println!("  sent (#{})", ack.inbox_sequence);
+    Ok(())
+}
+
+fn print_message(message: &Message) {
+    match message {
+        Message::Deliver(m) => println!(
+            "[#{}] {} → {}: {}",
+            m.inbox_sequence,
+            m.sender,
+            m.recipient,
+            String::from_utf8_lossy(&m.body)
+        ),
+        Message::Notify(n) => println!(
+            "[notice] {} messages, {} unread: /sync to read",
+            n.head_sequence, n.unread_count
+        ),
+        other => println!("[{:?}]", other.message_type()),
     }
 }
 
