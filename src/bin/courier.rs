@@ -184,7 +184,10 @@ fn serve_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = serve_config(&args)?;
     if args.print_config {
-        print!("{}", toml::to_string(&config).context("cannot print the config")?);
+        print!(
+            "{}",
+            toml::to_string(&config).context("cannot print the config")?
+        );
         return Ok(());
     }
     tracing_subscriber::fmt()
@@ -196,15 +199,19 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     // Register the signals before serving, so none is missed.
-    let mut signals =
-        signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
-            .context("cannot install signal handlers")?;
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .context("cannot install signal handlers")?;
     let server = net::start(config.clone()).context("cannot start the server")?;
     // Scripts and tests read this line for the address (the port may be 0).
     println!("listening on {}", server.local_addr());
     let signal = signals.forever().next();
     tracing::info!(?signal, "stopping: draining and flushing the journal");
-    server.shutdown().context("the server stopped with an error")?;
+    server
+        .shutdown()
+        .context("the server stopped with an error")?;
     tracing::info!("stopped cleanly");
     Ok(())
 }
@@ -260,7 +267,10 @@ fn chat(args: ChatArgs) -> anyhow::Result<()> {
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Ok(()),
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
         }
-        while let Some(push) = client.next_push(Duration::ZERO).context("connection lost")? {
+        while let Some(push) = client
+            .next_push(Duration::ZERO)
+            .context("connection lost")?
+        {
             print_message(&push);
         }
     }

@@ -46,9 +46,9 @@ pub fn password(user: &str) -> String {
 /// A connection logged in as `user` on `device`.
 pub fn login(address: SocketAddr, user: &str, device: &str, mode: DeliveryMode) -> Client {
     let mut client = Client::connect(address).expect("connect");
-    client
-        .login(user, &password(user), device, mode)
-        .expect("login");
+    if let Err(error) = client.login(user, &password(user), device, mode) {
+        panic!("{user} cannot log in on {device}: {error}");
+    }
     client
 }
 

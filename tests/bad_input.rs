@@ -1,0 +1,179 @@
+//! Hostile and mistaken clients on a live server: each gets an error frame
+//! or a disconnect of its own connection, and a bystander keeps chatting.
+
+mod util;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use courier::client::Client;
+use courier::codec::proto::{self, DeliveryMode, ErrorCode, MessageType};
+use courier::codec::Message;
+use util::*;
+
+/// The bystanders: ana sends to bo, bo must get it.
+struct Bystanders {
+    ana: Client,
+    bo: Client,
+    next_id: u64,
+}
+
+impl Bystanders {
+    fn new(address: SocketAddr) -> Self {
+        register(address, "ana");
+        register(address, "bo");
+        Self {
+            ana: login(address, "ana", "phone", DeliveryMode::PushMessage),
+            bo: login(address, "bo", "phone", DeliveryMode::PushMessage),
+            next_id: 0,
+        }
+    }
+
+    fn still_chatting(&mut self) {
+        self.next_id += 1;
+        let body = format!("still here {}", self.next_id);
+        self.ana.send("bo", self.next_id, body.as_bytes()).unwrap();
+        let Message::Deliver(delivered) = expect_push(&mut self.bo) else {
+            panic!("expected a delivery")
+        };
+        assert_eq!(delivered.body, body.as_bytes());
+    }
+}
+
+fn raw_frame(message_type: u16, correlation_id: u64, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(&(12 + payload.len() as u32).to_be_bytes());
+    bytes.extend_from_slice(&message_type.to_be_bytes());
+    bytes.extend_from_slice(&0u16.to_be_bytes());
+    bytes.extend_from_slice(&correlation_id.to_be_bytes());
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
+/// Reads until an `Error` frame arrives and returns its code.
+fn expect_error_frame(client: &mut Client) -> ErrorCode {
+    loop {
+        match client.receive(Duration::from_secs(5)).unwrap() {
+            Some((_, Message::Error(error))) => {
+                return ErrorCode::try_from(error.code).unwrap();
+            }
+            Some(_) => continue,
+            None => panic!("no error frame within 5 s"),
+        }
+    }
+}
+
+#[test]
+fn bad_input_harms_only_its_own_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let address = server.local_addr();
+    let mut bystanders = Bystanders::new(address);
+    bystanders.still_chatting();
+
+    // Random bytes: whatever they decode to, the connection is answered or
+    // closed, and the bystanders go on.
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..20 {
+        let mut noise = Client::connect_raw(address).unwrap();
+        let bytes: Vec<u8> = (0..512)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        noise.stream().write_all(&bytes).unwrap();
+        drop(noise);
+    }
+    bystanders.still_chatting();
+
+    // A frame over the limit: refused by its prefix, then closed.
+    let mut big = Client::connect_raw(address).unwrap();
+    big.stream()
+        .write_all(&(1_000_000u32).to_be_bytes())
+        .unwrap();
+    assert_eq!(expect_error_frame(&mut big), ErrorCode::FrameTooLarge);
+    expect_closed(&mut big);
+    bystanders.still_chatting();
+
+    // A truncated frame, then close.
+    let mut cut = Client::connect_raw(address).unwrap();
+    let frame = raw_frame(MessageType::Ping as u16, 1, &[8, 1]);
+    cut.stream().write_all(&frame[..frame.len() - 1]).unwrap();
+    drop(cut);
+    bystanders.still_chatting();
+
+    // An unknown message type: an error, and the connection stays usable.
+    let mut odd = Client::connect(address).unwrap();
+    odd.stream().write_all(&raw_frame(999, 5, b"")).unwrap();
+    assert_eq!(expect_error_frame(&mut odd), ErrorCode::UnknownMessageType);
+    odd.ping(7).unwrap();
+    // A payload that is not protobuf for its type.
+    odd.stream()
+        .write_all(&raw_frame(MessageType::Send as u16, 6, &[0x0a, 0x05, b'a']))
+        .unwrap();
+    assert_eq!(expect_error_frame(&mut odd), ErrorCode::MalformedFrame);
+    // A server-to-client type sent by a client.
+    let pong = Message::HelloOk(proto::HelloOk::default());
+    expect_code(odd.request(&pong), ErrorCode::UnknownMessageType);
+    odd.ping(8).unwrap();
+    bystanders.still_chatting();
+
+    // Send before login; a wrong password; an unknown user; an unknown recipient.
+    let mut eve = Client::connect(address).unwrap();
+    expect_code(eve.send("bo", 1, b"spam"), ErrorCode::NotLoggedIn);
+    expect_code(
+        eve.login("ana", "wrong", "laptop", DeliveryMode::PushMessage),
+        ErrorCode::BadCredentials,
+    );
+    expect_code(
+        eve.login("nobody", "pw", "laptop", DeliveryMode::PushMessage),
+        ErrorCode::BadCredentials,
+    );
+    expect_code(eve.register("ana", "another"), ErrorCode::UserExists);
+    expect_code(eve.register("has space", "pw"), ErrorCode::MalformedFrame);
+    expect_code(eve.register("", "pw"), ErrorCode::MalformedFrame);
+    eve.login("ana", &password("ana"), "laptop", DeliveryMode::PushMessage)
+        .unwrap();
+    expect_code(eve.send("nobody", 2, b"?"), ErrorCode::UnknownRecipient);
+    bystanders.still_chatting();
+
+    // A client of another protocol version is told so and closed.
+    let mut future = Client::connect_raw(address).unwrap();
+    let hello = Message::Hello(proto::Hello {
+        protocol_version: 99,
+        client_name: "future".into(),
+    });
+    expect_code(future.request(&hello), ErrorCode::UnsupportedVersion);
+    expect_closed(&mut future);
+    bystanders.still_chatting();
+
+    // None of it reached an inbox: bo has only the bystander messages.
+    let inbox = bystanders.bo.sync_all(0).unwrap();
+    assert_eq!(inbox.len() as u64, bystanders.next_id);
+    assert!(inbox
+        .iter()
+        .all(|m| m.sender == "ana" && m.body.starts_with(b"still here")));
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn a_silent_connection_is_closed_by_the_heartbeat_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.heartbeat_timeout_ms = 300;
+    let server = courier::net::start(config).unwrap();
+    let address = server.local_addr();
+    let mut silent = Client::connect(address).unwrap();
+    let mut chatty = Client::connect(address).unwrap();
+    for nonce in 0..8 {
+        std::thread::sleep(Duration::from_millis(100));
+        chatty.ping(nonce).unwrap();
+    }
+    expect_closed(&mut silent);
+    chatty.ping(99).unwrap();
+    server.shutdown().unwrap();
+}
