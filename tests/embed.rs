@@ -1,0 +1,92 @@
+//! The library API a gateway embeds: frames in through `Ingress`, frames
+//! out through an `Egress` of the gateway's own (here: a channel).
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use courier::broker::{AuthConfig, Broker, BrokerConfig, ConnId, Egress};
+use courier::codec::proto::{self, ErrorCode};
+use courier::codec::{FrameDecoder, Message};
+use crossbeam_channel::{Receiver, Sender};
+
+/// What the broker asked the gateway to do.
+#[derive(Debug, PartialEq)]
+enum Action {
+    Send(ConnId, Message),
+    Close(ConnId),
+}
+
+struct Recorder(Sender<Action>);
+
+impl Egress for Recorder {
+    fn send(&mut self, conn: ConnId, frame: &[u8]) {
+        let mut buffer = BytesMut::from(frame);
+        let frame = FrameDecoder::default()
+            .decode(&mut buffer)
+            .unwrap()
+            .unwrap();
+        assert!(buffer.is_empty(), "one whole frame per call");
+        let _ = self
+            .0
+            .send(Action::Send(conn, Message::decode(&frame).unwrap()));
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        let _ = self.0.send(Action::Close(conn));
+    }
+}
+
+fn body(message: &Message, correlation_id: u64) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    message.encode_frame(correlation_id, &mut bytes);
+    bytes.split_off(courier::codec::LENGTH_PREFIX_BYTES)
+}
+
+fn next(actions: &Receiver<Action>) -> Action {
+    actions
+        .recv_timeout(Duration::from_secs(5))
+        .expect("an action within 5 s")
+}
+
+#[test]
+fn a_gateway_gets_replies_errors_and_closes_per_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = BrokerConfig {
+        data_dir: dir.path().to_path_buf(),
+        auth: AuthConfig::insecure_fast(),
+        ..BrokerConfig::default()
+    };
+    let (sender, actions) = crossbeam_channel::unbounded();
+    let broker = Broker::open(&config, Recorder(sender)).unwrap();
+    let mut ingress = broker.ingress();
+    let conn = ConnId(0xfeed);
+    ingress.connected(conn).unwrap();
+
+    // A reply carries the request's correlation id back to its connection.
+    ingress
+        .frame(conn, &body(&Message::Ping(proto::Ping { nonce: 5 }), 77))
+        .unwrap();
+    assert_eq!(
+        next(&actions),
+        Action::Send(conn, Message::Pong(proto::Pong { nonce: 5 }))
+    );
+
+    // A gateway that hands over less than a header gets an error, not a crash.
+    ingress.frame(conn, &[1, 2, 3]).unwrap();
+    let Action::Send(to, Message::Error(error)) = next(&actions) else {
+        panic!("expected an error")
+    };
+    assert_eq!((to, error.code), (conn, ErrorCode::MalformedFrame as i32));
+
+    // A fatal protocol error asks the gateway to close the connection.
+    let hello = Message::Hello(proto::Hello {
+        protocol_version: 0,
+        client_name: String::new(),
+    });
+    ingress.frame(conn, &body(&hello, 1)).unwrap();
+    assert!(matches!(next(&actions), Action::Send(_, Message::Error(_))));
+    assert_eq!(next(&actions), Action::Close(conn));
+
+    drop(ingress);
+    broker.shutdown().unwrap();
+}
