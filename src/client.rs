@@ -98,6 +98,17 @@ impl Client {
         self.timeout = timeout;
     }
 
+    /// The socket, for a load generator that drives it itself. Fails if
+    /// frames arrived that were not read yet.
+    pub fn into_stream(self) -> Result<TcpStream, ClientError> {
+        if !self.early.is_empty() || !self.input.is_empty() {
+            return Err(ClientError::Protocol(
+                "unread frames would be lost with the client".into(),
+            ));
+        }
+        Ok(self.stream)
+    }
+
     /// The socket, for tests that misbehave on purpose.
     pub fn stream(&mut self) -> &mut TcpStream {
         &mut self.stream

@@ -1,0 +1,431 @@
+//! `courier-bench`: drives a courier server with real TCP connections and
+//! reports throughput, latency percentiles and the server's CPU time per
+//! delivered message.
+//!
+//! Open loop by default: message k is due at `start + k / rate`, and its
+//! latency is measured from that due time (so a stalled server cannot hide
+//! the queue it builds: coordinated omission is corrected). With
+//! `--rate 0` each sender keeps `--window` messages in flight instead
+//! (closed loop), which finds the maximum throughput.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::BytesMut;
+use clap::Parser;
+use courier::client::Client;
+use courier::codec::proto::{self, DeliveryMode};
+use courier::codec::{FrameDecoder, Message};
+use hdrhistogram::Histogram;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+
+/// Load generator for courier: 1:1 messages between pairs of users.
+///
+/// Registers 2 × --pairs users, logs each in on its own connection, and has
+/// sender i send to receiver i for --seconds. Prints messages/s, latency
+/// percentiles from the due time to delivery and to SendAck, and (with
+/// --spawn or --server-pid) the server's CPU time per delivered message.
+#[derive(Debug, Parser)]
+#[command(name = "courier-bench", version, about, long_about)]
+struct Args {
+    /// Start `courier serve` (the binary next to this one) on a fresh data
+    /// directory, with cheap password hashing, and stop it afterwards.
+    #[arg(long, conflicts_with = "server")]
+    spawn: bool,
+    /// With --spawn: the durability (batch, interval, none).
+    #[arg(long, default_value = "batch")]
+    durability: String,
+    /// With --spawn: stage placement (fused, per-stage).
+    #[arg(long, default_value = "fused")]
+    placement: String,
+    /// The address of a running server.
+    #[arg(long)]
+    server: Option<SocketAddr>,
+    /// The pid of a running server on this machine, to report its CPU.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Sender/receiver pairs (two connections each).
+    #[arg(long, default_value_t = 8)]
+    pairs: usize,
+    /// Messages per second over all senders; 0 for closed loop.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Closed loop: messages in flight per sender.
+    #[arg(long, default_value_t = 64)]
+    window: usize,
+    /// Message body bytes (at least 16).
+    #[arg(long, default_value_t = 128)]
+    body: usize,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Unmeasured seconds before.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// A prefix for user names, so runs against one server do not collide.
+    #[arg(long)]
+    prefix: Option<String>,
+}
+
+/// Sums the CPU time of every thread of a process, in ns.
+fn process_cpu_ns(pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = 0;
+    for task in tasks.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
+struct Spawned {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn spawn_server(args: &Args) -> anyhow::Result<(Spawned, SocketAddr)> {
+    let exe = std::env::current_exe()?;
+    let courier = exe.with_file_name("courier");
+    let dir = std::env::temp_dir().join(format!("courier-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let config = dir.join("courier.toml");
+    std::fs::write(
+        &config,
+        "listen = \"127.0.0.1:0\"\n[broker.auth]\nmemory_kib = 8\niterations = 1\n",
+    )?;
+    let mut child = Command::new(&courier)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args([
+            "--durability",
+            &args.durability,
+            "--placement",
+            &args.placement,
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {}", courier.display()))?;
+    let mut stdout = child.stdout.take().context("no stdout")?;
+    let mut line = Vec::new();
+    let mut byte = [0u8];
+    while stdout.read(&mut byte)? == 1 && byte[0] != b'\n' {
+        line.push(byte[0]);
+    }
+    let line = String::from_utf8_lossy(&line).to_string();
+    let address = line
+        .strip_prefix("listening on ")
+        .with_context(|| format!("unexpected server output {line:?}"))?
+        .parse()?;
+    Ok((Spawned { child, dir }, address))
+}
+
+/// One connection of the load.
+struct Conn {
+    stream: TcpStream,
+    input: BytesMut,
+    output: Vec<u8>,
+    written: usize,
+    /// Sender: the receiver's user name.
+    recipient: Option<String>,
+    /// Sender: the due times of the messages in flight, oldest first (acks
+    /// come back in order on a connection).
+    in_flight: std::collections::VecDeque<u64>,
+}
+
+impl Conn {
+    fn flush(&mut self) -> io::Result<()> {
+        while self.written < self.output.len() {
+            match self.stream.write(&self.output[self.written..]) {
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        self.output.clear();
+        self.written = 0;
+        Ok(())
+    }
+}
+
+struct Stats {
+    deliver: Histogram<u64>,
+    ack: Histogram<u64>,
+    delivered: u64,
+    acked: u64,
+    errors: u64,
+}
+
+fn login_all(address: SocketAddr, prefix: &str, pairs: usize) -> anyhow::Result<Vec<Conn>> {
+    let mut conns = Vec::new();
+    for role in ["s", "r"] {
+        for i in 0..pairs {
+            let user = format!("{prefix}{role}{i}");
+            let mut client = Client::connect(address)?;
+            client
+                .register(&user, "bench-password")
+                .with_context(|| format!("cannot register {user}"))?;
+            client
+                .login(&user, "bench-password", "bench", DeliveryMode::PushMessage)
+                .with_context(|| format!("cannot log {user} in"))?;
+            let stream = client.into_stream()?;
+            stream.set_nonblocking(true)?;
+            conns.push(Conn {
+                stream: TcpStream::from_std(stream),
+                input: BytesMut::with_capacity(64 * 1024),
+                output: Vec::new(),
+                written: 0,
+                recipient: (role == "s").then(|| format!("{prefix}r{i}")),
+                in_flight: std::collections::VecDeque::new(),
+            });
+        }
+    }
+    Ok(conns)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.body < 16 {
+        bail!("--body must be at least 16 bytes (it carries the due time)");
+    }
+    if args.pairs == 0 {
+        bail!("--pairs must be positive");
+    }
+    let (spawned, address) = match (args.spawn, args.server) {
+        (true, _) => {
+            let (spawned, address) = spawn_server(&args)?;
+            (Some(spawned), address)
+        }
+        (false, Some(address)) => (None, address),
+        (false, None) => bail!("give --spawn or --server ADDRESS"),
+    };
+    let pid = spawned.as_ref().map(|s| s.child.id()).or(args.server_pid);
+    let prefix = args.prefix.clone().unwrap_or_else(|| {
+        format!(
+            "b{}x",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() % 1_000_000)
+        )
+    });
+    let mut conns = login_all(address, &prefix, args.pairs)?;
+    drive(&args, &mut conns, pid)?;
+    drop(spawned);
+    Ok(())
+}
+
+fn drive(args: &Args, conns: &mut [Conn], pid: Option<u32>) -> anyhow::Result<()> {
+    let mut poll = Poll::new()?;
+    for (index, conn) in conns.iter_mut().enumerate() {
+        poll.registry().register(
+            &mut conn.stream,
+            Token(index),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+    }
+    let decoder = FrameDecoder::new(16 << 20);
+    let epoch = Instant::now();
+    let warmup = Duration::from_secs_f64(args.warmup);
+    let measured = Duration::from_secs_f64(args.seconds);
+    let end = warmup + measured;
+    let mut stats = Stats {
+        deliver: Histogram::new_with_bounds(1, 60_000_000_000, 3)?,
+        ack: Histogram::new_with_bounds(1, 60_000_000_000, 3)?,
+        delivered: 0,
+        acked: 0,
+        errors: 0,
+    };
+    let senders = args.pairs;
+    let mut next_message: u64 = 0;
+    let mut body = vec![0u8; args.body];
+    let mut events = Events::with_capacity(1024);
+    let mut cpu_start = None;
+    let mut measuring_since = None;
+    let mut message = Message::Send(proto::Send::default());
+    loop {
+        let now = epoch.elapsed();
+        if now >= end {
+            break;
+        }
+        if measuring_since.is_none() && now >= warmup {
+            measuring_since = Some(now);
+            cpu_start = pid.and_then(process_cpu_ns);
+            stats.deliver.reset();
+            stats.ack.reset();
+            stats.delivered = 0;
+            stats.acked = 0;
+        }
+        // Queue what is due (open loop) or what the window allows (closed).
+        let mut queued = false;
+        loop {
+            let sender = (next_message % senders as u64) as usize;
+            let due_ns = if args.rate > 0 {
+                let due = next_message * 1_000_000_000 / args.rate;
+                if due > now.as_nanos() as u64 {
+                    break;
+                }
+                due
+            } else {
+                if conns[..senders]
+                    .iter()
+                    .all(|c| c.in_flight.len() >= args.window)
+                {
+                    break;
+                }
+                if conns[sender].in_flight.len() >= args.window {
+                    next_message += 1;
+                    continue;
+                }
+                now.as_nanos() as u64
+            };
+            body[..8].copy_from_slice(&due_ns.to_le_bytes());
+            let conn = &mut conns[sender];
+            if let Message::Send(send) = &mut message {
+                send.recipient
+                    .clone_from(conn.recipient.as_ref().expect("a sender"));
+                send.client_message_id = next_message;
+                send.body.clone_from(&body);
+            }
+            message.encode_frame(next_message, &mut conn.output);
+            conn.in_flight.push_back(due_ns);
+            next_message += 1;
+            queued = true;
+            if args.rate == 0 && next_message % 64 == 0 {
+                break;
+            }
+        }
+        if queued {
+            for conn in conns[..senders].iter_mut() {
+                conn.flush()?;
+            }
+        }
+        let timeout = if args.rate > 0 {
+            let next_due = Duration::from_nanos(next_message * 1_000_000_000 / args.rate);
+            Some(
+                next_due
+                    .saturating_sub(epoch.elapsed())
+                    .min(Duration::from_millis(10)),
+            )
+        } else {
+            Some(Duration::from_millis(10))
+        };
+        poll.poll(&mut events, timeout)?;
+        for event in events.iter() {
+            let index = event.token().0;
+            let conn = &mut conns[index];
+            if event.is_writable() {
+                conn.flush()?;
+            }
+            if !event.is_readable() {
+                continue;
+            }
+            loop {
+                let filled = conn.input.len();
+                conn.input.resize(filled + 64 * 1024, 0);
+                match conn.stream.read(&mut conn.input[filled..]) {
+                    Ok(0) => bail!("the server closed a connection"),
+                    Ok(n) => conn.input.truncate(filled + n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        conn.input.truncate(filled);
+                        break;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let arrived = epoch.elapsed().as_nanos() as u64;
+            while let Some(frame) = decoder.decode(&mut conn.input)? {
+                match Message::decode(&frame)? {
+                    Message::Deliver(deliver) => {
+                        let due = u64::from_le_bytes(deliver.body[..8].try_into()?);
+                        stats
+                            .deliver
+                            .saturating_record(arrived.saturating_sub(due).max(1));
+                        stats.delivered += 1;
+                    }
+                    Message::SendAck(_) => {
+                        let due = conn
+                            .in_flight
+                            .pop_front()
+                            .context("an unexpected SendAck")?;
+                        stats
+                            .ack
+                            .saturating_record(arrived.saturating_sub(due).max(1));
+                        stats.acked += 1;
+                    }
+                    Message::Error(error) => {
+                        // A refused send frees its place in the window too.
+                        conn.in_flight.pop_front();
+                        stats.errors += 1;
+                        if stats.errors < 5 {
+                            eprintln!("server error: {error:?}");
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    let elapsed = measuring_since.map_or(Duration::ZERO, |since| epoch.elapsed() - since);
+    let cpu_ns = match (cpu_start, pid.and_then(process_cpu_ns)) {
+        (Some(start), Some(end)) => Some(end - start),
+        _ => None,
+    };
+    report(args, &stats, elapsed, cpu_ns);
+    Ok(())
+}
+
+fn report(args: &Args, stats: &Stats, elapsed: Duration, cpu_ns: Option<u64>) {
+    let seconds = elapsed.as_secs_f64();
+    let mode = if args.rate > 0 {
+        format!("open loop at {} msg/s", args.rate)
+    } else {
+        format!("closed loop, window {}", args.window)
+    };
+    println!(
+        "1:1, {} pairs, {}-byte bodies, {mode}, {seconds:.1} s measured",
+        args.pairs, args.body
+    );
+    println!(
+        "delivered {} ({:.0} msg/s), acknowledged {} ({:.0} msg/s), errors {}",
+        stats.delivered,
+        stats.delivered as f64 / seconds,
+        stats.acked,
+        stats.acked as f64 / seconds,
+        stats.errors
+    );
+    let us = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    for (name, h) in [("delivery", &stats.deliver), ("send ack", &stats.ack)] {
+        println!(
+            "{name:>9} latency µs: p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}",
+            us(h, 0.5),
+            us(h, 0.9),
+            us(h, 0.99),
+            us(h, 0.999),
+            h.max() as f64 / 1000.0
+        );
+    }
+    if let Some(cpu_ns) = cpu_ns {
+        println!(
+            "server CPU: {:.2} cores, {:.3} µs per delivered message",
+            cpu_ns as f64 / 1e9 / seconds,
+            cpu_ns as f64 / 1000.0 / stats.delivered.max(1) as f64
+        );
+    }
+}
