@@ -276,8 +276,7 @@ fn drive(args: &Args, conns: &mut [Conn], pid: Option<u32>) -> anyhow::Result<()
         let mut queued = false;
         loop {
             let sender = (next_message % senders as u64) as usize;
-            let due_ns = if args.rate > 0 {
-                let due = next_message * 1_000_000_000 / args.rate;
+            let due_ns = if let Some(due) = (next_message * 1_000_000_000).checked_div(args.rate) {
                 if due > now.as_nanos() as u64 {
                     break;
                 }

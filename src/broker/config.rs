@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::AuthConfig;
 use crate::codec::FRAME_SIZE_MAX_DEFAULT;
 use crate::journal::Durability;
-use crate::ringbuffer::{Placement, ThreadSpec, WaitStrategy};
+use crate::ringbuffer::{Placement, WaitStrategy};
 
 /// When journaled commands reach the disk (see the journal's `Durability`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -29,8 +29,9 @@ pub enum DurabilitySetting {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PlacementSetting {
-    /// decode, journal, logic and fan-out on one thread; the SQLite store on
-    /// another. For small machines; the default.
+    /// Every stage on one thread, the SQLite store included (it commits once
+    /// per batch that creates accounts, and WAL commits do not fsync). For
+    /// small machines; the default.
     Fused,
     /// Each stage on a thread of its own.
     PerStage,
@@ -155,10 +156,7 @@ impl BrokerConfig {
 
     pub(crate) fn ring_placement(&self) -> Placement {
         match self.placement {
-            PlacementSetting::Fused => Placement::Threads(vec![
-                ThreadSpec::new(["decode", "journal", "logic", "fan-out"]),
-                ThreadSpec::new(["store"]),
-            ]),
+            PlacementSetting::Fused => Placement::Fused,
             PlacementSetting::PerStage => Placement::ThreadPerStage,
         }
     }

@@ -28,7 +28,7 @@ use prost::Message as _;
 use super::ids::{ConnId, UserId};
 use crate::codec::journal_proto::{LoginVerified, Registered};
 use crate::codec::proto::{login, ErrorCode};
-use crate::codec::{Message, MessageError, FRAME_HEADER_BYTES};
+use crate::codec::{DeliverRef, Message, MessageError, FRAME_HEADER_BYTES};
 use crate::journal::Position;
 
 /// Record type: a run of the broker started.
@@ -277,6 +277,17 @@ impl Outbox {
     pub(crate) fn send(&mut self, conn: ConnId, correlation_id: u64, message: &Message) {
         let start = self.bytes.len();
         message.encode_frame(correlation_id, &mut self.bytes);
+        self.items.push(OutItem::Frame {
+            conn,
+            start,
+            end: self.bytes.len(),
+        });
+    }
+
+    /// Queues a `Deliver` frame for `conn`, encoded from borrowed fields.
+    pub(crate) fn send_deliver(&mut self, conn: ConnId, deliver: &DeliverRef<'_>) {
+        let start = self.bytes.len();
+        deliver.encode_frame(0, &mut self.bytes);
         self.items.push(OutItem::Frame {
             conn,
             start,

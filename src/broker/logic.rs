@@ -7,7 +7,9 @@
 //! Commands that are not journaled (a ping, a password still to be hashed)
 //! change nothing that replay needs.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use crossbeam_channel::{Sender, TrySendError};
 
@@ -16,7 +18,7 @@ use super::event::{decode_record, Command, Journaled, Outbox, Projection};
 use super::ids::{ConnId, UserId};
 use crate::codec::journal_proto::{LoginVerified, Registered};
 use crate::codec::proto::{self, login, DeliveryMode, ErrorCode};
-use crate::codec::{Message, PROTOCOL_VERSION};
+use crate::codec::{DeliverRef, Message, PROTOCOL_VERSION};
 use crate::journal::{JournalReader, Position};
 
 /// Longest user name or device id, in bytes.
@@ -128,9 +130,9 @@ impl Logic {
         Self {
             config,
             users: Vec::new(),
-            by_name: HashMap::new(),
-            conns: HashMap::new(),
-            pending_names: HashSet::new(),
+            by_name: HashMap::default(),
+            conns: HashMap::default(),
+            pending_names: HashSet::default(),
             reader,
             auth: None,
         }
@@ -419,7 +421,7 @@ impl Logic {
         self.users.push(User {
             name: registered.user.clone(),
             password_hash: registered.password_hash.clone(),
-            tokens: HashMap::new(),
+            tokens: HashMap::default(),
             inbox: Vec::new(),
             read_mark: 0,
             unread_count: 0,
@@ -609,7 +611,14 @@ impl Logic {
         if user.online.is_empty() {
             return;
         }
-        let mut deliver = None;
+        let deliver = DeliverRef {
+            sender: &self.user(entry.sender).name,
+            server_message_id: entry.server_message_id,
+            inbox_sequence,
+            timestamp_ms: entry.timestamp_ms,
+            body,
+            recipient: &self.user(entry.recipient).name,
+        };
         for &device in &user.online {
             if Some(device) == except {
                 continue;
@@ -625,10 +634,7 @@ impl Logic {
                 out.send(device, 0, &Message::Notify(notify));
                 continue;
             }
-            let deliver = deliver.get_or_insert_with(|| {
-                Message::Deliver(self.deliver(entry, inbox_sequence, body.to_vec()))
-            });
-            out.send(device, 0, deliver);
+            out.send_deliver(device, &deliver);
         }
     }
 

@@ -157,6 +157,30 @@ impl Ingress {
         self.try_publish(conn, Origin::Frame, frame)
     }
 
+    /// Several frames from `conn` at once, each a range of `buffer` (header
+    /// and payload, no length prefix): one claim and at most one wake-up for
+    /// all of them. Returns `Full` (publishing none) if they do not all fit.
+    ///
+    /// # Panics
+    /// If a range is outside `buffer`, or there are more frames than ring slots.
+    pub fn try_frames_in(
+        &mut self,
+        conn: ConnId,
+        buffer: &[u8],
+        frames: &[std::ops::Range<usize>],
+    ) -> Result<(), TryPublishError> {
+        if frames.is_empty() {
+            return Ok(());
+        }
+        self.producer
+            .try_publish_batch(frames.len(), |slots| {
+                for (slot, range) in slots.zip(frames) {
+                    slot.fill(conn, Origin::Frame, &buffer[range.clone()]);
+                }
+            })
+            .map(drop)
+    }
+
     fn publish(&mut self, conn: ConnId, origin: Origin, body: &[u8]) -> Result<(), Halted> {
         self.producer
             .publish(|event| event.fill(conn, origin, body))

@@ -10,7 +10,7 @@ pub use frame::{
     Frame, FrameDecoder, FrameError, FRAME_HEADER_BYTES, FRAME_SIZE_MAX_DEFAULT,
     LENGTH_PREFIX_BYTES,
 };
-pub use message::{Message, MessageError, PROTOCOL_VERSION};
+pub use message::{DeliverRef, Message, MessageError, PROTOCOL_VERSION};
 
 /// The protobuf types generated from `proto/courier.proto`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

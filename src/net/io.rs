@@ -1,7 +1,9 @@
 //! An I/O thread: a mio loop that reads frames into the inbound ring and
 //! writes what its outbound ring holds, batched per connection.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -69,6 +71,8 @@ struct Loop {
     reading: bool,
     outbound_done: bool,
     next_heartbeat_check: Instant,
+    /// Scratch for the frame ranges of one publish.
+    ranges: Vec<std::ops::Range<usize>>,
 }
 
 impl IoThread {
@@ -77,7 +81,7 @@ impl IoThread {
         let mut state = Loop {
             thread: self,
             decoder: FrameDecoder::new(frame_size_max),
-            conns: HashMap::new(),
+            conns: HashMap::default(),
             next_counter: 0,
             accepted: 0,
             dirty: Vec::new(),
@@ -86,6 +90,7 @@ impl IoThread {
             reading: true,
             outbound_done: false,
             next_heartbeat_check: Instant::now(),
+            ranges: Vec::with_capacity(FRAMES_PER_BATCH_MAX),
         };
         state.run();
     }
@@ -290,7 +295,12 @@ impl Loop {
         if conn.closing.is_some() {
             return;
         }
-        match publish_frames(conn, &self.decoder, &mut self.thread.ingress) {
+        match publish_frames(
+            conn,
+            &self.decoder,
+            &mut self.thread.ingress,
+            &mut self.ranges,
+        ) {
             Published::All => {}
             Published::Full => {
                 if !self.unread.contains(&counter) {
@@ -304,7 +314,12 @@ impl Loop {
             return self.close(counter, CloseReason::PeerClosed);
         }
         let outcome = conn.read(READS_PER_PASS_MAX, now);
-        let published = publish_frames(conn, &self.decoder, &mut self.thread.ingress);
+        let published = publish_frames(
+            conn,
+            &self.decoder,
+            &mut self.thread.ingress,
+            &mut self.ranges,
+        );
         match (published, outcome) {
             (Published::Bad(reason), _) => self.refuse_framing(counter, reason),
             (Published::Full, _) | (Published::All, ReadOutcome::More) => {
@@ -479,25 +494,60 @@ enum Published {
     Bad(FrameError),
 }
 
-/// Publishes every whole frame in the connection's input, in place.
+/// Frames published with one claim at most.
+const FRAMES_PER_BATCH_MAX: usize = 64;
+
+/// Publishes every whole frame in the connection's input, in place, in
+/// batches; `ranges` is scratch space.
 fn publish_frames(
     conn: &mut Connection,
     decoder: &FrameDecoder,
     ingress: &mut Option<Ingress>,
+    ranges: &mut Vec<std::ops::Range<usize>>,
 ) -> Published {
     let Some(ingress) = ingress else {
         return Published::Full;
     };
     loop {
         let input = conn.pending_input();
-        let total = match decoder.frame_bytes(input) {
-            Ok(Some(total)) if total <= input.len() => total,
-            Ok(_) => return Published::All,
-            Err(error) => return Published::Bad(error),
-        };
-        match ingress.try_frame(conn.id, &input[LENGTH_PREFIX_BYTES..total]) {
-            Ok(()) => conn.consume_input(total),
-            Err(TryPublishError::Full) | Err(TryPublishError::Halted(_)) => return Published::Full,
+        ranges.clear();
+        let mut offset = 0;
+        let mut bad = None;
+        while ranges.len() < FRAMES_PER_BATCH_MAX {
+            match decoder.frame_bytes(&input[offset..]) {
+                Ok(Some(total)) if offset + total <= input.len() => {
+                    ranges.push(offset + LENGTH_PREFIX_BYTES..offset + total);
+                    offset += total;
+                }
+                Ok(_) => break,
+                Err(error) => {
+                    bad = Some(error);
+                    break;
+                }
+            }
+        }
+        if ranges.is_empty() {
+            return bad.map_or(Published::All, Published::Bad);
+        }
+        let batch_full = ranges.len() == FRAMES_PER_BATCH_MAX;
+        match ingress.try_frames_in(conn.id, input, ranges) {
+            Ok(()) => conn.consume_input(offset),
+            Err(TryPublishError::Full) => {
+                // Not room for all: publish what fits, one by one.
+                let first = ranges[0].clone();
+                match ingress.try_frame(conn.id, &input[first.clone()]) {
+                    Ok(()) => conn.consume_input(first.end),
+                    Err(_) => return Published::Full,
+                }
+                continue;
+            }
+            Err(TryPublishError::Halted(_)) => return Published::Full,
+        }
+        if let Some(error) = bad {
+            return Published::Bad(error);
+        }
+        if !batch_full {
+            return Published::All;
         }
     }
 }

@@ -130,37 +130,79 @@ pub(crate) struct Control {
     pub(crate) stop_reading: AtomicBool,
 }
 
+/// Frames the egress gathers for one ring before it publishes them.
+const EGRESS_BATCH_MAX: usize = 256;
+
 /// The broker's egress for this server: each frame goes to the outbound
-/// ring of its connection's I/O thread.
+/// ring of its connection's I/O thread. Frames are gathered per ring and
+/// published as one batch at the end of the fan-out's batch (one claim and
+/// at most one wake-up of the I/O thread for all of them).
 struct NetEgress {
-    rings: Vec<SingleProducer<Outbound>>,
+    rings: Vec<EgressRing>,
+}
+
+struct EgressRing {
+    producer: SingleProducer<Outbound>,
+    /// (connection, close, range of `bytes`) per frame, in order.
+    pending: Vec<(ConnId, bool, std::ops::Range<usize>)>,
+    bytes: Vec<u8>,
+}
+
+impl EgressRing {
+    fn publish(&mut self) {
+        let mut from = 0;
+        while from < self.pending.len() {
+            let count = (self.pending.len() - from).min(EGRESS_BATCH_MAX);
+            let items = &self.pending[from..from + count];
+            let bytes = &self.bytes;
+            // The I/O thread drains its ring without ever waiting on the
+            // broker, so this wait is short; it fails only once the server
+            // is stopping, and then the frames have nowhere to go.
+            let _ = self.producer.publish_batch(count, |slots| {
+                for (slot, (conn, close, range)) in slots.zip(items) {
+                    slot.conn = *conn;
+                    slot.close = *close;
+                    slot.frame.clear();
+                    slot.frame.extend_from_slice(&bytes[range.clone()]);
+                }
+            });
+            from += count;
+        }
+        self.pending.clear();
+        self.bytes.clear();
+    }
 }
 
 impl NetEgress {
-    fn publish(&mut self, conn: ConnId, close: bool, frame: &[u8]) {
+    fn queue(&mut self, conn: ConnId, close: bool, frame: &[u8]) {
         let Some(ring) = self.rings.get_mut(conn.thread_index() as usize) else {
             // Not an id this server made; nothing to deliver to.
             return;
         };
-        // The I/O thread drains its ring without ever waiting on the
-        // broker, so this wait is short; it fails only once the server is
-        // stopping, and then the frame has nowhere to go.
-        let _ = ring.publish(|slot| {
-            slot.conn = conn;
-            slot.close = close;
-            slot.frame.clear();
-            slot.frame.extend_from_slice(frame);
-        });
+        let start = ring.bytes.len();
+        ring.bytes.extend_from_slice(frame);
+        ring.pending.push((conn, close, start..ring.bytes.len()));
+        if ring.pending.len() >= EGRESS_BATCH_MAX {
+            ring.publish();
+        }
     }
 }
 
 impl Egress for NetEgress {
     fn send(&mut self, conn: ConnId, frame: &[u8]) {
-        self.publish(conn, false, frame);
+        self.queue(conn, false, frame);
     }
 
     fn close(&mut self, conn: ConnId) {
-        self.publish(conn, true, &[]);
+        self.queue(conn, true, &[]);
+    }
+
+    fn flush(&mut self) {
+        for ring in &mut self.rings {
+            if !ring.pending.is_empty() {
+                ring.publish();
+            }
+        }
     }
 }
 
@@ -203,7 +245,11 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
                 .take_poller(id)
                 .expect("the poller was added above"),
         );
-        rings.push(producer);
+        rings.push(EgressRing {
+            producer,
+            pending: Vec::new(),
+            bytes: Vec::new(),
+        });
         outbound.push(pipeline);
     }
     let broker = Broker::open(&config.broker, NetEgress { rings })?;
