@@ -315,17 +315,14 @@ fn drive(args: &Args, conns: &mut [Conn], pid: Option<u32>) -> anyhow::Result<()
                 conn.flush()?;
             }
         }
-        let timeout = if args.rate > 0 {
-            let next_due = Duration::from_nanos(next_message * 1_000_000_000 / args.rate);
-            Some(
-                next_due
-                    .saturating_sub(epoch.elapsed())
-                    .min(Duration::from_millis(10)),
-            )
-        } else {
-            Some(Duration::from_millis(10))
+        let idle_max = Duration::from_millis(10);
+        let timeout = match (next_message * 1_000_000_000).checked_div(args.rate) {
+            Some(next_due) => Duration::from_nanos(next_due)
+                .saturating_sub(epoch.elapsed())
+                .min(idle_max),
+            None => idle_max,
         };
-        poll.poll(&mut events, timeout)?;
+        poll.poll(&mut events, Some(timeout))?;
         for event in events.iter() {
             let index = event.token().0;
             let conn = &mut conns[index];
