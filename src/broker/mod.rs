@@ -279,6 +279,7 @@ impl Broker {
                 durability: config.journal_durability(),
                 scratch: Vec::new(),
                 unflushed: false,
+                batch_timestamp_ns: None,
             },
         );
         let logic_stage = builder.stage_mut("logic", &[journal_stage], LogicStage { logic });

@@ -29,6 +29,9 @@ pub(crate) struct JournalStage {
     pub(crate) durability: Durability,
     pub(crate) scratch: Vec<u8>,
     pub(crate) unflushed: bool,
+    /// The time stamped on every record of the current batch: one clock
+    /// read per batch, not per record.
+    pub(crate) batch_timestamp_ns: Option<u64>,
 }
 
 /// The wall clock in ns since the Unix epoch: the time stamped on ingest.
@@ -53,7 +56,7 @@ impl MutHandler<Inbound> for JournalStage {
     fn on_event(&mut self, event: &mut Inbound, _: Sequence, end_of_batch: bool) {
         if let Some(record_type) = event.command.record_type() {
             encode_record(event.conn, &event.body, &mut self.scratch);
-            let timestamp_ns = now_ns();
+            let timestamp_ns = *self.batch_timestamp_ns.get_or_insert_with(now_ns);
             match self
                 .journal
                 .append(record_type, timestamp_ns, &self.scratch)
@@ -71,8 +74,11 @@ impl MutHandler<Inbound> for JournalStage {
                 Err(error) => panic!("journal append failed, the broker stops: {error}"),
             }
         }
-        if end_of_batch && self.unflushed && self.durability == Durability::Batch {
-            self.flush();
+        if end_of_batch {
+            self.batch_timestamp_ns = None;
+            if self.unflushed && self.durability == Durability::Batch {
+                self.flush();
+            }
         }
     }
 

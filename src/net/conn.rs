@@ -7,8 +7,10 @@ use mio::net::TcpStream;
 
 use crate::broker::ConnId;
 
-/// Bytes read per `read` call.
-const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// Free input space below which the buffer grows before a read.
+const READ_SPACE_MIN_BYTES: usize = 4 * 1024;
+/// The input buffer's first size.
+const INPUT_INITIAL_BYTES: usize = 16 * 1024;
 /// An output buffer that grew past this is given back once it empties, so a
 /// burst does not pin memory for the connection's life.
 const OUTPUT_KEEP_BYTES: usize = 64 * 1024;
@@ -36,13 +38,16 @@ pub(crate) enum CloseReason {
 /// A connection and its buffers.
 ///
 /// # Invariants
-/// - `input[input_start..]` holds bytes read and not yet published.
+/// - `input[input_start..input_end]` holds bytes read and not yet published;
+///   `input[input_end..]` is free space (the buffer is never shrunk by
+///   `truncate`, so reads do not re-zero it).
 /// - `output[written..]` holds bytes queued and not yet written.
 pub(crate) struct Connection {
     pub(crate) id: ConnId,
     pub(crate) stream: TcpStream,
-    pub(crate) input: Vec<u8>,
-    pub(crate) input_start: usize,
+    input: Vec<u8>,
+    input_start: usize,
+    input_end: usize,
     pub(crate) output: Vec<u8>,
     pub(crate) written: usize,
     pub(crate) last_input: Instant,
@@ -71,6 +76,7 @@ impl Connection {
             stream,
             input: Vec::new(),
             input_start: 0,
+            input_end: 0,
             output: Vec::new(),
             written: 0,
             last_input: now,
@@ -82,51 +88,55 @@ impl Connection {
 
     /// Unread input.
     pub(crate) fn pending_input(&self) -> &[u8] {
-        &self.input[self.input_start..]
+        &self.input[self.input_start..self.input_end]
     }
 
     /// Marks `bytes` of input as taken.
     pub(crate) fn consume_input(&mut self, bytes: usize) {
         self.input_start += bytes;
-        debug_assert!(self.input_start <= self.input.len());
-        if self.input_start == self.input.len() {
-            self.input.clear();
+        debug_assert!(self.input_start <= self.input_end);
+        if self.input_start == self.input_end {
             self.input_start = 0;
+            self.input_end = 0;
+        }
+    }
+
+    /// Makes room to read into: moves a partial frame to the front, and
+    /// grows the buffer if little space is left (a large frame arriving).
+    fn make_room(&mut self) {
+        if self.input_start > 0 {
+            self.input.copy_within(self.input_start..self.input_end, 0);
+            self.input_end -= self.input_start;
+            self.input_start = 0;
+        }
+        if self.input.len() - self.input_end < READ_SPACE_MIN_BYTES {
+            let size = (self.input.len() * 2).max(INPUT_INITIAL_BYTES);
+            self.input.resize(size, 0);
         }
     }
 
     /// Reads at most `reads_max` chunks, stopping early at would-block.
     pub(crate) fn read(&mut self, reads_max: usize, now: Instant) -> ReadOutcome {
-        if self.input_start > 0 {
-            // Move the partial frame to the front before reading more.
-            self.input.drain(..self.input_start);
-            self.input_start = 0;
-        }
         for _ in 0..reads_max {
-            let filled = self.input.len();
-            self.input.resize(filled + READ_CHUNK_BYTES, 0);
-            let result = self.stream.read(&mut self.input[filled..]);
+            self.make_room();
+            let result = self.stream.read(&mut self.input[self.input_end..]);
             match result {
                 Ok(0) => {
-                    self.input.truncate(filled);
                     self.read_closed = true;
                     return ReadOutcome::Closed(CloseReason::PeerClosed);
                 }
                 Ok(n) => {
-                    self.input.truncate(filled + n);
+                    self.input_end += n;
                     self.last_input = now;
                 }
-                Err(e) => {
-                    self.input.truncate(filled);
-                    match e.kind() {
-                        io::ErrorKind::WouldBlock => return ReadOutcome::Drained,
-                        io::ErrorKind::Interrupted => continue,
-                        _ => {
-                            self.read_closed = true;
-                            return ReadOutcome::Closed(CloseReason::Io(e.to_string()));
-                        }
+                Err(e) => match e.kind() {
+                    io::ErrorKind::WouldBlock => return ReadOutcome::Drained,
+                    io::ErrorKind::Interrupted => continue,
+                    _ => {
+                        self.read_closed = true;
+                        return ReadOutcome::Closed(CloseReason::Io(e.to_string()));
                     }
-                }
+                },
             }
         }
         ReadOutcome::More
