@@ -64,8 +64,9 @@ struct ServeArgs {
     /// cache; survives a crash of the process only) [default: batch].
     #[arg(long, value_enum)]
     durability: Option<Durability>,
-    /// fused: decode, journal, logic and fan-out share one thread (small
-    /// machines); per-stage: a thread each [default: fused].
+    /// fused: every stage on one thread; split: decode and journal on one
+    /// thread, logic, fan-out and store on another; per-stage: a thread each
+    /// [default: fused].
     #[arg(long, value_enum)]
     placement: Option<Placement>,
     /// Network I/O threads [default: 1].
@@ -86,6 +87,7 @@ enum Durability {
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Placement {
     Fused,
+    Split,
     PerStage,
 }
 
@@ -169,6 +171,7 @@ fn serve_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
     if let Some(placement) = args.placement {
         config.broker.placement = match placement {
             Placement::Fused => PlacementSetting::Fused,
+            Placement::Split => PlacementSetting::Split,
             Placement::PerStage => PlacementSetting::PerStage,
         };
     }
@@ -217,8 +220,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn chat(args: ChatArgs) -> anyhow::Result<()> {
-    let mut client = Client::connect(args.server.as_str())
+    let mut client = Client::connect_raw(args.server.as_str())
         .with_context(|| format!("cannot reach {}", args.server))?;
+    let hello = client.hello().context("the server refused the hello")?;
+    let heartbeat = Duration::from_millis(u64::from(hello.heartbeat_interval_ms.max(1000)));
+    let mut last_ping = std::time::Instant::now();
     if args.register {
         match client.register(&args.user, &args.password) {
             Ok(id) => println!("registered {} as user {id}", args.user),
@@ -266,6 +272,11 @@ fn chat(args: ChatArgs) -> anyhow::Result<()> {
             }
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Ok(()),
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+        }
+        if last_ping.elapsed() >= heartbeat {
+            // Tells the server the link is alive while the user is quiet.
+            client.ping(0).context("connection lost")?;
+            last_ping = std::time::Instant::now();
         }
         while let Some(push) = client
             .next_push(Duration::ZERO)

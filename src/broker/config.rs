@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::AuthConfig;
 use crate::codec::FRAME_SIZE_MAX_DEFAULT;
 use crate::journal::Durability;
-use crate::ringbuffer::{Placement, WaitStrategy};
+use crate::ringbuffer::{Placement, ThreadSpec, WaitStrategy};
 
 /// When journaled commands reach the disk (see the journal's `Durability`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -33,6 +33,10 @@ pub enum PlacementSetting {
     /// per batch that creates accounts, and WAL commits do not fsync). For
     /// small machines; the default.
     Fused,
+    /// Two threads: decode and journal on one, logic, fan-out and store on
+    /// the other, so logic works on one batch while the journal flushes the
+    /// next.
+    Split,
     /// Each stage on a thread of its own.
     PerStage,
 }
@@ -157,6 +161,10 @@ impl BrokerConfig {
     pub(crate) fn ring_placement(&self) -> Placement {
         match self.placement {
             PlacementSetting::Fused => Placement::Fused,
+            PlacementSetting::Split => Placement::Threads(vec![
+                ThreadSpec::new(["decode", "journal"]),
+                ThreadSpec::new(["logic", "fan-out", "store"]),
+            ]),
             PlacementSetting::PerStage => Placement::ThreadPerStage,
         }
     }

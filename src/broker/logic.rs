@@ -46,6 +46,10 @@ struct Entry {
     position: Position,
 }
 
+// An inbox entry's size sets the server's memory per stored message
+// (docs/OPERATIONS.md quotes it).
+const _: () = assert!(std::mem::size_of::<Entry>() == 48);
+
 /// The client message ids a user sent lately, with what they were given,
 /// so a resend is acknowledged with the original ids and stored once.
 ///
