@@ -27,8 +27,8 @@ use prost::Message as _;
 
 use super::ids::{ConnId, UserId};
 use crate::codec::journal_proto::{LoginVerified, Registered};
-use crate::codec::proto::{login, ErrorCode};
-use crate::codec::{DeliverRef, Message, MessageError, FRAME_HEADER_BYTES};
+use crate::codec::proto::{login, ErrorCode, MessageType};
+use crate::codec::{DeliverRef, Message, MessageError, SendView, FRAME_HEADER_BYTES};
 use crate::journal::Position;
 
 /// Record type: a run of the broker started.
@@ -78,7 +78,10 @@ pub(crate) enum Command {
     Connected,
     /// A connection closed.
     Disconnected,
-    /// A client's message.
+    /// A client's `Send`, read in place: the ranges point into the frame
+    /// body (header included) the command was decoded from.
+    Send { correlation_id: u64, view: SendView },
+    /// A client's message (any but `Send`).
     Client {
         correlation_id: u64,
         message: Message,
@@ -106,6 +109,7 @@ impl Command {
             Command::Connected => Some(RECORD_CONNECTED),
             Command::Disconnected => Some(RECORD_DISCONNECTED),
             Command::Registered(_) => Some(RECORD_REGISTERED),
+            Command::Send { .. } => Some(RECORD_FRAME),
             Command::LoginVerified(_) => Some(RECORD_LOGIN),
             Command::Client { message, .. } => match message {
                 // A password login is journaled only once verified (as
@@ -115,7 +119,7 @@ impl Command {
                     Some(login::Secret::Token(_)) => Some(RECORD_FRAME),
                     _ => None,
                 },
-                Message::Logout(_) | Message::Send(_) | Message::Sync(_) => Some(RECORD_FRAME),
+                Message::Logout(_) | Message::Sync(_) => Some(RECORD_FRAME),
                 _ => None,
             },
             Command::Empty | Command::Invalid { .. } | Command::LoginRefused { .. } => None,
@@ -131,13 +135,29 @@ pub(crate) fn decode_frame(body: &[u8]) -> Command {
         return Command::Invalid {
             correlation_id: 0,
             error: MessageError::Malformed {
-                message_type: crate::codec::proto::MessageType::Unspecified,
+                message_type: MessageType::Unspecified,
                 reason: format!("a frame of {} bytes has no whole header", body.len()),
             },
         };
     }
     let message_type = u16::from_be_bytes([body[0], body[1]]);
     let correlation_id = u64::from_be_bytes(body[4..12].try_into().expect("8 bytes"));
+    if message_type == MessageType::Send as u16 {
+        // The hot path: read in place, no allocation.
+        return match SendView::parse(&body[FRAME_HEADER_BYTES..]) {
+            Ok(view) => Command::Send {
+                correlation_id,
+                view: view.shifted(FRAME_HEADER_BYTES),
+            },
+            Err(error) => Command::Invalid {
+                correlation_id,
+                error: MessageError::Malformed {
+                    message_type: MessageType::Send,
+                    reason: error.to_string(),
+                },
+            },
+        };
+    }
     match Message::decode_parts(message_type, &body[FRAME_HEADER_BYTES..]) {
         Ok(message) => Command::Client {
             correlation_id,
@@ -178,7 +198,8 @@ pub struct RecordError {
     pub reason: String,
 }
 
-/// Reads a journal record back into its connection and command.
+/// Reads a journal record back into its connection and command; a `Send`'s
+/// ranges point into [`record_body`] of the same payload.
 pub(crate) fn decode_record(
     sequence: u64,
     record_type: u16,
@@ -194,7 +215,7 @@ pub(crate) fn decode_record(
         RECORD_CONNECTED => Command::Connected,
         RECORD_DISCONNECTED => Command::Disconnected,
         RECORD_FRAME => match decode_frame(rest) {
-            command @ Command::Client { .. } => command,
+            command @ (Command::Client { .. } | Command::Send { .. }) => command,
             other => return Err(error(format!("undecodable frame: {other:?}"))),
         },
         RECORD_REGISTERED => Command::Registered(
@@ -206,6 +227,12 @@ pub(crate) fn decode_record(
         other => return Err(error(format!("unknown record type {other}"))),
     };
     Ok((conn, command))
+}
+
+/// A record payload's bytes after the connection id: what the event's
+/// `body` was.
+pub(crate) fn record_body(payload: &[u8]) -> &[u8] {
+    payload.get(CONN_BYTES..).unwrap_or_default()
 }
 
 /// Writes a journal record's payload for `conn` and the event's bytes.

@@ -14,7 +14,7 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use crossbeam_channel::{Sender, TrySendError};
 
 use super::auth::AuthJob;
-use super::event::{decode_record, Command, Journaled, Outbox, Projection};
+use super::event::{decode_record, record_body, Command, Journaled, Outbox, Projection};
 use super::ids::{ConnId, UserId};
 use crate::codec::journal_proto::{LoginVerified, Registered};
 use crate::codec::proto::{self, login, DeliveryMode, ErrorCode};
@@ -33,6 +33,13 @@ pub(crate) struct LogicConfig {
     pub(crate) heartbeat_interval_ms: u32,
     pub(crate) dedup_window: usize,
     pub(crate) sync_limit_max: u32,
+}
+
+/// A `Send`'s fields, borrowed from the frame.
+struct SendFields<'a> {
+    recipient: &'a str,
+    client_message_id: u64,
+    body: &'a [u8],
 }
 
 /// One entry of a user's inbox; its inbox sequence is its index plus one.
@@ -163,14 +170,30 @@ impl Logic {
     /// Applies one command from `conn`. `journaled` is where the command was
     /// journaled (`None` for one that is not). Replies go to `out`; a change
     /// the SQLite store projects is returned.
+    /// `body` is the bytes the command was decoded from (a `Send`'s ranges
+    /// point into it).
     pub(crate) fn apply(
         &mut self,
         conn: ConnId,
         command: &Command,
+        body: &[u8],
         journaled: Option<Journaled>,
         out: &mut Outbox,
     ) -> Option<Projection> {
         match command {
+            Command::Send {
+                correlation_id,
+                view,
+            } => {
+                let journaled = journaled.expect("a Send is always journaled before logic");
+                let send = SendFields {
+                    recipient: view.recipient(body),
+                    client_message_id: view.client_message_id,
+                    body: &body[view.body.clone()],
+                };
+                self.send(conn, *correlation_id, &send, journaled, out);
+                None
+            }
             Command::Empty => None,
             Command::Start => {
                 self.conns.clear();
@@ -200,7 +223,7 @@ impl Logic {
                 correlation_id,
                 message,
             } => {
-                self.client(conn, *correlation_id, message, journaled, out);
+                self.client(conn, *correlation_id, message, out);
                 None
             }
             Command::Registered(registered) => self.registered(conn, registered, journaled, out),
@@ -220,14 +243,7 @@ impl Logic {
         }
     }
 
-    fn client(
-        &mut self,
-        conn: ConnId,
-        correlation_id: u64,
-        message: &Message,
-        journaled: Option<Journaled>,
-        out: &mut Outbox,
-    ) {
+    fn client(&mut self, conn: ConnId, correlation_id: u64, message: &Message, out: &mut Outbox) {
         match message {
             Message::Hello(hello) => {
                 if hello.protocol_version != PROTOCOL_VERSION {
@@ -265,10 +281,6 @@ impl Logic {
                         .tokens
                         .remove(&session.device_id);
                 }
-            }
-            Message::Send(send) => {
-                let journaled = journaled.expect("a Send is always journaled before logic");
-                self.send(conn, correlation_id, send, journaled, out);
             }
             Message::Sync(sync) => self.sync(conn, correlation_id, sync, out),
             other => out.error(
@@ -519,7 +531,7 @@ impl Logic {
         &mut self,
         conn: ConnId,
         correlation_id: u64,
-        send: &proto::Send,
+        send: &SendFields<'_>,
         journaled: Journaled,
         out: &mut Outbox,
     ) {
@@ -528,7 +540,7 @@ impl Logic {
             return;
         };
         let sender_id = session.user;
-        let Some(&recipient_id) = self.by_name.get(&send.recipient) else {
+        let Some(&recipient_id) = self.by_name.get(send.recipient) else {
             out.error(
                 conn,
                 correlation_id,
@@ -716,13 +728,9 @@ impl Logic {
             .read(position)
             .map_err(|e| format!("message at {position:?} unreadable: {e}"))?;
         match decode_record(record.sequence(), record.record_type(), record.payload()) {
-            Ok((
-                _,
-                Command::Client {
-                    message: Message::Send(send),
-                    ..
-                },
-            )) => Ok(send.body),
+            Ok((_, Command::Send { view, .. })) => {
+                Ok(record_body(record.payload())[view.body].to_vec())
+            }
             other => Err(format!(
                 "record at {position:?} is not a message: {other:?}"
             )),

@@ -253,6 +253,7 @@ impl Broker {
         logic.apply(
             ConnId(0),
             &Command::Start,
+            &[],
             Some(journaled),
             &mut Outbox::default(),
         );
@@ -350,7 +351,8 @@ fn replay(journal: &Journal, logic: &mut Logic, store: &mut Store) -> Result<u64
             timestamp_ns: record.timestamp_ns(),
         };
         scratch.clear();
-        let projection = logic.apply(conn, &command, Some(journaled), &mut scratch);
+        let body = event::record_body(record.payload());
+        let projection = logic.apply(conn, &command, body, Some(journaled), &mut scratch);
         store.note(record.sequence(), projection.as_ref());
         count += 1;
         if count % 4096 == 0 {

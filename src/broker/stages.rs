@@ -97,6 +97,7 @@ impl MutHandler<Inbound> for LogicStage {
         event.projection = self.logic.apply(
             event.conn,
             &event.command,
+            &event.body,
             event.journaled,
             &mut event.outbox,
         );

@@ -5,12 +5,14 @@
 
 mod frame;
 mod message;
+mod send_view;
 
 pub use frame::{
     Frame, FrameDecoder, FrameError, FRAME_HEADER_BYTES, FRAME_SIZE_MAX_DEFAULT,
     LENGTH_PREFIX_BYTES,
 };
 pub use message::{DeliverRef, Message, MessageError, PROTOCOL_VERSION};
+pub use send_view::{SendView, SendViewError};
 
 /// The protobuf types generated from `proto/courier.proto`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
