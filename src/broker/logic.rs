@@ -597,7 +597,7 @@ impl Logic {
             None,
             &entry,
             recipient_sequence,
-            &send.body,
+            send.body,
             out,
         );
         if recipient_id != sender_id {
@@ -606,7 +606,7 @@ impl Logic {
                 Some(conn),
                 &entry,
                 sender_sequence,
-                &send.body,
+                send.body,
                 out,
             );
         }
