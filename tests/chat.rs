@@ -185,3 +185,32 @@ fn a_restart_rebuilds_accounts_inboxes_and_tokens_from_the_journal() {
         .unwrap();
     assert_eq!(count, 2);
 }
+
+#[test]
+fn connections_spread_over_several_io_threads_reach_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.io_threads = 3;
+    let server = courier::net::start(config).unwrap();
+    let address = server.local_addr();
+    let users = ["u0", "u1", "u2", "u3", "u4", "u5"];
+    for user in users {
+        register(address, user);
+    }
+    // Accepted round-robin: six logins land on all three threads.
+    let mut clients: Vec<_> = users
+        .iter()
+        .map(|user| login(address, user, "phone", DeliveryMode::PushMessage))
+        .collect();
+    for from in 0..users.len() {
+        let to = (from + 1) % users.len();
+        clients[from]
+            .send(users[to], 1, users[from].as_bytes())
+            .unwrap();
+        let Message::Deliver(delivered) = expect_push(&mut clients[to]) else {
+            panic!("expected a delivery")
+        };
+        assert_eq!(delivered.sender, users[from]);
+    }
+    server.shutdown().unwrap();
+}

@@ -57,9 +57,16 @@ fn spawn_server(dir: &Path, durability: &str) -> (Server, SocketAddr) {
     (Server(child), address)
 }
 
-/// Sends `ids` pipelined (a window of 32) until the connection dies;
-/// returns the acknowledgements received.
-fn send_until_killed(client: &mut Client, ids: &[u64]) -> BTreeMap<u64, u64> {
+/// Sends `ids` pipelined (a window of 32); once `kill_after`
+/// acknowledgements are in, kills process `pid` with SIGKILL (messages are
+/// still in flight then) and reads until the connection dies. Returns the
+/// acknowledgements received.
+fn send_until_killed(
+    client: &mut Client,
+    ids: &[u64],
+    kill_after: usize,
+    pid: u32,
+) -> BTreeMap<u64, u64> {
     let mut acks = BTreeMap::new();
     let mut in_flight = 0usize;
     let mut next = 0usize;
@@ -82,6 +89,13 @@ fn send_until_killed(client: &mut Client, ids: &[u64]) -> BTreeMap<u64, u64> {
             Ok(Some((_, Message::SendAck(ack)))) => {
                 acks.insert(ack.client_message_id, ack.server_message_id);
                 in_flight -= 1;
+                if acks.len() == kill_after {
+                    // SIGKILL: no drain, no flush, no destructor.
+                    Command::new("kill")
+                        .args(["-9", &pid.to_string()])
+                        .status()
+                        .unwrap();
+                }
             }
             Ok(Some((_, other))) => panic!("unexpected {other:?}"),
             Ok(None) => panic!("no acknowledgement within 10 s from a live server"),
@@ -115,18 +129,8 @@ fn kill_cycles(durability: &str) {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        let delay = Duration::from_millis(20 + seed % 150);
-        let pid = child.0.id();
-        let killer = std::thread::spawn(move || {
-            std::thread::sleep(delay);
-            // SIGKILL: no drain, no flush, no destructor.
-            Command::new("kill")
-                .args(["-9", &pid.to_string()])
-                .status()
-                .unwrap();
-        });
-        let acks = send_until_killed(&mut ana, &ids);
-        killer.join().unwrap();
+        let kill_after = 1 + (seed % (per_cycle - 100)) as usize;
+        let acks = send_until_killed(&mut ana, &ids, kill_after, child.0.id());
         let _ = child.0.wait();
         acked_total.extend(acks.iter());
         eprintln!(
@@ -180,6 +184,65 @@ fn sigkill_loses_no_acknowledged_message_under_batch_durability() {
 fn sigkill_loses_no_acknowledged_message_under_no_fsync() {
     // Page cache only: a crash of the process (not the machine) loses nothing.
     kill_cycles("none");
+}
+
+#[test]
+fn sqlite_catches_up_exactly_after_sigkill_during_registrations() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, address) = spawn_server(dir.path(), "batch");
+    let names: Vec<String> = (0..400).map(|i| format!("user{i}")).collect();
+    let mut client = Client::connect(address).unwrap();
+    let batch: Vec<Message> = names
+        .iter()
+        .map(|name| {
+            Message::Register(courier::codec::proto::Register {
+                user: name.clone(),
+                password: "pw".into(),
+            })
+        })
+        .collect();
+    client.submit_many(&batch).unwrap();
+    let mut acknowledged = 0;
+    while acknowledged < 50 {
+        match client.receive(Duration::from_secs(10)).unwrap() {
+            Some((_, Message::RegisterOk(_))) => acknowledged += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    drop(server); // SIGKILL while registrations are in flight
+
+    let (_server, address) = spawn_server(dir.path(), "batch");
+    let mut client = Client::connect(address).unwrap();
+    let mut existing = 0;
+    for name in &names {
+        match client.register(name, "pw") {
+            Err(error) if error.code() == Some(courier::codec::proto::ErrorCode::UserExists) => {
+                existing += 1
+            }
+            Ok(_) => {}
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert!(existing >= acknowledged, "acknowledged accounts survive");
+    // Every account exists once in SQLite, the ones made before the kill
+    // and after it alike.
+    client.ping(1).unwrap();
+    let db = rusqlite::Connection::open(dir.path().join("data/courier.db")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let count: i64 = db
+            .query_row("SELECT count(*) FROM accounts", [], |row| row.get(0))
+            .unwrap();
+        if count == names.len() as i64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "SQLite has {count} accounts of {}",
+            names.len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
