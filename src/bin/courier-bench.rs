@@ -15,14 +15,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use bytes::BytesMut;
 use clap::Parser;
 use courier::client::Client;
-use courier::codec::proto::{self, DeliveryMode};
-use courier::codec::{FrameDecoder, Message};
+use courier::codec::proto::{self, DeliveryMode, MessageType};
+use courier::codec::{FrameDecoder, Message, FRAME_HEADER_BYTES, LENGTH_PREFIX_BYTES};
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
+use prost::Message as _;
 
 /// Load generator for courier: 1:1 messages between pairs of users.
 ///
@@ -43,6 +43,10 @@ struct Args {
     /// With --spawn: stage placement (fused, per-stage).
     #[arg(long, default_value = "fused")]
     placement: String,
+    /// With --spawn: a broker setting for the server's config file, as
+    /// `key=value` in TOML (`wait_yield_us=50`); repeatable.
+    #[arg(long = "broker-setting", value_name = "KEY=VALUE")]
+    broker_settings: Vec<String>,
     /// The address of a running server.
     #[arg(long)]
     server: Option<SocketAddr>,
@@ -70,6 +74,83 @@ struct Args {
     /// A prefix for user names, so runs against one server do not collide.
     #[arg(long)]
     prefix: Option<String>,
+}
+
+/// Handles every whole frame in a connection's input. Only the frame type
+/// and, for a delivery, the first bytes of the body are read: the load
+/// generator must cost far less than the server it measures.
+fn take_frames(
+    conn: &mut Conn,
+    decoder: &FrameDecoder,
+    arrived: u64,
+    stats: &mut Stats,
+) -> anyhow::Result<()> {
+    loop {
+        let input = &conn.input[conn.input_start..conn.input_end];
+        let total = match decoder.frame_bytes(input)? {
+            Some(total) if total <= input.len() => total,
+            _ => return Ok(()),
+        };
+        let frame = &input[LENGTH_PREFIX_BYTES..total];
+        let message_type = u16::from_be_bytes([frame[0], frame[1]]);
+        let payload = &frame[FRAME_HEADER_BYTES..];
+        match MessageType::try_from(i32::from(message_type)) {
+            Ok(MessageType::Deliver) => {
+                let body = deliver_body(payload).context("a Deliver without a body")?;
+                let due = u64::from_le_bytes(body[..8].try_into()?);
+                stats
+                    .deliver
+                    .saturating_record(arrived.saturating_sub(due).max(1));
+                stats.delivered += 1;
+            }
+            Ok(MessageType::SendAck) => {
+                let due = conn
+                    .in_flight
+                    .pop_front()
+                    .context("an unexpected SendAck")?;
+                stats
+                    .ack
+                    .saturating_record(arrived.saturating_sub(due).max(1));
+                stats.acked += 1;
+            }
+            Ok(MessageType::Error) => {
+                // A refused send frees its place in the window too.
+                conn.in_flight.pop_front();
+                stats.errors += 1;
+                if stats.errors < 5 {
+                    let error = proto::Error::decode(payload)?;
+                    eprintln!("server error: {error:?}");
+                }
+            }
+            _ => {}
+        }
+        conn.input_start += total;
+    }
+}
+
+/// The body field (5) of a `Deliver` payload, found without decoding the rest.
+fn deliver_body(mut payload: &[u8]) -> Option<&[u8]> {
+    use prost::encoding::{decode_key, decode_varint, WireType};
+    while !payload.is_empty() {
+        let (field, wire_type) = decode_key(&mut payload).ok()?;
+        match wire_type {
+            WireType::Varint => {
+                decode_varint(&mut payload).ok()?;
+            }
+            WireType::LengthDelimited => {
+                let length = decode_varint(&mut payload).ok()? as usize;
+                let value = payload.get(..length)?;
+                if field == 5 {
+                    return Some(value);
+                }
+                payload = &payload[length..];
+            }
+            WireType::SixtyFourBit => payload = payload.get(8..)?,
+            WireType::ThirtyTwoBit => payload = payload.get(4..)?,
+            WireType::StartGroup | WireType::EndGroup => return None,
+        }
+    }
+    None
 }
 
 /// Sums the CPU time of every thread of a process, in ns.
@@ -104,10 +185,13 @@ fn spawn_server(args: &Args) -> anyhow::Result<(Spawned, SocketAddr)> {
     let dir = std::env::temp_dir().join(format!("courier-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let config = dir.join("courier.toml");
-    std::fs::write(
-        &config,
-        "listen = \"127.0.0.1:0\"\n[broker.auth]\nmemory_kib = 8\niterations = 1\n",
-    )?;
+    let mut text = String::from("listen = \"127.0.0.1:0\"\n[broker]\n");
+    for setting in &args.broker_settings {
+        text.push_str(setting);
+        text.push('\n');
+    }
+    text.push_str("[broker.auth]\nmemory_kib = 8\niterations = 1\n");
+    std::fs::write(&config, text)?;
     let mut child = Command::new(&courier)
         .args(["serve", "--config"])
         .arg(&config)
@@ -140,7 +224,10 @@ fn spawn_server(args: &Args) -> anyhow::Result<(Spawned, SocketAddr)> {
 /// One connection of the load.
 struct Conn {
     stream: TcpStream,
-    input: BytesMut,
+    /// Bytes read; `input[input_start..input_end]` is not yet parsed.
+    input: Vec<u8>,
+    input_start: usize,
+    input_end: usize,
     output: Vec<u8>,
     written: usize,
     /// Sender: the receiver's user name.
@@ -189,7 +276,9 @@ fn login_all(address: SocketAddr, prefix: &str, pairs: usize) -> anyhow::Result<
             stream.set_nonblocking(true)?;
             conns.push(Conn {
                 stream: TcpStream::from_std(stream),
-                input: BytesMut::with_capacity(64 * 1024),
+                input: vec![0; 256 * 1024],
+                input_start: 0,
+                input_end: 0,
                 output: Vec::new(),
                 written: 0,
                 recipient: (role == "s").then(|| format!("{prefix}r{i}")),
@@ -333,48 +422,23 @@ fn drive(args: &Args, conns: &mut [Conn], pid: Option<u32>) -> anyhow::Result<()
                 continue;
             }
             loop {
-                let filled = conn.input.len();
-                conn.input.resize(filled + 64 * 1024, 0);
-                match conn.stream.read(&mut conn.input[filled..]) {
+                if conn.input_start > 0 {
+                    conn.input.copy_within(conn.input_start..conn.input_end, 0);
+                    conn.input_end -= conn.input_start;
+                    conn.input_start = 0;
+                }
+                if conn.input_end == conn.input.len() {
+                    let size = conn.input.len() * 2;
+                    conn.input.resize(size, 0);
+                }
+                match conn.stream.read(&mut conn.input[conn.input_end..]) {
                     Ok(0) => bail!("the server closed a connection"),
-                    Ok(n) => conn.input.truncate(filled + n),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        conn.input.truncate(filled);
-                        break;
-                    }
+                    Ok(n) => conn.input_end += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) => return Err(e.into()),
                 }
-            }
-            let arrived = epoch.elapsed().as_nanos() as u64;
-            while let Some(frame) = decoder.decode(&mut conn.input)? {
-                match Message::decode(&frame)? {
-                    Message::Deliver(deliver) => {
-                        let due = u64::from_le_bytes(deliver.body[..8].try_into()?);
-                        stats
-                            .deliver
-                            .saturating_record(arrived.saturating_sub(due).max(1));
-                        stats.delivered += 1;
-                    }
-                    Message::SendAck(_) => {
-                        let due = conn
-                            .in_flight
-                            .pop_front()
-                            .context("an unexpected SendAck")?;
-                        stats
-                            .ack
-                            .saturating_record(arrived.saturating_sub(due).max(1));
-                        stats.acked += 1;
-                    }
-                    Message::Error(error) => {
-                        // A refused send frees its place in the window too.
-                        conn.in_flight.pop_front();
-                        stats.errors += 1;
-                        if stats.errors < 5 {
-                            eprintln!("server error: {error:?}");
-                        }
-                    }
-                    _ => {}
-                }
+                let arrived = epoch.elapsed().as_nanos() as u64;
+                take_frames(conn, &decoder, arrived, &mut stats)?;
             }
         }
     }

@@ -72,6 +72,10 @@ pub struct BrokerConfig {
     pub placement: PlacementSetting,
     /// How idle stages wait.
     pub wait: WaitSetting,
+    /// With `wait = "blocking"`: how long an idle stage yields its core
+    /// before it sleeps. Longer saves wake-ups (and their system calls)
+    /// under steady load; an idle server sleeps after this long all the same.
+    pub wait_yield_us: u64,
     /// Largest frame (header and payload) accepted or sent.
     pub frame_size_max_bytes: usize,
     /// How often clients should ping; told in HelloOk.
@@ -95,6 +99,7 @@ impl Default for BrokerConfig {
             ring_slots: 4096,
             placement: PlacementSetting::Fused,
             wait: WaitSetting::Blocking,
+            wait_yield_us: 5,
             frame_size_max_bytes: FRAME_SIZE_MAX_DEFAULT,
             heartbeat_interval_ms: 30_000,
             dedup_window: 4096,
@@ -171,7 +176,10 @@ impl BrokerConfig {
 
     pub(crate) fn wait_strategy(&self) -> WaitStrategy {
         match self.wait {
-            WaitSetting::Blocking => WaitStrategy::BLOCKING,
+            WaitSetting::Blocking => WaitStrategy::Blocking {
+                spin: Duration::ZERO,
+                yield_for: Duration::from_micros(self.wait_yield_us),
+            },
             WaitSetting::Yield => WaitStrategy::Yield {
                 spin: Duration::from_micros(10),
             },

@@ -119,6 +119,7 @@ impl Connection {
     pub(crate) fn read(&mut self, reads_max: usize, now: Instant) -> ReadOutcome {
         for _ in 0..reads_max {
             self.make_room();
+            let space = self.input.len() - self.input_end;
             let result = self.stream.read(&mut self.input[self.input_end..]);
             match result {
                 Ok(0) => {
@@ -128,6 +129,12 @@ impl Connection {
                 Ok(n) => {
                     self.input_end += n;
                     self.last_input = now;
+                    if n < space {
+                        // The socket had less than we asked for: it is
+                        // drained, and new bytes will raise a new edge. This
+                        // saves the read that would only say would-block.
+                        return ReadOutcome::Drained;
+                    }
                 }
                 Err(e) => match e.kind() {
                     io::ErrorKind::WouldBlock => return ReadOutcome::Drained,
