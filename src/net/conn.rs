@@ -57,6 +57,9 @@ pub(crate) struct Connection {
     pub(crate) dirty: bool,
     /// The client sent EOF; no more reads.
     pub(crate) read_closed: bool,
+    /// The poller reported the peer's half-close: read until end of stream
+    /// rather than stopping at a short read.
+    pub(crate) peer_closing: bool,
 }
 
 /// What a read pass found.
@@ -83,6 +86,7 @@ impl Connection {
             closing: None,
             dirty: false,
             read_closed: false,
+            peer_closing: false,
         }
     }
 
@@ -129,7 +133,7 @@ impl Connection {
                 Ok(n) => {
                     self.input_end += n;
                     self.last_input = now;
-                    if n < space {
+                    if n < space && !self.peer_closing {
                         // The socket had less than we asked for: it is
                         // drained, and new bytes will raise a new edge. This
                         // saves the read that would only say would-block.

@@ -142,6 +142,13 @@ impl Loop {
                     LISTENER_TOKEN => self.accept(now),
                     Token(counter) => {
                         let counter = counter as u64;
+                        if event.is_read_closed() {
+                            // The peer's FIN may have come with the last
+                            // data: read to the end, not just until short.
+                            if let Some(conn) = self.conns.get_mut(&counter) {
+                                conn.peer_closing = true;
+                            }
+                        }
                         if event.is_readable() || event.is_read_closed() {
                             self.read(counter, now);
                         }
