@@ -7,9 +7,11 @@
 //!   gateway through [`broker::Ingress`] and [`broker::Egress`].
 //! - [`net`]: the mio TCP server, the broker's first gateway.
 //! - [`client`]: a blocking client, for tests, tools and `courier chat`.
+//! - [`bench`]: the load generator's schedule, latency recording and reports.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod broker;
 pub mod client;
 pub mod codec;

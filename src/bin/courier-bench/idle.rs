@@ -1,0 +1,138 @@
+//! Idle connections: what they cost the server in memory, and in CPU while
+//! they only send heartbeats.
+
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use courier::bench::{Latencies, Percentiles, Summary};
+use courier::codec::proto::{self, DeliveryMode, MessageType};
+use courier::codec::{FrameDecoder, Message};
+use mio::{Events, Interest, Poll, Token};
+
+use crate::load::{Conn, Pacer};
+use crate::{register_and_login, user_name, Common, Meter, Target};
+
+/// Options of the idle scenario.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Idle connections, each logged in as its own user.
+    #[arg(long, default_value_t = 1000)]
+    pub connections: usize,
+    /// Each connection pings this often (a phone's heartbeat).
+    #[arg(long, default_value_t = 1000)]
+    pub ping_ms: u64,
+}
+
+pub fn run(
+    common: &Common,
+    args: &Args,
+    target: &Target,
+) -> anyhow::Result<(Summary, Vec<(String, Latencies)>)> {
+    if args.connections == 0 || args.ping_ms == 0 {
+        bail!("--connections and --ping-ms must be positive");
+    }
+    let rss_before = target.rss_bytes();
+    let mut conns = Vec::with_capacity(args.connections);
+    for i in 0..args.connections {
+        let (client, _) = register_and_login(
+            target.address,
+            &user_name(common, "i", i),
+            DeliveryMode::PushNotice,
+        )?;
+        conns.push(Conn::from_client(client, None)?);
+    }
+    let rss_connected = target.rss_bytes();
+    let mut poll = Poll::new()?;
+    for (index, conn) in conns.iter_mut().enumerate() {
+        poll.registry().register(
+            &mut conn.stream,
+            Token(index),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+    }
+    let decoder = FrameDecoder::new(16 << 20);
+    let epoch = Instant::now();
+    let interval = Duration::from_millis(args.ping_ms);
+    let warmup = Duration::from_secs_f64(common.warmup);
+    let end = warmup + Duration::from_secs_f64(common.seconds);
+    // Spread the pings over the interval, as independent phones would.
+    let step = interval / conns.len() as u32;
+    let mut next_ping = 0u64;
+    let mut rtt = Latencies::default();
+    let mut meter = None;
+    let mut events = Events::with_capacity(1024);
+    let pacer_token = Token(usize::MAX);
+    let mut pacer = Pacer::new(&poll, pacer_token)?;
+    loop {
+        let now = epoch.elapsed();
+        if now >= end {
+            break;
+        }
+        if meter.is_none() && now >= warmup {
+            meter = Some(Meter::start(target));
+            rtt.reset();
+        }
+        loop {
+            let due = step.as_nanos() as u64 * next_ping;
+            if due > now.as_nanos() as u64 {
+                break;
+            }
+            let count = conns.len() as u64;
+            let conn = &mut conns[(next_ping % count) as usize];
+            Message::Ping(proto::Ping { nonce: due }).encode_frame(0, &mut conn.output);
+            conn.in_flight.push_back(due);
+            conn.flush()?;
+            next_ping += 1;
+        }
+        let next_due = Duration::from_nanos(step.as_nanos() as u64 * next_ping);
+        pacer.arm(next_due.saturating_sub(epoch.elapsed()));
+        poll.poll(&mut events, Some(Duration::from_millis(50)))?;
+        for event in events.iter() {
+            if event.token() == pacer_token {
+                pacer.clear();
+                continue;
+            }
+            let conn = &mut conns[event.token().0];
+            if event.is_writable() {
+                conn.flush()?;
+            }
+            if event.is_readable() {
+                let arrived = epoch.elapsed().as_nanos() as u64;
+                conn.receive(&decoder, |in_flight, message_type, _| {
+                    if message_type == MessageType::Pong {
+                        if let Some(due) = in_flight.pop_front() {
+                            rtt.record(due, arrived);
+                        }
+                    }
+                    Ok(())
+                })?;
+            }
+        }
+    }
+    let (seconds, cpu_ns) = meter.map_or((0.0, None), |m| m.finish(target));
+    let pings = rtt.count() as f64;
+    let mut extra = vec![("connections".into(), conns.len() as f64)];
+    if let (Some(before), Some(after)) = (rss_before, rss_connected) {
+        extra.push((
+            "server memory per connection (bytes)".into(),
+            after.saturating_sub(before) as f64 / conns.len() as f64,
+        ));
+    }
+    let summary = Summary {
+        scenario: "idle".into(),
+        shape: format!(
+            "{} connections, a ping each per {} ms",
+            conns.len(),
+            args.ping_ms
+        ),
+        seconds,
+        rate_per_s: pings / seconds.max(f64::MIN_POSITIVE),
+        latencies: vec![("ping".into(), Percentiles::of(&rtt))],
+        errors: 0,
+        server_cores: cpu_ns.map(|ns| ns as f64 / 1e9 / seconds),
+        server_cpu_us_per_op: cpu_ns.map(|ns| ns as f64 / 1000.0 / pings.max(1.0)),
+        server_rss_bytes: target.rss_bytes(),
+        extra,
+    };
+    Ok((summary, vec![("ping".into(), rtt)]))
+}

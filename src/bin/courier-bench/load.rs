@@ -1,0 +1,195 @@
+//! One load connection, driven without blocking from a mio loop.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+
+use anyhow::{bail, Context};
+use courier::client::Client;
+use courier::codec::proto::MessageType;
+use courier::codec::{FrameDecoder, FRAME_HEADER_BYTES, LENGTH_PREFIX_BYTES};
+use mio::net::TcpStream;
+
+/// A logged-in connection of the load.
+pub struct Conn {
+    pub stream: TcpStream,
+    input: Vec<u8>,
+    input_start: usize,
+    input_end: usize,
+    pub output: Vec<u8>,
+    written: usize,
+    /// For a sender: whom it sends to.
+    pub recipient: Option<String>,
+    /// For a sender: the due times of messages in flight, oldest first
+    /// (acknowledgements come back in order on a connection).
+    pub in_flight: VecDeque<u64>,
+}
+
+impl Conn {
+    /// Takes over a logged-in client's socket.
+    pub fn from_client(client: Client, recipient: Option<String>) -> anyhow::Result<Self> {
+        let stream = client.into_stream()?;
+        stream.set_nonblocking(true)?;
+        Ok(Self {
+            stream: TcpStream::from_std(stream),
+            input: vec![0; 64 * 1024],
+            input_start: 0,
+            input_end: 0,
+            output: Vec::new(),
+            written: 0,
+            recipient,
+            in_flight: VecDeque::new(),
+        })
+    }
+
+    /// Writes what is queued, until done or the socket is full.
+    pub fn flush(&mut self) -> io::Result<()> {
+        while self.written < self.output.len() {
+            match self.stream.write(&self.output[self.written..]) {
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        self.output.clear();
+        self.written = 0;
+        Ok(())
+    }
+
+    /// Reads what the socket has, handing each whole frame (type and
+    /// payload) to `handle`. Fails if the server closed the connection.
+    pub fn receive(
+        &mut self,
+        decoder: &FrameDecoder,
+        mut handle: impl FnMut(&mut VecDeque<u64>, MessageType, &[u8]) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        loop {
+            if self.input_start > 0 {
+                self.input.copy_within(self.input_start..self.input_end, 0);
+                self.input_end -= self.input_start;
+                self.input_start = 0;
+            }
+            if self.input_end == self.input.len() {
+                let size = self.input.len() * 2;
+                self.input.resize(size, 0);
+            }
+            let space = self.input.len() - self.input_end;
+            let n = match self.stream.read(&mut self.input[self.input_end..]) {
+                Ok(0) => bail!("the server closed a connection"),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
+            self.input_end += n;
+            loop {
+                let input = &self.input[self.input_start..self.input_end];
+                let total = match decoder.frame_bytes(input)? {
+                    Some(total) if total <= input.len() => total,
+                    _ => break,
+                };
+                let frame = &input[LENGTH_PREFIX_BYTES..total];
+                let message_type =
+                    MessageType::try_from(i32::from(u16::from_be_bytes([frame[0], frame[1]])))
+                        .unwrap_or(MessageType::Unspecified);
+                handle(
+                    &mut self.in_flight,
+                    message_type,
+                    &frame[FRAME_HEADER_BYTES..],
+                )?;
+                self.input_start += total;
+            }
+            if n < space {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Wakes a mio loop at a due time with microsecond precision. A poll
+/// timeout has millisecond granularity (epoll), and an open-loop generator
+/// that woke up to a millisecond late would charge its own lateness to the
+/// server; a timerfd in the same poll does not.
+pub struct Pacer {
+    timer: timerfd::TimerFd,
+}
+
+impl Pacer {
+    /// A pacer whose expiry is reported as `token` by `poll`.
+    pub fn new(poll: &mio::Poll, token: mio::Token) -> io::Result<Self> {
+        let timer = timerfd::TimerFd::new_custom(timerfd::ClockId::Monotonic, true, true)?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&timer);
+        poll.registry().register(
+            &mut mio::unix::SourceFd(&fd),
+            token,
+            mio::Interest::READABLE,
+        )?;
+        Ok(Self { timer })
+    }
+
+    /// Fires once, `wait` from now (at least a microsecond: zero would disarm).
+    pub fn arm(&mut self, wait: std::time::Duration) {
+        let wait = wait.max(std::time::Duration::from_micros(1));
+        self.timer.set_state(
+            timerfd::TimerState::Oneshot(wait),
+            timerfd::SetTimeFlags::Default,
+        );
+    }
+
+    /// Takes the expiry, so the next one raises a new event.
+    pub fn clear(&self) {
+        self.timer.read();
+    }
+}
+
+/// The inbox sequence (field 3) and body (field 5) of a `Deliver` payload,
+/// found without decoding the rest: the load generator must cost far less
+/// than the server it measures.
+pub fn deliver_fields(mut payload: &[u8]) -> anyhow::Result<(u64, &[u8])> {
+    use prost::encoding::{decode_key, decode_varint, WireType};
+    let (mut sequence, mut body) = (0, None);
+    while !payload.is_empty() {
+        let (field, wire_type) = decode_key(&mut payload)?;
+        match wire_type {
+            WireType::Varint => {
+                let value = decode_varint(&mut payload)?;
+                if field == 3 {
+                    sequence = value;
+                }
+            }
+            WireType::LengthDelimited => {
+                let length = decode_varint(&mut payload)? as usize;
+                let value = payload.get(..length).context("a truncated Deliver")?;
+                if field == 5 {
+                    body = Some(value);
+                }
+                payload = &payload[length..];
+            }
+            WireType::SixtyFourBit => payload = payload.get(8..).context("truncated")?,
+            WireType::ThirtyTwoBit => payload = payload.get(4..).context("truncated")?,
+            WireType::StartGroup | WireType::EndGroup => bail!("a group in a Deliver"),
+        }
+    }
+    Ok((sequence, body.context("a Deliver without a body")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use courier::codec::proto;
+    use prost::Message as _;
+
+    #[test]
+    fn deliver_fields_reads_what_prost_wrote() {
+        let deliver = proto::Deliver {
+            sender: "ana".into(),
+            server_message_id: 9,
+            inbox_sequence: 42,
+            timestamp_ms: 1,
+            body: b"0123456789abcdef".to_vec(),
+            recipient: "bo".into(),
+        };
+        let payload = deliver.encode_to_vec();
+        let (sequence, body) = deliver_fields(&payload).unwrap();
+        assert_eq!((sequence, body), (42, &b"0123456789abcdef"[..]));
+        assert!(deliver_fields(&payload[..payload.len() - 3]).is_err());
+    }
+}

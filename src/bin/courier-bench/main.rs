@@ -1,0 +1,276 @@
+//! `courier-bench`: the load generator and benchmark report.
+//!
+//! It drives a courier server with real TCP connections (thousands of them
+//! if asked), registers and logs them in, runs a named scenario and reports
+//! throughput, latency percentiles (hdrhistogram, corrected for coordinated
+//! omission in the open loop) and the server's CPU and memory when it runs
+//! on this machine.
+
+mod idle;
+mod load;
+mod mixed;
+mod one_to_one;
+mod server;
+mod storm;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use courier::bench::{percentile_svg, write_percentiles, Latencies, Summary};
+use courier::client::Client;
+use courier::codec::proto::DeliveryMode;
+
+/// Load generator for courier.
+///
+/// Every scenario connects real TCP clients to a server (one started here
+/// with --spawn, or one at --server), then prints a summary table: the rate,
+/// latency percentiles, errors, and with --spawn or --server-pid the
+/// server's CPU time and memory. --out DIR also writes summary.json, an
+/// HdrHistogram percentile file per latency (.hgrm) and latency.svg.
+#[derive(Debug, Parser)]
+#[command(name = "courier-bench", version, about, long_about)]
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    scenario: Option<Scenario>,
+}
+
+/// Settings every scenario shares.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Common {
+    /// Start `courier serve` (the binary next to this one) on a fresh data
+    /// directory, with cheap password hashing, and stop it afterwards.
+    #[arg(long, global = true, conflicts_with = "server")]
+    pub spawn: bool,
+    /// The address of a running server.
+    #[arg(long, global = true)]
+    pub server: Option<SocketAddr>,
+    /// The pid of a running server on this machine, to report its CPU and memory.
+    #[arg(long, global = true)]
+    pub server_pid: Option<u32>,
+    /// With --spawn: the durability (batch, interval, none).
+    #[arg(long, global = true, default_value = "batch")]
+    pub durability: String,
+    /// With --spawn: stage placement (fused, split, per-stage).
+    #[arg(long, global = true, default_value = "fused")]
+    pub placement: String,
+    /// With --spawn: a server setting for its config file, TOML `key=value`
+    /// (`heartbeat_timeout_ms=5000`); repeatable.
+    #[arg(long = "server-setting", value_name = "KEY=VALUE", global = true)]
+    pub server_settings: Vec<String>,
+    /// With --spawn: a broker setting, TOML `key=value` (`wait_yield_us=50`);
+    /// repeatable.
+    #[arg(long = "broker-setting", value_name = "KEY=VALUE", global = true)]
+    pub broker_settings: Vec<String>,
+    /// Measured seconds.
+    #[arg(long, global = true, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Unmeasured seconds before.
+    #[arg(long, global = true, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Load threads (connections are split among them).
+    #[arg(long, global = true, default_value_t = 1)]
+    pub threads: usize,
+    /// Write summary.json, the .hgrm percentile files and latency.svg here.
+    #[arg(long, global = true)]
+    pub out: Option<PathBuf>,
+    /// No progress line.
+    #[arg(long, global = true)]
+    pub quiet: bool,
+    /// A prefix for user names, so runs against one server do not collide
+    /// (default: from the clock).
+    #[arg(long, global = true)]
+    pub prefix: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// 1:1 chat between pairs of users (the default scenario).
+    OneToOne(one_to_one::Args),
+    /// A connection storm: connect, register and log in as fast as possible.
+    Storm(storm::Args),
+    /// Idle connections: memory per connection and CPU while they only
+    /// send heartbeats.
+    Idle(idle::Args),
+    /// A WeChat-like mix: 1:1 messages between random users while devices
+    /// drop, reconnect with their token and sync what they missed.
+    Mixed(mixed::Args),
+}
+
+/// The server under load.
+pub struct Target {
+    pub address: SocketAddr,
+    pub pid: Option<u32>,
+    _spawned: Option<server::Spawned>,
+}
+
+impl Target {
+    fn open(common: &Common) -> anyhow::Result<Self> {
+        match (common.spawn, common.server) {
+            (true, _) => {
+                let (spawned, address) = server::spawn(common)?;
+                Ok(Self {
+                    address,
+                    pid: Some(spawned.pid()),
+                    _spawned: Some(spawned),
+                })
+            }
+            (false, Some(address)) => Ok(Self {
+                address,
+                pid: common.server_pid,
+                _spawned: None,
+            }),
+            (false, None) => bail!("give --spawn, or --server ADDRESS for a running server"),
+        }
+    }
+
+    pub fn cpu_ns(&self) -> Option<u64> {
+        self.pid.and_then(server::cpu_ns)
+    }
+
+    pub fn rss_bytes(&self) -> Option<u64> {
+        self.pid.and_then(server::rss_bytes)
+    }
+}
+
+/// A user name unique to this run.
+pub fn user_name(common: &Common, role: &str, index: usize) -> String {
+    let prefix = common.prefix.clone().unwrap_or_else(|| {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() % 100_000);
+        format!("b{stamp}p{}", std::process::id() % 100_000)
+    });
+    format!("{prefix}{role}{index}")
+}
+
+/// The password every load user has.
+pub const PASSWORD: &str = "bench-password";
+
+/// Registers `user` and logs it in on a new connection.
+pub fn register_and_login(
+    address: SocketAddr,
+    user: &str,
+    mode: DeliveryMode,
+) -> anyhow::Result<(Client, String)> {
+    let mut client =
+        Client::connect(address).with_context(|| format!("cannot connect to {address}"))?;
+    client
+        .register(user, PASSWORD)
+        .with_context(|| format!("cannot register {user}"))?;
+    let ok = client
+        .login(user, PASSWORD, "bench", mode)
+        .with_context(|| format!("cannot log {user} in"))?;
+    Ok((client, ok.token))
+}
+
+/// Measures the server over the measured window: call `start` at the end of
+/// the warm-up and `finish` at the end.
+pub struct Meter {
+    cpu_start: Option<u64>,
+    started: Instant,
+}
+
+impl Meter {
+    pub fn start(target: &Target) -> Self {
+        Self {
+            cpu_start: target.cpu_ns(),
+            started: Instant::now(),
+        }
+    }
+
+    /// (seconds, server CPU ns) since `start`.
+    pub fn finish(&self, target: &Target) -> (f64, Option<u64>) {
+        let seconds = self.started.elapsed().as_secs_f64();
+        let cpu = match (self.cpu_start, target.cpu_ns()) {
+            (Some(start), Some(end)) => Some(end.saturating_sub(start)),
+            _ => None,
+        };
+        (seconds, cpu)
+    }
+}
+
+/// Prints `done` per second on one line of stderr until `stop` is set.
+pub fn progress(
+    label: &'static str,
+    done: Arc<AtomicU64>,
+    stop: Arc<AtomicU64>,
+    quiet: bool,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        let mut last = 0;
+        while stop.load(Ordering::Relaxed) == 0 {
+            std::thread::sleep(Duration::from_secs(1));
+            let now = done.load(Ordering::Relaxed);
+            if !quiet {
+                eprint!(
+                    "\r{:>6.0} s  {label}: {:>10}  ({:>8}/s)   ",
+                    started.elapsed().as_secs_f64(),
+                    now,
+                    now - last
+                );
+            }
+            last = now;
+        }
+        if !quiet {
+            eprintln!();
+        }
+    })
+}
+
+/// Prints the summary and writes the files of --out.
+fn publish(
+    common: &Common,
+    summary: &Summary,
+    latencies: &[(&str, &Latencies)],
+) -> anyhow::Result<()> {
+    print!("{}", summary.table());
+    let Some(dir) = &common.out else {
+        return Ok(());
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::write(
+        dir.join("summary.json"),
+        serde_json::to_string_pretty(summary)?,
+    )?;
+    for (name, latencies) in latencies {
+        let mut file = std::fs::File::create(dir.join(format!("{name}.hgrm")))?;
+        write_percentiles(latencies.histogram(), &mut file)?;
+    }
+    let series: Vec<(&str, &hdrhistogram::Histogram<u64>)> = latencies
+        .iter()
+        .filter(|(_, l)| l.count() > 0)
+        .map(|(name, l)| (*name, l.histogram()))
+        .collect();
+    let title = format!("courier {}: {}", summary.scenario, summary.shape);
+    std::fs::write(dir.join("latency.svg"), percentile_svg(&title, &series))?;
+    println!("  wrote {}", dir.display());
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let common = &cli.common;
+    if common.threads == 0 {
+        bail!("--threads must be positive");
+    }
+    let target = Target::open(common)?;
+    let scenario = cli
+        .scenario
+        .unwrap_or_else(|| Scenario::OneToOne(one_to_one::Args::default()));
+    let (summary, latencies) = match scenario {
+        Scenario::OneToOne(args) => one_to_one::run(common, &args, &target)?,
+        Scenario::Storm(args) => storm::run(common, &args, &target)?,
+        Scenario::Idle(args) => idle::run(common, &args, &target)?,
+        Scenario::Mixed(args) => mixed::run(common, &args, &target)?,
+    };
+    let named: Vec<(&str, &Latencies)> = latencies.iter().map(|(n, l)| (n.as_str(), l)).collect();
+    publish(common, &summary, &named)
+}

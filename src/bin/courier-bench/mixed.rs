@@ -1,0 +1,264 @@
+//! A WeChat-like mix: 1:1 messages between random users on a schedule,
+//! while devices drop off, come back with their token and sync what they
+//! missed. (Group traffic joins the mix once groups exist.)
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use courier::bench::{Latencies, Percentiles, Schedule, Summary};
+use courier::client::Client;
+use courier::codec::proto::{self, DeliveryMode, MessageType};
+use courier::codec::{FrameDecoder, Message};
+use mio::{Events, Interest, Poll, Token};
+use prost::Message as _;
+
+use crate::load::{deliver_fields, Conn, Pacer};
+use crate::{register_and_login, user_name, Common, Meter, Target};
+
+/// Options of the mixed scenario.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Users, one device each.
+    #[arg(long, default_value_t = 200)]
+    pub users: usize,
+    /// Messages per second over all users.
+    #[arg(long, default_value_t = 2000)]
+    pub rate: u64,
+    /// Every this many ms a random device drops, reconnects with its token
+    /// and syncs what it missed.
+    #[arg(long, default_value_t = 200)]
+    pub churn_ms: u64,
+    /// Message body bytes (at least 8).
+    #[arg(long, default_value_t = 128)]
+    pub body: usize,
+}
+
+struct User {
+    name: String,
+    token: String,
+    conn: Option<Conn>,
+    /// The highest inbox sequence this device has seen.
+    seen: u64,
+}
+
+/// A small deterministic generator (xorshift), so runs are repeatable.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, bound: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % bound as u64) as usize
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    deliver: Latencies,
+    reconnect: Latencies,
+    synced: u64,
+    errors: u64,
+}
+
+pub fn run(
+    common: &Common,
+    args: &Args,
+    target: &Target,
+) -> anyhow::Result<(Summary, Vec<(String, Latencies)>)> {
+    if args.users < 2 || args.rate == 0 || args.churn_ms == 0 || args.body < 8 {
+        bail!("--users must be at least 2; --rate and --churn-ms positive; --body at least 8");
+    }
+    let mut users = Vec::with_capacity(args.users);
+    let mut poll = Poll::new()?;
+    for i in 0..args.users {
+        let name = user_name(common, "m", i);
+        let (client, token) = register_and_login(target.address, &name, DeliveryMode::PushMessage)?;
+        let mut conn = Conn::from_client(client, None)?;
+        poll.registry().register(
+            &mut conn.stream,
+            Token(i),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        users.push(User {
+            name,
+            token,
+            conn: Some(conn),
+            seen: 0,
+        });
+    }
+    let decoder = FrameDecoder::new(16 << 20);
+    let schedule = Schedule::new(args.rate);
+    let churn = Duration::from_millis(args.churn_ms);
+    let epoch = Instant::now();
+    let warmup = Duration::from_secs_f64(common.warmup);
+    let end = warmup + Duration::from_secs_f64(common.seconds);
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut tally = Tally::default();
+    let mut meter = None;
+    let mut next_message = 0u64;
+    let mut next_churn = churn;
+    let mut delivered_measured = 0u64;
+    let mut body = vec![0u8; args.body];
+    let mut send = Message::Send(proto::Send::default());
+    let mut events = Events::with_capacity(1024);
+    let pacer_token = Token(usize::MAX);
+    let mut pacer = Pacer::new(&poll, pacer_token)?;
+    loop {
+        let now = epoch.elapsed();
+        if now >= end {
+            break;
+        }
+        if meter.is_none() && now >= warmup {
+            meter = Some(Meter::start(target));
+            tally = Tally::default();
+            delivered_measured = 0;
+        }
+        while schedule.due_ns(next_message) <= now.as_nanos() as u64 {
+            let due = schedule.due_ns(next_message);
+            let from = rng.below(users.len());
+            let to = (from + 1 + rng.below(users.len() - 1)) % users.len();
+            next_message += 1;
+            body[..8].copy_from_slice(&due.to_le_bytes());
+            let recipient = users[to].name.clone();
+            let Some(conn) = users[from].conn.as_mut() else {
+                continue; // the sender is offline right now
+            };
+            if let Message::Send(message) = &mut send {
+                message.recipient = recipient;
+                message.client_message_id = next_message;
+                message.body.clone_from(&body);
+            }
+            send.encode_frame(next_message, &mut conn.output);
+            conn.flush()?;
+        }
+        if now >= next_churn {
+            next_churn += churn;
+            let index = rng.below(users.len());
+            let synced = reconnect(
+                &mut users[index],
+                target.address,
+                &poll,
+                index,
+                epoch,
+                &mut tally,
+            )?;
+            delivered_measured += synced;
+        }
+        let wait = Duration::from_nanos(schedule.due_ns(next_message))
+            .min(next_churn)
+            .saturating_sub(epoch.elapsed());
+        pacer.arm(wait);
+        poll.poll(&mut events, Some(Duration::from_millis(10)))?;
+        for event in events.iter() {
+            if event.token() == pacer_token {
+                pacer.clear();
+                continue;
+            }
+            let user = &mut users[event.token().0];
+            let Some(conn) = user.conn.as_mut() else {
+                continue;
+            };
+            if event.is_writable() {
+                conn.flush()?;
+            }
+            if !event.is_readable() {
+                continue;
+            }
+            let arrived = epoch.elapsed().as_nanos() as u64;
+            let seen = &mut user.seen;
+            conn.receive(&decoder, |_, message_type, payload| {
+                match message_type {
+                    MessageType::Deliver => {
+                        let (sequence, body) = deliver_fields(payload)?;
+                        *seen = (*seen).max(sequence);
+                        tally
+                            .deliver
+                            .record(u64::from_le_bytes(body[..8].try_into()?), arrived);
+                        delivered_measured += 1;
+                    }
+                    MessageType::SendAck => {
+                        let ack = proto::SendAck::decode(payload)?;
+                        *seen = (*seen).max(ack.inbox_sequence);
+                    }
+                    MessageType::Error => tally.errors += 1,
+                    _ => {}
+                }
+                Ok(())
+            })?;
+        }
+    }
+    let (seconds, cpu_ns) = meter
+        .context("the run ended before the warm-up did")?
+        .finish(target);
+    let summary = Summary {
+        scenario: "mixed".into(),
+        shape: format!(
+            "{} users, {}/s 1:1 messages, a reconnect + sync every {} ms",
+            args.users, args.rate, args.churn_ms
+        ),
+        seconds,
+        rate_per_s: delivered_measured as f64 / seconds,
+        latencies: vec![
+            ("delivery".into(), Percentiles::of(&tally.deliver)),
+            ("reconnect".into(), Percentiles::of(&tally.reconnect)),
+        ],
+        errors: tally.errors,
+        server_cores: cpu_ns.map(|ns| ns as f64 / 1e9 / seconds),
+        server_cpu_us_per_op: cpu_ns
+            .map(|ns| ns as f64 / 1000.0 / delivered_measured.max(1) as f64),
+        server_rss_bytes: target.rss_bytes(),
+        extra: vec![("messages recovered by sync".into(), tally.synced as f64)],
+    };
+    Ok((
+        summary,
+        vec![
+            ("delivery".into(), tally.deliver),
+            ("reconnect".into(), tally.reconnect),
+        ],
+    ))
+}
+
+/// Drops a user's connection, logs back in with its token on a new one and
+/// syncs what it has not seen (the messages sent meanwhile, and any the
+/// old connection had not read). Returns how many messages the sync brought.
+fn reconnect(
+    user: &mut User,
+    address: std::net::SocketAddr,
+    poll: &Poll,
+    token: usize,
+    epoch: Instant,
+    tally: &mut Tally,
+) -> anyhow::Result<u64> {
+    let started = epoch.elapsed().as_nanos() as u64;
+    if let Some(mut old) = user.conn.take() {
+        poll.registry().deregister(&mut old.stream)?;
+    }
+    let mut client = Client::connect(address)?;
+    client.login_token(&user.name, &user.token, "bench", DeliveryMode::PushMessage)?;
+    let messages = client.sync_all(user.seen)?;
+    let arrived = epoch.elapsed().as_nanos() as u64;
+    let mut received = 0;
+    for message in &messages {
+        user.seen = user.seen.max(message.inbox_sequence);
+        if message.sender == user.name {
+            continue; // its own message, in its own inbox
+        }
+        if let Some(due) = message.body.get(..8) {
+            tally
+                .deliver
+                .record(u64::from_le_bytes(due.try_into()?), arrived);
+            received += 1;
+        }
+    }
+    tally.reconnect.record(started, arrived);
+    tally.synced += received;
+    let mut conn = Conn::from_client(client, None)?;
+    poll.registry().register(
+        &mut conn.stream,
+        Token(token),
+        Interest::READABLE | Interest::WRITABLE,
+    )?;
+    user.conn = Some(conn);
+    Ok(received)
+}

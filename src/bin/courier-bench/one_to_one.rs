@@ -1,0 +1,279 @@
+//! 1:1 chat between pairs: sender i sends to receiver i.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use courier::bench::{Latencies, Percentiles, Schedule, Summary};
+use courier::codec::proto::{self, DeliveryMode, MessageType};
+use courier::codec::{FrameDecoder, Message};
+use mio::{Events, Interest, Poll, Token};
+
+use crate::load::{deliver_fields, Conn, Pacer};
+use crate::{progress, register_and_login, user_name, Common, Meter, Target};
+
+/// Options of the 1:1 scenario.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Sender/receiver pairs (two connections each).
+    #[arg(long, default_value_t = 8)]
+    pub pairs: usize,
+    /// Messages per second over all senders; 0 for a closed loop.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Closed loop: messages in flight per sender.
+    #[arg(long, default_value_t = 64)]
+    pub window: usize,
+    /// Message body bytes (at least 8: the due time travels in it).
+    #[arg(long, default_value_t = 128)]
+    pub body: usize,
+}
+
+impl Default for Args {
+    fn default() -> Self {
+        Self {
+            pairs: 8,
+            rate: 0,
+            window: 64,
+            body: 128,
+        }
+    }
+}
+
+/// What one load thread measured.
+#[derive(Default)]
+struct Tally {
+    deliver: Latencies,
+    ack: Latencies,
+    errors: u64,
+}
+
+struct Plan {
+    schedule: Option<Schedule>,
+    window: usize,
+    body: usize,
+    warmup: Duration,
+    end: Duration,
+}
+
+pub fn run(
+    common: &Common,
+    args: &Args,
+    target: &Target,
+) -> anyhow::Result<(Summary, Vec<(String, Latencies)>)> {
+    if args.body < 8 {
+        bail!("--body must be at least 8 bytes");
+    }
+    if args.pairs == 0 {
+        bail!("--pairs must be positive");
+    }
+    let threads = common.threads.min(args.pairs);
+    let mut groups: Vec<Vec<(Conn, Conn)>> = (0..threads).map(|_| Vec::new()).collect();
+    for i in 0..args.pairs {
+        let sender = user_name(common, "s", i);
+        let receiver = user_name(common, "r", i);
+        let (sender_client, _) =
+            register_and_login(target.address, &sender, DeliveryMode::PushMessage)?;
+        let (receiver_client, _) =
+            register_and_login(target.address, &receiver, DeliveryMode::PushMessage)?;
+        groups[i % threads].push((
+            Conn::from_client(sender_client, Some(receiver))?,
+            Conn::from_client(receiver_client, None)?,
+        ));
+    }
+    let delivered = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicU64::new(0));
+    let reporter = progress(
+        "delivered",
+        Arc::clone(&delivered),
+        Arc::clone(&stop),
+        common.quiet,
+    );
+    let epoch = Instant::now();
+    let warmup = Duration::from_secs_f64(common.warmup);
+    let end = warmup + Duration::from_secs_f64(common.seconds);
+    let handles: Vec<_> = groups
+        .into_iter()
+        .map(|pairs| {
+            let plan = Plan {
+                // Each thread takes its share of the rate.
+                schedule: (args.rate > 0)
+                    .then(|| Schedule::new((args.rate / threads as u64).max(1))),
+                window: args.window,
+                body: args.body,
+                warmup,
+                end,
+            };
+            let delivered = Arc::clone(&delivered);
+            std::thread::spawn(move || drive(pairs, &plan, epoch, &delivered))
+        })
+        .collect();
+    std::thread::sleep(warmup.saturating_sub(epoch.elapsed()));
+    let meter = Meter::start(target);
+    let delivered_at_start = delivered.load(Ordering::Relaxed);
+    std::thread::sleep(end.saturating_sub(epoch.elapsed()));
+    let (seconds, cpu_ns) = meter.finish(target);
+    let delivered_measured = delivered.load(Ordering::Relaxed) - delivered_at_start;
+    let mut total = Tally::default();
+    for handle in handles {
+        let tally = handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("a load thread panicked"))??;
+        total.deliver.merge(&tally.deliver);
+        total.ack.merge(&tally.ack);
+        total.errors += tally.errors;
+    }
+    stop.store(1, Ordering::Relaxed);
+    let _ = reporter.join();
+    let mode = if args.rate > 0 {
+        format!("open loop at {}/s", args.rate)
+    } else {
+        format!("closed loop, window {}", args.window)
+    };
+    let summary = Summary {
+        scenario: "one-to-one".into(),
+        shape: format!(
+            "{} pairs, {}-byte bodies, {mode}, {threads} load threads",
+            args.pairs, args.body
+        ),
+        seconds,
+        rate_per_s: delivered_measured as f64 / seconds,
+        latencies: vec![
+            ("delivery".into(), Percentiles::of(&total.deliver)),
+            ("send ack".into(), Percentiles::of(&total.ack)),
+        ],
+        errors: total.errors,
+        server_cores: cpu_ns.map(|ns| ns as f64 / 1e9 / seconds),
+        server_cpu_us_per_op: cpu_ns
+            .map(|ns| ns as f64 / 1000.0 / delivered_measured.max(1) as f64),
+        server_rss_bytes: target.rss_bytes(),
+        extra: Vec::new(),
+    };
+    Ok((
+        summary,
+        vec![
+            ("delivery".into(), total.deliver),
+            ("send-ack".into(), total.ack),
+        ],
+    ))
+}
+
+/// One load thread: its pairs on one mio loop.
+fn drive(
+    mut pairs: Vec<(Conn, Conn)>,
+    plan: &Plan,
+    epoch: Instant,
+    delivered: &AtomicU64,
+) -> anyhow::Result<Tally> {
+    let mut poll = Poll::new()?;
+    for (index, (sender, receiver)) in pairs.iter_mut().enumerate() {
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        poll.registry()
+            .register(&mut sender.stream, Token(2 * index), interest)?;
+        poll.registry()
+            .register(&mut receiver.stream, Token(2 * index + 1), interest)?;
+    }
+    let decoder = FrameDecoder::new(16 << 20);
+    let mut tally = Tally::default();
+    let mut measuring = false;
+    let mut next_message = 0u64;
+    let mut body = vec![0u8; plan.body];
+    let mut send = Message::Send(proto::Send::default());
+    let mut events = Events::with_capacity(1024);
+    let senders = pairs.len() as u64;
+    let pacer_token = Token(usize::MAX);
+    let mut pacer = Pacer::new(&poll, pacer_token)?;
+    loop {
+        let now = epoch.elapsed();
+        if now >= plan.end {
+            return Ok(tally);
+        }
+        if !measuring && now >= plan.warmup {
+            measuring = true;
+            tally = Tally::default();
+        }
+        // Queue what is due (open loop) or what the windows allow (closed).
+        let mut queued = 0;
+        loop {
+            let sender = &mut pairs[(next_message % senders) as usize].0;
+            let due_ns = match &plan.schedule {
+                Some(schedule) => {
+                    let due = schedule.due_ns(next_message);
+                    if due > now.as_nanos() as u64 {
+                        break;
+                    }
+                    due
+                }
+                None => {
+                    if sender.in_flight.len() >= plan.window || queued >= 64 {
+                        break;
+                    }
+                    now.as_nanos() as u64
+                }
+            };
+            body[..8].copy_from_slice(&due_ns.to_le_bytes());
+            if let Message::Send(message) = &mut send {
+                message
+                    .recipient
+                    .clone_from(sender.recipient.as_ref().context("a sender")?);
+                message.client_message_id = next_message;
+                message.body.clone_from(&body);
+            }
+            send.encode_frame(next_message, &mut sender.output);
+            sender.in_flight.push_back(due_ns);
+            next_message += 1;
+            queued += 1;
+        }
+        if queued > 0 {
+            for (sender, _) in pairs.iter_mut() {
+                sender.flush()?;
+            }
+        }
+        if let Some(schedule) = &plan.schedule {
+            pacer.arm(
+                Duration::from_nanos(schedule.due_ns(next_message)).saturating_sub(epoch.elapsed()),
+            );
+        }
+        poll.poll(&mut events, Some(Duration::from_millis(10)))?;
+        for event in events.iter() {
+            if event.token() == pacer_token {
+                pacer.clear();
+                continue;
+            }
+            let index = event.token().0;
+            let (sender, receiver) = &mut pairs[index / 2];
+            let conn = if index % 2 == 0 { sender } else { receiver };
+            if event.is_writable() {
+                conn.flush()?;
+            }
+            if !event.is_readable() {
+                continue;
+            }
+            let arrived = epoch.elapsed().as_nanos() as u64;
+            let mut count = 0;
+            conn.receive(&decoder, |in_flight, message_type, payload| {
+                match message_type {
+                    MessageType::Deliver => {
+                        let (_, body) = deliver_fields(payload)?;
+                        let due = u64::from_le_bytes(body[..8].try_into()?);
+                        tally.deliver.record(due, arrived);
+                        count += 1;
+                    }
+                    MessageType::SendAck => {
+                        let due = in_flight.pop_front().context("an unexpected SendAck")?;
+                        tally.ack.record(due, arrived);
+                    }
+                    MessageType::Error => {
+                        // A refused send frees its place in the window too.
+                        in_flight.pop_front();
+                        tally.errors += 1;
+                    }
+                    _ => {}
+                }
+                Ok(())
+            })?;
+            delivered.fetch_add(count, Ordering::Relaxed);
+        }
+    }
+}

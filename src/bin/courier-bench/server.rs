@@ -1,0 +1,103 @@
+//! The server under load: started by the bench (`--spawn`) or already
+//! running, and its CPU time and memory read from /proc.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use anyhow::Context;
+
+use crate::Common;
+
+/// A server the bench started; stopped (SIGTERM) and its data removed on drop.
+pub struct Spawned {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Spawned {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Starts `courier serve` (the binary next to this one) on a fresh data
+/// directory with cheap password hashing, and returns its address.
+pub fn spawn(common: &Common) -> anyhow::Result<(Spawned, SocketAddr)> {
+    let exe = std::env::current_exe()?;
+    let courier = exe.with_file_name("courier");
+    let dir = std::env::temp_dir().join(format!("courier-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let config = dir.join("courier.toml");
+    let mut text = String::from("listen = \"127.0.0.1:0\"\n");
+    for setting in &common.server_settings {
+        text.push_str(setting);
+        text.push('\n');
+    }
+    text.push_str("[broker]\n");
+    for setting in &common.broker_settings {
+        text.push_str(setting);
+        text.push('\n');
+    }
+    text.push_str("[broker.auth]\nmemory_kib = 8\niterations = 1\n");
+    std::fs::write(&config, text)?;
+    let mut child = Command::new(&courier)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args([
+            "--durability",
+            &common.durability,
+            "--placement",
+            &common.placement,
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {}", courier.display()))?;
+    let mut stdout = child.stdout.take().context("the server has no stdout")?;
+    let spawned = Spawned { child, dir };
+    // Read the first line byte by byte: nothing past it is consumed.
+    let mut line = Vec::new();
+    let mut byte = [0u8];
+    while stdout.read(&mut byte)? == 1 && byte[0] != b'\n' {
+        line.push(byte[0]);
+    }
+    let line = String::from_utf8_lossy(&line).to_string();
+    let address = line
+        .strip_prefix("listening on ")
+        .with_context(|| format!("the server did not start: {line:?}"))?
+        .parse()?;
+    Ok((spawned, address))
+}
+
+/// The CPU time of every thread of a process, in ns.
+pub fn cpu_ns(pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = 0;
+    for task in tasks.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
+/// A process's resident memory, in bytes.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

@@ -1,0 +1,75 @@
+//! Each courier-bench scenario, with tiny counts, against a server it
+//! starts itself: the harness runs end to end and reports what it measured.
+
+use std::process::Command;
+
+fn run(args: &[&str]) -> (String, serde_json::Value) {
+    let out = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_courier-bench"))
+        .args([
+            "--spawn",
+            "--quiet",
+            "--seconds",
+            "0.5",
+            "--warmup",
+            "0.2",
+            "--out",
+        ])
+        .arg(out.path())
+        .args(args)
+        .output()
+        .expect("courier-bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "{args:?} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json = std::fs::read_to_string(out.path().join("summary.json")).unwrap();
+    assert!(out.path().join("latency.svg").exists());
+    (stdout, serde_json::from_str(&json).unwrap())
+}
+
+fn latency_count(summary: &serde_json::Value, index: usize) -> u64 {
+    summary["latencies"][index][1]["count"].as_u64().unwrap()
+}
+
+#[test]
+fn one_to_one_closed_and_open_loop() {
+    let (table, summary) = run(&["one-to-one", "--pairs", "2"]);
+    assert!(table.contains("delivery"), "{table}");
+    assert!(latency_count(&summary, 0) > 0, "messages were delivered");
+    assert_eq!(summary["errors"], 0);
+    assert!(summary["server_cpu_us_per_op"].as_f64().unwrap() > 0.0);
+    let (_, summary) = run(&[
+        "--threads",
+        "2",
+        "one-to-one",
+        "--pairs",
+        "2",
+        "--rate",
+        "2000",
+    ]);
+    // About 1,000 messages are due in the half second measured.
+    let count = latency_count(&summary, 0);
+    assert!((500..=1500).contains(&count), "{count} deliveries");
+}
+
+#[test]
+fn storm_idle_and_mixed() {
+    let (_, summary) = run(&["storm", "--connections", "20"]);
+    assert_eq!(latency_count(&summary, 0), 20, "every connection logged in");
+    let (_, summary) = run(&["idle", "--connections", "10", "--ping-ms", "100"]);
+    assert!(latency_count(&summary, 0) > 0, "pings were answered");
+    let (_, summary) = run(&[
+        "mixed",
+        "--users",
+        "5",
+        "--rate",
+        "500",
+        "--churn-ms",
+        "100",
+    ]);
+    assert!(latency_count(&summary, 0) > 0, "messages were delivered");
+    assert!(latency_count(&summary, 1) > 0, "devices reconnected");
+}
