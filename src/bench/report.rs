@@ -341,7 +341,8 @@ mod tests {
         };
         let json = serde_json::to_string(&summary).unwrap();
         assert!(json.contains("\"scenario\":\"one-to-one\""));
-        assert!(json.contains("\"p50_us\":5000.0"), "{json}");
+        // 3 significant digits: the median of 1..=10,000 µs reads as 5,001.215.
+        assert!(json.contains("\"p50_us\":5001.215"), "{json}");
         assert!(summary.table().contains("server CPU: 0.50 cores"));
     }
 }
