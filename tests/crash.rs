@@ -280,3 +280,76 @@ fn sigterm_drains_and_exits_zero() {
     let stored: BTreeSet<u64> = bodies_of_bo(address).into_iter().collect();
     assert!(acked.is_subset(&stored));
 }
+
+/// Mounts a tmpfs of `size` on `path`; false where this machine does not
+/// allow it (no root, or no mount rights in this container).
+fn mount_tmpfs(path: &Path, size: &str) -> bool {
+    Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(path)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn a_full_disk_stops_the_server_with_an_error_and_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    if !mount_tmpfs(&data, "6m") {
+        eprintln!("could not mount a small tmpfs (no root or no mount rights): skipped");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(data.clone());
+    let (mut server, address) = spawn_server(dir.path(), "batch");
+    register(address, "ana");
+    register(address, "bo");
+    let mut ana = login(address, "ana", "phone", DeliveryMode::PushMessage);
+    // 1 MiB segments on a 6 MiB disk: 40 KiB messages fill it within ~150.
+    let body = vec![1u8; 40 * 1024];
+    let mut acknowledged = 0u64;
+    let mut refused = None;
+    for id in 1..=400u64 {
+        match ana.send("bo", id, &body) {
+            Ok(_) => acknowledged += 1,
+            Err(error) => {
+                refused = Some(error);
+                break;
+            }
+        }
+    }
+    assert!(refused.is_some(), "the disk never filled up");
+    // The server stops by itself, with a failure status.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server kept running on a full disk"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success(), "a full disk is an error exit");
+    // Room again (a bigger disk): everything acknowledged is there.
+    Command::new("mount")
+        .args(["-o", "remount,size=64m"])
+        .arg(&data)
+        .status()
+        .unwrap();
+    let (_server, address) = spawn_server(dir.path(), "batch");
+    let mut bo = login(address, "bo", "phone", DeliveryMode::PushNotice);
+    let stored = bo.sync_all(0).unwrap().len() as u64;
+    assert!(
+        stored >= acknowledged,
+        "{stored} stored, {acknowledged} acknowledged"
+    );
+}

@@ -207,11 +207,32 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         signal_hook::consts::SIGTERM,
     ])
     .context("cannot install signal handlers")?;
+    let (signal_sender, signal_received) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            let _ = signal_sender.send(signal);
+        }
+    });
+    // A stage that fails (the journal cannot write: a full disk) panics on
+    // its thread and stops the pipeline; this brings the server down with
+    // it, with an error, instead of leaving it up and refusing everything.
+    let (failure_sender, failure) = crossbeam_channel::bounded(1);
+    let print_panic = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        print_panic(info);
+        let _ = failure_sender.try_send(());
+    }));
     let server = net::start(config.clone()).context("cannot start the server")?;
     // Scripts and tests read this line for the address (the port may be 0).
     println!("listening on {}", server.local_addr());
-    let signal = signals.forever().next();
-    tracing::info!(?signal, "stopping: draining and flushing the journal");
+    crossbeam_channel::select! {
+        recv(signal_received) -> signal => {
+            tracing::info!(signal = ?signal.ok(), "stopping: draining and flushing the journal");
+        }
+        recv(failure) -> _ => {
+            tracing::error!("a pipeline thread failed; stopping");
+        }
+    }
     server
         .shutdown()
         .context("the server stopped with an error")?;
