@@ -8,9 +8,13 @@ use mio::net::TcpStream;
 use crate::broker::ConnId;
 
 /// Free input space below which the buffer grows before a read.
-const READ_SPACE_MIN_BYTES: usize = 4 * 1024;
-/// The input buffer's first size.
-const INPUT_INITIAL_BYTES: usize = 16 * 1024;
+const READ_SPACE_MIN_BYTES: usize = 1024;
+/// The input buffer's first size: small, because most connections are idle
+/// phones and a chat frame is a few hundred bytes; it doubles as needed.
+const INPUT_INITIAL_BYTES: usize = 4 * 1024;
+/// An input buffer that grew past this (a burst, a large frame) is given
+/// back once it empties.
+const INPUT_KEEP_BYTES: usize = 64 * 1024;
 /// An output buffer that grew past this is given back once it empties, so a
 /// burst does not pin memory for the connection's life.
 const OUTPUT_KEEP_BYTES: usize = 64 * 1024;
@@ -102,6 +106,9 @@ impl Connection {
         if self.input_start == self.input_end {
             self.input_start = 0;
             self.input_end = 0;
+            if self.input.len() > INPUT_KEEP_BYTES {
+                self.input = Vec::new();
+            }
         }
     }
 
