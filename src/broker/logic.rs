@@ -738,6 +738,62 @@ impl Logic {
     }
 }
 
+#[cfg(test)]
+impl Logic {
+    /// Everything replay must rebuild, in a canonical text form: accounts,
+    /// tokens, inboxes, read marks, recent client ids and live sessions.
+    pub(crate) fn digest(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        for (index, user) in self.users.iter().enumerate() {
+            let mut tokens: Vec<_> = user.tokens.iter().collect();
+            tokens.sort();
+            let inbox: Vec<_> = user
+                .inbox
+                .iter()
+                .map(|e| {
+                    (
+                        e.server_message_id,
+                        e.sender.0,
+                        e.recipient.0,
+                        e.timestamp_ms,
+                        e.position,
+                    )
+                })
+                .collect();
+            let mut online = user.online.clone();
+            online.sort();
+            let _ = writeln!(
+                out,
+                "user {} {} {:?} inbox {:?} read {} unread {} online {:?} sent {:?}",
+                index + 1,
+                user.name,
+                tokens,
+                inbox,
+                user.read_mark,
+                user.unread_count,
+                online,
+                user.sent.order,
+            );
+        }
+        let mut sessions: Vec<_> = self
+            .conns
+            .iter()
+            .map(|(conn, c)| {
+                (
+                    conn.0,
+                    c.session
+                        .as_ref()
+                        .map(|s| (s.user.0, s.device_id.clone(), s.mode as i32)),
+                )
+            })
+            .collect();
+        sessions.sort();
+        let _ = writeln!(out, "sessions {sessions:?}");
+        out
+    }
+}
+
 fn check_name(what: &str, name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > NAME_BYTES_MAX {
         return Err(format!("a {what} has 1 to {NAME_BYTES_MAX} bytes"));

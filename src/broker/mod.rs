@@ -28,6 +28,8 @@ mod ids;
 mod logic;
 mod stages;
 mod store;
+#[cfg(test)]
+mod test;
 
 use std::path::PathBuf;
 
