@@ -76,6 +76,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         data_dir: data_dir.clone(),
         // Cheap hashing keeps the example quick; keep the default in production.
         auth: AuthConfig::insecure_fast(),
+        // Any user may message any other, as in a plain broker (by default
+        // messages go to friends only).
+        open_messaging: true,
         ..BrokerConfig::default()
     };
     let connections = Connections::default();

@@ -30,7 +30,7 @@ fn spawn_server(dir: &Path, durability: &str) -> (Server, SocketAddr) {
     let config = dir.join("courier.toml");
     std::fs::write(
         &config,
-        "listen = \"127.0.0.1:0\"\n[broker]\nsegment_size_mb = 1\n[broker.auth]\nmemory_kib = 8\niterations = 1\n",
+        "listen = \"127.0.0.1:0\"\n[broker]\nsegment_size_mb = 1\nopen_messaging = true\n[broker.auth]\nmemory_kib = 8\niterations = 1\n",
     )
     .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_courier"))

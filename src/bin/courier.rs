@@ -267,7 +267,10 @@ fn chat(args: ChatArgs) -> anyhow::Result<()> {
         "logged in as {} on {}: {} messages, {} unread",
         args.user, args.device, ok.head_sequence, ok.unread_count
     );
-    println!("type `name: text` to send, `/sync [after]` to pull, `/quit` to leave");
+    println!(
+        "type `name: text` to send, `/sync [after]` to pull, `/friend name` to ask, \
+         `/accept name` to accept, `/contacts` to list, `/quit` to leave"
+    );
     let (lines_sender, lines) = crossbeam_channel::unbounded();
     std::thread::spawn(move || {
         for line in std::io::stdin().lock().lines() {
@@ -309,6 +312,31 @@ fn chat(args: ChatArgs) -> anyhow::Result<()> {
 }
 
 fn chat_line(client: &mut Client, line: &str, next_id: &mut u64) -> Result<(), ClientError> {
+    let contact_request = |user: &str| {
+        Message::ContactRequest(courier::codec::proto::ContactRequest { user: user.into() })
+    };
+    if let Some(user) = line.strip_prefix("/friend ") {
+        client.request(&contact_request(user.trim()))?;
+        println!("  asked {}", user.trim());
+        return Ok(());
+    }
+    if let Some(user) = line.strip_prefix("/accept ") {
+        let accept = Message::ContactAccept(courier::codec::proto::ContactAccept {
+            user: user.trim().into(),
+        });
+        client.request(&accept)?;
+        println!("  {} is a friend", user.trim());
+        return Ok(());
+    }
+    if line == "/contacts" {
+        let sync = Message::ContactSync(courier::codec::proto::ContactSync { after_version: 0 });
+        if let Message::ContactList(list) = client.request(&sync)? {
+            for contact in list.contacts {
+                print_contact(&contact);
+            }
+        }
+        return Ok(());
+    }
     if let Some(rest) = line.strip_prefix("/sync") {
         let after = rest.trim().parse().unwrap_or(0);
         for message in client.sync_all(after)? {
@@ -328,6 +356,12 @@ fn chat_line(client: &mut Client, line: &str, next_id: &mut u64) -> Result<(), C
     Ok(())
 }
 
+fn print_contact(contact: &courier::codec::proto::Contact) {
+    let state = courier::codec::proto::ContactState::try_from(contact.state)
+        .map_or("?", |state| state.as_str_name());
+    println!("[contact] {}: {state}", contact.user);
+}
+
 fn print_message(message: &Message) {
     match message {
         Message::Deliver(m) => println!(
@@ -337,6 +371,11 @@ fn print_message(message: &Message) {
             m.recipient,
             String::from_utf8_lossy(&m.body)
         ),
+        Message::ContactChanged(changed) => {
+            if let Some(contact) = &changed.contact {
+                print_contact(contact);
+            }
+        }
         Message::Notify(n) => println!(
             "[notice] {} messages, {} unread: /sync to read",
             n.head_sequence, n.unread_count

@@ -85,6 +85,9 @@ pub struct BrokerConfig {
     pub dedup_window: usize,
     /// Most messages in one SyncBatch.
     pub sync_limit_max: u32,
+    /// Let any user send 1:1 messages to any other, as a plain broker does.
+    /// Off by default: messages go to friends only.
+    pub open_messaging: bool,
     /// Password hashing.
     pub auth: AuthConfig,
 }
@@ -104,6 +107,7 @@ impl Default for BrokerConfig {
             heartbeat_interval_ms: 30_000,
             dedup_window: 4096,
             sync_limit_max: 500,
+            open_messaging: false,
             auth: AuthConfig::default(),
         }
     }

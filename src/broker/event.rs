@@ -27,7 +27,7 @@ use prost::Message as _;
 
 use super::ids::{ConnId, UserId};
 use crate::codec::journal_proto::{LoginVerified, Registered};
-use crate::codec::proto::{login, ErrorCode, MessageType};
+use crate::codec::proto::{login, ContactState, ErrorCode, MessageType};
 use crate::codec::{DeliverRef, Message, MessageError, SendView, FRAME_HEADER_BYTES};
 use crate::journal::Position;
 
@@ -119,7 +119,13 @@ impl Command {
                     Some(login::Secret::Token(_)) => Some(RECORD_FRAME),
                     _ => None,
                 },
-                Message::Logout(_) | Message::Sync(_) => Some(RECORD_FRAME),
+                Message::Logout(_)
+                | Message::Sync(_)
+                | Message::ContactRequest(_)
+                | Message::ContactAccept(_)
+                | Message::ContactDecline(_)
+                | Message::ContactRemove(_)
+                | Message::ContactBlock(_) => Some(RECORD_FRAME),
                 _ => None,
             },
             Command::Empty | Command::Invalid { .. } | Command::LoginRefused { .. } => None,
@@ -261,14 +267,23 @@ pub(crate) enum Projection {
         password_hash: String,
         created_ms: u64,
     },
+    /// An entry of `owner`'s contact list changed.
+    Contact {
+        owner: UserId,
+        contact: UserId,
+        state: ContactState,
+        version: u64,
+    },
 }
 
 /// What logic wants sent: frames to connections, and connections to close.
-/// Frames are encoded back to back into one reused buffer.
+/// Frames are encoded back to back into one reused buffer. It also carries
+/// the changes the SQLite store projects.
 #[derive(Debug, Default)]
 pub struct Outbox {
     bytes: Vec<u8>,
     items: Vec<OutItem>,
+    pub(crate) projections: Vec<Projection>,
 }
 
 /// One thing in an [`Outbox`].
@@ -298,6 +313,7 @@ impl Outbox {
     pub(crate) fn clear(&mut self) {
         self.bytes.clear();
         self.items.clear();
+        self.projections.clear();
     }
 
     /// Queues `message` for `conn`.
@@ -365,8 +381,6 @@ pub struct Inbound {
     pub(crate) journaled: Option<Journaled>,
     /// Set by logic.
     pub(crate) outbox: Outbox,
-    /// Set by logic.
-    pub(crate) projection: Option<Projection>,
 }
 
 impl Inbound {

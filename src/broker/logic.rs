@@ -17,7 +17,7 @@ use super::auth::AuthJob;
 use super::event::{decode_record, record_body, Command, Journaled, Outbox, Projection};
 use super::ids::{ConnId, UserId};
 use crate::codec::journal_proto::{LoginVerified, Registered};
-use crate::codec::proto::{self, login, DeliveryMode, ErrorCode};
+use crate::codec::proto::{self, login, ContactState, DeliveryMode, ErrorCode};
 use crate::codec::{DeliverRef, Message, PROTOCOL_VERSION};
 use crate::journal::{JournalReader, Position};
 
@@ -33,6 +33,9 @@ pub(crate) struct LogicConfig {
     pub(crate) heartbeat_interval_ms: u32,
     pub(crate) dedup_window: usize,
     pub(crate) sync_limit_max: u32,
+    /// Any user may message any other (a plain broker); otherwise 1:1
+    /// messages go to friends only.
+    pub(crate) open_messaging: bool,
 }
 
 /// A `Send`'s fields, borrowed from the frame.
@@ -101,6 +104,28 @@ struct User {
     /// Connections logged in as this user.
     online: Vec<ConnId>,
     sent: Dedup,
+    /// This user's contact list; an entry whose state is NONE stays, so a
+    /// device syncing from an older version learns of the removal.
+    contacts: HashMap<UserId, ContactEntry>,
+    /// Bumped by each change to `contacts`.
+    contact_version: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ContactEntry {
+    state: ContactState,
+    version: u64,
+}
+
+/// A change a user asks of a contact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ContactOp {
+    Request,
+    Accept,
+    Decline,
+    Remove,
+    Block,
+    Unblock,
 }
 
 impl User {
@@ -167,11 +192,10 @@ impl Logic {
         &mut self.users[(id.0 - 1) as usize]
     }
 
-    /// Applies one command from `conn`. `journaled` is where the command was
-    /// journaled (`None` for one that is not). Replies go to `out`; a change
-    /// the SQLite store projects is returned.
-    /// `body` is the bytes the command was decoded from (a `Send`'s ranges
-    /// point into it).
+    /// Applies one command from `conn`. `body` is the bytes the command was
+    /// decoded from (a `Send`'s ranges point into it); `journaled` is where
+    /// it was journaled (`None` for one that is not). Replies, and the
+    /// changes the SQLite store projects, go to `out`.
     pub(crate) fn apply(
         &mut self,
         conn: ConnId,
@@ -179,7 +203,7 @@ impl Logic {
         body: &[u8],
         journaled: Option<Journaled>,
         out: &mut Outbox,
-    ) -> Option<Projection> {
+    ) {
         match command {
             Command::Send {
                 correlation_id,
@@ -192,54 +216,38 @@ impl Logic {
                     body: &body[view.body.clone()],
                 };
                 self.send(conn, *correlation_id, &send, journaled, out);
-                None
             }
-            Command::Empty => None,
+            Command::Empty => {}
             Command::Start => {
                 self.conns.clear();
                 self.pending_names.clear();
                 for user in &mut self.users {
                     user.online.clear();
                 }
-                None
             }
             Command::Connected => {
                 self.conns.insert(conn, Conn::default());
-                None
             }
             Command::Disconnected => {
                 self.end_session(conn);
                 self.conns.remove(&conn);
-                None
             }
             Command::Invalid {
                 correlation_id,
                 error,
-            } => {
-                out.error(conn, *correlation_id, error.code(), error.to_string());
-                None
-            }
+            } => out.error(conn, *correlation_id, error.code(), error.to_string()),
             Command::Client {
                 correlation_id,
                 message,
-            } => {
-                self.client(conn, *correlation_id, message, out);
-                None
-            }
+            } => self.client(conn, *correlation_id, message, out),
             Command::Registered(registered) => self.registered(conn, registered, journaled, out),
-            Command::LoginVerified(verified) => {
-                self.login_verified(conn, verified, out);
-                None
-            }
-            Command::LoginRefused { correlation_id } => {
-                out.error(
-                    conn,
-                    *correlation_id,
-                    ErrorCode::BadCredentials,
-                    "wrong user or password",
-                );
-                None
-            }
+            Command::LoginVerified(verified) => self.login_verified(conn, verified, out),
+            Command::LoginRefused { correlation_id } => out.error(
+                conn,
+                *correlation_id,
+                ErrorCode::BadCredentials,
+                "wrong user or password",
+            ),
         }
     }
 
@@ -283,6 +291,29 @@ impl Logic {
                 }
             }
             Message::Sync(sync) => self.sync(conn, correlation_id, sync, out),
+            Message::ContactRequest(m) => {
+                self.contact(conn, correlation_id, ContactOp::Request, &m.user, out)
+            }
+            Message::ContactAccept(m) => {
+                self.contact(conn, correlation_id, ContactOp::Accept, &m.user, out)
+            }
+            Message::ContactDecline(m) => {
+                self.contact(conn, correlation_id, ContactOp::Decline, &m.user, out)
+            }
+            Message::ContactRemove(m) => {
+                self.contact(conn, correlation_id, ContactOp::Remove, &m.user, out)
+            }
+            Message::ContactBlock(m) => {
+                let op = if m.blocked {
+                    ContactOp::Block
+                } else {
+                    ContactOp::Unblock
+                };
+                self.contact(conn, correlation_id, op, &m.user, out)
+            }
+            Message::ContactSync(m) => {
+                self.contact_sync(conn, correlation_id, m.after_version, out)
+            }
             other => out.error(
                 conn,
                 correlation_id,
@@ -421,7 +452,7 @@ impl Logic {
         registered: &Registered,
         journaled: Option<Journaled>,
         out: &mut Outbox,
-    ) -> Option<Projection> {
+    ) {
         self.pending_names.remove(&registered.user);
         if self.by_name.contains_key(&registered.user) {
             out.error(
@@ -430,7 +461,7 @@ impl Logic {
                 ErrorCode::UserExists,
                 format!("user {:?} exists", registered.user),
             );
-            return None;
+            return;
         }
         let journaled = journaled.expect("a registration is always journaled before logic");
         let user_id = UserId(self.users.len() as u64 + 1);
@@ -443,6 +474,8 @@ impl Logic {
             unread_count: 0,
             online: Vec::new(),
             sent: Dedup::default(),
+            contacts: HashMap::default(),
+            contact_version: 0,
         });
         self.by_name.insert(registered.user.clone(), user_id);
         out.send(
@@ -450,12 +483,12 @@ impl Logic {
             registered.correlation_id,
             &Message::RegisterOk(proto::RegisterOk { user_id: user_id.0 }),
         );
-        Some(Projection::Account {
+        out.projections.push(Projection::Account {
             user_id,
             name: registered.user.clone(),
             password_hash: registered.password_hash.clone(),
             created_ms: journaled.timestamp_ns / 1_000_000,
-        })
+        });
     }
 
     fn login_verified(&mut self, conn: ConnId, verified: &LoginVerified, out: &mut Outbox) {
@@ -549,6 +582,18 @@ impl Logic {
             );
             return;
         };
+        if !self.config.open_messaging
+            && recipient_id != sender_id
+            && self.contact_state(sender_id, recipient_id) != ContactState::Friend
+        {
+            out.error(
+                conn,
+                correlation_id,
+                ErrorCode::NotFriends,
+                format!("{} is not your friend", send.recipient),
+            );
+            return;
+        }
         if let Some((server_message_id, inbox_sequence)) =
             self.user(sender_id).sent.get(send.client_message_id)
         {
@@ -665,6 +710,160 @@ impl Logic {
         }
     }
 
+    fn contact_state(&self, owner: UserId, other: UserId) -> ContactState {
+        self.user(owner)
+            .contacts
+            .get(&other)
+            .map_or(ContactState::None, |entry| entry.state)
+    }
+
+    /// Sets `owner`'s entry for `other`, bumping the owner's version; tells
+    /// the owner's devices (all but `except`) and the store.
+    fn set_contact(
+        &mut self,
+        owner: UserId,
+        other: UserId,
+        state: ContactState,
+        except: Option<ConnId>,
+        out: &mut Outbox,
+    ) {
+        let user = self.user_mut(owner);
+        user.contact_version += 1;
+        let version = user.contact_version;
+        user.contacts.insert(other, ContactEntry { state, version });
+        out.projections.push(Projection::Contact {
+            owner,
+            contact: other,
+            state,
+            version,
+        });
+        let changed = Message::ContactChanged(proto::ContactChanged {
+            contact: Some(proto::Contact {
+                user: self.user(other).name.clone(),
+                state: state as i32,
+                version,
+            }),
+        });
+        for &device in &self.user(owner).online {
+            if Some(device) != except {
+                out.send(device, 0, &changed);
+            }
+        }
+    }
+
+    fn contact(
+        &mut self,
+        conn: ConnId,
+        correlation_id: u64,
+        op: ContactOp,
+        name: &str,
+        out: &mut Outbox,
+    ) {
+        let Some(session) = self.session(conn) else {
+            out.error(conn, correlation_id, ErrorCode::NotLoggedIn, "log in first");
+            return;
+        };
+        let me = session.user;
+        let Some(&other) = self.by_name.get(name) else {
+            out.error(
+                conn,
+                correlation_id,
+                ErrorCode::UnknownRecipient,
+                format!("no user {name:?}"),
+            );
+            return;
+        };
+        let refuse = |out: &mut Outbox, why: &str| {
+            out.error(
+                conn,
+                correlation_id,
+                ErrorCode::ContactState,
+                why.to_owned(),
+            )
+        };
+        if other == me {
+            return refuse(out, "that is you");
+        }
+        use ContactState::{Blocked, Friend, RequestReceived, RequestSent};
+        let mine = self.contact_state(me, other);
+        let theirs = self.contact_state(other, me);
+        // (my new state, their new state); None leaves an entry as it is.
+        let (my_new, their_new) = match op {
+            ContactOp::Request => match mine {
+                Friend => return refuse(out, "already friends"),
+                Blocked => return refuse(out, "unblock them first"),
+                RequestReceived => (Some(Friend), Some(Friend)),
+                // Someone who blocked the requester never hears of it, and
+                // the requester is not told (blocking stays private).
+                _ if theirs == Blocked => (Some(RequestSent), None),
+                _ => (Some(RequestSent), Some(RequestReceived)),
+            },
+            ContactOp::Accept => match mine {
+                RequestReceived => (Some(Friend), Some(Friend)),
+                _ => return refuse(out, "no request from them to accept"),
+            },
+            ContactOp::Decline => match mine {
+                RequestReceived => (
+                    Some(ContactState::None),
+                    (theirs == RequestSent).then_some(ContactState::None),
+                ),
+                _ => return refuse(out, "no request from them to decline"),
+            },
+            ContactOp::Remove => match mine {
+                Friend => (Some(ContactState::None), Some(ContactState::None)),
+                _ => return refuse(out, "not friends"),
+            },
+            ContactOp::Block => match mine {
+                Blocked => return refuse(out, "already blocked"),
+                _ => (
+                    Some(Blocked),
+                    matches!(theirs, Friend | RequestSent | RequestReceived)
+                        .then_some(ContactState::None),
+                ),
+            },
+            ContactOp::Unblock => match mine {
+                Blocked => (Some(ContactState::None), None),
+                _ => return refuse(out, "not blocked"),
+            },
+        };
+        if let Some(state) = my_new {
+            self.set_contact(me, other, state, Some(conn), out);
+        }
+        if let Some(state) = their_new {
+            self.set_contact(other, me, state, None, out);
+        }
+        let version = self.user(me).contact_version;
+        out.send(
+            conn,
+            correlation_id,
+            &Message::ContactOk(proto::ContactOk { version }),
+        );
+    }
+
+    fn contact_sync(&mut self, conn: ConnId, correlation_id: u64, after: u64, out: &mut Outbox) {
+        let Some(session) = self.session(conn) else {
+            out.error(conn, correlation_id, ErrorCode::NotLoggedIn, "log in first");
+            return;
+        };
+        let user = self.user(session.user);
+        let mut contacts: Vec<proto::Contact> = user
+            .contacts
+            .iter()
+            .filter(|(_, entry)| entry.version > after)
+            .map(|(id, entry)| proto::Contact {
+                user: self.user(*id).name.clone(),
+                state: entry.state as i32,
+                version: entry.version,
+            })
+            .collect();
+        contacts.sort_by_key(|c| c.version);
+        let list = proto::ContactList {
+            contacts,
+            version: user.contact_version,
+        };
+        out.send(conn, correlation_id, &Message::ContactList(list));
+    }
+
     fn sync(&mut self, conn: ConnId, correlation_id: u64, sync: &proto::Sync, out: &mut Outbox) {
         let Some(session) = self.session(conn) else {
             out.error(conn, correlation_id, ErrorCode::NotLoggedIn, "log in first");
@@ -763,9 +962,15 @@ impl Logic {
                 .collect();
             let mut online = user.online.clone();
             online.sort();
+            let mut contacts: Vec<_> = user
+                .contacts
+                .iter()
+                .map(|(id, e)| (id.0, e.state as i32, e.version))
+                .collect();
+            contacts.sort();
             let _ = writeln!(
                 out,
-                "user {} {} {:?} inbox {:?} read {} unread {} online {:?} sent {:?}",
+                "user {} {} {:?} inbox {:?} read {} unread {} online {:?} sent {:?} contacts {:?} v{}",
                 index + 1,
                 user.name,
                 tokens,
@@ -774,6 +979,8 @@ impl Logic {
                 user.unread_count,
                 online,
                 user.sent.order,
+                contacts,
+                user.contact_version,
             );
         }
         let mut sessions: Vec<_> = self

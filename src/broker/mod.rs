@@ -232,6 +232,7 @@ impl Broker {
                 heartbeat_interval_ms: config.heartbeat_interval_ms,
                 dedup_window: config.dedup_window,
                 sync_limit_max: config.sync_limit_max,
+                open_messaging: config.open_messaging,
             },
             journal.reader(),
         );
@@ -259,7 +260,7 @@ impl Broker {
             Some(journaled),
             &mut Outbox::default(),
         );
-        store.note(start.sequence, None);
+        store.note(start.sequence, &[]);
 
         let report = OpenReport {
             records_replayed,
@@ -354,8 +355,8 @@ fn replay(journal: &Journal, logic: &mut Logic, store: &mut Store) -> Result<u64
         };
         scratch.clear();
         let body = event::record_body(record.payload());
-        let projection = logic.apply(conn, &command, body, Some(journaled), &mut scratch);
-        store.note(record.sequence(), projection.as_ref());
+        logic.apply(conn, &command, body, Some(journaled), &mut scratch);
+        store.note(record.sequence(), &scratch.projections);
         count += 1;
         if count % 4096 == 0 {
             store.commit()?;

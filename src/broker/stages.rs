@@ -16,7 +16,6 @@ impl MutHandler<Inbound> for Decode {
     fn on_event(&mut self, event: &mut Inbound, _: Sequence, _: bool) {
         event.command = decode_inbound(event.origin, &event.body);
         event.journaled = None;
-        event.projection = None;
         event.outbox.clear();
     }
 }
@@ -94,7 +93,7 @@ pub(crate) struct LogicStage {
 
 impl MutHandler<Inbound> for LogicStage {
     fn on_event(&mut self, event: &mut Inbound, _: Sequence, _: bool) {
-        event.projection = self.logic.apply(
+        self.logic.apply(
             event.conn,
             &event.command,
             &event.body,
@@ -146,7 +145,7 @@ impl Handler<Inbound> for StoreStage {
     fn on_event(&mut self, event: &Inbound, _: Sequence, end_of_batch: bool) {
         if let Some(journaled) = event.journaled {
             self.store
-                .note(journaled.sequence, event.projection.as_ref());
+                .note(journaled.sequence, &event.outbox.projections);
         }
         if end_of_batch {
             self.commit();

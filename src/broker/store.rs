@@ -40,6 +40,13 @@ const SCHEMA: &str = "
         password_hash TEXT NOT NULL,
         created_ms    INTEGER NOT NULL
     );
+    CREATE TABLE IF NOT EXISTS contacts (
+        owner_id    INTEGER NOT NULL,
+        contact_id  INTEGER NOT NULL,
+        state       TEXT NOT NULL,
+        version     INTEGER NOT NULL,
+        PRIMARY KEY (owner_id, contact_id)
+    );
     CREATE TABLE IF NOT EXISTS projection (
         id                  INTEGER PRIMARY KEY CHECK (id = 1),
         applied_sequence    INTEGER NOT NULL
@@ -90,11 +97,11 @@ impl Store {
 
     /// Notes a journal record (and its projection, if any) for the next
     /// commit. Records already projected are skipped.
-    pub(crate) fn note(&mut self, sequence: u64, projection: Option<&Projection>) {
+    pub(crate) fn note(&mut self, sequence: u64, projections: &[Projection]) {
         if sequence < self.applied_until {
             return;
         }
-        if let Some(projection) = projection {
+        for projection in projections {
             self.pending.push((sequence, projection.clone()));
         }
         self.seen = Some(sequence);
@@ -120,8 +127,31 @@ impl Store {
                      VALUES (?1, ?2, ?3, ?4)",
                 )
                 .map_err(fail)?;
+            let mut contact = transaction
+                .prepare_cached(
+                    "INSERT INTO contacts (owner_id, contact_id, state, version)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (owner_id, contact_id)
+                     DO UPDATE SET state = excluded.state, version = excluded.version",
+                )
+                .map_err(fail)?;
             for (_, projection) in &self.pending {
                 match projection {
+                    Projection::Contact {
+                        owner,
+                        contact: other,
+                        state,
+                        version,
+                    } => {
+                        contact
+                            .execute(params![
+                                owner.0 as i64,
+                                other.0 as i64,
+                                state.as_str_name(),
+                                *version as i64
+                            ])
+                            .map_err(fail)?;
+                    }
                     Projection::Account {
                         user_id,
                         name,
@@ -181,11 +211,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("courier.db");
         let mut store = Store::open(&path).unwrap();
-        store.note(0, None);
-        store.note(1, Some(&account(1, "ana")));
-        store.note(2, None);
+        store.note(0, &[]);
+        store.note(1, &[account(1, "ana")]);
+        store.note(2, &[]);
         store.commit().unwrap();
-        store.note(3, Some(&account(2, "bo")));
+        store.note(3, &[account(2, "bo")]);
         // Not committed: a crash here loses it from SQLite, not the journal.
         drop(store);
         assert_eq!(count(&path), 1);
@@ -193,8 +223,8 @@ mod tests {
         let mut store = Store::open(&path).unwrap();
         assert_eq!(store.applied_until(), 3);
         // Replay offers everything again; only sequence 3 on is new.
-        for (sequence, projection) in [(1, Some(account(1, "ana"))), (3, Some(account(2, "bo")))] {
-            store.note(sequence, projection.as_ref());
+        for (sequence, projection) in [(1, account(1, "ana")), (3, account(2, "bo"))] {
+            store.note(sequence, &[projection]);
         }
         store.commit().unwrap();
         assert_eq!(count(&path), 2);
@@ -206,7 +236,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("courier.db");
         let mut store = Store::open(&path).unwrap();
-        store.note(0, None);
+        store.note(0, &[]);
         store.commit().unwrap();
         assert_eq!(store.applied_until(), 0);
     }

@@ -45,6 +45,11 @@ enum Step {
     Logout(u8),
     Disconnect(u8),
     Restart,
+    Contact {
+        conn: u8,
+        user: u8,
+        op: u8,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -62,6 +67,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0u8..3).prop_map(Step::Logout),
         1 => (0u8..3).prop_map(Step::Disconnect),
         1 => Just(Step::Restart),
+        3 => (0u8..3, 0u8..3, 0u8..6).prop_map(|(conn, user, op)| Step::Contact { conn, user, op }),
     ]
 }
 
@@ -77,6 +83,7 @@ fn config() -> LogicConfig {
         heartbeat_interval_ms: 1000,
         dedup_window: 3,
         sync_limit_max: 4,
+        open_messaging: false,
     }
 }
 
@@ -242,6 +249,31 @@ fn run(history: &[Step]) {
                     conn(run_number, c),
                     Origin::Frame,
                     &frame_body(&logout),
+                    &mut clock,
+                );
+            }
+            Step::Contact { conn: c, user, op } => {
+                let user = name(user);
+                let message = match op {
+                    0 => Message::ContactRequest(proto::ContactRequest { user }),
+                    1 => Message::ContactAccept(proto::ContactAccept { user }),
+                    2 => Message::ContactDecline(proto::ContactDecline { user }),
+                    3 => Message::ContactRemove(proto::ContactRemove { user }),
+                    4 => Message::ContactBlock(proto::ContactBlock {
+                        user,
+                        blocked: true,
+                    }),
+                    _ => Message::ContactBlock(proto::ContactBlock {
+                        user,
+                        blocked: false,
+                    }),
+                };
+                apply_live(
+                    &mut journal,
+                    &mut live,
+                    conn(run_number, c),
+                    Origin::Frame,
+                    &frame_body(&message),
                     &mut clock,
                 );
             }

@@ -105,8 +105,31 @@ macro_rules! messages {
 }
 
 messages!(
-    Hello, HelloOk, Ping, Pong, Error, Register, RegisterOk, Login, LoginOk, Logout, Send, SendAck,
-    Deliver, Sync, SyncBatch, Notify,
+    Hello,
+    HelloOk,
+    Ping,
+    Pong,
+    Error,
+    Register,
+    RegisterOk,
+    Login,
+    LoginOk,
+    Logout,
+    Send,
+    SendAck,
+    Deliver,
+    Sync,
+    SyncBatch,
+    Notify,
+    ContactRequest,
+    ContactAccept,
+    ContactDecline,
+    ContactRemove,
+    ContactBlock,
+    ContactOk,
+    ContactSync,
+    ContactList,
+    ContactChanged,
 );
 
 /// The fields of a `Deliver`, borrowed: encoding it needs no allocation.

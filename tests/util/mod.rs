@@ -22,6 +22,8 @@ pub fn config(data_dir: &Path) -> ServerConfig {
             durability: DurabilitySetting::Batch,
             segment_size_mb: 4,
             auth: AuthConfig::insecure_fast(),
+            // Most tests are about delivery, not friendship.
+            open_messaging: true,
             ..BrokerConfig::default()
         },
         ..ServerConfig::default()

@@ -45,7 +45,8 @@ pub fn spawn(common: &Common) -> anyhow::Result<(Spawned, SocketAddr)> {
         text.push_str(setting);
         text.push('\n');
     }
-    text.push_str("[broker]\n");
+    // The load sends between users who are not friends: open mode.
+    text.push_str("[broker]\nopen_messaging = true\n");
     for setting in &common.broker_settings {
         text.push_str(setting);
         text.push('\n');
