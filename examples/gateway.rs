@@ -110,6 +110,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             secret: Some(login::Secret::Password("correct horse".into())),
             device_id: "gateway".into(),
             delivery_mode: DeliveryMode::PushMessage as i32,
+            accept_compression: Vec::new(),
         });
         ingress.frame(conn, &frame(&login, 3))?;
         println!("{user} <- {:?}", next(out));

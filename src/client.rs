@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 
 use crate::codec::proto::{self, login, DeliveryMode, ErrorCode};
-use crate::codec::{FrameDecoder, Message, MessageError, PROTOCOL_VERSION};
+use crate::codec::{decompress, FrameDecoder, Message, MessageError, FLAG_LZ4, PROTOCOL_VERSION};
 
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +63,10 @@ pub struct Client {
     input: BytesMut,
     output: Vec<u8>,
     next_correlation: u64,
+    /// Ask for LZ4-compressed large frames at login.
+    accept_lz4: bool,
+    /// Frames that arrived compressed (for tests and tools).
+    compressed_frames: u64,
     /// Frames that arrived while waiting for something else.
     early: VecDeque<(u64, Message)>,
     timeout: Duration,
@@ -88,9 +92,21 @@ impl Client {
             input: BytesMut::with_capacity(64 * 1024),
             output: Vec::new(),
             next_correlation: 1,
+            accept_lz4: true,
+            compressed_frames: 0,
             early: VecDeque::new(),
             timeout: Duration::from_secs(10),
         })
+    }
+
+    /// Whether logins ask for LZ4-compressed large frames (yes by default).
+    pub fn set_accept_lz4(&mut self, accept: bool) {
+        self.accept_lz4 = accept;
+    }
+
+    /// How many frames arrived compressed so far.
+    pub fn compressed_frames(&self) -> u64 {
+        self.compressed_frames
     }
 
     /// How long a request waits for its reply (10 s by default).
@@ -172,6 +188,11 @@ impl Client {
             secret: Some(secret),
             device_id: device.into(),
             delivery_mode: mode as i32,
+            accept_compression: if self.accept_lz4 {
+                vec![proto::Compression::Lz4 as i32]
+            } else {
+                Vec::new()
+            },
         });
         match self.request(&login)? {
             Message::LoginOk(ok) => Ok(ok),
@@ -317,6 +338,11 @@ impl Client {
         loop {
             match self.decoder.decode(&mut self.input) {
                 Ok(Some(frame)) => {
+                    if frame.flags & FLAG_LZ4 != 0 {
+                        self.compressed_frames += 1;
+                    }
+                    let frame = decompress(frame, 16 << 20)
+                        .map_err(|e| ClientError::Protocol(e.to_string()))?;
                     let message = Message::decode(&frame)?;
                     return Ok(Some((frame.correlation_id, message)));
                 }

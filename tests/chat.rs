@@ -214,3 +214,48 @@ fn connections_spread_over_several_io_threads_reach_each_other() {
     }
     server.shutdown().unwrap();
 }
+
+#[test]
+fn large_sync_batches_are_compressed_for_devices_that_accept_lz4() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let address = server.local_addr();
+    register(address, "ana");
+    register(address, "bo");
+    let mut ana = login(address, "ana", "phone", DeliveryMode::PushMessage);
+    let bodies: Vec<Vec<u8>> = (0..50u64)
+        .map(|i| format!("message {i}: {}", "the quick brown fox ".repeat(10)).into_bytes())
+        .collect();
+    for (i, body) in bodies.iter().enumerate() {
+        ana.send("bo", i as u64, body).unwrap();
+    }
+    // A device that accepts LZ4 (the client's default) gets compressed batches...
+    let mut phone = login(address, "bo", "phone", DeliveryMode::PushNotice);
+    let synced: Vec<Vec<u8>> = phone
+        .sync_all(0)
+        .unwrap()
+        .into_iter()
+        .map(|m| m.body)
+        .collect();
+    assert_eq!(synced, bodies);
+    assert!(phone.compressed_frames() > 0);
+    // ...one that does not gets the same messages uncompressed.
+    let mut old = courier::client::Client::connect(address).unwrap();
+    old.set_accept_lz4(false);
+    let ok = old
+        .login("bo", &password("bo"), "old-phone", DeliveryMode::PushNotice)
+        .unwrap();
+    assert_eq!(
+        ok.compression,
+        courier::codec::proto::Compression::None as i32
+    );
+    let synced: Vec<Vec<u8>> = old
+        .sync_all(0)
+        .unwrap()
+        .into_iter()
+        .map(|m| m.body)
+        .collect();
+    assert_eq!(synced, bodies);
+    assert_eq!(old.compressed_frames(), 0);
+    server.shutdown().unwrap();
+}

@@ -77,6 +77,7 @@ pub(crate) enum AuthJob {
         user_id: UserId,
         device_id: String,
         delivery_mode: i32,
+        lz4: bool,
         password: String,
         password_hash: String,
     },
@@ -171,6 +172,7 @@ fn work(argon2: &Argon2<'_>, job: AuthJob) -> (ConnId, Origin, Vec<u8>) {
             user_id,
             device_id,
             delivery_mode,
+            lz4,
             password,
             password_hash,
         } => {
@@ -189,6 +191,7 @@ fn work(argon2: &Argon2<'_>, job: AuthJob) -> (ConnId, Origin, Vec<u8>) {
                 device_id,
                 delivery_mode,
                 token,
+                lz4,
             };
             (conn, Origin::LoginVerified, verified.encode_to_vec())
         }
@@ -225,6 +228,7 @@ mod tests {
                     user_id: UserId(1),
                     device_id: "phone".into(),
                     delivery_mode: 0,
+                    lz4: false,
                     password: password.into(),
                     password_hash: registered.password_hash.clone(),
                 },

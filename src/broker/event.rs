@@ -293,6 +293,7 @@ enum OutItem {
         conn: ConnId,
         start: usize,
         end: usize,
+        compress: bool,
     },
     Close {
         conn: ConnId,
@@ -305,6 +306,8 @@ enum OutItem {
 pub enum Out<'a> {
     /// Send these bytes (one whole frame, length prefix included).
     Frame(ConnId, &'a [u8]),
+    /// As `Frame`, but the device accepts LZ4: compress it if it is large.
+    Compressible(ConnId, &'a [u8]),
     /// Close the connection once its output is written.
     Close(ConnId),
 }
@@ -318,12 +321,25 @@ impl Outbox {
 
     /// Queues `message` for `conn`.
     pub(crate) fn send(&mut self, conn: ConnId, correlation_id: u64, message: &Message) {
+        self.send_compressible(conn, correlation_id, message, false);
+    }
+
+    /// Queues `message` for `conn`, to be compressed on its way out (by the
+    /// fan-out stage, off the logic thread) if `compress` and it is large.
+    pub(crate) fn send_compressible(
+        &mut self,
+        conn: ConnId,
+        correlation_id: u64,
+        message: &Message,
+        compress: bool,
+    ) {
         let start = self.bytes.len();
         message.encode_frame(correlation_id, &mut self.bytes);
         self.items.push(OutItem::Frame {
             conn,
             start,
             end: self.bytes.len(),
+            compress,
         });
     }
 
@@ -335,6 +351,7 @@ impl Outbox {
             conn,
             start,
             end: self.bytes.len(),
+            compress: false,
         });
     }
 
@@ -362,7 +379,18 @@ impl Outbox {
     /// What is queued, in order.
     pub fn iter(&self) -> impl Iterator<Item = Out<'_>> + '_ {
         self.items.iter().map(|item| match *item {
-            OutItem::Frame { conn, start, end } => Out::Frame(conn, &self.bytes[start..end]),
+            OutItem::Frame {
+                conn,
+                start,
+                end,
+                compress: false,
+            } => Out::Frame(conn, &self.bytes[start..end]),
+            OutItem::Frame {
+                conn,
+                start,
+                end,
+                compress: true,
+            } => Out::Compressible(conn, &self.bytes[start..end]),
             OutItem::Close { conn } => Out::Close(conn),
         })
     }
@@ -442,6 +470,7 @@ mod tests {
             secret: Some(proto::login::Secret::Password("pw".into())),
             device_id: "d".into(),
             delivery_mode: 0,
+            accept_compression: Vec::new(),
         });
         let register = Message::Register(proto::Register {
             user: "ana".into(),

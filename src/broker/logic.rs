@@ -17,7 +17,7 @@ use super::auth::AuthJob;
 use super::event::{decode_record, record_body, Command, Journaled, Outbox, Projection};
 use super::ids::{ConnId, UserId};
 use crate::codec::journal_proto::{LoginVerified, Registered};
-use crate::codec::proto::{self, login, ContactState, DeliveryMode, ErrorCode};
+use crate::codec::proto::{self, login, Compression, ContactState, DeliveryMode, ErrorCode};
 use crate::codec::{DeliverRef, Message, PROTOCOL_VERSION};
 use crate::journal::{JournalReader, Position};
 
@@ -139,6 +139,8 @@ struct Session {
     user: UserId,
     device_id: String,
     mode: DeliveryMode,
+    /// The device accepts LZ4-compressed frames.
+    lz4: bool,
 }
 
 /// The state of one live connection.
@@ -392,6 +394,7 @@ impl Logic {
                     user_id,
                     device_id: login.device_id.clone(),
                     delivery_mode: login.delivery_mode,
+                    lz4: accepts_lz4(login),
                     password: password.clone(),
                     password_hash: self.user(user_id).password_hash.clone(),
                 };
@@ -505,6 +508,11 @@ impl Logic {
             secret: None,
             device_id: verified.device_id.clone(),
             delivery_mode: verified.delivery_mode,
+            accept_compression: if verified.lz4 {
+                vec![Compression::Lz4 as i32]
+            } else {
+                Vec::new()
+            },
         };
         self.user_mut(user_id)
             .tokens
@@ -536,10 +544,12 @@ impl Logic {
             Ok(DeliveryMode::PushNotice) => DeliveryMode::PushNotice,
             _ => DeliveryMode::PushMessage,
         };
+        let lz4 = accepts_lz4(login);
         let session = Session {
             user: user_id,
             device_id: login.device_id.clone(),
             mode,
+            lz4,
         };
         self.conns.get_mut(&conn).expect("checked above").session = Some(session);
         let user = self.user_mut(user_id);
@@ -549,6 +559,11 @@ impl Logic {
             token,
             head_sequence: user.head(),
             unread_count: user.unread_count,
+            compression: if lz4 {
+                Compression::Lz4
+            } else {
+                Compression::None
+            } as i32,
         });
         out.send(conn, correlation_id, &reply);
     }
@@ -917,7 +932,8 @@ impl Logic {
             size += encoded;
             batch.messages.push(deliver);
         }
-        out.send(conn, correlation_id, &Message::SyncBatch(batch));
+        let lz4 = self.session(conn).is_some_and(|s| s.lz4);
+        out.send_compressible(conn, correlation_id, &Message::SyncBatch(batch), lz4);
     }
 
     /// Reads a message body back from the journal.
@@ -991,7 +1007,7 @@ impl Logic {
                     conn.0,
                     c.session
                         .as_ref()
-                        .map(|s| (s.user.0, s.device_id.clone(), s.mode as i32)),
+                        .map(|s| (s.user.0, s.device_id.clone(), s.mode as i32, s.lz4)),
                 )
             })
             .collect();
@@ -999,6 +1015,12 @@ impl Logic {
         let _ = writeln!(out, "sessions {sessions:?}");
         out
     }
+}
+
+fn accepts_lz4(login: &proto::Login) -> bool {
+    login
+        .accept_compression
+        .contains(&(Compression::Lz4 as i32))
 }
 
 fn check_name(what: &str, name: &str) -> Result<(), String> {

@@ -292,6 +292,7 @@ impl Broker {
             &[logic_stage],
             FanOut {
                 egress: Box::new(egress),
+                scratch: Vec::new(),
             },
         );
         builder.stage("store", &[logic_stage], StoreStage { store });

@@ -6,6 +6,7 @@ use super::event::{decode_inbound, encode_record, Inbound, Journaled, Out};
 use super::logic::Logic;
 use super::store::Store;
 use super::Egress;
+use crate::codec::compress_frame;
 use crate::journal::{Durability, Journal};
 use crate::ringbuffer::{Handler, MutHandler, Sequence};
 
@@ -103,9 +104,11 @@ impl MutHandler<Inbound> for LogicStage {
     }
 }
 
-/// Hands what logic produced to the egress, flushing once per batch.
+/// Hands what logic produced to the egress, compressing large frames for
+/// devices that accept it, and flushing once per batch.
 pub(crate) struct FanOut {
     pub(crate) egress: Box<dyn Egress>,
+    pub(crate) scratch: Vec<u8>,
 }
 
 impl Handler<Inbound> for FanOut {
@@ -113,6 +116,11 @@ impl Handler<Inbound> for FanOut {
         for out in event.outbox.iter() {
             match out {
                 Out::Frame(conn, frame) => self.egress.send(conn, frame),
+                Out::Compressible(conn, frame) => {
+                    self.scratch.clear();
+                    compress_frame(frame, &mut self.scratch);
+                    self.egress.send(conn, &self.scratch);
+                }
                 Out::Close(conn) => self.egress.close(conn),
             }
         }

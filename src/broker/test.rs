@@ -178,6 +178,7 @@ fn run(history: &[Step]) {
                         DeliveryMode::PushMessage
                     } as i32,
                     token: token(user, device),
+                    lz4: device == 1,
                 };
                 apply_live(
                     &mut journal,
@@ -198,6 +199,7 @@ fn run(history: &[Step]) {
                     secret: Some(proto::login::Secret::Token(token(user, device))),
                     device_id: format!("d{device}"),
                     delivery_mode: 0,
+                    accept_compression: vec![proto::Compression::Lz4 as i32],
                 });
                 apply_live(
                     &mut journal,

@@ -246,6 +246,7 @@ mod tests {
                 secret: Some(proto::login::Secret::Token("t0k".into())),
                 device_id: "phone".into(),
                 delivery_mode: proto::DeliveryMode::PushNotice as i32,
+                accept_compression: Vec::new(),
             }),
             Message::Logout(proto::Logout {}),
             Message::Send(proto::Send {

@@ -3,10 +3,12 @@
 //! messages come out; nothing here does I/O, so the network layer, an
 //! embedding gateway and the tests all use the same code.
 
+mod compress;
 mod frame;
 mod message;
 mod send_view;
 
+pub use compress::{compress_frame, decompress, DecompressError, COMPRESS_BYTES_MIN, FLAG_LZ4};
 pub use frame::{
     Frame, FrameDecoder, FrameError, FRAME_HEADER_BYTES, FRAME_SIZE_MAX_DEFAULT,
     LENGTH_PREFIX_BYTES,
