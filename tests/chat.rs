@@ -98,13 +98,12 @@ fn notice_mode_pushes_the_count_and_the_device_pulls() {
     assert_eq!((second.head_sequence, second.unread_count), (2, 2));
     let pulled = bo.sync_all(0).unwrap();
     assert_eq!(pulled.len(), 2);
-    // Syncing past both marks them read; the next login says so.
-    bo.sync(2, 1).unwrap();
-    let mut bo_again = login(address, "bo", "watch", DeliveryMode::PushNotice);
+    // Pulling is not reading: the next login still counts both unread.
+    let mut bo_again = courier::client::Client::connect(address).unwrap();
     let ok = bo_again
         .login("bo", &password("bo"), "watch", DeliveryMode::PushNotice)
         .unwrap();
-    assert_eq!((ok.head_sequence, ok.unread_count), (2, 0));
+    assert_eq!((ok.head_sequence, ok.unread_count), (2, 2));
     server.shutdown().unwrap();
 }
 
@@ -257,5 +256,73 @@ fn large_sync_batches_are_compressed_for_devices_that_accept_lz4() {
         .collect();
     assert_eq!(synced, bodies);
     assert_eq!(old.compressed_frames(), 0);
+    server.shutdown().unwrap();
+}
+
+fn mark_read(
+    client: &mut courier::client::Client,
+    peer: &str,
+    up_to: u64,
+) -> Result<courier::codec::proto::ReadState, courier::client::ClientError> {
+    let mark = Message::MarkRead(courier::codec::proto::MarkRead {
+        peer: peer.into(),
+        up_to_sequence: up_to,
+    });
+    match client.request(&mark)? {
+        Message::ReadState(state) => Ok(state),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn read_state_is_per_conversation_and_agrees_across_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let address = server.local_addr();
+    for user in ["ana", "bo", "cy"] {
+        register(address, user);
+    }
+    let mut ana = login(address, "ana", "phone", DeliveryMode::PushMessage);
+    let mut cy = login(address, "cy", "phone", DeliveryMode::PushMessage);
+    // bo's inbox: ana 1, ana 2, cy 3, ana 4, cy 5.
+    ana.send("bo", 1, b"a1").unwrap();
+    ana.send("bo", 2, b"a2").unwrap();
+    cy.send("bo", 1, b"c1").unwrap();
+    ana.send("bo", 3, b"a3").unwrap();
+    cy.send("bo", 2, b"c2").unwrap();
+    let mut phone = login(address, "bo", "phone", DeliveryMode::PushNotice);
+    let mut tablet = login(address, "bo", "tablet", DeliveryMode::PushNotice);
+    assert_eq!(
+        phone
+            .login("bo", &password("bo"), "phone", DeliveryMode::PushNotice)
+            .unwrap()
+            .unread_count,
+        5
+    );
+    // Reading ana's conversation up to sequence 2 leaves ana's 4 and cy's two.
+    let state = mark_read(&mut phone, "ana", 2).unwrap();
+    assert_eq!((state.conversation_unread, state.unread_total), (1, 3));
+    // The tablet learns it.
+    let Message::ReadState(pushed) = expect_push(&mut tablet) else {
+        panic!("expected the read state")
+    };
+    assert_eq!(pushed, state);
+    // Marking an older point again changes nothing; past the head is refused.
+    assert_eq!(mark_read(&mut tablet, "ana", 1).unwrap().unread_total, 3);
+    expect_code(mark_read(&mut tablet, "ana", 6), ErrorCode::BadSequence);
+    expect_code(
+        mark_read(&mut tablet, "nobody", 1),
+        ErrorCode::UnknownRecipient,
+    );
+    let state = mark_read(&mut tablet, "cy", 5).unwrap();
+    assert_eq!((state.conversation_unread, state.unread_total), (0, 1));
+    server.shutdown().unwrap();
+    // The read state survives a restart.
+    let server = start(dir.path());
+    let mut laptop = courier::client::Client::connect(server.local_addr()).unwrap();
+    let ok = laptop
+        .login("bo", &password("bo"), "laptop", DeliveryMode::PushNotice)
+        .unwrap();
+    assert_eq!(ok.unread_count, 1);
     server.shutdown().unwrap();
 }

@@ -120,7 +120,7 @@ impl Command {
                     _ => None,
                 },
                 Message::Logout(_)
-                | Message::Sync(_)
+                | Message::MarkRead(_)
                 | Message::ContactRequest(_)
                 | Message::ContactAccept(_)
                 | Message::ContactDecline(_)

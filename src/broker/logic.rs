@@ -97,9 +97,9 @@ struct User {
     /// Device id to its login token.
     tokens: HashMap<String, String>,
     inbox: Vec<Entry>,
-    /// The highest inbox sequence a device of this user synced past.
-    read_mark: u64,
-    /// Entries after `read_mark` that others sent.
+    /// Read state per conversation (the peer of a 1:1 conversation).
+    conversations: HashMap<UserId, Conversation>,
+    /// Unread entries over all conversations.
     unread_count: u64,
     /// Connections logged in as this user.
     online: Vec<ConnId>,
@@ -109,6 +109,15 @@ struct User {
     contacts: HashMap<UserId, ContactEntry>,
     /// Bumped by each change to `contacts`.
     contact_version: u64,
+}
+
+/// A conversation's read state, seen by one of its users.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Conversation {
+    /// Inbox sequences up to this one are read.
+    read_up_to: u64,
+    /// Entries from the peer above `read_up_to`.
+    unread: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -293,6 +302,7 @@ impl Logic {
                 }
             }
             Message::Sync(sync) => self.sync(conn, correlation_id, sync, out),
+            Message::MarkRead(mark) => self.mark_read(conn, correlation_id, mark, out),
             Message::ContactRequest(m) => {
                 self.contact(conn, correlation_id, ContactOp::Request, &m.user, out)
             }
@@ -473,7 +483,7 @@ impl Logic {
             password_hash: registered.password_hash.clone(),
             tokens: HashMap::default(),
             inbox: Vec::new(),
-            read_mark: 0,
+            conversations: HashMap::default(),
             unread_count: 0,
             online: Vec::new(),
             sent: Dedup::default(),
@@ -632,6 +642,7 @@ impl Logic {
         let recipient_sequence = recipient.head();
         if recipient_id != sender_id {
             recipient.unread_count += 1;
+            recipient.conversations.entry(sender_id).or_default().unread += 1;
         }
         let sender_sequence = if recipient_id == sender_id {
             recipient_sequence
@@ -879,25 +890,77 @@ impl Logic {
         out.send(conn, correlation_id, &Message::ContactList(list));
     }
 
-    fn sync(&mut self, conn: ConnId, correlation_id: u64, sync: &proto::Sync, out: &mut Outbox) {
+    fn mark_read(
+        &mut self,
+        conn: ConnId,
+        correlation_id: u64,
+        mark: &proto::MarkRead,
+        out: &mut Outbox,
+    ) {
         let Some(session) = self.session(conn) else {
             out.error(conn, correlation_id, ErrorCode::NotLoggedIn, "log in first");
             return;
         };
         let user_id = session.user;
+        let Some(&peer) = self.by_name.get(&mark.peer) else {
+            out.error(
+                conn,
+                correlation_id,
+                ErrorCode::UnknownRecipient,
+                format!("no user {:?}", mark.peer),
+            );
+            return;
+        };
         let user = self.user_mut(user_id);
-        let head = user.head();
-        let after = sync.after_sequence.min(head);
-        if after > user.read_mark {
-            let newly_read = &user.inbox[user.read_mark as usize..after as usize];
-            let from_others = newly_read.iter().filter(|e| e.sender != user_id).count();
-            user.unread_count -= from_others as u64;
-            user.read_mark = after;
-        }
-        if self.auth.is_none() {
-            // Replaying: the read mark is state, the reply went out long ago.
+        if mark.up_to_sequence > user.head() {
+            let head = user.head();
+            out.error(
+                conn,
+                correlation_id,
+                ErrorCode::BadSequence,
+                format!(
+                    "sequence {} is past the inbox head {head}",
+                    mark.up_to_sequence
+                ),
+            );
             return;
         }
+        let conversation = user.conversations.entry(peer).or_default();
+        if mark.up_to_sequence > conversation.read_up_to {
+            let from = conversation.read_up_to as usize;
+            let newly_read = user.inbox[from..mark.up_to_sequence as usize]
+                .iter()
+                .filter(|e| e.sender == peer && e.recipient == user_id)
+                .count() as u64;
+            let conversation = user.conversations.get_mut(&peer).expect("made above");
+            conversation.read_up_to = mark.up_to_sequence;
+            conversation.unread -= newly_read;
+            user.unread_count -= newly_read;
+        }
+        let conversation = user.conversations[&peer];
+        let state = Message::ReadState(proto::ReadState {
+            peer: mark.peer.clone(),
+            up_to_sequence: conversation.read_up_to,
+            conversation_unread: conversation.unread,
+            unread_total: user.unread_count,
+        });
+        for &device in &user.online {
+            if device != conn {
+                out.send(device, 0, &state);
+            }
+        }
+        out.send(conn, correlation_id, &state);
+    }
+
+    fn sync(&self, conn: ConnId, correlation_id: u64, sync: &proto::Sync, out: &mut Outbox) {
+        let Some(session) = self.session(conn) else {
+            out.error(conn, correlation_id, ErrorCode::NotLoggedIn, "log in first");
+            return;
+        };
+        let user_id = session.user;
+        let user = self.user(user_id);
+        let head = user.head();
+        let after = sync.after_sequence.min(head);
         let limit = match sync.limit {
             0 => self.config.sync_limit_max,
             n => n.min(self.config.sync_limit_max),
@@ -978,6 +1041,12 @@ impl Logic {
                 .collect();
             let mut online = user.online.clone();
             online.sort();
+            let mut conversations: Vec<_> = user
+                .conversations
+                .iter()
+                .map(|(id, c)| (id.0, c.read_up_to, c.unread))
+                .collect();
+            conversations.sort();
             let mut contacts: Vec<_> = user
                 .contacts
                 .iter()
@@ -986,12 +1055,12 @@ impl Logic {
             contacts.sort();
             let _ = writeln!(
                 out,
-                "user {} {} {:?} inbox {:?} read {} unread {} online {:?} sent {:?} contacts {:?} v{}",
+                "user {} {} {:?} inbox {:?} read {:?} unread {} online {:?} sent {:?} contacts {:?} v{}",
                 index + 1,
                 user.name,
                 tokens,
                 inbox,
-                user.read_mark,
+                conversations,
                 user.unread_count,
                 online,
                 user.sent.order,

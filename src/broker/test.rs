@@ -42,6 +42,11 @@ enum Step {
         conn: u8,
         after: u8,
     },
+    MarkRead {
+        conn: u8,
+        peer: u8,
+        up_to: u8,
+    },
     Logout(u8),
     Disconnect(u8),
     Restart,
@@ -68,6 +73,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0u8..3).prop_map(Step::Disconnect),
         1 => Just(Step::Restart),
         3 => (0u8..3, 0u8..3, 0u8..6).prop_map(|(conn, user, op)| Step::Contact { conn, user, op }),
+        2 => (0u8..3, 0u8..3, 0u8..8).prop_map(|(conn, peer, up_to)| Step::MarkRead { conn, peer, up_to }),
     ]
 }
 
@@ -279,6 +285,24 @@ fn run(history: &[Step]) {
                     &mut clock,
                 );
             }
+            Step::MarkRead {
+                conn: c,
+                peer,
+                up_to,
+            } => {
+                let mark = Message::MarkRead(proto::MarkRead {
+                    peer: name(peer),
+                    up_to_sequence: u64::from(up_to),
+                });
+                apply_live(
+                    &mut journal,
+                    &mut live,
+                    conn(run_number, c),
+                    Origin::Frame,
+                    &frame_body(&mark),
+                    &mut clock,
+                );
+            }
             Step::Disconnect(c) => apply_live(
                 &mut journal,
                 &mut live,
@@ -360,6 +384,11 @@ fn a_known_history_replays_to_the_same_state() {
             client_id: 2,
         },
         Step::Sync { conn: 1, after: 1 },
+        Step::MarkRead {
+            conn: 1,
+            peer: 0,
+            up_to: 1,
+        },
         Step::Logout(0),
         Step::Restart,
         Step::Connect(0),

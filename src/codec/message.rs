@@ -130,6 +130,8 @@ messages!(
     ContactSync,
     ContactList,
     ContactChanged,
+    MarkRead,
+    ReadState,
 );
 
 /// The fields of a `Deliver`, borrowed: encoding it needs no allocation.
