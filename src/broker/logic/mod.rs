@@ -7,8 +7,6 @@
 //! Commands that are not journaled (a ping, a password still to be hashed)
 //! change nothing that replay needs.
 
-use std::collections::VecDeque;
-
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use crossbeam_channel::{Sender, TrySendError};
@@ -20,6 +18,16 @@ use crate::codec::journal_proto::{LoginVerified, Registered};
 use crate::codec::proto::{self, login, Compression, ContactState, DeliveryMode, ErrorCode};
 use crate::codec::{DeliverRef, Message, PROTOCOL_VERSION};
 use crate::journal::{JournalReader, Position};
+
+mod contacts;
+mod dedup;
+#[cfg(test)]
+mod digest;
+mod read;
+
+use contacts::{ContactEntry, ContactOp};
+use dedup::Dedup;
+use read::Conversation;
 
 /// Longest user name or device id, in bytes.
 pub const NAME_BYTES_MAX: usize = 64;
@@ -60,36 +68,6 @@ struct Entry {
 // (docs/OPERATIONS.md quotes it).
 const _: () = assert!(std::mem::size_of::<Entry>() == 48);
 
-/// The client message ids a user sent lately, with what they were given,
-/// so a resend is acknowledged with the original ids and stored once.
-///
-/// # Invariants
-/// - `order` holds exactly the keys of `acks`, oldest first.
-/// - `order.len() <= window`.
-#[derive(Debug, Default)]
-struct Dedup {
-    acks: HashMap<u64, (u64, u64)>,
-    order: VecDeque<u64>,
-}
-
-impl Dedup {
-    fn get(&self, client_message_id: u64) -> Option<(u64, u64)> {
-        self.acks.get(&client_message_id).copied()
-    }
-
-    fn insert(&mut self, client_message_id: u64, ack: (u64, u64), window: usize) {
-        if window == 0 {
-            return;
-        }
-        if self.order.len() == window {
-            let oldest = self.order.pop_front().expect("a full window is not empty");
-            self.acks.remove(&oldest);
-        }
-        self.acks.insert(client_message_id, ack);
-        self.order.push_back(client_message_id);
-    }
-}
-
 #[derive(Debug)]
 struct User {
     name: String,
@@ -109,32 +87,6 @@ struct User {
     contacts: HashMap<UserId, ContactEntry>,
     /// Bumped by each change to `contacts`.
     contact_version: u64,
-}
-
-/// A conversation's read state, seen by one of its users.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Conversation {
-    /// Inbox sequences up to this one are read.
-    read_up_to: u64,
-    /// Entries from the peer above `read_up_to`.
-    unread: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ContactEntry {
-    state: ContactState,
-    version: u64,
-}
-
-/// A change a user asks of a contact.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ContactOp {
-    Request,
-    Accept,
-    Decline,
-    Remove,
-    Block,
-    Unblock,
 }
 
 impl User {
@@ -736,222 +688,6 @@ impl Logic {
         }
     }
 
-    fn contact_state(&self, owner: UserId, other: UserId) -> ContactState {
-        self.user(owner)
-            .contacts
-            .get(&other)
-            .map_or(ContactState::None, |entry| entry.state)
-    }
-
-    /// Sets `owner`'s entry for `other`, bumping the owner's version; tells
-    /// the owner's devices (all but `except`) and the store.
-    fn set_contact(
-        &mut self,
-        owner: UserId,
-        other: UserId,
-        state: ContactState,
-        except: Option<ConnId>,
-        out: &mut Outbox,
-    ) {
-        let user = self.user_mut(owner);
-        user.contact_version += 1;
-        let version = user.contact_version;
-        user.contacts.insert(other, ContactEntry { state, version });
-        out.projections.push(Projection::Contact {
-            owner,
-            contact: other,
-            state,
-            version,
-        });
-        let changed = Message::ContactChanged(proto::ContactChanged {
-            contact: Some(proto::Contact {
-                user: self.user(other).name.clone(),
-                state: state as i32,
-                version,
-            }),
-        });
-        for &device in &self.user(owner).online {
-            if Some(device) != except {
-                out.send(device, 0, &changed);
-            }
-        }
-    }
-
-    fn contact(
-        &mut self,
-        conn: ConnId,
-        correlation_id: u64,
-        op: ContactOp,
-        name: &str,
-        out: &mut Outbox,
-    ) {
-        let Some(session) = self.session(conn) else {
-            out.error(conn, correlation_id, ErrorCode::NotLoggedIn, "log in first");
-            return;
-        };
-        let me = session.user;
-        let Some(&other) = self.by_name.get(name) else {
-            out.error(
-                conn,
-                correlation_id,
-                ErrorCode::UnknownRecipient,
-                format!("no user {name:?}"),
-            );
-            return;
-        };
-        let refuse = |out: &mut Outbox, why: &str| {
-            out.error(
-                conn,
-                correlation_id,
-                ErrorCode::ContactState,
-                why.to_owned(),
-            )
-        };
-        if other == me {
-            return refuse(out, "that is you");
-        }
-        use ContactState::{Blocked, Friend, RequestReceived, RequestSent};
-        let mine = self.contact_state(me, other);
-        let theirs = self.contact_state(other, me);
-        // (my new state, their new state); None leaves an entry as it is.
-        let (my_new, their_new) = match op {
-            ContactOp::Request => match mine {
-                Friend => return refuse(out, "already friends"),
-                Blocked => return refuse(out, "unblock them first"),
-                RequestReceived => (Some(Friend), Some(Friend)),
-                // Someone who blocked the requester never hears of it, and
-                // the requester is not told (blocking stays private).
-                _ if theirs == Blocked => (Some(RequestSent), None),
-                _ => (Some(RequestSent), Some(RequestReceived)),
-            },
-            ContactOp::Accept => match mine {
-                RequestReceived => (Some(Friend), Some(Friend)),
-                _ => return refuse(out, "no request from them to accept"),
-            },
-            ContactOp::Decline => match mine {
-                RequestReceived => (
-                    Some(ContactState::None),
-                    (theirs == RequestSent).then_some(ContactState::None),
-                ),
-                _ => return refuse(out, "no request from them to decline"),
-            },
-            ContactOp::Remove => match mine {
-                Friend => (Some(ContactState::None), Some(ContactState::None)),
-                _ => return refuse(out, "not friends"),
-            },
-            ContactOp::Block => match mine {
-                Blocked => return refuse(out, "already blocked"),
-                _ => (
-                    Some(Blocked),
-                    matches!(theirs, Friend | RequestSent | RequestReceived)
-                        .then_some(ContactState::None),
-                ),
-            },
-            ContactOp::Unblock => match mine {
-                Blocked => (Some(ContactState::None), None),
-                _ => return refuse(out, "not blocked"),
-            },
-        };
-        if let Some(state) = my_new {
-            self.set_contact(me, other, state, Some(conn), out);
-        }
-        if let Some(state) = their_new {
-            self.set_contact(other, me, state, None, out);
-        }
-        let version = self.user(me).contact_version;
-        out.send(
-            conn,
-            correlation_id,
-            &Message::ContactOk(proto::ContactOk { version }),
-        );
-    }
-
-    fn contact_sync(&mut self, conn: ConnId, correlation_id: u64, after: u64, out: &mut Outbox) {
-        let Some(session) = self.session(conn) else {
-            out.error(conn, correlation_id, ErrorCode::NotLoggedIn, "log in first");
-            return;
-        };
-        let user = self.user(session.user);
-        let mut contacts: Vec<proto::Contact> = user
-            .contacts
-            .iter()
-            .filter(|(_, entry)| entry.version > after)
-            .map(|(id, entry)| proto::Contact {
-                user: self.user(*id).name.clone(),
-                state: entry.state as i32,
-                version: entry.version,
-            })
-            .collect();
-        contacts.sort_by_key(|c| c.version);
-        let list = proto::ContactList {
-            contacts,
-            version: user.contact_version,
-        };
-        out.send(conn, correlation_id, &Message::ContactList(list));
-    }
-
-    fn mark_read(
-        &mut self,
-        conn: ConnId,
-        correlation_id: u64,
-        mark: &proto::MarkRead,
-        out: &mut Outbox,
-    ) {
-        let Some(session) = self.session(conn) else {
-            out.error(conn, correlation_id, ErrorCode::NotLoggedIn, "log in first");
-            return;
-        };
-        let user_id = session.user;
-        let Some(&peer) = self.by_name.get(&mark.peer) else {
-            out.error(
-                conn,
-                correlation_id,
-                ErrorCode::UnknownRecipient,
-                format!("no user {:?}", mark.peer),
-            );
-            return;
-        };
-        let user = self.user_mut(user_id);
-        if mark.up_to_sequence > user.head() {
-            let head = user.head();
-            out.error(
-                conn,
-                correlation_id,
-                ErrorCode::BadSequence,
-                format!(
-                    "sequence {} is past the inbox head {head}",
-                    mark.up_to_sequence
-                ),
-            );
-            return;
-        }
-        let conversation = user.conversations.entry(peer).or_default();
-        if mark.up_to_sequence > conversation.read_up_to {
-            let from = conversation.read_up_to as usize;
-            let newly_read = user.inbox[from..mark.up_to_sequence as usize]
-                .iter()
-                .filter(|e| e.sender == peer && e.recipient == user_id)
-                .count() as u64;
-            let conversation = user.conversations.get_mut(&peer).expect("made above");
-            conversation.read_up_to = mark.up_to_sequence;
-            conversation.unread -= newly_read;
-            user.unread_count -= newly_read;
-        }
-        let conversation = user.conversations[&peer];
-        let state = Message::ReadState(proto::ReadState {
-            peer: mark.peer.clone(),
-            up_to_sequence: conversation.read_up_to,
-            conversation_unread: conversation.unread,
-            unread_total: user.unread_count,
-        });
-        for &device in &user.online {
-            if device != conn {
-                out.send(device, 0, &state);
-            }
-        }
-        out.send(conn, correlation_id, &state);
-    }
-
     fn sync(&self, conn: ConnId, correlation_id: u64, sync: &proto::Sync, out: &mut Outbox) {
         let Some(session) = self.session(conn) else {
             out.error(conn, correlation_id, ErrorCode::NotLoggedIn, "log in first");
@@ -1016,76 +752,6 @@ impl Logic {
     }
 }
 
-#[cfg(test)]
-impl Logic {
-    /// Everything replay must rebuild, in a canonical text form: accounts,
-    /// tokens, inboxes, read marks, recent client ids and live sessions.
-    pub(crate) fn digest(&self) -> String {
-        use std::fmt::Write as _;
-        let mut out = String::new();
-        for (index, user) in self.users.iter().enumerate() {
-            let mut tokens: Vec<_> = user.tokens.iter().collect();
-            tokens.sort();
-            let inbox: Vec<_> = user
-                .inbox
-                .iter()
-                .map(|e| {
-                    (
-                        e.server_message_id,
-                        e.sender.0,
-                        e.recipient.0,
-                        e.timestamp_ms,
-                        e.position,
-                    )
-                })
-                .collect();
-            let mut online = user.online.clone();
-            online.sort();
-            let mut conversations: Vec<_> = user
-                .conversations
-                .iter()
-                .map(|(id, c)| (id.0, c.read_up_to, c.unread))
-                .collect();
-            conversations.sort();
-            let mut contacts: Vec<_> = user
-                .contacts
-                .iter()
-                .map(|(id, e)| (id.0, e.state as i32, e.version))
-                .collect();
-            contacts.sort();
-            let _ = writeln!(
-                out,
-                "user {} {} {:?} inbox {:?} read {:?} unread {} online {:?} sent {:?} contacts {:?} v{}",
-                index + 1,
-                user.name,
-                tokens,
-                inbox,
-                conversations,
-                user.unread_count,
-                online,
-                user.sent.order,
-                contacts,
-                user.contact_version,
-            );
-        }
-        let mut sessions: Vec<_> = self
-            .conns
-            .iter()
-            .map(|(conn, c)| {
-                (
-                    conn.0,
-                    c.session
-                        .as_ref()
-                        .map(|s| (s.user.0, s.device_id.clone(), s.mode as i32, s.lz4)),
-                )
-            })
-            .collect();
-        sessions.sort();
-        let _ = writeln!(out, "sessions {sessions:?}");
-        out
-    }
-}
-
 fn accepts_lz4(login: &proto::Login) -> bool {
     login
         .accept_compression
@@ -1105,20 +771,6 @@ fn check_name(what: &str, name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dedup_forgets_the_oldest_past_its_window() {
-        let mut dedup = Dedup::default();
-        for id in 0..5 {
-            dedup.insert(id, (id * 10, id), 3);
-        }
-        // Each case: a client id and whether it is still remembered.
-        for (id, known) in [(0, false), (1, false), (2, true), (3, true), (4, true)] {
-            assert_eq!(dedup.get(id).is_some(), known, "id {id}");
-        }
-        assert_eq!(dedup.order.len(), 3);
-        assert_eq!(dedup.acks.len(), 3);
-    }
 
     #[test]
     fn names_are_checked() {
