@@ -64,10 +64,7 @@ fn two_users_on_several_devices_send_receive_and_sync() {
 #[test]
 fn resend_with_the_same_client_id_is_stored_once() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path());
-    let address = server.local_addr();
-    register(address, "ana");
-    register(address, "bo");
+    let (server, address) = start_with_users(dir.path(), &["ana", "bo"]);
     let mut ana = login(address, "ana", "phone", DeliveryMode::PushMessage);
     let first = ana.send("bo", 42, b"once").unwrap();
     let again = ana.send("bo", 42, b"once").unwrap();
@@ -80,10 +77,7 @@ fn resend_with_the_same_client_id_is_stored_once() {
 #[test]
 fn notice_mode_pushes_the_count_and_the_device_pulls() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path());
-    let address = server.local_addr();
-    register(address, "ana");
-    register(address, "bo");
+    let (server, address) = start_with_users(dir.path(), &["ana", "bo"]);
     let mut ana = login(address, "ana", "phone", DeliveryMode::PushMessage);
     let mut bo = login(address, "bo", "watch", DeliveryMode::PushNotice);
     ana.send("bo", 1, b"one").unwrap();
@@ -110,9 +104,7 @@ fn notice_mode_pushes_the_count_and_the_device_pulls() {
 #[test]
 fn tokens_log_a_device_back_in_until_it_logs_out() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path());
-    let address = server.local_addr();
-    register(address, "ana");
+    let (server, address) = start_with_users(dir.path(), &["ana"]);
     let mut phone = courier::client::Client::connect(address).unwrap();
     let ok = phone
         .login("ana", &password("ana"), "phone", DeliveryMode::PushMessage)
@@ -140,10 +132,7 @@ fn tokens_log_a_device_back_in_until_it_logs_out() {
 #[test]
 fn a_restart_rebuilds_accounts_inboxes_and_tokens_from_the_journal() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path());
-    let address = server.local_addr();
-    register(address, "ana");
-    register(address, "bo");
+    let (server, address) = start_with_users(dir.path(), &["ana", "bo"]);
     let mut ana = courier::client::Client::connect(address).unwrap();
     let token = ana
         .login("ana", &password("ana"), "phone", DeliveryMode::PushMessage)
@@ -217,10 +206,7 @@ fn connections_spread_over_several_io_threads_reach_each_other() {
 #[test]
 fn large_sync_batches_are_compressed_for_devices_that_accept_lz4() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path());
-    let address = server.local_addr();
-    register(address, "ana");
-    register(address, "bo");
+    let (server, address) = start_with_users(dir.path(), &["ana", "bo"]);
     let mut ana = login(address, "ana", "phone", DeliveryMode::PushMessage);
     let bodies: Vec<Vec<u8>> = (0..50u64)
         .map(|i| format!("message {i}: {}", "the quick brown fox ".repeat(10)).into_bytes())
@@ -277,11 +263,7 @@ fn mark_read(
 #[test]
 fn read_state_is_per_conversation_and_agrees_across_devices() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path());
-    let address = server.local_addr();
-    for user in ["ana", "bo", "cy"] {
-        register(address, user);
-    }
+    let (server, address) = start_with_users(dir.path(), &["ana", "bo", "cy"]);
     let mut ana = login(address, "ana", "phone", DeliveryMode::PushMessage);
     let mut cy = login(address, "cy", "phone", DeliveryMode::PushMessage);
     // bo's inbox: ana 1, ana 2, cy 3, ana 4, cy 5.

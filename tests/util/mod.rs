@@ -35,6 +35,16 @@ pub fn start(data_dir: &Path) -> ServerHandle {
     net::start(config(data_dir)).expect("server starts")
 }
 
+/// Starts a server with [`config`] and registers `users`.
+pub fn start_with_users(data_dir: &Path, users: &[&str]) -> (ServerHandle, SocketAddr) {
+    let server = start(data_dir);
+    let address = server.local_addr();
+    for user in users {
+        register(address, user);
+    }
+    (server, address)
+}
+
 /// Registers `user` (password "pw-<user>") on a fresh connection.
 pub fn register(address: SocketAddr, user: &str) -> u64 {
     let mut client = Client::connect(address).expect("connect");

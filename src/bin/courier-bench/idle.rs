@@ -1,7 +1,7 @@
 //! Idle connections: what they cost the server in memory, and in CPU while
 //! they only send heartbeats.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::bail;
 use courier::bench::{Latencies, Percentiles, Summary};
@@ -10,7 +10,7 @@ use courier::codec::{FrameDecoder, Message};
 use mio::{Events, Interest, Poll, Token};
 
 use crate::load::{Conn, Pacer};
-use crate::{register_and_login, user_name, Common, Meter, Target};
+use crate::{register_and_login, user_name, Common, Target, Window};
 
 /// Options of the idle scenario.
 #[derive(Debug, Clone, clap::Args)]
@@ -51,27 +51,21 @@ pub fn run(
         )?;
     }
     let decoder = FrameDecoder::new(16 << 20);
-    let epoch = Instant::now();
+    let mut window = Window::new(common);
+    let epoch = window.epoch;
     let interval = Duration::from_millis(args.ping_ms);
-    let warmup = Duration::from_secs_f64(common.warmup);
-    let end = warmup + Duration::from_secs_f64(common.seconds);
     // Spread the pings over the interval, as independent phones would.
     let step = interval / conns.len() as u32;
     let mut next_ping = 0u64;
     let mut rtt = Latencies::default();
-    let mut meter = None;
     let mut events = Events::with_capacity(1024);
     let pacer_token = Token(usize::MAX);
     let mut pacer = Pacer::new(&poll, pacer_token)?;
-    loop {
-        let now = epoch.elapsed();
-        if now >= end {
-            break;
-        }
-        if meter.is_none() && now >= warmup {
-            meter = Some(Meter::start(target));
+    while let Some(measuring_starts) = window.tick(target) {
+        if measuring_starts {
             rtt.reset();
         }
+        let now = epoch.elapsed();
         loop {
             let due = step.as_nanos() as u64 * next_ping;
             if due > now.as_nanos() as u64 {
@@ -109,7 +103,7 @@ pub fn run(
             }
         }
     }
-    let (seconds, cpu_ns) = meter.map_or((0.0, None), |m| m.finish(target));
+    let (seconds, cpu_ns) = window.finish(target)?;
     let pings = rtt.count() as f64;
     let mut extra = vec![("connections".into(), conns.len() as f64)];
     if let (Some(before), Some(after)) = (rss_before, rss_connected) {

@@ -196,6 +196,47 @@ impl Meter {
     }
 }
 
+/// A single-threaded run's clock: the warm-up, then the measured seconds,
+/// with the server metered over the latter.
+pub struct Window {
+    pub epoch: Instant,
+    warmup: Duration,
+    end: Duration,
+    meter: Option<Meter>,
+}
+
+impl Window {
+    pub fn new(common: &Common) -> Self {
+        let warmup = Duration::from_secs_f64(common.warmup);
+        Self {
+            epoch: Instant::now(),
+            warmup,
+            end: warmup + Duration::from_secs_f64(common.seconds),
+            meter: None,
+        }
+    }
+
+    /// Where the run is: `None` once it is over; `Some(true)` once, when
+    /// measuring starts (reset the tallies then); `Some(false)` otherwise.
+    pub fn tick(&mut self, target: &Target) -> Option<bool> {
+        let now = self.epoch.elapsed();
+        if now >= self.end {
+            return None;
+        }
+        if self.meter.is_none() && now >= self.warmup {
+            self.meter = Some(Meter::start(target));
+            return Some(true);
+        }
+        Some(false)
+    }
+
+    /// (measured seconds, server CPU ns over them).
+    pub fn finish(self, target: &Target) -> anyhow::Result<(f64, Option<u64>)> {
+        let meter = self.meter.context("the run ended before the warm-up did")?;
+        Ok(meter.finish(target))
+    }
+}
+
 /// Prints `done` per second on one line of stderr until `stop` is set.
 pub fn progress(
     label: &'static str,

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use courier::bench::{Latencies, Percentiles, Schedule, Summary};
 use courier::client::Client;
 use courier::codec::proto::{self, DeliveryMode, MessageType};
@@ -13,7 +13,7 @@ use mio::{Events, Interest, Poll, Token};
 use prost::Message as _;
 
 use crate::load::{deliver_fields, Conn, Pacer};
-use crate::{register_and_login, user_name, Common, Meter, Target};
+use crate::{register_and_login, user_name, Common, Target, Window};
 
 /// Options of the mixed scenario.
 #[derive(Debug, Clone, clap::Args)]
@@ -90,12 +90,10 @@ pub fn run(
     let decoder = FrameDecoder::new(16 << 20);
     let schedule = Schedule::new(args.rate);
     let churn = Duration::from_millis(args.churn_ms);
-    let epoch = Instant::now();
-    let warmup = Duration::from_secs_f64(common.warmup);
-    let end = warmup + Duration::from_secs_f64(common.seconds);
+    let mut window = Window::new(common);
+    let epoch = window.epoch;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut tally = Tally::default();
-    let mut meter = None;
     let mut next_message = 0u64;
     let mut next_churn = churn;
     let mut delivered_measured = 0u64;
@@ -104,16 +102,12 @@ pub fn run(
     let mut events = Events::with_capacity(1024);
     let pacer_token = Token(usize::MAX);
     let mut pacer = Pacer::new(&poll, pacer_token)?;
-    loop {
-        let now = epoch.elapsed();
-        if now >= end {
-            break;
-        }
-        if meter.is_none() && now >= warmup {
-            meter = Some(Meter::start(target));
+    while let Some(measuring_starts) = window.tick(target) {
+        if measuring_starts {
             tally = Tally::default();
             delivered_measured = 0;
         }
+        let now = epoch.elapsed();
         while schedule.due_ns(next_message) <= now.as_nanos() as u64 {
             let due = schedule.due_ns(next_message);
             let from = rng.below(users.len());
@@ -188,9 +182,7 @@ pub fn run(
             })?;
         }
     }
-    let (seconds, cpu_ns) = meter
-        .context("the run ended before the warm-up did")?
-        .finish(target);
+    let (seconds, cpu_ns) = window.finish(target)?;
     let summary = Summary {
         scenario: "mixed".into(),
         shape: format!(
