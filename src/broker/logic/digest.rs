@@ -48,7 +48,7 @@ impl Logic {
                 conversations,
                 user.unread_count,
                 online,
-                user.sent.order,
+                user.sent.ids(),
                 contacts,
                 user.contact_version,
             );
