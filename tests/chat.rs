@@ -179,6 +179,9 @@ fn connections_spread_over_several_io_threads_reach_each_other() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path());
     config.io_threads = 3;
+    // The smallest rings allowed: batches must still fit.
+    config.outbound_ring_slots = 64;
+    config.broker.ring_slots = 64;
     let server = courier::net::start(config).unwrap();
     let address = server.local_addr();
     let users = ["u0", "u1", "u2", "u3", "u4", "u5"];
@@ -199,6 +202,23 @@ fn connections_spread_over_several_io_threads_reach_each_other() {
             panic!("expected a delivery")
         };
         assert_eq!(delivered.sender, users[from]);
+    }
+    // A burst between two connections of one I/O thread (logins are
+    // accepted round-robin after the six registrations: u0 and u3 share
+    // thread 0): more acks and deliveries in one batch than its ring holds.
+    let burst: Vec<Message> = (10..110u64)
+        .map(|id| courier::client::send_message("u3", id, b"burst"))
+        .collect();
+    clients[0].submit_many(&burst).unwrap();
+    let mut acked = 0;
+    while acked < burst.len() {
+        match clients[0].receive(std::time::Duration::from_secs(5)).unwrap() {
+            Some((_, Message::SendAck(_))) => acked += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    for _ in 0..burst.len() {
+        assert!(matches!(expect_push(&mut clients[3]), Message::Deliver(_)));
     }
     server.shutdown().unwrap();
 }

@@ -143,6 +143,9 @@ struct NetEgress {
 
 struct EgressRing {
     producer: SingleProducer<Outbound>,
+    /// Frames published with one claim at most: a batch never needs more
+    /// than half the ring, so the I/O thread drains while it fills.
+    batch_max: usize,
     /// (connection, close, range of `bytes`) per frame, in order.
     pending: Vec<(ConnId, bool, std::ops::Range<usize>)>,
     bytes: Vec<u8>,
@@ -152,7 +155,7 @@ impl EgressRing {
     fn publish(&mut self) {
         let mut from = 0;
         while from < self.pending.len() {
-            let count = (self.pending.len() - from).min(EGRESS_BATCH_MAX);
+            let count = (self.pending.len() - from).min(self.batch_max);
             let items = &self.pending[from..from + count];
             let bytes = &self.bytes;
             // The I/O thread drains its ring without ever waiting on the
@@ -247,6 +250,7 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
         );
         rings.push(EgressRing {
             producer,
+            batch_max: EGRESS_BATCH_MAX.min(config.outbound_ring_slots / 2),
             pending: Vec::new(),
             bytes: Vec::new(),
         });
