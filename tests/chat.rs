@@ -212,7 +212,10 @@ fn connections_spread_over_several_io_threads_reach_each_other() {
     clients[0].submit_many(&burst).unwrap();
     let mut acked = 0;
     while acked < burst.len() {
-        match clients[0].receive(std::time::Duration::from_secs(5)).unwrap() {
+        match clients[0]
+            .receive(std::time::Duration::from_secs(5))
+            .unwrap()
+        {
             Some((_, Message::SendAck(_))) => acked += 1,
             other => panic!("unexpected {other:?}"),
         }
