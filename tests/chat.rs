@@ -331,3 +331,27 @@ fn read_state_is_per_conversation_and_agrees_across_devices() {
     assert_eq!(ok.unread_count, 1);
     server.shutdown().unwrap();
 }
+
+#[test]
+fn the_largest_body_allowed_is_delivered_and_synced_and_a_larger_one_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, address) = start_with_users(dir.path(), &["ana", "bo"]);
+    let limit = courier::codec::FRAME_SIZE_MAX_DEFAULT - courier::broker::BODY_HEADROOM_BYTES;
+    let mut ana = login(address, "ana", "phone", DeliveryMode::PushMessage);
+    let mut bo = login(address, "bo", "phone", DeliveryMode::PushMessage);
+    expect_code(
+        ana.send("bo", 1, &vec![1; limit + 1]),
+        ErrorCode::FrameTooLarge,
+    );
+    let largest = vec![2; limit];
+    ana.send("bo", 2, &largest).unwrap();
+    let Message::Deliver(pushed) = expect_push(&mut bo) else {
+        panic!("expected a delivery")
+    };
+    assert_eq!(pushed.body, largest);
+    // Two of them never fit one batch, yet Sync goes on, one per batch.
+    ana.send("bo", 3, &largest).unwrap();
+    let synced = bo.sync_all(0).unwrap();
+    assert_eq!(synced.len(), 2);
+    server.shutdown().unwrap();
+}

@@ -122,9 +122,9 @@ impl BrokerConfig {
                 self.ring_slots
             ));
         }
-        if self.frame_size_max_bytes < 1024 || self.frame_size_max_bytes > 16 << 20 {
+        if self.frame_size_max_bytes < 2048 || self.frame_size_max_bytes > 16 << 20 {
             return Err(format!(
-                "frame_size_max_bytes must be between 1 KiB and 16 MiB (is {})",
+                "frame_size_max_bytes must be between 2 KiB and 16 MiB (is {})",
                 self.frame_size_max_bytes
             ));
         }

@@ -40,7 +40,7 @@ pub use event::{
     RECORD_LOGIN, RECORD_REGISTERED, RECORD_START,
 };
 pub use ids::{ConnId, UserId};
-pub use logic::{NAME_BYTES_MAX, PASSWORD_BYTES_MAX};
+pub use logic::{BODY_HEADROOM_BYTES, NAME_BYTES_MAX, PASSWORD_BYTES_MAX};
 pub use store::StoreError;
 
 use crate::journal::{Journal, JournalConfig, JournalError};

@@ -33,6 +33,13 @@ use read::Conversation;
 pub const NAME_BYTES_MAX: usize = 64;
 /// Longest password, in bytes.
 pub const PASSWORD_BYTES_MAX: usize = 1024;
+/// What a message body may not use of the frame limit: the room a Deliver
+/// needs around it (two names of up to 64 bytes, ids, keys) inside a
+/// SyncBatch frame, so every stored message can be pushed and synced.
+pub const BODY_HEADROOM_BYTES: usize = 512;
+/// What a SyncBatch needs beside its messages (head, flag, keys, header).
+const SYNC_BATCH_OVERHEAD_BYTES: usize = 64;
+const _: () = assert!(BODY_HEADROOM_BYTES > SYNC_BATCH_OVERHEAD_BYTES + 2 * NAME_BYTES_MAX + 64);
 
 /// What logic needs to know of the broker's configuration.
 #[derive(Debug, Clone)]
@@ -550,6 +557,16 @@ impl Logic {
             return;
         };
         let sender_id = session.user;
+        let body_max = self.config.frame_size_max - BODY_HEADROOM_BYTES;
+        if send.body.len() > body_max {
+            out.error(
+                conn,
+                correlation_id,
+                ErrorCode::FrameTooLarge,
+                format!("a message body has at most {body_max} bytes"),
+            );
+            return;
+        }
         let Some(&recipient_id) = self.by_name.get(send.recipient) else {
             out.error(
                 conn,
@@ -702,7 +719,7 @@ impl Logic {
             n => n.min(self.config.sync_limit_max),
         };
         // Keep the batch inside the frame limit clients were told of.
-        let budget = self.config.frame_size_max.saturating_sub(64);
+        let budget = self.config.frame_size_max - SYNC_BATCH_OVERHEAD_BYTES;
         let mut batch = proto::SyncBatch {
             messages: Vec::new(),
             head_sequence: head,
@@ -725,6 +742,12 @@ impl Logic {
             let deliver = self.deliver(entry, index as u64 + 1, body);
             let encoded = prost::Message::encoded_len(&deliver) + 4;
             if size + encoded > budget {
+                // Bodies leave room for a Deliver in a batch, so the first
+                // message always fits and Sync always makes progress.
+                assert!(
+                    !batch.messages.is_empty(),
+                    "a stored message cannot be synced"
+                );
                 batch.more = true;
                 break;
             }
