@@ -139,3 +139,42 @@ fn friends_request_accept_chat_remove_and_block() {
         .unwrap();
     assert_eq!(blocked, 1);
 }
+
+#[test]
+fn a_long_contact_list_comes_in_pages_that_each_fit_a_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.broker.frame_size_max_bytes = 2048;
+    config.output_cap_bytes = 1 << 20;
+    let server = courier::net::start(config).unwrap();
+    let address = server.local_addr();
+    register(address, "ana");
+    let others: Vec<String> = (0..150).map(|i| format!("friend{i:03}")).collect();
+    for name in &others {
+        register(address, name);
+    }
+    let mut ana = login(address, "ana", "phone", DeliveryMode::PushMessage);
+    for name in &others {
+        request(&mut ana, contact_request(name)).unwrap();
+    }
+    // Page through from version 0: every entry once, in version order.
+    let mut after = 0;
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = contacts(&mut ana, after);
+        pages += 1;
+        assert!(
+            page.version > after || !page.more,
+            "each page makes progress"
+        );
+        seen.extend(page.contacts.iter().map(|c| c.user.clone()));
+        after = page.version;
+        if !page.more {
+            break;
+        }
+    }
+    assert!(pages > 1, "150 entries do not fit one 2 KiB frame");
+    assert_eq!(seen, others);
+    server.shutdown().unwrap();
+}

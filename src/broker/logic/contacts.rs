@@ -165,21 +165,36 @@ impl Logic {
             return;
         };
         let user = self.user(session.user);
-        let mut contacts: Vec<proto::Contact> = user
+        let mut changed: Vec<(UserId, ContactEntry)> = user
             .contacts
             .iter()
             .filter(|(_, entry)| entry.version > after)
-            .map(|(id, entry)| proto::Contact {
-                user: self.user(*id).name.clone(),
+            .map(|(&id, &entry)| (id, entry))
+            .collect();
+        changed.sort_by_key(|(_, entry)| entry.version);
+        // Oldest changes first, as many as fit a frame.
+        let budget = self.config.frame_size_max - super::SYNC_BATCH_OVERHEAD_BYTES;
+        let mut list = proto::ContactList {
+            contacts: Vec::new(),
+            version: user.contact_version,
+            more: false,
+        };
+        let mut size = 0;
+        for (id, entry) in changed {
+            let contact = proto::Contact {
+                user: self.user(id).name.clone(),
                 state: entry.state as i32,
                 version: entry.version,
-            })
-            .collect();
-        contacts.sort_by_key(|c| c.version);
-        let list = proto::ContactList {
-            contacts,
-            version: user.contact_version,
-        };
+            };
+            let encoded = prost::Message::encoded_len(&contact) + 4;
+            if size + encoded > budget {
+                list.more = true;
+                list.version = list.contacts.last().map_or(after, |c| c.version);
+                break;
+            }
+            size += encoded;
+            list.contacts.push(contact);
+        }
         out.send(conn, correlation_id, &Message::ContactList(list));
     }
 }

@@ -38,7 +38,7 @@ pub const PASSWORD_BYTES_MAX: usize = 1024;
 /// SyncBatch frame, so every stored message can be pushed and synced.
 pub const BODY_HEADROOM_BYTES: usize = 512;
 /// What a SyncBatch needs beside its messages (head, flag, keys, header).
-const SYNC_BATCH_OVERHEAD_BYTES: usize = 64;
+pub(super) const SYNC_BATCH_OVERHEAD_BYTES: usize = 64;
 const _: () = assert!(BODY_HEADROOM_BYTES > SYNC_BATCH_OVERHEAD_BYTES + 2 * NAME_BYTES_MAX + 64);
 
 /// What logic needs to know of the broker's configuration.
