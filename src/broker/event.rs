@@ -371,11 +371,6 @@ impl Outbox {
         self.items.push(OutItem::Close { conn });
     }
 
-    /// Whether nothing is queued.
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-
     /// What is queued, in order.
     pub fn iter(&self) -> impl Iterator<Item = Out<'_>> + '_ {
         self.items.iter().map(|item| match *item {

@@ -101,7 +101,7 @@ impl Loop {
         let mut events = Events::with_capacity(EVENTS_MAX);
         loop {
             let now = Instant::now();
-            self.drain_outbound(now);
+            self.drain_outbound();
             self.publish_pending();
             if self.reading && self.pending.is_empty() {
                 self.read_unread(now);
@@ -362,7 +362,7 @@ impl Loop {
         }
     }
 
-    fn drain_outbound(&mut self, _now: Instant) {
+    fn drain_outbound(&mut self) {
         let conns = &mut self.conns;
         let dirty = &mut self.dirty;
         let cap = self.thread.config.output_cap_bytes;

@@ -72,11 +72,9 @@ impl Logic {
         name: &str,
         out: &mut Outbox,
     ) {
-        let Some(session) = self.session(conn) else {
-            out.error(conn, correlation_id, ErrorCode::NotLoggedIn, "log in first");
+        let Some(me) = self.logged_in(conn, correlation_id, out) else {
             return;
         };
-        let me = session.user;
         let Some(&other) = self.by_name.get(name) else {
             out.error(
                 conn,
@@ -160,11 +158,10 @@ impl Logic {
         after: u64,
         out: &mut Outbox,
     ) {
-        let Some(session) = self.session(conn) else {
-            out.error(conn, correlation_id, ErrorCode::NotLoggedIn, "log in first");
+        let Some(me) = self.logged_in(conn, correlation_id, out) else {
             return;
         };
-        let user = self.user(session.user);
+        let user = self.user(me);
         let mut changed: Vec<(UserId, ContactEntry)> = user
             .contacts
             .iter()

@@ -298,6 +298,15 @@ impl Logic {
         self.conns.get(&conn).and_then(|c| c.session.as_ref())
     }
 
+    /// The user `conn` is logged in as; if none, answers `NOT_LOGGED_IN`.
+    fn logged_in(&self, conn: ConnId, correlation_id: u64, out: &mut Outbox) -> Option<UserId> {
+        let user = self.session(conn).map(|session| session.user);
+        if user.is_none() {
+            out.error(conn, correlation_id, ErrorCode::NotLoggedIn, "log in first");
+        }
+        user
+    }
+
     fn register(
         &mut self,
         conn: ConnId,
@@ -552,11 +561,9 @@ impl Logic {
         journaled: Journaled,
         out: &mut Outbox,
     ) {
-        let Some(session) = self.session(conn) else {
-            out.error(conn, correlation_id, ErrorCode::NotLoggedIn, "log in first");
+        let Some(sender_id) = self.logged_in(conn, correlation_id, out) else {
             return;
         };
-        let sender_id = session.user;
         let body_max = self.config.frame_size_max - BODY_HEADROOM_BYTES;
         if send.body.len() > body_max {
             out.error(
@@ -706,11 +713,9 @@ impl Logic {
     }
 
     fn sync(&self, conn: ConnId, correlation_id: u64, sync: &proto::Sync, out: &mut Outbox) {
-        let Some(session) = self.session(conn) else {
-            out.error(conn, correlation_id, ErrorCode::NotLoggedIn, "log in first");
+        let Some(user_id) = self.logged_in(conn, correlation_id, out) else {
             return;
         };
-        let user_id = session.user;
         let user = self.user(user_id);
         let head = user.head();
         let after = sync.after_sequence.min(head);

@@ -22,11 +22,9 @@ impl Logic {
         mark: &proto::MarkRead,
         out: &mut Outbox,
     ) {
-        let Some(session) = self.session(conn) else {
-            out.error(conn, correlation_id, ErrorCode::NotLoggedIn, "log in first");
+        let Some(user_id) = self.logged_in(conn, correlation_id, out) else {
             return;
         };
-        let user_id = session.user;
         let Some(&peer) = self.by_name.get(&mark.peer) else {
             out.error(
                 conn,
