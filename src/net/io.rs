@@ -541,12 +541,17 @@ fn publish_frames(
             Ok(()) => conn.consume_input(offset),
             Err(TryPublishError::Full) => {
                 // Not room for all: publish what fits, one by one.
-                let first = ranges[0].clone();
-                match ingress.try_frame(conn.id, &input[first.clone()]) {
-                    Ok(()) => conn.consume_input(first.end),
-                    Err(_) => return Published::Full,
+                let mut taken = 0;
+                for range in ranges.iter() {
+                    if ingress.try_frame(conn.id, &input[range.clone()]).is_err() {
+                        break;
+                    }
+                    taken = range.end;
                 }
-                continue;
+                conn.consume_input(taken);
+                if taken < offset {
+                    return Published::Full;
+                }
             }
             Err(TryPublishError::Halted(_)) => return Published::Full,
         }
