@@ -120,6 +120,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         recipient: "bo".into(),
         client_message_id: 1,
         body: b"hello through the gateway".to_vec(),
+        group_id: 0,
     });
     ingress.frame(ana, &frame(&send, 4))?;
     println!("ana <- {:?}", next(&ana_out));

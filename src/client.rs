@@ -213,6 +213,107 @@ impl Client {
         }
     }
 
+    /// Posts a message to a group and waits for its acknowledgement.
+    pub fn send_group(
+        &mut self,
+        group_id: u64,
+        client_message_id: u64,
+        body: &[u8],
+    ) -> Result<proto::SendAck, ClientError> {
+        match self.request(&group_message(group_id, client_message_id, body))? {
+            Message::SendAck(ack) => Ok(ack),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Creates a group with this user as owner and `members` (friends)
+    /// added at once.
+    pub fn group_create(
+        &mut self,
+        name: &str,
+        members: &[&str],
+    ) -> Result<proto::GroupInfo, ClientError> {
+        let create = Message::GroupCreate(proto::GroupCreate {
+            name: name.into(),
+            members: members.iter().map(|&m| m.to_owned()).collect(),
+        });
+        match self.request(&create)? {
+            Message::GroupInfo(info) => Ok(info),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Invites a friend into a group.
+    pub fn group_invite(&mut self, group_id: u64, user: &str) -> Result<(), ClientError> {
+        self.group_change(Message::GroupInvite(proto::GroupInvite {
+            group_id,
+            user: user.into(),
+        }))
+    }
+
+    /// Joins a group this user was invited to.
+    pub fn group_join(&mut self, group_id: u64) -> Result<(), ClientError> {
+        self.group_change(Message::GroupJoin(proto::GroupJoin { group_id }))
+    }
+
+    /// Leaves a group.
+    pub fn group_leave(&mut self, group_id: u64) -> Result<(), ClientError> {
+        self.group_change(Message::GroupLeave(proto::GroupLeave { group_id }))
+    }
+
+    /// Removes a member (or withdraws an invitation); the owner only.
+    pub fn group_remove(&mut self, group_id: u64, user: &str) -> Result<(), ClientError> {
+        self.group_change(Message::GroupRemove(proto::GroupRemove {
+            group_id,
+            user: user.into(),
+        }))
+    }
+
+    /// Renames a group.
+    pub fn group_rename(&mut self, group_id: u64, name: &str) -> Result<(), ClientError> {
+        self.group_change(Message::GroupRename(proto::GroupRename {
+            group_id,
+            name: name.into(),
+        }))
+    }
+
+    /// A group's name, owner and members.
+    pub fn group_members(&mut self, group_id: u64) -> Result<proto::GroupInfo, ClientError> {
+        match self.request(&Message::GroupMembers(proto::GroupMembers { group_id }))? {
+            Message::GroupInfo(info) => Ok(info),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Every group this user is in or invited to.
+    pub fn groups(&mut self) -> Result<Vec<proto::GroupSummary>, ClientError> {
+        let mut all = Vec::new();
+        let mut after = 0;
+        loop {
+            let request = Message::GroupListRequest(proto::GroupListRequest {
+                after_group_id: after,
+            });
+            let list = match self.request(&request)? {
+                Message::GroupList(list) => list,
+                other => return Err(unexpected(&other)),
+            };
+            if let Some(last) = list.groups.last() {
+                after = last.group_id;
+            }
+            all.extend(list.groups);
+            if !list.more {
+                return Ok(all);
+            }
+        }
+    }
+
+    fn group_change(&mut self, change: Message) -> Result<(), ClientError> {
+        match self.request(&change)? {
+            Message::GroupOk(_) => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Pulls up to `limit` messages after inbox sequence `after`.
     pub fn sync(&mut self, after: u64, limit: u32) -> Result<proto::SyncBatch, ClientError> {
         let sync = Message::Sync(proto::Sync {
@@ -379,6 +480,17 @@ pub fn send_message(recipient: &str, client_message_id: u64, body: &[u8]) -> Mes
         recipient: recipient.into(),
         client_message_id,
         body: body.to_vec(),
+        group_id: 0,
+    })
+}
+
+/// A `Send` message to a group.
+pub fn group_message(group_id: u64, client_message_id: u64, body: &[u8]) -> Message {
+    Message::Send(proto::Send {
+        recipient: String::new(),
+        client_message_id,
+        body: body.to_vec(),
+        group_id,
     })
 }
 

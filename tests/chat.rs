@@ -276,6 +276,7 @@ fn mark_read(
     let mark = Message::MarkRead(courier::codec::proto::MarkRead {
         peer: peer.into(),
         up_to_sequence: up_to,
+        group_id: 0,
     });
     match client.request(&mark)? {
         Message::ReadState(state) => Ok(state),

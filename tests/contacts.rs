@@ -145,6 +145,8 @@ fn a_long_contact_list_comes_in_pages_that_each_fit_a_frame() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path());
     config.broker.frame_size_max_bytes = 2048;
+    // A member list must fit a frame too.
+    config.broker.group_members_max = 20;
     config.output_cap_bytes = 1 << 20;
     let server = courier::net::start(config).unwrap();
     let address = server.local_addr();

@@ -86,8 +86,12 @@ pub struct BrokerConfig {
     /// Most messages in one SyncBatch.
     pub sync_limit_max: u32,
     /// Let any user send 1:1 messages to any other, as a plain broker does.
-    /// Off by default: messages go to friends only.
+    /// Off by default: messages go to friends only. It also lets any user
+    /// invite any other into a group.
     pub open_messaging: bool,
+    /// The most members a group may have (500, as WeChat allows). A group's
+    /// member list must fit one frame: at most about 67 bytes a member.
+    pub group_members_max: usize,
     /// Password hashing.
     pub auth: AuthConfig,
 }
@@ -108,6 +112,7 @@ impl Default for BrokerConfig {
             dedup_window: 4096,
             sync_limit_max: 500,
             open_messaging: false,
+            group_members_max: 500,
             auth: AuthConfig::default(),
         }
     }
@@ -147,6 +152,16 @@ impl BrokerConfig {
         }
         if self.sync_limit_max == 0 {
             return Err("sync_limit_max must be positive".into());
+        }
+        let group_members_fit = (self.frame_size_max_bytes
+            - super::logic::GROUP_INFO_OVERHEAD_BYTES)
+            / super::logic::GROUP_INFO_BYTES_PER_MEMBER;
+        if self.group_members_max < 2 || self.group_members_max > group_members_fit {
+            return Err(format!(
+                "group_members_max must be between 2 and {group_members_fit} (what a member list \
+                 in a frame of frame_size_max_bytes holds), is {}",
+                self.group_members_max
+            ));
         }
         if self.auth.workers == 0 {
             return Err("auth.workers must be positive".into());
@@ -201,7 +216,9 @@ mod tests {
         assert_eq!(BrokerConfig::default().validate(), Ok(()));
         // Each case: a change to the defaults and a word its error names.
         type Change = fn(&mut BrokerConfig);
-        let cases: [(Change, &str); 4] = [
+        let cases: [(Change, &str); 6] = [
+            (|c| c.group_members_max = 1, "group_members_max"),
+            (|c| c.group_members_max = 2000, "group_members_max"),
             (|c| c.ring_slots = 1000, "ring_slots"),
             (|c| c.frame_size_max_bytes = 10, "frame_size_max_bytes"),
             (|c| c.auth.memory_kib = 1, "argon2"),

@@ -25,9 +25,9 @@
 
 use prost::Message as _;
 
-use super::ids::{ConnId, UserId};
+use super::ids::{ConnId, GroupId, Peer, UserId};
 use crate::codec::journal_proto::{LoginVerified, Registered};
-use crate::codec::proto::{login, ContactState, ErrorCode, MessageType};
+use crate::codec::proto::{login, ContactState, DeliveryMode, ErrorCode, MessageType};
 use crate::codec::{DeliverRef, Message, MessageError, SendView, FRAME_HEADER_BYTES};
 use crate::journal::Position;
 
@@ -125,7 +125,13 @@ impl Command {
                 | Message::ContactAccept(_)
                 | Message::ContactDecline(_)
                 | Message::ContactRemove(_)
-                | Message::ContactBlock(_) => Some(RECORD_FRAME),
+                | Message::ContactBlock(_)
+                | Message::GroupCreate(_)
+                | Message::GroupInvite(_)
+                | Message::GroupJoin(_)
+                | Message::GroupLeave(_)
+                | Message::GroupRemove(_)
+                | Message::GroupRename(_) => Some(RECORD_FRAME),
                 _ => None,
             },
             Command::Empty | Command::Invalid { .. } | Command::LoginRefused { .. } => None,
@@ -274,6 +280,71 @@ pub(crate) enum Projection {
         state: ContactState,
         version: u64,
     },
+    /// A group was created, renamed or changed owner; `owner` is `None`
+    /// once its last member left.
+    Group {
+        group: GroupId,
+        name: String,
+        owner: Option<UserId>,
+    },
+    /// A user joined (`member`) or left a group.
+    Member {
+        group: GroupId,
+        user: UserId,
+        member: bool,
+    },
+}
+
+/// Inbox work logic hands to the fan-out stage, which owns the inboxes:
+/// logic checks a command against accounts, sessions, contacts and
+/// groups; the fan-out stage appends to inboxes, acknowledges, pushes and
+/// answers syncs. Each refers to the event's connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Intent {
+    /// A run started: every device is offline.
+    Start,
+    /// An account was created, with the next user id.
+    Account { name: String },
+    /// The connection logged in as `user`; answer `LoginOk`.
+    SessionOpened {
+        user: UserId,
+        mode: DeliveryMode,
+        lz4: bool,
+        correlation_id: u64,
+        token: String,
+    },
+    /// The connection's session as `user` ended.
+    SessionClosed { user: UserId },
+    /// `sender` sent a message to `to`; the body is this range of the
+    /// event's bytes.
+    Message {
+        sender: UserId,
+        to: Peer,
+        correlation_id: u64,
+        client_message_id: u64,
+        body: std::ops::Range<usize>,
+    },
+    /// `user` pulls inbox entries after `after`.
+    Sync {
+        user: UserId,
+        correlation_id: u64,
+        after: u64,
+        limit: u32,
+        lz4: bool,
+    },
+    /// `user` marks the conversation with `peer` read up to `up_to`.
+    MarkRead {
+        user: UserId,
+        correlation_id: u64,
+        peer: Peer,
+        up_to: u64,
+    },
+    /// `user` joined (`joined`) or left `group`.
+    Member {
+        group: GroupId,
+        user: UserId,
+        joined: bool,
+    },
 }
 
 /// What logic wants sent: frames to connections, and connections to close.
@@ -284,6 +355,7 @@ pub struct Outbox {
     bytes: Vec<u8>,
     items: Vec<OutItem>,
     pub(crate) projections: Vec<Projection>,
+    pub(crate) intents: Vec<Intent>,
 }
 
 /// One thing in an [`Outbox`].
@@ -317,6 +389,7 @@ impl Outbox {
         self.bytes.clear();
         self.items.clear();
         self.projections.clear();
+        self.intents.clear();
     }
 
     /// Queues `message` for `conn`.
@@ -434,6 +507,7 @@ mod tests {
             recipient: "bo".into(),
             client_message_id: 7,
             body: b"hi".to_vec(),
+            group_id: 0,
         });
         let registered = Registered {
             correlation_id: 3,

@@ -44,6 +44,43 @@ impl fmt::Display for ConnId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UserId(pub u64);
 
+/// A group: 1 for the first group created, then counting up. Never 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupId(pub u64);
+
+/// The other side of a conversation: a user (1:1) or a group, in one word
+/// (the top bit marks a group), so an inbox entry stays 48 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct Peer(u64);
+
+impl Peer {
+    const GROUP_BIT: u64 = 1 << 63;
+
+    pub(crate) fn user(id: UserId) -> Self {
+        debug_assert!(id.0 & Self::GROUP_BIT == 0);
+        Peer(id.0)
+    }
+
+    pub(crate) fn group(id: GroupId) -> Self {
+        debug_assert!(id.0 & Self::GROUP_BIT == 0);
+        Peer(id.0 | Self::GROUP_BIT)
+    }
+
+    pub(crate) fn as_user(self) -> Option<UserId> {
+        (self.0 & Self::GROUP_BIT == 0).then_some(UserId(self.0))
+    }
+
+    pub(crate) fn as_group(self) -> Option<GroupId> {
+        (self.0 & Self::GROUP_BIT != 0).then_some(GroupId(self.0 & !Self::GROUP_BIT))
+    }
+
+    /// The word itself, for canonical dumps.
+    #[cfg(test)]
+    pub(crate) fn raw(self) -> u64 {
+        self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,6 +93,18 @@ mod tests {
             assert_eq!(id.thread_index(), thread);
             assert_eq!(id.0 & ((1 << 48) - 1), counter);
         }
+    }
+
+    #[test]
+    fn a_peer_is_a_user_or_a_group() {
+        let user = Peer::user(UserId(7));
+        let group = Peer::group(GroupId(7));
+        assert_ne!(user, group);
+        assert_eq!((user.as_user(), user.as_group()), (Some(UserId(7)), None));
+        assert_eq!(
+            (group.as_user(), group.as_group()),
+            (None, Some(GroupId(7)))
+        );
     }
 
     #[test]

@@ -5,6 +5,11 @@
 //!  auth workers ──┘                                       └▶ store (SQLite)
 //! ```
 //!
+//! Logic owns accounts, sessions, contacts and groups and checks every
+//! command; the fan-out stage owns the inboxes and carries out what logic
+//! decided (appends, acknowledgements, pushes, syncs), so a message to a
+//! 500-member group is fanned out on the fan-out thread.
+//!
 //! An embedding gateway (or the mio server in [`crate::net`]) builds a
 //! [`Broker`] from a [`BrokerConfig`] and an [`Egress`], pushes connection
 //! events and frames in through an [`Ingress`], and receives the frames to
@@ -23,6 +28,7 @@
 
 mod auth;
 mod config;
+mod delivery;
 mod event;
 mod ids;
 mod logic;
@@ -39,14 +45,16 @@ pub use event::{
     Inbound, Out, Outbox, RecordError, RECORD_CONNECTED, RECORD_DISCONNECTED, RECORD_FRAME,
     RECORD_LOGIN, RECORD_REGISTERED, RECORD_START,
 };
+pub use ids::GroupId;
 pub use ids::{ConnId, UserId};
-pub use logic::{BODY_HEADROOM_BYTES, NAME_BYTES_MAX, PASSWORD_BYTES_MAX};
+pub use logic::{BODY_HEADROOM_BYTES, GROUP_NAME_BYTES_MAX, NAME_BYTES_MAX, PASSWORD_BYTES_MAX};
 pub use store::StoreError;
 
 use crate::journal::{Journal, JournalConfig, JournalError};
 use crate::ringbuffer::{
     BuildError, Builder, Halted, MultiProducer, Pipeline, StageFailure, TryPublishError,
 };
+use delivery::{Delivery, DeliveryConfig};
 use event::{decode_record, encode_record, Command, Journaled, Origin};
 use logic::{Logic, LogicConfig};
 use stages::{now_ns, Decode, FanOut, JournalStage, LogicStage, StoreStage};
@@ -226,20 +234,24 @@ impl Broker {
         };
         let mut journal = Journal::open(config.data_dir.join("journal"), journal_config)?;
         let mut store = Store::open(&config.data_dir.join("courier.db"))?;
-        let mut logic = Logic::new(
-            LogicConfig {
+        let mut logic = Logic::new(LogicConfig {
+            frame_size_max: config.frame_size_max_bytes,
+            heartbeat_interval_ms: config.heartbeat_interval_ms,
+            open_messaging: config.open_messaging,
+            group_members_max: config.group_members_max,
+        });
+        let mut delivery = Delivery::new(
+            DeliveryConfig {
                 frame_size_max: config.frame_size_max_bytes,
-                heartbeat_interval_ms: config.heartbeat_interval_ms,
                 dedup_window: config.dedup_window,
                 sync_limit_max: config.sync_limit_max,
-                open_messaging: config.open_messaging,
             },
             journal.reader(),
         );
         let store_behind = journal
             .next_sequence()
             .saturating_sub(store.applied_until());
-        let records_replayed = replay(&journal, &mut logic, &mut store)?;
+        let records_replayed = replay(&journal, &mut logic, &mut delivery, &mut store)?;
 
         // A start marker: replay of later runs drops this run's predecessors'
         // connections here, so connection ids never collide across runs.
@@ -253,9 +265,18 @@ impl Broker {
             position: start.position,
             timestamp_ns,
         };
+        let mut started = Outbox::default();
         logic.apply(
             ConnId(0),
             &Command::Start,
+            &[],
+            Some(journaled),
+            &mut started,
+        );
+        stages::carry_out(
+            &mut delivery,
+            ConnId(0),
+            &started,
             &[],
             Some(journaled),
             &mut Outbox::default(),
@@ -292,6 +313,8 @@ impl Broker {
             &[logic_stage],
             FanOut {
                 egress: Box::new(egress),
+                delivery,
+                out: Outbox::default(),
                 scratch: Vec::new(),
             },
         );
@@ -340,11 +363,18 @@ impl Broker {
     }
 }
 
-/// Applies every journal record to fresh state, and hands the store what it
-/// has not projected yet. Returns how many records were replayed.
-fn replay(journal: &Journal, logic: &mut Logic, store: &mut Store) -> Result<u64, BrokerError> {
+/// Applies every journal record to fresh state (logic, then the inboxes,
+/// as the stages do), and hands the store what it has not projected yet.
+/// Returns how many records were replayed.
+fn replay(
+    journal: &Journal,
+    logic: &mut Logic,
+    delivery: &mut Delivery,
+    store: &mut Store,
+) -> Result<u64, BrokerError> {
     let mut cursor = journal.reader().cursor_at_start();
     let mut scratch = Outbox::default();
+    let mut discarded = Outbox::default();
     let mut count = 0u64;
     while let Some(record) = cursor.next()? {
         let (conn, command) =
@@ -357,6 +387,15 @@ fn replay(journal: &Journal, logic: &mut Logic, store: &mut Store) -> Result<u64
         scratch.clear();
         let body = event::record_body(record.payload());
         logic.apply(conn, &command, body, Some(journaled), &mut scratch);
+        discarded.clear();
+        stages::carry_out(
+            delivery,
+            conn,
+            &scratch,
+            body,
+            Some(journaled),
+            &mut discarded,
+        );
         store.note(record.sequence(), &scratch.projections);
         count += 1;
         if count % 4096 == 0 {

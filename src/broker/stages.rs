@@ -2,7 +2,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::event::{decode_inbound, encode_record, Inbound, Journaled, Out};
+use super::delivery::Delivery;
+use super::event::{decode_inbound, encode_record, Inbound, Journaled, Out, Outbox};
+use super::ids::ConnId;
 use super::logic::Logic;
 use super::store::Store;
 use super::Egress;
@@ -104,25 +106,62 @@ impl MutHandler<Inbound> for LogicStage {
     }
 }
 
-/// Hands what logic produced to the egress, compressing large frames for
-/// devices that accept it, and flushing once per batch.
+/// Carries out logic's intents for one event on the inboxes; their frames
+/// go to `out`.
+pub(crate) fn carry_out(
+    delivery: &mut Delivery,
+    conn: ConnId,
+    logic_out: &Outbox,
+    body: &[u8],
+    journaled: Option<Journaled>,
+    out: &mut Outbox,
+) {
+    for intent in &logic_out.intents {
+        delivery.apply(conn, intent, body, journaled, out);
+    }
+}
+
+/// Owns the inboxes: carries out logic's intents (fan-out on write), and
+/// hands every frame to the egress, compressing large ones for devices
+/// that accept it, and flushing once per batch.
 pub(crate) struct FanOut {
     pub(crate) egress: Box<dyn Egress>,
+    pub(crate) delivery: Delivery,
+    /// The frames the intents of one event produce.
+    pub(crate) out: Outbox,
     pub(crate) scratch: Vec<u8>,
+}
+
+impl FanOut {
+    fn send_all(egress: &mut dyn Egress, scratch: &mut Vec<u8>, outbox: &Outbox) {
+        for out in outbox.iter() {
+            match out {
+                Out::Frame(conn, frame) => egress.send(conn, frame),
+                Out::Compressible(conn, frame) => {
+                    scratch.clear();
+                    compress_frame(frame, scratch);
+                    egress.send(conn, scratch);
+                }
+                Out::Close(conn) => egress.close(conn),
+            }
+        }
+    }
 }
 
 impl Handler<Inbound> for FanOut {
     fn on_event(&mut self, event: &Inbound, _: Sequence, end_of_batch: bool) {
-        for out in event.outbox.iter() {
-            match out {
-                Out::Frame(conn, frame) => self.egress.send(conn, frame),
-                Out::Compressible(conn, frame) => {
-                    self.scratch.clear();
-                    compress_frame(frame, &mut self.scratch);
-                    self.egress.send(conn, &self.scratch);
-                }
-                Out::Close(conn) => self.egress.close(conn),
-            }
+        Self::send_all(&mut *self.egress, &mut self.scratch, &event.outbox);
+        if !event.outbox.intents.is_empty() {
+            self.out.clear();
+            carry_out(
+                &mut self.delivery,
+                event.conn,
+                &event.outbox,
+                &event.body,
+                event.journaled,
+                &mut self.out,
+            );
+            Self::send_all(&mut *self.egress, &mut self.scratch, &self.out);
         }
         if end_of_batch {
             self.egress.flush();

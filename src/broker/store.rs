@@ -1,4 +1,5 @@
-//! The SQLite projection: accounts, for operators and plain SQL.
+//! The SQLite projection: accounts, contacts and groups, for operators and
+//! plain SQL.
 //!
 //! The store applies what logic projects in batched transactions, and each
 //! transaction also records the sequence of the last journal record it
@@ -46,6 +47,17 @@ const SCHEMA: &str = "
         state       TEXT NOT NULL,
         version     INTEGER NOT NULL,
         PRIMARY KEY (owner_id, contact_id)
+    );
+    -- A dissolved group (its last member left) keeps its row, owner NULL.
+    CREATE TABLE IF NOT EXISTS groups (
+        group_id    INTEGER PRIMARY KEY,
+        name        TEXT NOT NULL,
+        owner_id    INTEGER
+    );
+    CREATE TABLE IF NOT EXISTS group_members (
+        group_id    INTEGER NOT NULL,
+        user_id     INTEGER NOT NULL,
+        PRIMARY KEY (group_id, user_id)
     );
     CREATE TABLE IF NOT EXISTS projection (
         id                  INTEGER PRIMARY KEY CHECK (id = 1),
@@ -135,6 +147,21 @@ impl Store {
                      DO UPDATE SET state = excluded.state, version = excluded.version",
                 )
                 .map_err(fail)?;
+            let mut group = transaction
+                .prepare_cached(
+                    "INSERT INTO groups (group_id, name, owner_id) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (group_id)
+                     DO UPDATE SET name = excluded.name, owner_id = excluded.owner_id",
+                )
+                .map_err(fail)?;
+            let mut join = transaction
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO group_members (group_id, user_id) VALUES (?1, ?2)",
+                )
+                .map_err(fail)?;
+            let mut leave = transaction
+                .prepare_cached("DELETE FROM group_members WHERE group_id = ?1 AND user_id = ?2")
+                .map_err(fail)?;
             for (_, projection) in &self.pending {
                 match projection {
                     Projection::Contact {
@@ -150,6 +177,25 @@ impl Store {
                                 state.as_str_name(),
                                 *version as i64
                             ])
+                            .map_err(fail)?;
+                    }
+                    Projection::Group {
+                        group: id,
+                        name,
+                        owner,
+                    } => {
+                        group
+                            .execute(params![id.0 as i64, name, owner.map(|o| o.0 as i64)])
+                            .map_err(fail)?;
+                    }
+                    Projection::Member {
+                        group: id,
+                        user,
+                        member,
+                    } => {
+                        let statement = if *member { &mut join } else { &mut leave };
+                        statement
+                            .execute(params![id.0 as i64, user.0 as i64])
                             .map_err(fail)?;
                     }
                     Projection::Account {

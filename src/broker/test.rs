@@ -1,16 +1,18 @@
 //! Replay is deterministic: a random history applied live, command by
-//! command as the pipeline applies it, leaves the same state as a fresh
-//! logic that replays the journal the history wrote.
+//! command as the pipeline applies it (logic, then the inboxes), leaves the
+//! same state as fresh state that replays the journal the history wrote.
 
 use proptest::prelude::*;
 use prost::Message as _;
 
+use super::delivery::{Delivery, DeliveryConfig};
 use super::event::{
     decode_frame, decode_inbound, encode_record, Command, Journaled, Origin, Outbox,
 };
 use super::ids::ConnId;
 use super::logic::{Logic, LogicConfig};
 use super::replay;
+use super::stages::carry_out;
 use super::store::Store;
 use crate::codec::journal_proto::{LoginVerified, Registered};
 use crate::codec::proto::{self, DeliveryMode};
@@ -55,6 +57,14 @@ enum Step {
         user: u8,
         op: u8,
     },
+    /// A group command: create (with members by bit mask), invite, join,
+    /// leave, remove, rename, or post a message.
+    Group {
+        conn: u8,
+        group: u8,
+        user: u8,
+        op: u8,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -73,7 +83,8 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0u8..3).prop_map(Step::Disconnect),
         1 => Just(Step::Restart),
         3 => (0u8..3, 0u8..3, 0u8..6).prop_map(|(conn, user, op)| Step::Contact { conn, user, op }),
-        2 => (0u8..3, 0u8..3, 0u8..8).prop_map(|(conn, peer, up_to)| Step::MarkRead { conn, peer, up_to }),
+        2 => (0u8..3, 0u8..5, 0u8..8).prop_map(|(conn, peer, up_to)| Step::MarkRead { conn, peer, up_to }),
+        5 => (0u8..3, 1u8..3, 0u8..8, 0u8..7).prop_map(|(conn, group, user, op)| Step::Group { conn, group, user, op }),
     ]
 }
 
@@ -83,21 +94,66 @@ fn frame_body(message: &Message) -> Vec<u8> {
     bytes.split_off(LENGTH_PREFIX_BYTES)
 }
 
-fn config() -> LogicConfig {
-    LogicConfig {
-        frame_size_max: 64 * 1024,
-        heartbeat_interval_ms: 1000,
-        dedup_window: 3,
-        sync_limit_max: 4,
-        open_messaging: false,
+/// Logic and the inboxes, as the pipeline holds them.
+struct State {
+    logic: Logic,
+    delivery: Delivery,
+}
+
+impl State {
+    fn new(journal: &Journal) -> Self {
+        let logic = Logic::new(LogicConfig {
+            frame_size_max: 64 * 1024,
+            heartbeat_interval_ms: 1000,
+            open_messaging: false,
+            group_members_max: 3,
+        });
+        let delivery = Delivery::new(
+            DeliveryConfig {
+                frame_size_max: 64 * 1024,
+                dedup_window: 3,
+                sync_limit_max: 4,
+            },
+            journal.reader(),
+        );
+        Self { logic, delivery }
+    }
+
+    fn apply(
+        &mut self,
+        conn: ConnId,
+        command: &Command,
+        body: &[u8],
+        journaled: Option<Journaled>,
+    ) {
+        let mut out = Outbox::default();
+        self.logic.apply(conn, command, body, journaled, &mut out);
+        carry_out(
+            &mut self.delivery,
+            conn,
+            &out,
+            body,
+            journaled,
+            &mut Outbox::default(),
+        );
+    }
+
+    fn digest(&self) -> String {
+        self.logic.digest() + &self.delivery.digest()
+    }
+
+    fn replayed(journal: &Journal, store: &mut Store) -> Self {
+        let mut state = Self::new(journal);
+        replay(journal, &mut state.logic, &mut state.delivery, store).unwrap();
+        state
     }
 }
 
 /// Journals `command` (if the pipeline would) and applies it, as the
-/// journal and logic stages do.
+/// journal, logic and fan-out stages do.
 fn apply_live(
     journal: &mut Journal,
-    logic: &mut Logic,
+    logic: &mut State,
     conn: ConnId,
     origin: Origin,
     body: &[u8],
@@ -115,10 +171,12 @@ fn apply_live(
             timestamp_ns: *clock,
         }
     });
-    logic.apply(conn, &command, body, journaled, &mut Outbox::default());
+    logic.apply(conn, &command, body, journaled);
 }
 
-fn run(history: &[Step]) {
+/// Applies `history` live, checks that replay agrees, and returns the
+/// state's digest.
+fn run(history: &[Step]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let journal_config = JournalConfig {
         segment_size_bytes: 64 * 1024,
@@ -127,9 +185,9 @@ fn run(history: &[Step]) {
         ..JournalConfig::default()
     };
     let mut journal = Journal::open(dir.path().join("journal"), journal_config.clone()).unwrap();
-    let mut live = Logic::new(config(), journal.reader());
+    let mut live = State::new(&journal);
     let (auth, _jobs) = crossbeam_channel::bounded(1000);
-    live.set_auth(auth);
+    live.logic.set_auth(auth);
     let mut clock = 0u64;
     let mut run_number = 0u64;
     let conn = |run: u64, c: u8| ConnId(run * 100 + u64::from(c));
@@ -225,6 +283,7 @@ fn run(history: &[Step]) {
                     recipient: name(to),
                     client_message_id: u64::from(client_id),
                     body: vec![to, client_id],
+                    group_id: 0,
                 });
                 apply_live(
                     &mut journal,
@@ -290,9 +349,11 @@ fn run(history: &[Step]) {
                 peer,
                 up_to,
             } => {
+                // Peers 3 and 4 are groups 1 and 2.
                 let mark = Message::MarkRead(proto::MarkRead {
-                    peer: name(peer),
+                    peer: if peer < 3 { name(peer) } else { String::new() },
                     up_to_sequence: u64::from(up_to),
+                    group_id: if peer < 3 { 0 } else { u64::from(peer) - 2 },
                 });
                 apply_live(
                     &mut journal,
@@ -300,6 +361,48 @@ fn run(history: &[Step]) {
                     conn(run_number, c),
                     Origin::Frame,
                     &frame_body(&mark),
+                    &mut clock,
+                );
+            }
+            Step::Group {
+                conn: c,
+                group,
+                user,
+                op,
+            } => {
+                let group_id = u64::from(group);
+                let message = match op {
+                    0 => Message::GroupCreate(proto::GroupCreate {
+                        name: format!("g{user}"),
+                        members: (0..3).filter(|u| user & (1 << u) != 0).map(name).collect(),
+                    }),
+                    1 => Message::GroupInvite(proto::GroupInvite {
+                        group_id,
+                        user: name(user % 3),
+                    }),
+                    2 => Message::GroupJoin(proto::GroupJoin { group_id }),
+                    3 => Message::GroupLeave(proto::GroupLeave { group_id }),
+                    4 => Message::GroupRemove(proto::GroupRemove {
+                        group_id,
+                        user: name(user % 3),
+                    }),
+                    5 => Message::GroupRename(proto::GroupRename {
+                        group_id,
+                        name: format!("renamed{user}"),
+                    }),
+                    _ => Message::Send(proto::Send {
+                        recipient: String::new(),
+                        client_message_id: u64::from(user),
+                        body: vec![group, user],
+                        group_id,
+                    }),
+                };
+                apply_live(
+                    &mut journal,
+                    &mut live,
+                    conn(run_number, c),
+                    Origin::Frame,
+                    &frame_body(&message),
                     &mut clock,
                 );
             }
@@ -325,26 +428,19 @@ fn run(history: &[Step]) {
                     position: start.position,
                     timestamp_ns: clock,
                 };
-                live.apply(
-                    ConnId(0),
-                    &Command::Start,
-                    &[],
-                    Some(journaled),
-                    &mut Outbox::default(),
-                );
+                live.apply(ConnId(0), &Command::Start, &[], Some(journaled));
             }
         }
     }
-    let mut replayed = Logic::new(config(), journal.reader());
     let mut store = Store::open(&dir.path().join("courier.db")).unwrap();
-    replay(&journal, &mut replayed, &mut store).unwrap();
+    let replayed = State::replayed(&journal, &mut store);
     assert_eq!(replayed.digest(), live.digest());
     // The journal as reopened from disk replays to the same state too.
     drop(journal);
     let journal = Journal::open(dir.path().join("journal"), journal_config).unwrap();
-    let mut reopened = Logic::new(config(), journal.reader());
-    replay(&journal, &mut reopened, &mut store).unwrap();
+    let reopened = State::replayed(&journal, &mut store);
     assert_eq!(reopened.digest(), live.digest());
+    live.digest()
 }
 
 #[test]
@@ -406,6 +502,79 @@ fn a_known_history_replays_to_the_same_state() {
     run(&history);
 }
 
+#[test]
+fn a_group_history_replays_to_the_same_state() {
+    let login = |c: u8| Step::Login {
+        conn: c,
+        user: c,
+        device: 0,
+        notice: c == 2,
+    };
+    let contact = |conn, user, op| Step::Contact { conn, user, op };
+    let group = |conn, user, op| Step::Group {
+        conn,
+        group: 1,
+        user,
+        op,
+    };
+    // Three friends; user 0 creates group 1 with users 1 and 2, posts;
+    // user 1 leaves, is invited back and joins; user 2 is removed.
+    let history = [
+        Step::Register(0),
+        Step::Register(1),
+        Step::Register(2),
+        Step::Connect(0),
+        Step::Connect(1),
+        Step::Connect(2),
+        login(0),
+        login(1),
+        login(2),
+        contact(0, 1, 0),
+        contact(1, 0, 1),
+        contact(0, 2, 0),
+        contact(2, 0, 1),
+        group(0, 0b110, 0),
+        group(0, 0, 6),
+        group(1, 0, 3),
+        group(0, 1, 1),
+        group(1, 0, 2),
+        group(0, 2, 4),
+        group(1, 1, 6),
+        Step::MarkRead {
+            conn: 1,
+            peer: 3,
+            up_to: 1,
+        },
+        Step::Restart,
+    ];
+    let digest = run(&history);
+    // Users 1 (owner) and 2 remain, user 2 rejoined last.
+    assert!(
+        digest.contains("group 1 \"g6\" owner 1 members [UserId(1), UserId(2)]"),
+        "{digest}"
+    );
+    assert!(digest.contains("group 1 members [1, 2]"), "{digest}");
+    // User 0 has both posts; user 1 the first and, after rejoining, its
+    // own; user 2 the first only (it had been removed before the second).
+    let inbox_len = |user: u8| {
+        let line = digest
+            .lines()
+            .find(|l| l.starts_with(&format!("mailbox {} ", user + 1)))
+            .unwrap();
+        let inbox = &line[line.find("inbox [").unwrap() + 7..line.find("] read").unwrap()];
+        if inbox.is_empty() {
+            0
+        } else {
+            inbox.matches("), (").count() + 1
+        }
+    };
+    assert_eq!(
+        (inbox_len(0), inbox_len(1), inbox_len(2)),
+        (2, 2, 1),
+        "{digest}"
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
     #[test]
@@ -421,6 +590,7 @@ fn frames_built_here_decode_as_the_pipeline_decodes_them() {
         recipient: "a".into(),
         client_message_id: 1,
         body: vec![1],
+        group_id: 0,
     });
     assert!(matches!(
         decode_frame(&frame_body(&send)),

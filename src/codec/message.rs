@@ -132,6 +132,18 @@ messages!(
     ContactChanged,
     MarkRead,
     ReadState,
+    GroupCreate,
+    GroupInvite,
+    GroupJoin,
+    GroupLeave,
+    GroupRemove,
+    GroupRename,
+    GroupOk,
+    GroupMembers,
+    GroupInfo,
+    GroupListRequest,
+    GroupList,
+    GroupChanged,
 );
 
 /// The fields of a `Deliver`, borrowed: encoding it needs no allocation.
@@ -147,8 +159,10 @@ pub struct DeliverRef<'a> {
     pub timestamp_ms: u64,
     /// The body.
     pub body: &'a [u8],
-    /// Whom it was sent to.
+    /// Whom it was sent to (empty for a group message).
     pub recipient: &'a str,
+    /// The group it was posted to (0 for a 1:1 message).
+    pub group_id: u64,
 }
 
 impl DeliverRef<'_> {
@@ -174,6 +188,7 @@ impl DeliverRef<'_> {
             + varint(4, self.timestamp_ms)
             + bytes(5, self.body.len())
             + bytes(6, self.recipient.len())
+            + varint(7, self.group_id)
     }
 
     /// Appends a whole `Deliver` frame to `out`, as
@@ -207,6 +222,7 @@ impl DeliverRef<'_> {
         varint(4, self.timestamp_ms, out);
         bytes(5, self.body, out);
         bytes(6, self.recipient.as_bytes(), out);
+        varint(7, self.group_id, out);
     }
 }
 
@@ -255,6 +271,11 @@ mod tests {
                 recipient: "bo".into(),
                 client_message_id: 3,
                 body: b"hi".to_vec(),
+                group_id: 0,
+            }),
+            Message::GroupCreate(proto::GroupCreate {
+                name: "family".into(),
+                members: vec!["bo".into()],
             }),
             Message::SyncBatch(proto::SyncBatch {
                 messages: vec![proto::Deliver {
@@ -263,7 +284,8 @@ mod tests {
                     inbox_sequence: 2,
                     timestamp_ms: 3,
                     body: b"x".to_vec(),
-                    recipient: "bo".into(),
+                    recipient: String::new(),
+                    group_id: 4,
                 }],
                 head_sequence: 2,
                 more: false,
@@ -323,9 +345,9 @@ mod tests {
 
         /// The borrowed Deliver encoder writes what prost writes.
         #[test]
-        fn deliver_ref_encodes_like_prost(sender in ".{0,20}", recipient in ".{0,20}", ids in any::<(u64, u64, u64)>(), body in proptest::collection::vec(any::<u8>(), 0..300), correlation in any::<u64>()) {
-            let borrowed = DeliverRef { sender: &sender, server_message_id: ids.0, inbox_sequence: ids.1, timestamp_ms: ids.2, body: &body, recipient: &recipient };
-            let owned = Message::Deliver(proto::Deliver { sender: sender.clone(), server_message_id: ids.0, inbox_sequence: ids.1, timestamp_ms: ids.2, body: body.clone(), recipient: recipient.clone() });
+        fn deliver_ref_encodes_like_prost(sender in ".{0,20}", recipient in ".{0,20}", ids in any::<(u64, u64, u64)>(), body in proptest::collection::vec(any::<u8>(), 0..300), correlation in any::<u64>(), group_id in any::<u64>()) {
+            let borrowed = DeliverRef { sender: &sender, server_message_id: ids.0, inbox_sequence: ids.1, timestamp_ms: ids.2, body: &body, recipient: &recipient, group_id };
+            let owned = Message::Deliver(proto::Deliver { sender: sender.clone(), server_message_id: ids.0, inbox_sequence: ids.1, timestamp_ms: ids.2, body: body.clone(), recipient: recipient.clone(), group_id });
             let (mut ours, mut theirs) = (Vec::new(), Vec::new());
             borrowed.encode_frame(correlation, &mut ours);
             owned.encode_frame(correlation, &mut theirs);
@@ -334,7 +356,7 @@ mod tests {
 
         #[test]
         fn sends_round_trip(recipient in ".{0,40}", id in any::<u64>(), body in proptest::collection::vec(any::<u8>(), 0..500)) {
-            let message = Message::Send(proto::Send { recipient, client_message_id: id, body });
+            let message = Message::Send(proto::Send { recipient, client_message_id: id, body, group_id: id / 2 });
             prop_assert_eq!(Message::decode(&message.to_frame(id)), Ok(message));
         }
     }

@@ -17,6 +17,8 @@ pub struct SendView {
     pub client_message_id: u64,
     /// The body.
     pub body: Range<usize>,
+    /// The group of a group message (0 for a 1:1 message).
+    pub group_id: u64,
 }
 
 /// Why a payload is not a valid `Send`.
@@ -150,7 +152,8 @@ impl SendView {
                 }
                 (2, 0) => view.client_message_id = reader.varint()?,
                 (3, 2) => view.body = reader.length_delimited()?,
-                (1..=3, _) => return reader.fail("wrong wire type for a Send field"),
+                (4, 0) => view.group_id = reader.varint()?,
+                (1..=4, _) => return reader.fail("wrong wire type for a Send field"),
                 _ => reader.skip_field(field, wire_type, 0)?,
             }
         }
@@ -190,6 +193,7 @@ mod tests {
                 prop_assert_eq!(view.recipient(payload), send.recipient.as_str());
                 prop_assert_eq!(view.client_message_id, send.client_message_id);
                 prop_assert_eq!(&payload[view.body.clone()], &send.body[..]);
+                prop_assert_eq!(view.group_id, send.group_id);
             }
             (Err(_), Err(_)) => {}
             (ours, theirs) => {
@@ -236,8 +240,8 @@ mod tests {
     proptest! {
         /// Real Sends read the same either way.
         #[test]
-        fn agrees_with_prost_on_sends(recipient in ".{0,30}", id in any::<u64>(), body in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let payload = proto::Send { recipient, client_message_id: id, body }.encode_to_vec();
+        fn agrees_with_prost_on_sends(recipient in ".{0,30}", id in any::<u64>(), body in proptest::collection::vec(any::<u8>(), 0..200), group_id in any::<u64>()) {
+            let payload = proto::Send { recipient, client_message_id: id, body, group_id }.encode_to_vec();
             check_agrees(&payload)?;
         }
 

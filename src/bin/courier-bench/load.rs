@@ -185,7 +185,8 @@ mod tests {
             inbox_sequence: 42,
             timestamp_ms: 1,
             body: b"0123456789abcdef".to_vec(),
-            recipient: "bo".into(),
+            recipient: String::new(),
+            group_id: 7,
         };
         let payload = deliver.encode_to_vec();
         let (sequence, body) = deliver_fields(&payload).unwrap();

@@ -170,7 +170,8 @@ impl Logic {
             .collect();
         changed.sort_by_key(|(_, entry)| entry.version);
         // Oldest changes first, as many as fit a frame.
-        let budget = self.config.frame_size_max - super::SYNC_BATCH_OVERHEAD_BYTES;
+        let budget =
+            self.config.frame_size_max - crate::broker::delivery::SYNC_BATCH_OVERHEAD_BYTES;
         let mut list = proto::ContactList {
             contacts: Vec::new(),
             version: user.contact_version,

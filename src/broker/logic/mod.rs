@@ -6,28 +6,35 @@
 //! random source here, so replaying the journal rebuilds the same state.
 //! Commands that are not journaled (a ping, a password still to be hashed)
 //! change nothing that replay needs.
+//!
+//! The inboxes are not here: logic checks a message, a sync or a read mark
+//! against accounts, sessions, contacts and groups, and leaves an
+//! [`Intent`] that the fan-out stage's [`crate::broker::delivery`] state
+//! carries out.
+
+use std::collections::BTreeSet;
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use crossbeam_channel::{Sender, TrySendError};
 
 use super::auth::AuthJob;
-use super::event::{decode_record, record_body, Command, Journaled, Outbox, Projection};
-use super::ids::{ConnId, UserId};
+use super::event::{Command, Intent, Journaled, Outbox, Projection};
+use super::ids::{ConnId, GroupId, Peer, UserId};
 use crate::codec::journal_proto::{LoginVerified, Registered};
 use crate::codec::proto::{self, login, Compression, ContactState, DeliveryMode, ErrorCode};
-use crate::codec::{DeliverRef, Message, PROTOCOL_VERSION};
-use crate::journal::{JournalReader, Position};
+use crate::codec::SendView;
+use crate::codec::{Message, PROTOCOL_VERSION};
 
 mod contacts;
-mod dedup;
 #[cfg(test)]
 mod digest;
-mod read;
+mod groups;
 
 use contacts::{ContactEntry, ContactOp};
-use dedup::Dedup;
-use read::Conversation;
+use groups::Group;
+pub use groups::GROUP_NAME_BYTES_MAX;
+pub(crate) use groups::{GROUP_INFO_BYTES_PER_MEMBER, GROUP_INFO_OVERHEAD_BYTES};
 
 /// Longest user name or device id, in bytes.
 pub const NAME_BYTES_MAX: usize = 64;
@@ -37,43 +44,21 @@ pub const PASSWORD_BYTES_MAX: usize = 1024;
 /// needs around it (two names of up to 64 bytes, ids, keys) inside a
 /// SyncBatch frame, so every stored message can be pushed and synced.
 pub const BODY_HEADROOM_BYTES: usize = 512;
-/// What a SyncBatch needs beside its messages (head, flag, keys, header).
-pub(super) const SYNC_BATCH_OVERHEAD_BYTES: usize = 64;
-const _: () = assert!(BODY_HEADROOM_BYTES > SYNC_BATCH_OVERHEAD_BYTES + 2 * NAME_BYTES_MAX + 64);
+const _: () = assert!(
+    BODY_HEADROOM_BYTES > super::delivery::SYNC_BATCH_OVERHEAD_BYTES + 2 * NAME_BYTES_MAX + 64
+);
 
 /// What logic needs to know of the broker's configuration.
 #[derive(Debug, Clone)]
 pub(crate) struct LogicConfig {
     pub(crate) frame_size_max: usize,
     pub(crate) heartbeat_interval_ms: u32,
-    pub(crate) dedup_window: usize,
-    pub(crate) sync_limit_max: u32,
-    /// Any user may message any other (a plain broker); otherwise 1:1
-    /// messages go to friends only.
+    /// Any user may message (or invite into a group) any other, as a plain
+    /// broker; otherwise only friends.
     pub(crate) open_messaging: bool,
+    /// The most members a group may have.
+    pub(crate) group_members_max: usize,
 }
-
-/// A `Send`'s fields, borrowed from the frame.
-struct SendFields<'a> {
-    recipient: &'a str,
-    client_message_id: u64,
-    body: &'a [u8],
-}
-
-/// One entry of a user's inbox; its inbox sequence is its index plus one.
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    server_message_id: u64,
-    sender: UserId,
-    recipient: UserId,
-    timestamp_ms: u64,
-    /// Where the `Send` that carried the body is in the journal.
-    position: Position,
-}
-
-// An inbox entry's size sets the server's memory per stored message
-// (docs/OPERATIONS.md quotes it).
-const _: () = assert!(std::mem::size_of::<Entry>() == 48);
 
 #[derive(Debug)]
 struct User {
@@ -81,32 +66,23 @@ struct User {
     password_hash: String,
     /// Device id to its login token.
     tokens: HashMap<String, String>,
-    inbox: Vec<Entry>,
-    /// Read state per conversation (the peer of a 1:1 conversation).
-    conversations: HashMap<UserId, Conversation>,
-    /// Unread entries over all conversations.
-    unread_count: u64,
     /// Connections logged in as this user.
     online: Vec<ConnId>,
-    sent: Dedup,
     /// This user's contact list; an entry whose state is NONE stays, so a
     /// device syncing from an older version learns of the removal.
     contacts: HashMap<UserId, ContactEntry>,
     /// Bumped by each change to `contacts`.
     contact_version: u64,
-}
-
-impl User {
-    fn head(&self) -> u64 {
-        self.inbox.len() as u64
-    }
+    /// Groups this user is a member of.
+    groups: BTreeSet<GroupId>,
+    /// Groups this user is invited to and has not joined.
+    invitations: BTreeSet<GroupId>,
 }
 
 #[derive(Debug, Clone)]
 struct Session {
     user: UserId,
     device_id: String,
-    mode: DeliveryMode,
     /// The device accepts LZ4-compressed frames.
     lz4: bool,
 }
@@ -125,21 +101,21 @@ pub(crate) struct Logic {
     conns: HashMap<ConnId, Conn>,
     /// Names whose registration is at an auth worker.
     pending_names: HashSet<String>,
-    /// Where message bodies are read from for Sync.
-    reader: JournalReader,
+    /// Every group (index = id - 1), dissolved ones included.
+    groups: Vec<Group>,
     /// The auth workers; `None` while replaying.
     auth: Option<Sender<AuthJob>>,
 }
 
 impl Logic {
-    pub(crate) fn new(config: LogicConfig, reader: JournalReader) -> Self {
+    pub(crate) fn new(config: LogicConfig) -> Self {
         Self {
             config,
             users: Vec::new(),
             by_name: HashMap::default(),
             conns: HashMap::default(),
             pending_names: HashSet::default(),
-            reader,
+            groups: Vec::new(),
             auth: None,
         }
     }
@@ -164,8 +140,9 @@ impl Logic {
 
     /// Applies one command from `conn`. `body` is the bytes the command was
     /// decoded from (a `Send`'s ranges point into it); `journaled` is where
-    /// it was journaled (`None` for one that is not). Replies, and the
-    /// changes the SQLite store projects, go to `out`.
+    /// it was journaled (`None` for one that is not). Replies, the changes
+    /// the SQLite store projects and the intents for the inboxes go to
+    /// `out`.
     pub(crate) fn apply(
         &mut self,
         conn: ConnId,
@@ -179,13 +156,7 @@ impl Logic {
                 correlation_id,
                 view,
             } => {
-                let journaled = journaled.expect("a Send is always journaled before logic");
-                let send = SendFields {
-                    recipient: view.recipient(body),
-                    client_message_id: view.client_message_id,
-                    body: &body[view.body.clone()],
-                };
-                self.send(conn, *correlation_id, &send, journaled, out);
+                self.send(conn, *correlation_id, view, body, out);
             }
             Command::Empty => {}
             Command::Start => {
@@ -194,12 +165,13 @@ impl Logic {
                 for user in &mut self.users {
                     user.online.clear();
                 }
+                out.intents.push(Intent::Start);
             }
             Command::Connected => {
                 self.conns.insert(conn, Conn::default());
             }
             Command::Disconnected => {
-                self.end_session(conn);
+                self.end_session(conn, out);
                 self.conns.remove(&conn);
             }
             Command::Invalid {
@@ -254,7 +226,7 @@ impl Logic {
             Message::Register(register) => self.register(conn, correlation_id, register, out),
             Message::Login(login) => self.login(conn, correlation_id, login, out),
             Message::Logout(_) => {
-                if let Some(session) = self.end_session(conn) {
+                if let Some(session) = self.end_session(conn, out) {
                     self.user_mut(session.user)
                         .tokens
                         .remove(&session.device_id);
@@ -285,6 +257,14 @@ impl Logic {
             Message::ContactSync(m) => {
                 self.contact_sync(conn, correlation_id, m.after_version, out)
             }
+            Message::GroupCreate(_)
+            | Message::GroupInvite(_)
+            | Message::GroupJoin(_)
+            | Message::GroupLeave(_)
+            | Message::GroupRemove(_)
+            | Message::GroupRename(_)
+            | Message::GroupMembers(_)
+            | Message::GroupListRequest(_) => self.group(conn, correlation_id, message, out),
             other => out.error(
                 conn,
                 correlation_id,
@@ -450,13 +430,14 @@ impl Logic {
             name: registered.user.clone(),
             password_hash: registered.password_hash.clone(),
             tokens: HashMap::default(),
-            inbox: Vec::new(),
-            conversations: HashMap::default(),
-            unread_count: 0,
             online: Vec::new(),
-            sent: Dedup::default(),
             contacts: HashMap::default(),
             contact_version: 0,
+            groups: BTreeSet::new(),
+            invitations: BTreeSet::new(),
+        });
+        out.intents.push(Intent::Account {
+            name: registered.user.clone(),
         });
         self.by_name.insert(registered.user.clone(), user_id);
         out.send(
@@ -517,7 +498,7 @@ impl Logic {
         if !self.conns.contains_key(&conn) {
             return;
         }
-        self.end_session(conn);
+        self.end_session(conn, out);
         let mode = match DeliveryMode::try_from(login.delivery_mode) {
             Ok(DeliveryMode::PushNotice) => DeliveryMode::PushNotice,
             _ => DeliveryMode::PushMessage,
@@ -526,30 +507,26 @@ impl Logic {
         let session = Session {
             user: user_id,
             device_id: login.device_id.clone(),
-            mode,
             lz4,
         };
         self.conns.get_mut(&conn).expect("checked above").session = Some(session);
-        let user = self.user_mut(user_id);
-        user.online.push(conn);
-        let reply = Message::LoginOk(proto::LoginOk {
-            user_id: user_id.0,
+        self.user_mut(user_id).online.push(conn);
+        // The fan-out stage answers LoginOk: it knows the inbox head.
+        out.intents.push(Intent::SessionOpened {
+            user: user_id,
+            mode,
+            lz4,
+            correlation_id,
             token,
-            head_sequence: user.head(),
-            unread_count: user.unread_count,
-            compression: if lz4 {
-                Compression::Lz4
-            } else {
-                Compression::None
-            } as i32,
         });
-        out.send(conn, correlation_id, &reply);
     }
 
-    fn end_session(&mut self, conn: ConnId) -> Option<Session> {
+    fn end_session(&mut self, conn: ConnId, out: &mut Outbox) -> Option<Session> {
         let session = self.conns.get_mut(&conn)?.session.take()?;
         let online = &mut self.user_mut(session.user).online;
         online.retain(|&c| c != conn);
+        out.intents
+            .push(Intent::SessionClosed { user: session.user });
         Some(session)
     }
 
@@ -557,15 +534,15 @@ impl Logic {
         &mut self,
         conn: ConnId,
         correlation_id: u64,
-        send: &SendFields<'_>,
-        journaled: Journaled,
+        view: &SendView,
+        body: &[u8],
         out: &mut Outbox,
     ) {
         let Some(sender_id) = self.logged_in(conn, correlation_id, out) else {
             return;
         };
         let body_max = self.config.frame_size_max - BODY_HEADROOM_BYTES;
-        if send.body.len() > body_max {
+        if view.body.len() > body_max {
             out.error(
                 conn,
                 correlation_id,
@@ -574,209 +551,118 @@ impl Logic {
             );
             return;
         }
-        let Some(&recipient_id) = self.by_name.get(send.recipient) else {
-            out.error(
-                conn,
-                correlation_id,
-                ErrorCode::UnknownRecipient,
-                format!("no user {:?}", send.recipient),
-            );
-            return;
-        };
-        if !self.config.open_messaging
-            && recipient_id != sender_id
-            && self.contact_state(sender_id, recipient_id) != ContactState::Friend
-        {
-            out.error(
-                conn,
-                correlation_id,
-                ErrorCode::NotFriends,
-                format!("{} is not your friend", send.recipient),
-            );
-            return;
-        }
-        if let Some((server_message_id, inbox_sequence)) =
-            self.user(sender_id).sent.get(send.client_message_id)
-        {
-            let ack = proto::SendAck {
-                client_message_id: send.client_message_id,
-                server_message_id,
-                inbox_sequence,
-            };
-            out.send(conn, correlation_id, &Message::SendAck(ack));
-            return;
-        }
-        let entry = Entry {
-            server_message_id: journaled.sequence,
-            sender: sender_id,
-            recipient: recipient_id,
-            timestamp_ms: journaled.timestamp_ns / 1_000_000,
-            position: journaled.position,
-        };
-        let recipient = self.user_mut(recipient_id);
-        recipient.inbox.push(entry);
-        let recipient_sequence = recipient.head();
-        if recipient_id != sender_id {
-            recipient.unread_count += 1;
-            recipient.conversations.entry(sender_id).or_default().unread += 1;
-        }
-        let sender_sequence = if recipient_id == sender_id {
-            recipient_sequence
+        let recipient = view.recipient(body);
+        let to = if view.group_id != 0 {
+            if !recipient.is_empty() {
+                out.error(
+                    conn,
+                    correlation_id,
+                    ErrorCode::MalformedFrame,
+                    "a Send names a recipient or a group, not both",
+                );
+                return;
+            }
+            let group = GroupId(view.group_id);
+            if self
+                .member_group(conn, correlation_id, sender_id, group, out)
+                .is_none()
+            {
+                return;
+            }
+            Peer::group(group)
         } else {
-            let sender = self.user_mut(sender_id);
-            sender.inbox.push(entry);
-            sender.head()
+            let Some(&recipient_id) = self.by_name.get(recipient) else {
+                out.error(
+                    conn,
+                    correlation_id,
+                    ErrorCode::UnknownRecipient,
+                    format!("no user {recipient:?}"),
+                );
+                return;
+            };
+            if !self.may_message(sender_id, recipient_id) {
+                out.error(
+                    conn,
+                    correlation_id,
+                    ErrorCode::NotFriends,
+                    format!("{recipient} is not your friend"),
+                );
+                return;
+            }
+            Peer::user(recipient_id)
         };
-        let window = self.config.dedup_window;
-        self.user_mut(sender_id).sent.insert(
-            send.client_message_id,
-            (journaled.sequence, sender_sequence),
-            window,
-        );
-        let ack = proto::SendAck {
-            client_message_id: send.client_message_id,
-            server_message_id: journaled.sequence,
-            inbox_sequence: sender_sequence,
-        };
-        out.send(conn, correlation_id, &Message::SendAck(ack));
-        self.push(
-            recipient_id,
-            None,
-            &entry,
-            recipient_sequence,
-            send.body,
-            out,
-        );
-        if recipient_id != sender_id {
-            self.push(
-                sender_id,
-                Some(conn),
-                &entry,
-                sender_sequence,
-                send.body,
-                out,
-            );
-        }
+        out.intents.push(Intent::Message {
+            sender: sender_id,
+            to,
+            correlation_id,
+            client_message_id: view.client_message_id,
+            body: view.body.clone(),
+        });
     }
 
-    /// Tells each online device of `user_id` (but `except`) of a new entry:
-    /// the message itself, or a notice, as the device asked at login.
-    fn push(
-        &self,
-        user_id: UserId,
-        except: Option<ConnId>,
-        entry: &Entry,
-        inbox_sequence: u64,
-        body: &[u8],
-        out: &mut Outbox,
-    ) {
-        let user = self.user(user_id);
-        if user.online.is_empty() {
-            return;
-        }
-        let deliver = DeliverRef {
-            sender: &self.user(entry.sender).name,
-            server_message_id: entry.server_message_id,
-            inbox_sequence,
-            timestamp_ms: entry.timestamp_ms,
-            body,
-            recipient: &self.user(entry.recipient).name,
-        };
-        for &device in &user.online {
-            if Some(device) == except {
-                continue;
-            }
-            let mode = self
-                .session(device)
-                .map_or(DeliveryMode::PushMessage, |s| s.mode);
-            if mode == DeliveryMode::PushNotice {
-                let notify = proto::Notify {
-                    head_sequence: user.head(),
-                    unread_count: user.unread_count,
-                };
-                out.send(device, 0, &Message::Notify(notify));
-                continue;
-            }
-            out.send_deliver(device, &deliver);
-        }
-    }
-
-    fn deliver(&self, entry: &Entry, inbox_sequence: u64, body: Vec<u8>) -> proto::Deliver {
-        proto::Deliver {
-            sender: self.user(entry.sender).name.clone(),
-            server_message_id: entry.server_message_id,
-            inbox_sequence,
-            timestamp_ms: entry.timestamp_ms,
-            body,
-            recipient: self.user(entry.recipient).name.clone(),
-        }
+    /// Whether `from` may message (or invite) `to`: friends only, unless
+    /// the server runs open.
+    fn may_message(&self, from: UserId, to: UserId) -> bool {
+        self.config.open_messaging
+            || from == to
+            || self.contact_state(from, to) == ContactState::Friend
     }
 
     fn sync(&self, conn: ConnId, correlation_id: u64, sync: &proto::Sync, out: &mut Outbox) {
+        let Some(session) = self.session(conn) else {
+            out.error(conn, correlation_id, ErrorCode::NotLoggedIn, "log in first");
+            return;
+        };
+        out.intents.push(Intent::Sync {
+            user: session.user,
+            correlation_id,
+            after: sync.after_sequence,
+            limit: sync.limit,
+            lz4: session.lz4,
+        });
+    }
+
+    fn mark_read(
+        &self,
+        conn: ConnId,
+        correlation_id: u64,
+        mark: &proto::MarkRead,
+        out: &mut Outbox,
+    ) {
         let Some(user_id) = self.logged_in(conn, correlation_id, out) else {
             return;
         };
-        let user = self.user(user_id);
-        let head = user.head();
-        let after = sync.after_sequence.min(head);
-        let limit = match sync.limit {
-            0 => self.config.sync_limit_max,
-            n => n.min(self.config.sync_limit_max),
-        };
-        // Keep the batch inside the frame limit clients were told of.
-        let budget = self.config.frame_size_max - SYNC_BATCH_OVERHEAD_BYTES;
-        let mut batch = proto::SyncBatch {
-            messages: Vec::new(),
-            head_sequence: head,
-            more: false,
-        };
-        let mut size = 0;
-        let user = self.user(user_id);
-        for (index, entry) in user.inbox.iter().enumerate().skip(after as usize) {
-            if batch.messages.len() as u32 == limit {
-                batch.more = true;
-                break;
-            }
-            let body = match self.body(entry.position) {
-                Ok(body) => body,
-                Err(reason) => {
-                    out.error(conn, correlation_id, ErrorCode::Internal, reason);
-                    return;
-                }
-            };
-            let deliver = self.deliver(entry, index as u64 + 1, body);
-            let encoded = prost::Message::encoded_len(&deliver) + 4;
-            if size + encoded > budget {
-                // Bodies leave room for a Deliver in a batch, so the first
-                // message always fits and Sync always makes progress.
-                assert!(
-                    !batch.messages.is_empty(),
-                    "a stored message cannot be synced"
+        let peer = if mark.group_id != 0 {
+            // A former member may still mark what it received read.
+            let group = GroupId(mark.group_id);
+            if self.group_ref(group).is_none() {
+                out.error(
+                    conn,
+                    correlation_id,
+                    ErrorCode::UnknownGroup,
+                    format!("no group {}", group.0),
                 );
-                batch.more = true;
-                break;
+                return;
             }
-            size += encoded;
-            batch.messages.push(deliver);
-        }
-        let lz4 = self.session(conn).is_some_and(|s| s.lz4);
-        out.send_compressible(conn, correlation_id, &Message::SyncBatch(batch), lz4);
-    }
-
-    /// Reads a message body back from the journal.
-    fn body(&self, position: Position) -> Result<Vec<u8>, String> {
-        let record = self
-            .reader
-            .read(position)
-            .map_err(|e| format!("message at {position:?} unreadable: {e}"))?;
-        match decode_record(record.sequence(), record.record_type(), record.payload()) {
-            Ok((_, Command::Send { view, .. })) => {
-                Ok(record_body(record.payload())[view.body].to_vec())
-            }
-            other => Err(format!(
-                "record at {position:?} is not a message: {other:?}"
-            )),
-        }
+            Peer::group(group)
+        } else {
+            let Some(&peer) = self.by_name.get(&mark.peer) else {
+                out.error(
+                    conn,
+                    correlation_id,
+                    ErrorCode::UnknownRecipient,
+                    format!("no user {:?}", mark.peer),
+                );
+                return;
+            };
+            Peer::user(peer)
+        };
+        out.intents.push(Intent::MarkRead {
+            user: user_id,
+            correlation_id,
+            peer,
+            up_to: mark.up_to_sequence,
+        });
     }
 }
 

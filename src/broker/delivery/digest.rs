@@ -1,0 +1,56 @@
+//! A canonical text form of the inboxes, for the replay tests.
+
+use super::Delivery;
+
+impl Delivery {
+    /// Everything replay must rebuild here, in a canonical text form:
+    /// inboxes, read marks, recent client ids, online devices and group
+    /// members.
+    pub(crate) fn digest(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        for (index, user) in self.users.iter().enumerate() {
+            let inbox: Vec<_> = user
+                .inbox
+                .iter()
+                .map(|e| {
+                    (
+                        e.server_message_id,
+                        e.sender.0,
+                        e.to.raw(),
+                        e.timestamp_ms,
+                        e.position,
+                    )
+                })
+                .collect();
+            let mut conversations: Vec<_> = user
+                .conversations
+                .iter()
+                .map(|(peer, c)| (peer.raw(), c.read_up_to, c.unread))
+                .collect();
+            conversations.sort();
+            let mut devices: Vec<_> = user
+                .devices
+                .iter()
+                .map(|d| (d.conn.0, d.mode as i32, d.lz4))
+                .collect();
+            devices.sort();
+            let _ = writeln!(
+                out,
+                "mailbox {} {} inbox {:?} read {:?} unread {} devices {:?} sent {:?}",
+                index + 1,
+                user.name,
+                inbox,
+                conversations,
+                user.unread_count,
+                devices,
+                user.sent.ids(),
+            );
+        }
+        for (index, members) in self.groups.iter().enumerate() {
+            let members: Vec<_> = members.iter().map(|m| m.0).collect();
+            let _ = writeln!(out, "group {} members {members:?}", index + 1);
+        }
+        out
+    }
+}

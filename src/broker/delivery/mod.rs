@@ -1,0 +1,451 @@
+//! The inboxes, owned by the fan-out stage.
+//!
+//! Logic checks each command against accounts, sessions, contacts and group
+//! membership, and leaves [`Intent`]s in the event; this state carries them
+//! out on the fan-out thread: it appends to inboxes (one entry per member
+//! for a group message: fan-out on write), keeps read state and unread
+//! counts, acknowledges sends, pushes to online devices and answers Sync.
+//! A 500-member group message thus costs the logic thread one membership
+//! check, not 500 appends.
+//!
+//! Like logic, it is deterministic: it learns accounts, sessions and group
+//! members only from intents, and takes ids and times from the journaled
+//! record, so replay (logic, then this, record by record) rebuilds it.
+
+use rustc_hash::FxHashMap as HashMap;
+
+use super::event::{decode_record, record_body, Command, Intent, Journaled, Outbox};
+use super::ids::{ConnId, Peer, UserId};
+use crate::codec::proto::{self, Compression, DeliveryMode, ErrorCode};
+use crate::codec::{DeliverRef, Message};
+use crate::journal::{JournalReader, Position};
+
+mod dedup;
+#[cfg(test)]
+mod digest;
+mod read;
+
+use dedup::Dedup;
+use read::Conversation;
+
+/// What a SyncBatch needs beside its messages (head, flag, keys, header).
+pub(super) const SYNC_BATCH_OVERHEAD_BYTES: usize = 64;
+
+/// What the inboxes need to know of the broker's configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct DeliveryConfig {
+    pub(crate) frame_size_max: usize,
+    pub(crate) dedup_window: usize,
+    pub(crate) sync_limit_max: u32,
+}
+
+/// One entry of a user's inbox; its inbox sequence is its index plus one.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    server_message_id: u64,
+    sender: UserId,
+    /// The recipient of a 1:1 message, or the group of a group message.
+    to: Peer,
+    timestamp_ms: u64,
+    /// Where the `Send` that carried the body is in the journal.
+    position: Position,
+}
+
+// An inbox entry's size sets the server's memory per stored message
+// (docs/OPERATIONS.md quotes it).
+const _: () = assert!(std::mem::size_of::<Entry>() == 48);
+
+impl Entry {
+    /// The conversation this entry belongs to, seen by `owner`: the group,
+    /// or the other user of a 1:1 conversation.
+    fn conversation(&self, owner: UserId) -> Peer {
+        if self.to.as_group().is_some() || self.sender == owner {
+            self.to
+        } else {
+            Peer::user(self.sender)
+        }
+    }
+}
+
+/// An online device of a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Device {
+    conn: ConnId,
+    mode: DeliveryMode,
+    lz4: bool,
+}
+
+#[derive(Debug, Default)]
+struct Mailbox {
+    name: String,
+    inbox: Vec<Entry>,
+    /// Read state per conversation.
+    conversations: HashMap<Peer, Conversation>,
+    /// Unread entries over all conversations.
+    unread_count: u64,
+    devices: Vec<Device>,
+    sent: Dedup,
+}
+
+impl Mailbox {
+    fn head(&self) -> u64 {
+        self.inbox.len() as u64
+    }
+
+    /// Appends `entry`; counts it unread unless the owner sent it.
+    fn append(&mut self, owner: UserId, entry: Entry) -> u64 {
+        self.inbox.push(entry);
+        if entry.sender != owner {
+            self.unread_count += 1;
+            self.conversations
+                .entry(entry.conversation(owner))
+                .or_default()
+                .unread += 1;
+        }
+        self.head()
+    }
+}
+
+/// Every user's inbox and online devices, and every group's members.
+pub(crate) struct Delivery {
+    config: DeliveryConfig,
+    users: Vec<Mailbox>,
+    /// Members of each group (index = id - 1), in the order they joined.
+    groups: Vec<Vec<UserId>>,
+    /// Where message bodies are read from for Sync.
+    reader: JournalReader,
+}
+
+impl Delivery {
+    pub(crate) fn new(config: DeliveryConfig, reader: JournalReader) -> Self {
+        Self {
+            config,
+            users: Vec::new(),
+            groups: Vec::new(),
+            reader,
+        }
+    }
+
+    fn user(&self, id: UserId) -> &Mailbox {
+        &self.users[(id.0 - 1) as usize]
+    }
+
+    fn user_mut(&mut self, id: UserId) -> &mut Mailbox {
+        &mut self.users[(id.0 - 1) as usize]
+    }
+
+    /// Carries out one intent for `conn`; `body` is the event's bytes (a
+    /// message's body is a range of them), `journaled` where its command was
+    /// journaled. Frames go to `out`.
+    pub(crate) fn apply(
+        &mut self,
+        conn: ConnId,
+        intent: &Intent,
+        body: &[u8],
+        journaled: Option<Journaled>,
+        out: &mut Outbox,
+    ) {
+        match intent {
+            Intent::Start => {
+                for user in &mut self.users {
+                    user.devices.clear();
+                }
+            }
+            Intent::Account { name } => self.users.push(Mailbox {
+                name: name.clone(),
+                ..Mailbox::default()
+            }),
+            Intent::SessionOpened {
+                user,
+                mode,
+                lz4,
+                correlation_id,
+                token,
+            } => {
+                let mailbox = self.user_mut(*user);
+                mailbox.devices.push(Device {
+                    conn,
+                    mode: *mode,
+                    lz4: *lz4,
+                });
+                let reply = Message::LoginOk(proto::LoginOk {
+                    user_id: user.0,
+                    token: token.clone(),
+                    head_sequence: mailbox.head(),
+                    unread_count: mailbox.unread_count,
+                    compression: if *lz4 {
+                        Compression::Lz4
+                    } else {
+                        Compression::None
+                    } as i32,
+                });
+                out.send(conn, *correlation_id, &reply);
+            }
+            Intent::SessionClosed { user } => {
+                self.user_mut(*user).devices.retain(|d| d.conn != conn);
+            }
+            Intent::Message {
+                sender,
+                to,
+                correlation_id,
+                client_message_id,
+                body: range,
+            } => {
+                let journaled = journaled.expect("a message is always journaled before fan-out");
+                let message = NewMessage {
+                    sender: *sender,
+                    to: *to,
+                    client_message_id: *client_message_id,
+                    body: &body[range.clone()],
+                };
+                self.message(conn, *correlation_id, &message, journaled, out);
+            }
+            Intent::Sync {
+                user,
+                correlation_id,
+                after,
+                limit,
+                lz4,
+            } => self.sync(conn, *correlation_id, *user, *after, *limit, *lz4, out),
+            Intent::MarkRead {
+                user,
+                correlation_id,
+                peer,
+                up_to,
+            } => self.mark_read(conn, *correlation_id, *user, *peer, *up_to, out),
+            Intent::Member {
+                group,
+                user,
+                joined,
+            } => {
+                let index = (group.0 - 1) as usize;
+                if self.groups.len() <= index {
+                    self.groups.resize_with(index + 1, Vec::new);
+                }
+                let members = &mut self.groups[index];
+                if *joined {
+                    members.push(*user);
+                } else {
+                    members.retain(|m| m != user);
+                }
+            }
+        }
+    }
+
+    fn message(
+        &mut self,
+        conn: ConnId,
+        correlation_id: u64,
+        message: &NewMessage<'_>,
+        journaled: Journaled,
+        out: &mut Outbox,
+    ) {
+        let sender = message.sender;
+        let client_message_id = message.client_message_id;
+        let (server_message_id, inbox_sequence) =
+            match self.user(sender).sent.get(client_message_id) {
+                // A resend: acknowledged with the original ids, stored once.
+                Some(ack) => ack,
+                None => {
+                    let entry = Entry {
+                        server_message_id: journaled.sequence,
+                        sender,
+                        to: message.to,
+                        timestamp_ms: journaled.timestamp_ns / 1_000_000,
+                        position: journaled.position,
+                    };
+                    let sender_sequence = self.fan_out(conn, &entry, message.body, out);
+                    let window = self.config.dedup_window;
+                    self.user_mut(sender).sent.insert(
+                        client_message_id,
+                        (journaled.sequence, sender_sequence),
+                        window,
+                    );
+                    (journaled.sequence, sender_sequence)
+                }
+            };
+        let ack = proto::SendAck {
+            client_message_id,
+            server_message_id,
+            inbox_sequence,
+        };
+        out.send(conn, correlation_id, &Message::SendAck(ack));
+    }
+
+    /// Appends a new entry to the inbox of everyone in its conversation (the
+    /// sender included) and pushes it to their online devices but the
+    /// sending one. Returns its sequence in the sender's inbox.
+    fn fan_out(&mut self, conn: ConnId, entry: &Entry, body: &[u8], out: &mut Outbox) -> u64 {
+        let sender = entry.sender;
+        let mut sender_sequence = 0;
+        let mut deliver_to = |this: &mut Self, user: UserId| {
+            let sequence = this.user_mut(user).append(user, *entry);
+            if user == sender {
+                sender_sequence = sequence;
+            }
+            this.push(user, conn, entry, sequence, body, out);
+        };
+        match (entry.to.as_user(), entry.to.as_group()) {
+            (Some(recipient), _) => {
+                deliver_to(self, recipient);
+                if recipient != sender {
+                    deliver_to(self, sender);
+                }
+            }
+            (None, Some(group)) => {
+                // Members are taken out for the loop and put back: the
+                // list is not changed by appending to inboxes.
+                let members = std::mem::take(&mut self.groups[(group.0 - 1) as usize]);
+                for &member in &members {
+                    deliver_to(self, member);
+                }
+                self.groups[(group.0 - 1) as usize] = members;
+            }
+            (None, None) => unreachable!("a peer is a user or a group"),
+        }
+        sender_sequence
+    }
+
+    /// Tells each online device of `user_id` (but `except`) of a new entry:
+    /// the message itself, or a notice, as the device asked at login.
+    fn push(
+        &self,
+        user_id: UserId,
+        except: ConnId,
+        entry: &Entry,
+        inbox_sequence: u64,
+        body: &[u8],
+        out: &mut Outbox,
+    ) {
+        let user = self.user(user_id);
+        if user.devices.is_empty() {
+            return;
+        }
+        let (recipient, group_id) = self.to_fields(entry.to);
+        let deliver = DeliverRef {
+            sender: &self.user(entry.sender).name,
+            server_message_id: entry.server_message_id,
+            inbox_sequence,
+            timestamp_ms: entry.timestamp_ms,
+            body,
+            recipient,
+            group_id,
+        };
+        for device in &user.devices {
+            if device.conn == except {
+                continue;
+            }
+            if device.mode == DeliveryMode::PushNotice {
+                let notify = proto::Notify {
+                    head_sequence: user.head(),
+                    unread_count: user.unread_count,
+                };
+                out.send(device.conn, 0, &Message::Notify(notify));
+                continue;
+            }
+            out.send_deliver(device.conn, &deliver);
+        }
+    }
+
+    /// A Deliver's recipient and group fields for a conversation peer.
+    fn to_fields(&self, to: Peer) -> (&str, u64) {
+        match (to.as_user(), to.as_group()) {
+            (Some(user), _) => (&self.user(user).name, 0),
+            (None, Some(group)) => ("", group.0),
+            (None, None) => unreachable!("a peer is a user or a group"),
+        }
+    }
+
+    fn deliver(&self, entry: &Entry, inbox_sequence: u64, body: Vec<u8>) -> proto::Deliver {
+        let (recipient, group_id) = self.to_fields(entry.to);
+        proto::Deliver {
+            sender: self.user(entry.sender).name.clone(),
+            server_message_id: entry.server_message_id,
+            inbox_sequence,
+            timestamp_ms: entry.timestamp_ms,
+            body,
+            recipient: recipient.to_owned(),
+            group_id,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn sync(
+        &self,
+        conn: ConnId,
+        correlation_id: u64,
+        user_id: UserId,
+        after: u64,
+        limit: u32,
+        lz4: bool,
+        out: &mut Outbox,
+    ) {
+        let user = self.user(user_id);
+        let head = user.head();
+        let after = after.min(head);
+        let limit = match limit {
+            0 => self.config.sync_limit_max,
+            n => n.min(self.config.sync_limit_max),
+        };
+        // Keep the batch inside the frame limit clients were told of.
+        let budget = self.config.frame_size_max - SYNC_BATCH_OVERHEAD_BYTES;
+        let mut batch = proto::SyncBatch {
+            messages: Vec::new(),
+            head_sequence: head,
+            more: false,
+        };
+        let mut size = 0;
+        for (index, entry) in user.inbox.iter().enumerate().skip(after as usize) {
+            if batch.messages.len() as u32 == limit {
+                batch.more = true;
+                break;
+            }
+            let body = match self.body(entry.position) {
+                Ok(body) => body,
+                Err(reason) => {
+                    out.error(conn, correlation_id, ErrorCode::Internal, reason);
+                    return;
+                }
+            };
+            let deliver = self.deliver(entry, index as u64 + 1, body);
+            let encoded = prost::Message::encoded_len(&deliver) + 4;
+            if size + encoded > budget {
+                // Bodies leave room for a Deliver in a batch, so the first
+                // message always fits and Sync always makes progress.
+                assert!(
+                    !batch.messages.is_empty(),
+                    "a stored message cannot be synced"
+                );
+                batch.more = true;
+                break;
+            }
+            size += encoded;
+            batch.messages.push(deliver);
+        }
+        out.send_compressible(conn, correlation_id, &Message::SyncBatch(batch), lz4);
+    }
+
+    /// Reads a message body back from the journal.
+    fn body(&self, position: Position) -> Result<Vec<u8>, String> {
+        let record = self
+            .reader
+            .read(position)
+            .map_err(|e| format!("message at {position:?} unreadable: {e}"))?;
+        match decode_record(record.sequence(), record.record_type(), record.payload()) {
+            Ok((_, Command::Send { view, .. })) => {
+                Ok(record_body(record.payload())[view.body].to_vec())
+            }
+            other => Err(format!(
+                "record at {position:?} is not a message: {other:?}"
+            )),
+        }
+    }
+}
+
+/// A new message's fields, borrowed from the event.
+struct NewMessage<'a> {
+    sender: UserId,
+    to: Peer,
+    client_message_id: u64,
+    body: &'a [u8],
+}
