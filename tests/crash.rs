@@ -246,6 +246,65 @@ fn sqlite_catches_up_exactly_after_sigkill_during_registrations() {
 }
 
 #[test]
+fn sigkill_keeps_groups_members_contacts_and_read_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, address) = spawn_server(dir.path(), "batch");
+    for user in ["ana", "bo", "cy"] {
+        register(address, user);
+    }
+    befriend(address, "ana", "bo");
+    let mut ana = login(address, "ana", "phone", DeliveryMode::PushMessage);
+    let group = ana.group_create("trip", &["bo", "cy"]).unwrap().group_id;
+    for n in 1..=3u64 {
+        ana.send_group(group, n, &n.to_le_bytes()).unwrap();
+    }
+    let mut cy = login(address, "cy", "phone", DeliveryMode::PushNotice);
+    let mark = Message::MarkRead(courier::codec::proto::MarkRead {
+        peer: String::new(),
+        up_to_sequence: 2,
+        group_id: group,
+    });
+    assert!(matches!(cy.request(&mark), Ok(Message::ReadState(_))));
+    let mut bo = login(address, "bo", "phone", DeliveryMode::PushNotice);
+    bo.group_rename(group, "trip 2027").unwrap();
+    cy.group_leave(group).unwrap();
+    // Acknowledged, so journaled: SIGKILL now loses none of it.
+    drop(child);
+
+    let (_child, address) = spawn_server(dir.path(), "batch");
+    let mut ana = login(address, "ana", "phone", DeliveryMode::PushMessage);
+    let info = ana.group_members(group).unwrap();
+    assert_eq!(
+        (info.name.as_str(), info.owner.as_str()),
+        ("trip 2027", "ana")
+    );
+    assert_eq!(info.members, ["ana", "bo"]);
+    let mut cy = Client::connect(address).unwrap();
+    let ok = cy
+        .login("cy", &password("cy"), "phone", DeliveryMode::PushMessage)
+        .unwrap();
+    assert_eq!((ok.head_sequence, ok.unread_count), (3, 1));
+    let contacts = Message::ContactSync(courier::codec::proto::ContactSync { after_version: 0 });
+    let Ok(Message::ContactList(list)) =
+        login(address, "bo", "tablet", DeliveryMode::PushMessage).request(&contacts)
+    else {
+        panic!("expected a ContactList")
+    };
+    assert_eq!(list.contacts.len(), 1);
+    assert_eq!(list.contacts[0].user, "ana");
+    // The fan-out stage knows the members again: bo gets the next post,
+    // cy (who left) does not.
+    let mut bo = login(address, "bo", "phone", DeliveryMode::PushMessage);
+    ana.send_group(group, 4, b"after the crash").unwrap();
+    match expect_push(&mut bo) {
+        Message::Deliver(deliver) => assert_eq!(deliver.body, b"after the crash"),
+        other => panic!("expected a Deliver, got {other:?}"),
+    }
+    expect_no_push(&mut cy);
+    assert_eq!(cy.sync_all(0).unwrap().len(), 3);
+}
+
+#[test]
 fn sigterm_drains_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let (child, address) = spawn_server(dir.path(), "batch");

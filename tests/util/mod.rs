@@ -64,6 +64,16 @@ pub fn login(address: SocketAddr, user: &str, device: &str, mode: DeliveryMode) 
     client
 }
 
+/// Makes `a` and `b` friends (each logs in on a device named "setup").
+pub fn befriend(address: SocketAddr, a: &str, b: &str) {
+    let mut one = login(address, a, "setup", DeliveryMode::PushMessage);
+    let mut two = login(address, b, "setup", DeliveryMode::PushMessage);
+    let request = Message::ContactRequest(courier::codec::proto::ContactRequest { user: b.into() });
+    assert!(matches!(one.request(&request), Ok(Message::ContactOk(_))));
+    let accept = Message::ContactAccept(courier::codec::proto::ContactAccept { user: a.into() });
+    assert!(matches!(two.request(&accept), Ok(Message::ContactOk(_))));
+}
+
 /// The next push, which must come within a few seconds.
 pub fn expect_push(client: &mut Client) -> Message {
     client
