@@ -5,7 +5,6 @@
 mod util;
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 
 use courier::client::Client;
 use courier::codec::proto::{self, group_changed::Change, ContactState, DeliveryMode, ErrorCode};
