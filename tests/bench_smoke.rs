@@ -69,7 +69,26 @@ fn storm_idle_and_mixed() {
         "500",
         "--churn-ms",
         "100",
+        "--group-percent",
+        "50",
     ]);
     assert!(latency_count(&summary, 0) > 0, "messages were delivered");
     assert!(latency_count(&summary, 1) > 0, "devices reconnected");
+    assert!(latency_count(&summary, 2) > 0, "group posts were delivered");
+}
+
+#[test]
+fn group_closed_and_open_loop() {
+    let (table, summary) = run(&["group", "--size", "5", "--groups", "2"]);
+    assert!(table.contains("last member"), "{table}");
+    // Each message reaches the 4 members other than its poster.
+    let each = latency_count(&summary, 0);
+    let last = latency_count(&summary, 1);
+    assert!(last > 0, "messages reached every member");
+    assert!(each >= 4 * last, "{each} deliveries for {last} messages");
+    assert_eq!(summary["errors"], 0);
+    let (_, summary) = run(&["group", "--size", "3", "--rate", "1000"]);
+    // About 500 messages are due in the half second measured.
+    let last = latency_count(&summary, 1);
+    assert!((250..=750).contains(&last), "{last} messages");
 }

@@ -6,6 +6,7 @@
 //! omission in the open loop) and the server's CPU and memory when it runs
 //! on this machine.
 
+mod group;
 mod idle;
 mod load;
 mod mixed;
@@ -93,6 +94,9 @@ pub struct Common {
 enum Scenario {
     /// 1:1 chat between pairs of users (the default scenario).
     OneToOne(one_to_one::Args),
+    /// Group chat: owners post to groups of --size members, all online;
+    /// reports member deliveries/s and latency to the last member.
+    Group(group::Args),
     /// A connection storm: connect, register and log in as fast as possible.
     Storm(storm::Args),
     /// Idle connections: memory per connection and CPU while they only
@@ -308,6 +312,7 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| Scenario::OneToOne(one_to_one::Args::default()));
     let (summary, latencies) = match scenario {
         Scenario::OneToOne(args) => one_to_one::run(common, &args, &target)?,
+        Scenario::Group(args) => group::run(common, &args, &target)?,
         Scenario::Storm(args) => storm::run(common, &args, &target)?,
         Scenario::Idle(args) => idle::run(common, &args, &target)?,
         Scenario::Mixed(args) => mixed::run(common, &args, &target)?,

@@ -1,12 +1,12 @@
-//! A WeChat-like mix: 1:1 messages between random users on a schedule,
-//! while devices drop off, come back with their token and sync what they
-//! missed. (Group traffic joins the mix once groups exist.)
+//! A WeChat-like mix: mostly 1:1 messages between random users on a
+//! schedule, some posts to groups of random users, while devices drop off,
+//! come back with their token and sync what they missed.
 
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use courier::bench::{Latencies, Percentiles, Schedule, Summary};
-use courier::client::Client;
+use courier::client::{group_message, Client};
 use courier::codec::proto::{self, DeliveryMode, MessageType};
 use courier::codec::{FrameDecoder, Message};
 use mio::{Events, Interest, Poll, Token};
@@ -28,9 +28,18 @@ pub struct Args {
     /// and syncs what it missed.
     #[arg(long, default_value_t = 200)]
     pub churn_ms: u64,
-    /// Message body bytes (at least 8).
+    /// Message body bytes (at least 9).
     #[arg(long, default_value_t = 128)]
     pub body: usize,
+    /// Groups, each of --group-size random users (0: 1:1 only).
+    #[arg(long, default_value_t = 10)]
+    pub groups: usize,
+    /// Members per group (at most --users).
+    #[arg(long, default_value_t = 20)]
+    pub group_size: usize,
+    /// Percent of messages posted to a group (by a random member).
+    #[arg(long, default_value_t = 10)]
+    pub group_percent: u32,
 }
 
 struct User {
@@ -56,6 +65,7 @@ impl Rng {
 #[derive(Default)]
 struct Tally {
     deliver: Latencies,
+    group_deliver: Latencies,
     reconnect: Latencies,
     synced: u64,
     errors: u64,
@@ -66,14 +76,51 @@ pub fn run(
     args: &Args,
     target: &Target,
 ) -> anyhow::Result<(Summary, Vec<(String, Latencies)>)> {
-    if args.users < 2 || args.rate == 0 || args.churn_ms == 0 || args.body < 8 {
-        bail!("--users must be at least 2; --rate and --churn-ms positive; --body at least 8");
+    if args.users < 2 || args.rate == 0 || args.churn_ms == 0 || args.body < 9 {
+        bail!("--users must be at least 2; --rate and --churn-ms positive; --body at least 9");
+    }
+    if args.groups > 0 && args.group_size < 2 {
+        bail!("--group-size must be at least 2");
+    }
+    let group_size = args.group_size.min(args.users);
+    if args.group_percent > 100 {
+        bail!("--group-percent is at most 100");
+    }
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut clients = Vec::with_capacity(args.users);
+    let mut names = Vec::with_capacity(args.users);
+    for i in 0..args.users {
+        let name = user_name(common, "m", i);
+        clients.push(register_and_login(
+            target.address,
+            &name,
+            DeliveryMode::PushMessage,
+        )?);
+        names.push(name);
+    }
+    // Each group: its id and its members (user indexes), the first its owner.
+    let mut groups: Vec<(u64, Vec<usize>)> = Vec::with_capacity(args.groups);
+    for g in 0..args.groups {
+        let mut members = vec![g % args.users];
+        while members.len() < group_size {
+            let candidate = rng.below(args.users);
+            if !members.contains(&candidate) {
+                members.push(candidate);
+            }
+        }
+        let others: Vec<&str> = members[1..].iter().map(|&m| names[m].as_str()).collect();
+        let info = clients[members[0]]
+            .0
+            .group_create(&format!("mix {g}"), &others)?;
+        groups.push((info.group_id, members));
+    }
+    // Take the group notices a creator may have read along with its replies.
+    for (client, _) in &mut clients {
+        while client.next_push(Duration::from_millis(1))?.is_some() {}
     }
     let mut users = Vec::with_capacity(args.users);
     let mut poll = Poll::new()?;
-    for i in 0..args.users {
-        let name = user_name(common, "m", i);
-        let (client, token) = register_and_login(target.address, &name, DeliveryMode::PushMessage)?;
+    for (i, ((client, token), name)) in clients.into_iter().zip(names).enumerate() {
         let mut conn = Conn::from_client(client, None)?;
         poll.registry().register(
             &mut conn.stream,
@@ -92,7 +139,6 @@ pub fn run(
     let churn = Duration::from_millis(args.churn_ms);
     let mut window = Window::new(common);
     let epoch = window.epoch;
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut tally = Tally::default();
     let mut next_message = 0u64;
     let mut next_churn = churn;
@@ -110,21 +156,38 @@ pub fn run(
         let now = epoch.elapsed();
         while schedule.due_ns(next_message) <= now.as_nanos() as u64 {
             let due = schedule.due_ns(next_message);
-            let from = rng.below(users.len());
-            let to = (from + 1 + rng.below(users.len() - 1)) % users.len();
             next_message += 1;
             body[..8].copy_from_slice(&due.to_le_bytes());
-            let recipient = users[to].name.clone();
-            let Some(conn) = users[from].conn.as_mut() else {
-                continue; // the sender is offline right now
+            let to_group = !groups.is_empty() && rng.below(100) < args.group_percent as usize;
+            // Byte 8 tells a group message from a 1:1 one at delivery.
+            body[8] = u8::from(to_group);
+            let from = if to_group {
+                let (group_id, members) = &groups[rng.below(groups.len())];
+                let from = members[rng.below(members.len())];
+                let Some(conn) = users[from].conn.as_mut() else {
+                    continue; // the poster is offline right now
+                };
+                group_message(*group_id, next_message, &body)
+                    .encode_frame(next_message, &mut conn.output);
+                from
+            } else {
+                let from = rng.below(users.len());
+                let to = (from + 1 + rng.below(users.len() - 1)) % users.len();
+                let recipient = users[to].name.clone();
+                let Some(conn) = users[from].conn.as_mut() else {
+                    continue; // the sender is offline right now
+                };
+                if let Message::Send(message) = &mut send {
+                    message.recipient = recipient;
+                    message.client_message_id = next_message;
+                    message.body.clone_from(&body);
+                }
+                send.encode_frame(next_message, &mut conn.output);
+                from
             };
-            if let Message::Send(message) = &mut send {
-                message.recipient = recipient;
-                message.client_message_id = next_message;
-                message.body.clone_from(&body);
+            if let Some(conn) = users[from].conn.as_mut() {
+                conn.flush()?;
             }
-            send.encode_frame(next_message, &mut conn.output);
-            conn.flush()?;
         }
         if now >= next_churn {
             next_churn += churn;
@@ -166,9 +229,12 @@ pub fn run(
                     MessageType::Deliver => {
                         let (sequence, body) = deliver_fields(payload)?;
                         *seen = (*seen).max(sequence);
-                        tally
-                            .deliver
-                            .record(u64::from_le_bytes(body[..8].try_into()?), arrived);
+                        let due = u64::from_le_bytes(body[..8].try_into()?);
+                        if body[8] == 1 {
+                            tally.group_deliver.record(due, arrived);
+                        } else {
+                            tally.deliver.record(due, arrived);
+                        }
                         delivered_measured += 1;
                     }
                     MessageType::SendAck => {
@@ -186,14 +252,15 @@ pub fn run(
     let summary = Summary {
         scenario: "mixed".into(),
         shape: format!(
-            "{} users, {}/s 1:1 messages, a reconnect + sync every {} ms",
-            args.users, args.rate, args.churn_ms
+            "{} users, {}/s messages ({}% to {} groups of {}), a reconnect + sync every {} ms",
+            args.users, args.rate, args.group_percent, args.groups, group_size, args.churn_ms
         ),
         seconds,
         rate_per_s: delivered_measured as f64 / seconds,
         latencies: vec![
             ("delivery".into(), Percentiles::of(&tally.deliver)),
             ("reconnect".into(), Percentiles::of(&tally.reconnect)),
+            ("group member".into(), Percentiles::of(&tally.group_deliver)),
         ],
         errors: tally.errors,
         server_cores: cpu_ns.map(|ns| ns as f64 / 1e9 / seconds),
@@ -207,6 +274,7 @@ pub fn run(
         vec![
             ("delivery".into(), tally.deliver),
             ("reconnect".into(), tally.reconnect),
+            ("group-member".into(), tally.group_deliver),
         ],
     ))
 }
@@ -237,9 +305,12 @@ fn reconnect(
             continue; // its own message, in its own inbox
         }
         if let Some(due) = message.body.get(..8) {
-            tally
-                .deliver
-                .record(u64::from_le_bytes(due.try_into()?), arrived);
+            let due = u64::from_le_bytes(due.try_into()?);
+            if message.group_id != 0 {
+                tally.group_deliver.record(due, arrived);
+            } else {
+                tally.deliver.record(due, arrived);
+            }
             received += 1;
         }
     }

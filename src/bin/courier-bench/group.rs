@@ -1,0 +1,227 @@
+//! Group chat: the owner of each group posts to it on a schedule (or in a
+//! closed loop), and every other member, online on one connection, gets
+//! each message pushed. Reports member deliveries per second, the latency
+//! to each member and to the last member of each message, and to SendAck.
+//!
+//! Against a running server (--server) the members must be allowed into a
+//! group without being friends: run that server with
+//! `open_messaging = true` (--spawn does).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use courier::bench::{Latencies, Percentiles, Schedule, Summary};
+use courier::client::group_message;
+use courier::codec::proto::{DeliveryMode, MessageType};
+use courier::codec::FrameDecoder;
+use mio::{Events, Interest, Poll, Token};
+
+use crate::load::{deliver_fields, Conn, Pacer};
+use crate::{register_and_login, user_name, Common, Target, Window};
+
+/// Options of the group scenario.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Members per group, the owner (who posts) included.
+    #[arg(long, default_value_t = 50)]
+    pub size: usize,
+    /// Groups, each with its own members.
+    #[arg(long, default_value_t = 1)]
+    pub groups: usize,
+    /// Group messages per second over all groups; 0 for a closed loop.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Closed loop: messages in flight (posted, not acknowledged) per group.
+    #[arg(long, default_value_t = 8)]
+    pub window: usize,
+    /// Message body bytes (at least 16: the due time and the message
+    /// number travel in it).
+    #[arg(long, default_value_t = 128)]
+    pub body: usize,
+}
+
+#[derive(Default)]
+struct Tally {
+    deliver: Latencies,
+    last: Latencies,
+    ack: Latencies,
+    deliveries: u64,
+    errors: u64,
+}
+
+/// A message on its way to its members: (due, members still to get it,
+/// the latest arrival so far).
+type Pending = HashMap<u64, (u64, usize, u64)>;
+
+pub fn run(
+    common: &Common,
+    args: &Args,
+    target: &Target,
+) -> anyhow::Result<(Summary, Vec<(String, Latencies)>)> {
+    if args.size < 2 || args.groups == 0 || args.body < 16 || args.window == 0 {
+        bail!("--size must be at least 2, --groups and --window positive, --body at least 16");
+    }
+    let mut poll = Poll::new()?;
+    // conns[g * size + i]: member i of group g; member 0 owns and posts.
+    let mut conns = Vec::with_capacity(args.groups * args.size);
+    let mut group_ids = Vec::with_capacity(args.groups);
+    for g in 0..args.groups {
+        let names: Vec<String> = (0..args.size)
+            .map(|i| user_name(common, &format!("g{g}m"), i))
+            .collect();
+        let mut clients = Vec::with_capacity(args.size);
+        for name in &names {
+            clients.push(register_and_login(target.address, name, DeliveryMode::PushMessage)?.0);
+        }
+        let members: Vec<&str> = names[1..].iter().map(String::as_str).collect();
+        let info = clients[0]
+            .group_create(&format!("bench {g}"), &members)
+            .context("cannot create the group (a --server must run with open_messaging)")?;
+        group_ids.push(info.group_id);
+        for (i, mut client) in clients.into_iter().enumerate() {
+            // Members were told of the group: drop that push.
+            if i > 0 {
+                client.next_push(Duration::from_secs(5))?;
+            }
+            let mut conn = Conn::from_client(client, None)?;
+            poll.registry().register(
+                &mut conn.stream,
+                Token(conns.len()),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            conns.push(conn);
+        }
+    }
+    let decoder = FrameDecoder::new(16 << 20);
+    let schedule = (args.rate > 0).then(|| Schedule::new(args.rate));
+    let mut window = Window::new(common);
+    let epoch = window.epoch;
+    let mut tally = Tally::default();
+    let mut pending = Pending::new();
+    let mut next_message = 0u64;
+    let mut body = vec![0u8; args.body];
+    let mut events = Events::with_capacity(1024);
+    let pacer_token = Token(usize::MAX);
+    let mut pacer = Pacer::new(&poll, pacer_token)?;
+    let receivers = args.size - 1;
+    while let Some(measuring_starts) = window.tick(target) {
+        if measuring_starts {
+            tally = Tally::default();
+            // Messages posted in the warm-up are not measured.
+            pending.clear();
+        }
+        let now = epoch.elapsed().as_nanos() as u64;
+        loop {
+            let g = (next_message % args.groups as u64) as usize;
+            let owner = &mut conns[g * args.size];
+            let due = match &schedule {
+                Some(schedule) if schedule.due_ns(next_message) <= now => {
+                    schedule.due_ns(next_message)
+                }
+                Some(_) => break,
+                None if owner.in_flight.len() < args.window => now,
+                None => break,
+            };
+            body[..8].copy_from_slice(&due.to_le_bytes());
+            body[8..16].copy_from_slice(&next_message.to_le_bytes());
+            group_message(group_ids[g], next_message, &body)
+                .encode_frame(next_message, &mut owner.output);
+            owner.in_flight.push_back(due);
+            owner.flush()?;
+            pending.insert(next_message, (due, receivers, 0));
+            next_message += 1;
+        }
+        if let Some(schedule) = &schedule {
+            pacer.arm(
+                Duration::from_nanos(schedule.due_ns(next_message)).saturating_sub(epoch.elapsed()),
+            );
+        }
+        poll.poll(&mut events, Some(Duration::from_millis(10)))?;
+        for event in events.iter() {
+            if event.token() == pacer_token {
+                pacer.clear();
+                continue;
+            }
+            let conn = &mut conns[event.token().0];
+            if event.is_writable() {
+                conn.flush()?;
+            }
+            if !event.is_readable() {
+                continue;
+            }
+            let arrived = epoch.elapsed().as_nanos() as u64;
+            conn.receive(&decoder, |in_flight, message_type, payload| {
+                match message_type {
+                    MessageType::Deliver => {
+                        let (_, body) = deliver_fields(payload)?;
+                        let due = u64::from_le_bytes(body[..8].try_into()?);
+                        let number = u64::from_le_bytes(body[8..16].try_into()?);
+                        tally.deliver.record(due, arrived);
+                        tally.deliveries += 1;
+                        if let Some(entry) = pending.get_mut(&number) {
+                            entry.1 -= 1;
+                            entry.2 = entry.2.max(arrived);
+                            if entry.1 == 0 {
+                                tally.last.record(entry.0, entry.2);
+                                pending.remove(&number);
+                            }
+                        }
+                    }
+                    MessageType::SendAck => {
+                        let due = in_flight.pop_front().context("an unexpected SendAck")?;
+                        tally.ack.record(due, arrived);
+                    }
+                    MessageType::Error => {
+                        in_flight.pop_front();
+                        tally.errors += 1;
+                    }
+                    _ => {}
+                }
+                Ok(())
+            })?;
+        }
+    }
+    let (seconds, cpu_ns) = window.finish(target)?;
+    let mode = match args.rate {
+        0 => format!("closed loop, window {} per group", args.window),
+        rate => format!("open loop at {rate} messages/s"),
+    };
+    let messages = tally.last.count();
+    let summary = Summary {
+        scenario: "group".into(),
+        shape: format!(
+            "{} group(s) of {}, {}-byte bodies, {mode}",
+            args.groups, args.size, args.body
+        ),
+        seconds,
+        rate_per_s: tally.deliveries as f64 / seconds,
+        latencies: vec![
+            ("each member".into(), Percentiles::of(&tally.deliver)),
+            ("last member".into(), Percentiles::of(&tally.last)),
+            ("send ack".into(), Percentiles::of(&tally.ack)),
+        ],
+        errors: tally.errors,
+        server_cores: cpu_ns.map(|ns| ns as f64 / 1e9 / seconds),
+        server_cpu_us_per_op: cpu_ns.map(|ns| ns as f64 / 1000.0 / tally.deliveries.max(1) as f64),
+        server_rss_bytes: target.rss_bytes(),
+        extra: vec![
+            (
+                "group messages/s (to every member)".into(),
+                messages as f64 / seconds,
+            ),
+            (
+                "messages short of a member at the end".into(),
+                pending.len() as f64,
+            ),
+        ],
+    };
+    Ok((
+        summary,
+        vec![
+            ("member-delivery".into(), tally.deliver),
+            ("last-member".into(), tally.last),
+            ("send-ack".into(), tally.ack),
+        ],
+    ))
+}
