@@ -242,68 +242,74 @@ impl Delivery {
     ) {
         let sender = message.sender;
         let client_message_id = message.client_message_id;
-        let (server_message_id, inbox_sequence) =
-            match self.user(sender).sent.get(client_message_id) {
-                // A resend: acknowledged with the original ids, stored once.
-                Some(ack) => ack,
-                None => {
-                    let entry = Entry {
-                        server_message_id: journaled.sequence,
-                        sender,
-                        to: message.to,
-                        timestamp_ms: journaled.timestamp_ns / 1_000_000,
-                        position: journaled.position,
-                    };
-                    let sender_sequence = self.fan_out(conn, &entry, message.body, out);
-                    let window = self.config.dedup_window;
-                    self.user_mut(sender).sent.insert(
-                        client_message_id,
-                        (journaled.sequence, sender_sequence),
-                        window,
-                    );
-                    (journaled.sequence, sender_sequence)
-                }
-            };
-        let ack = proto::SendAck {
-            client_message_id,
-            server_message_id,
-            inbox_sequence,
+        let ack = |server_message_id, inbox_sequence| {
+            Message::SendAck(proto::SendAck {
+                client_message_id,
+                server_message_id,
+                inbox_sequence,
+            })
         };
-        out.send(conn, correlation_id, &Message::SendAck(ack));
+        if let Some((server_message_id, inbox_sequence)) =
+            self.user(sender).sent.get(client_message_id)
+        {
+            // A resend: acknowledged with the original ids, stored once.
+            out.send(
+                conn,
+                correlation_id,
+                &ack(server_message_id, inbox_sequence),
+            );
+            return;
+        }
+        let entry = Entry {
+            server_message_id: journaled.sequence,
+            sender,
+            to: message.to,
+            timestamp_ms: journaled.timestamp_ns / 1_000_000,
+            position: journaled.position,
+        };
+        // The sender's own entry first, so the acknowledgement leads the
+        // frames this message makes (a large group's come after it).
+        let sender_sequence = self.user_mut(sender).append(sender, entry);
+        let window = self.config.dedup_window;
+        self.user_mut(sender).sent.insert(
+            client_message_id,
+            (journaled.sequence, sender_sequence),
+            window,
+        );
+        out.send(
+            conn,
+            correlation_id,
+            &ack(journaled.sequence, sender_sequence),
+        );
+        self.push(sender, conn, &entry, sender_sequence, message.body, out);
+        self.fan_out(conn, &entry, message.body, out);
     }
 
-    /// Appends a new entry to the inbox of everyone in its conversation (the
-    /// sender included) and pushes it to their online devices but the
-    /// sending one. Returns its sequence in the sender's inbox.
-    fn fan_out(&mut self, conn: ConnId, entry: &Entry, body: &[u8], out: &mut Outbox) -> u64 {
+    /// Appends a new entry to the inbox of everyone else in its
+    /// conversation and pushes it to their online devices.
+    fn fan_out(&mut self, conn: ConnId, entry: &Entry, body: &[u8], out: &mut Outbox) {
         let sender = entry.sender;
-        let mut sender_sequence = 0;
         let mut deliver_to = |this: &mut Self, user: UserId| {
             let sequence = this.user_mut(user).append(user, *entry);
-            if user == sender {
-                sender_sequence = sequence;
-            }
             this.push(user, conn, entry, sequence, body, out);
         };
         match (entry.to.as_user(), entry.to.as_group()) {
             (Some(recipient), _) => {
-                deliver_to(self, recipient);
                 if recipient != sender {
-                    deliver_to(self, sender);
+                    deliver_to(self, recipient);
                 }
             }
             (None, Some(group)) => {
                 // Members are taken out for the loop and put back: the
                 // list is not changed by appending to inboxes.
                 let members = std::mem::take(&mut self.groups[(group.0 - 1) as usize]);
-                for &member in &members {
+                for &member in members.iter().filter(|&&m| m != sender) {
                     deliver_to(self, member);
                 }
                 self.groups[(group.0 - 1) as usize] = members;
             }
             (None, None) => unreachable!("a peer is a user or a group"),
         }
-        sender_sequence
     }
 
     /// Tells each online device of `user_id` (but `except`) of a new entry:
