@@ -413,6 +413,8 @@ impl Client {
 
     /// The next message the server pushed (a delivery or a notice), waiting
     /// at most `timeout`. Replies to requests are not pushes and are kept.
+    /// A zero timeout returns only a push already read, without reading the
+    /// socket; poll with a short timeout (a millisecond) instead.
     pub fn next_push(&mut self, timeout: Duration) -> Result<Option<Message>, ClientError> {
         if let Some(index) = self.early.iter().position(|(c, _)| *c == 0) {
             return Ok(self.early.remove(index).map(|(_, m)| m));

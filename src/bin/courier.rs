@@ -269,7 +269,9 @@ fn chat(args: ChatArgs) -> anyhow::Result<()> {
     );
     println!(
         "type `name: text` to send, `/sync [after]` to pull, `/friend name` to ask, \
-         `/accept name` to accept, `/contacts` to list, `/quit` to leave"
+         `/accept name` to accept, `/contacts` to list, `/quit` to leave;\n\
+         groups: `/group name member...` creates one, `#id: text` posts, `/groups` lists, \
+         `/invite id name`, `/join id`, `/leave id`, `/members id`"
     );
     let (lines_sender, lines) = crossbeam_channel::unbounded();
     std::thread::spawn(move || {
@@ -303,7 +305,7 @@ fn chat(args: ChatArgs) -> anyhow::Result<()> {
             last_ping = std::time::Instant::now();
         }
         while let Some(push) = client
-            .next_push(Duration::ZERO)
+            .next_push(Duration::from_millis(1))
             .context("connection lost")?
         {
             print_message(&push);
@@ -337,6 +339,10 @@ fn chat_line(client: &mut Client, line: &str, next_id: &mut u64) -> Result<(), C
         }
         return Ok(());
     }
+    if let Some(done) = group_line(client, line, next_id)? {
+        println!("  {done}");
+        return Ok(());
+    }
     if let Some(rest) = line.strip_prefix("/sync") {
         let after = rest.trim().parse().unwrap_or(0);
         for message in client.sync_all(after)? {
@@ -356,6 +362,95 @@ fn chat_line(client: &mut Client, line: &str, next_id: &mut u64) -> Result<(), C
     Ok(())
 }
 
+/// A group command of `courier chat`, if `line` is one: what was done.
+fn group_line(
+    client: &mut Client,
+    line: &str,
+    next_id: &mut u64,
+) -> Result<Option<String>, ClientError> {
+    let group_id = |word: Option<&str>| -> Result<u64, ClientError> {
+        word.and_then(|w| w.trim_start_matches('#').parse().ok())
+            .ok_or_else(|| ClientError::Protocol("give a group id (a number)".into()))
+    };
+    let mut words = line.split_whitespace();
+    let done = match words.next() {
+        Some("/group") => {
+            let name = words
+                .next()
+                .ok_or_else(|| ClientError::Protocol("/group name member...".into()))?;
+            let members: Vec<&str> = words.collect();
+            let info = client.group_create(name, &members)?;
+            format!(
+                "group #{} {}: {}",
+                info.group_id,
+                info.name,
+                info.members.join(", ")
+            )
+        }
+        Some("/groups") => {
+            let groups = client.groups()?;
+            let lines: Vec<String> = groups
+                .iter()
+                .map(|g| {
+                    let invited = if g.invited { " (invited: /join)" } else { "" };
+                    format!(
+                        "#{} {} ({} members, owner {}){invited}",
+                        g.group_id, g.name, g.member_count, g.owner
+                    )
+                })
+                .collect();
+            format!(
+                "{} groups
+  {}",
+                groups.len(),
+                lines.join(
+                    "
+  "
+                )
+            )
+        }
+        Some("/invite") => {
+            let id = group_id(words.next())?;
+            let user = words
+                .next()
+                .ok_or_else(|| ClientError::Protocol("/invite id name".into()))?;
+            client.group_invite(id, user)?;
+            format!("invited {user} to #{id}")
+        }
+        Some("/join") => {
+            let id = group_id(words.next())?;
+            client.group_join(id)?;
+            format!("joined #{id}")
+        }
+        Some("/leave") => {
+            let id = group_id(words.next())?;
+            client.group_leave(id)?;
+            format!("left #{id}")
+        }
+        Some("/members") => {
+            let info = client.group_members(group_id(words.next())?)?;
+            format!(
+                "#{} {} (owner {}): {}",
+                info.group_id,
+                info.name,
+                info.owner,
+                info.members.join(", ")
+            )
+        }
+        Some(word) if word.starts_with('#') => {
+            let Some((id, text)) = line.split_once(':') else {
+                return Err(ClientError::Protocol("`#id: text` posts to a group".into()));
+            };
+            let id = group_id(Some(id.trim()))?;
+            *next_id += 1;
+            let ack = client.send_group(id, *next_id, text.trim().as_bytes())?;
+            format!("posted (#{})", ack.inbox_sequence)
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(done))
+}
+
 fn print_contact(contact: &courier::codec::proto::Contact) {
     let state = courier::codec::proto::ContactState::try_from(contact.state)
         .map_or("?", |state| state.as_str_name());
@@ -364,6 +459,13 @@ fn print_contact(contact: &courier::codec::proto::Contact) {
 
 fn print_message(message: &Message) {
     match message {
+        Message::Deliver(m) if m.group_id != 0 => println!(
+            "[#{}] {} → group #{}: {}",
+            m.inbox_sequence,
+            m.sender,
+            m.group_id,
+            String::from_utf8_lossy(&m.body)
+        ),
         Message::Deliver(m) => println!(
             "[#{}] {} → {}: {}",
             m.inbox_sequence,
@@ -371,6 +473,18 @@ fn print_message(message: &Message) {
             m.recipient,
             String::from_utf8_lossy(&m.body)
         ),
+        Message::GroupChanged(changed) => {
+            let change = changed.change().as_str_name().to_lowercase();
+            let about = if changed.user.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", changed.user)
+            };
+            println!(
+                "[group #{} {}]{about} {change}, by {}",
+                changed.group_id, changed.name, changed.by
+            );
+        }
         Message::ContactChanged(changed) => {
             if let Some(contact) = &changed.contact {
                 print_contact(contact);
