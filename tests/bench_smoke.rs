@@ -36,7 +36,7 @@ fn latency_count(summary: &serde_json::Value, index: usize) -> u64 {
 
 #[test]
 fn one_to_one_closed_and_open_loop() {
-    let (table, summary) = run(&["one-to-one", "--pairs", "2"]);
+    let (table, summary) = run(&["one-to-one", "--pairs", "2", "--rate", "0"]);
     assert!(table.contains("delivery"), "{table}");
     assert!(latency_count(&summary, 0) > 0, "messages were delivered");
     assert_eq!(summary["errors"], 0);
@@ -79,7 +79,7 @@ fn storm_idle_and_mixed() {
 
 #[test]
 fn group_closed_and_open_loop() {
-    let (table, summary) = run(&["group", "--size", "5", "--groups", "2"]);
+    let (table, summary) = run(&["group", "--size", "5", "--groups", "2", "--rate", "0"]);
     assert!(table.contains("last member"), "{table}");
     // Each message reaches the 4 members other than its poster.
     let each = latency_count(&summary, 0);

@@ -29,8 +29,9 @@ pub struct Args {
     /// Groups, each with its own members.
     #[arg(long, default_value_t = 1)]
     pub groups: usize,
-    /// Group messages per second over all groups; 0 for a closed loop.
-    #[arg(long, default_value_t = 0)]
+    /// Group messages per second over all groups (open loop: latency from
+    /// each post's due time); 0 for a closed loop, which finds the maximum.
+    #[arg(long, default_value_t = 200)]
     pub rate: u64,
     /// Closed loop: messages in flight (posted, not acknowledged) per group.
     #[arg(long, default_value_t = 8)]

@@ -19,8 +19,9 @@ pub struct Args {
     /// Sender/receiver pairs (two connections each).
     #[arg(long, default_value_t = 8)]
     pub pairs: usize,
-    /// Messages per second over all senders; 0 for a closed loop.
-    #[arg(long, default_value_t = 0)]
+    /// Messages per second over all senders (open loop: latency from each
+    /// message's due time); 0 for a closed loop, which finds the maximum.
+    #[arg(long, default_value_t = 20_000)]
     pub rate: u64,
     /// Closed loop: messages in flight per sender.
     #[arg(long, default_value_t = 64)]
@@ -34,7 +35,7 @@ impl Default for Args {
     fn default() -> Self {
         Self {
             pairs: 8,
-            rate: 0,
+            rate: 20_000,
             window: 64,
             body: 128,
         }
