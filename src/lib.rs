@@ -7,7 +7,7 @@
 //!   gateway through [`broker::Ingress`] and [`broker::Egress`].
 //! - [`net`]: the mio TCP server, the broker's first gateway.
 //! - [`client`]: a blocking client, for tests, tools and `courier chat`.
-//! - [`bench`]: the load generator's schedule, latency recording and reports.
+//! - [`bench`](mod@bench): the load generator's schedule, latency recording and reports.
 //!
 //! # Example: embedding the broker
 //!

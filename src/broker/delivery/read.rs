@@ -52,13 +52,17 @@ impl Delivery {
             (None, None) => unreachable!("a peer is a user or a group"),
         };
         let user = self.user_mut(user_id);
-        let conversation = user.conversations.entry(peer).or_default();
-        if up_to > conversation.read_up_to {
+        // A mark that changes nothing keeps no entry (marks for arbitrary
+        // peers must not grow the map).
+        let conversation = if up_to > read_up_to {
+            let conversation = user.conversations.entry(peer).or_default();
             conversation.read_up_to = up_to;
             conversation.unread -= newly_read;
             user.unread_count -= newly_read;
-        }
-        let conversation = *conversation;
+            *conversation
+        } else {
+            user.conversations.get(&peer).copied().unwrap_or_default()
+        };
         let state = Message::ReadState(proto::ReadState {
             peer: peer_name,
             group_id,
