@@ -1,0 +1,120 @@
+//! `courier chat` as a person uses it: two terminal clients against a live
+//! server, typing commands on stdin and reading what they print.
+
+mod util;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+/// A running `courier chat`: what it prints arrives line by line.
+struct Terminal {
+    child: Child,
+    input: ChildStdin,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Terminal {
+    fn start(address: std::net::SocketAddr, user: &str) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_courier"))
+            .args([
+                "chat",
+                "--server",
+                &address.to_string(),
+                "--user",
+                user,
+                "--register",
+            ])
+            .env("COURIER_PASSWORD", "correct horse")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("courier runs");
+        let input = child.stdin.take().unwrap();
+        let output = child.stdout.take().unwrap();
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(output).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            input,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    fn type_line(&mut self, line: &str) {
+        writeln!(self.input, "{line}").unwrap();
+        self.input.flush().unwrap();
+    }
+
+    /// Waits for a printed line containing `text`.
+    fn expect(&mut self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let found = line.contains(text);
+                    self.seen.push(line);
+                    if found {
+                        return;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!("no line with {text:?}; printed: {:#?}", self.seen);
+    }
+
+    fn quit(mut self) {
+        self.type_line("/quit");
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "courier chat exited with {status}");
+    }
+}
+
+#[test]
+fn two_terminals_chat_one_to_one_and_in_a_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = util::start(dir.path());
+    let address = server.local_addr();
+    let mut ana = Terminal::start(address, "ana");
+    ana.expect("logged in as ana");
+    let mut bo = Terminal::start(address, "bo");
+    bo.expect("logged in as bo");
+
+    ana.type_line("bo: hello bo");
+    ana.expect("sent (#1)");
+    bo.expect("ana → bo: hello bo");
+
+    ana.type_line("/group trip bo");
+    ana.expect("group #1 trip: ana, bo");
+    bo.expect("[group #1 trip] created, by ana");
+    ana.type_line("#1: hello group");
+    ana.expect("posted (#2)");
+    bo.expect("ana → group #1: hello group");
+    bo.type_line("/groups");
+    bo.expect("#1 trip (2 members, owner ana)");
+    bo.type_line("/leave 1");
+    bo.expect("left #1");
+    ana.expect("[group #1 trip] bo left, by bo");
+    ana.type_line("/members 1");
+    ana.expect("#1 trip (owner ana): ana");
+    // A mistake is reported and the terminal goes on.
+    bo.type_line("#1: am I still here?");
+    bo.expect("you are not a member of group 1");
+    bo.type_line("/sync");
+    bo.expect("ana → group #1: hello group");
+    ana.quit();
+    bo.quit();
+    server.shutdown().unwrap();
+}
