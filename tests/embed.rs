@@ -89,4 +89,14 @@ fn a_gateway_gets_replies_errors_and_closes_per_connection() {
 
     drop(ingress);
     broker.shutdown().unwrap();
+
+    // Reopened after that clean stop: the journal replays (the start
+    // marker, the connection, nothing else journaled), and the SQLite
+    // projection is not behind.
+    let (sender, _actions) = crossbeam_channel::unbounded();
+    let broker = Broker::open(&config, Recorder(sender)).unwrap();
+    let report = broker.report().clone();
+    assert_eq!(report.records_replayed, 2);
+    assert_eq!(report.store_records_caught_up, 0);
+    broker.shutdown().unwrap();
 }

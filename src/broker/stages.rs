@@ -200,6 +200,10 @@ impl Handler<Inbound> for StoreStage {
     }
 
     fn on_shutdown(&mut self) {
-        self.commit();
+        // Record how far the projection got even if the last batches
+        // changed nothing, so the next start does not offer them again.
+        if let Err(error) = self.store.commit_all() {
+            tracing::error!(%error, "SQLite projection commit failed at the stop");
+        }
     }
 }

@@ -126,7 +126,21 @@ impl Store {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let seen = self.seen.expect("a pending change was seen");
+        self.write()
+    }
+
+    /// Commits what was noted and records the newest sequence seen even
+    /// without changes: at a clean stop, so the next start knows the
+    /// projection is not behind.
+    pub(crate) fn commit_all(&mut self) -> Result<(), StoreError> {
+        if self.seen.is_none() {
+            return Ok(());
+        }
+        self.write()
+    }
+
+    fn write(&mut self) -> Result<(), StoreError> {
+        let seen = self.seen.expect("a record was seen");
         let fail = |source| StoreError {
             path: self.path.clone(),
             source,
@@ -278,12 +292,17 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_without_changes_writes_nothing() {
+    fn a_batch_without_changes_writes_nothing_until_the_stop() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("courier.db");
         let mut store = Store::open(&path).unwrap();
         store.note(0, &[]);
         store.commit().unwrap();
         assert_eq!(store.applied_until(), 0);
+        store.note(1, &[]);
+        store.commit_all().unwrap();
+        assert_eq!(store.applied_until(), 2);
+        drop(store);
+        assert_eq!(Store::open(&path).unwrap().applied_until(), 2);
     }
 }
