@@ -13,6 +13,7 @@ impl Delivery {
             let inbox: Vec<_> = user
                 .inbox
                 .iter()
+                .map(|index| &self.messages[index.0 as usize])
                 .map(|e| {
                     (
                         e.server_message_id,

@@ -3,7 +3,8 @@
 //! Logic checks each command against accounts, sessions, contacts and group
 //! membership, and leaves [`Intent`]s in the event; this state carries them
 //! out on the fan-out thread: it appends to inboxes (one entry per member
-//! for a group message: fan-out on write), keeps read state and unread
+//! for a group message: fan-out on write; an entry is a 4-byte reference to
+//! the message, stored once), keeps read state and unread
 //! counts, acknowledges sends, pushes to online devices and answers Sync.
 //! A 500-member group message thus costs the logic thread one membership
 //! check, not 500 appends.
@@ -39,9 +40,9 @@ pub(crate) struct DeliveryConfig {
     pub(crate) sync_limit_max: u32,
 }
 
-/// One entry of a user's inbox; its inbox sequence is its index plus one.
+/// A message, stored once for every inbox it is in.
 #[derive(Debug, Clone, Copy)]
-struct Entry {
+struct Stored {
     server_message_id: u64,
     sender: UserId,
     /// The recipient of a 1:1 message, or the group of a group message.
@@ -51,13 +52,20 @@ struct Entry {
     position: Position,
 }
 
-// An inbox entry's size sets the server's memory per stored message
-// (docs/OPERATIONS.md quotes it).
-const _: () = assert!(std::mem::size_of::<Entry>() == 48);
+/// An inbox entry: where its message is in [`Delivery::messages`]. Four
+/// bytes, because a group message makes one per member: 2^32 messages of
+/// 48 bytes each would need 192 GiB before this could overflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MessageIndex(u32);
 
-impl Entry {
-    /// The conversation this entry belongs to, seen by `owner`: the group,
-    /// or the other user of a 1:1 conversation.
+// These sizes set the server's memory per message and per inbox entry
+// (docs/OPERATIONS.md quotes them).
+const _: () = assert!(std::mem::size_of::<Stored>() == 48);
+const _: () = assert!(std::mem::size_of::<MessageIndex>() == 4);
+
+impl Stored {
+    /// The conversation this message belongs to, seen by `owner`: the
+    /// group, or the other user of a 1:1 conversation.
     fn conversation(&self, owner: UserId) -> Peer {
         if self.to.as_group().is_some() || self.sender == owner {
             self.to
@@ -78,7 +86,8 @@ struct Device {
 #[derive(Debug, Default)]
 struct Mailbox {
     name: String,
-    inbox: Vec<Entry>,
+    /// Its inbox sequence is the entry's index plus one.
+    inbox: Vec<MessageIndex>,
     /// Read state per conversation.
     conversations: HashMap<Peer, Conversation>,
     /// Unread entries over all conversations.
@@ -92,13 +101,14 @@ impl Mailbox {
         self.inbox.len() as u64
     }
 
-    /// Appends `entry`; counts it unread unless the owner sent it.
-    fn append(&mut self, owner: UserId, entry: Entry) -> u64 {
-        self.inbox.push(entry);
-        if entry.sender != owner {
+    /// Appends the message at `index`; counts it unread unless the owner
+    /// sent it.
+    fn append(&mut self, owner: UserId, index: MessageIndex, message: &Stored) -> u64 {
+        self.inbox.push(index);
+        if message.sender != owner {
             self.unread_count += 1;
             self.conversations
-                .entry(entry.conversation(owner))
+                .entry(message.conversation(owner))
                 .or_default()
                 .unread += 1;
         }
@@ -110,6 +120,8 @@ impl Mailbox {
 pub(crate) struct Delivery {
     config: DeliveryConfig,
     users: Vec<Mailbox>,
+    /// Every message in an inbox, in journal order.
+    messages: Vec<Stored>,
     /// Members of each group (index = id - 1), in the order they joined.
     groups: Vec<Vec<UserId>>,
     /// Where message bodies are read from for Sync.
@@ -121,6 +133,7 @@ impl Delivery {
         Self {
             config,
             users: Vec::new(),
+            messages: Vec::new(),
             groups: Vec::new(),
             reader,
         }
@@ -260,16 +273,20 @@ impl Delivery {
             );
             return;
         }
-        let entry = Entry {
+        let stored = Stored {
             server_message_id: journaled.sequence,
             sender,
             to: message.to,
             timestamp_ms: journaled.timestamp_ns / 1_000_000,
             position: journaled.position,
         };
+        let index = MessageIndex(
+            u32::try_from(self.messages.len()).expect("2^32 messages do not fit in memory"),
+        );
+        self.messages.push(stored);
         // The sender's own entry first, so the acknowledgement leads the
         // frames this message makes (a large group's come after it).
-        let sender_sequence = self.user_mut(sender).append(sender, entry);
+        let sender_sequence = self.user_mut(sender).append(sender, index, &stored);
         let window = self.config.dedup_window;
         self.user_mut(sender).sent.insert(
             client_message_id,
@@ -281,19 +298,26 @@ impl Delivery {
             correlation_id,
             &ack(journaled.sequence, sender_sequence),
         );
-        self.push(sender, conn, &entry, sender_sequence, message.body, out);
-        self.fan_out(conn, &entry, message.body, out);
+        self.push(sender, conn, &stored, sender_sequence, message.body, out);
+        self.fan_out(conn, index, &stored, message.body, out);
     }
 
-    /// Appends a new entry to the inbox of everyone else in its
+    /// Appends a new message to the inbox of everyone else in its
     /// conversation and pushes it to their online devices.
-    fn fan_out(&mut self, conn: ConnId, entry: &Entry, body: &[u8], out: &mut Outbox) {
-        let sender = entry.sender;
+    fn fan_out(
+        &mut self,
+        conn: ConnId,
+        index: MessageIndex,
+        stored: &Stored,
+        body: &[u8],
+        out: &mut Outbox,
+    ) {
+        let sender = stored.sender;
         let mut deliver_to = |this: &mut Self, user: UserId| {
-            let sequence = this.user_mut(user).append(user, *entry);
-            this.push(user, conn, entry, sequence, body, out);
+            let sequence = this.user_mut(user).append(user, index, stored);
+            this.push(user, conn, stored, sequence, body, out);
         };
-        match (entry.to.as_user(), entry.to.as_group()) {
+        match (stored.to.as_user(), stored.to.as_group()) {
             (Some(recipient), _) => {
                 if recipient != sender {
                     deliver_to(self, recipient);
@@ -318,7 +342,7 @@ impl Delivery {
         &self,
         user_id: UserId,
         except: ConnId,
-        entry: &Entry,
+        entry: &Stored,
         inbox_sequence: u64,
         body: &[u8],
         out: &mut Outbox,
@@ -362,7 +386,7 @@ impl Delivery {
         }
     }
 
-    fn deliver(&self, entry: &Entry, inbox_sequence: u64, body: Vec<u8>) -> proto::Deliver {
+    fn deliver(&self, entry: &Stored, inbox_sequence: u64, body: Vec<u8>) -> proto::Deliver {
         let (recipient, group_id) = self.to_fields(entry.to);
         proto::Deliver {
             sender: self.user(entry.sender).name.clone(),
@@ -401,7 +425,8 @@ impl Delivery {
             more: false,
         };
         let mut size = 0;
-        for (index, entry) in user.inbox.iter().enumerate().skip(after as usize) {
+        for (index, &MessageIndex(message)) in user.inbox.iter().enumerate().skip(after as usize) {
+            let entry = &self.messages[message as usize];
             if batch.messages.len() as u32 == limit {
                 batch.more = true;
                 break;

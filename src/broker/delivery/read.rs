@@ -41,7 +41,8 @@ impl Delivery {
         let newly_read = if up_to > read_up_to {
             user.inbox[read_up_to as usize..up_to as usize]
                 .iter()
-                .filter(|e| e.sender != user_id && e.conversation(user_id) == peer)
+                .map(|index| &self.messages[index.0 as usize])
+                .filter(|m| m.sender != user_id && m.conversation(user_id) == peer)
                 .count() as u64
         } else {
             0
