@@ -30,7 +30,7 @@ fn spawn_server(dir: &Path, durability: &str) -> (Server, SocketAddr) {
     let config = dir.join("courier.toml");
     std::fs::write(
         &config,
-        "listen = \"127.0.0.1:0\"\n[broker]\nsegment_size_mb = 1\nopen_messaging = true\n[broker.auth]\nmemory_kib = 8\niterations = 1\n",
+        "listen = \"127.0.0.1:0\"\n[broker]\nsegment_size_mb = 1\nopen_messaging = true\nsnapshot_min_records = 50\n[broker.auth]\nmemory_kib = 8\niterations = 1\n",
     )
     .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_courier"))
@@ -173,6 +173,10 @@ fn kill_cycles(durability: &str) {
         interrupted,
         "no kill landed mid-stream: the test proved nothing"
     );
+    // The restarts wrote snapshots (more than 50 records to replay), and
+    // the later ones started from them.
+    let snapshots = std::fs::read_dir(dir.path().join("data/snapshots")).unwrap();
+    assert!(snapshots.count() > 0, "no snapshot was written");
 }
 
 #[test]

@@ -92,6 +92,13 @@ pub struct BrokerConfig {
     /// The most members a group may have (500, as WeChat allows). A group's
     /// member list must fit one frame: at most about 67 bytes a member.
     pub group_members_max: usize,
+    /// Take a snapshot of all state as the broker opens, so that the next
+    /// start replays only the journal after it.
+    pub snapshots: bool,
+    /// With `snapshots`: take one only when this many journal records had
+    /// to be replayed (a snapshot costs about as much to write as the
+    /// state's size).
+    pub snapshot_min_records: u64,
     /// Password hashing.
     pub auth: AuthConfig,
 }
@@ -113,6 +120,8 @@ impl Default for BrokerConfig {
             sync_limit_max: 500,
             open_messaging: false,
             group_members_max: 500,
+            snapshots: true,
+            snapshot_min_records: 1_000_000,
             auth: AuthConfig::default(),
         }
     }

@@ -74,10 +74,14 @@ impl Peer {
         (self.0 & Self::GROUP_BIT != 0).then_some(GroupId(self.0 & !Self::GROUP_BIT))
     }
 
-    /// The word itself, for canonical dumps.
-    #[cfg(test)]
+    /// The word itself, for snapshots and canonical dumps.
     pub(crate) fn raw(self) -> u64 {
         self.0
+    }
+
+    /// A peer from the word [`Peer::raw`] gave.
+    pub(crate) fn from_raw(raw: u64) -> Self {
+        Peer(raw)
     }
 }
 

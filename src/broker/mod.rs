@@ -32,6 +32,7 @@ mod delivery;
 mod event;
 mod ids;
 mod logic;
+mod snapshot;
 mod stages;
 mod store;
 #[cfg(test)]
@@ -116,8 +117,13 @@ pub enum BrokerError {
 /// What [`Broker::open`] found and rebuilt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenReport {
-    /// Journal records replayed.
+    /// The journal sequence of the snapshot state was loaded from, if any.
+    pub snapshot_loaded: Option<u64>,
+    /// Journal records replayed (after the snapshot, if one was loaded).
     pub records_replayed: u64,
+    /// The journal sequence of the snapshot written at this start, if one
+    /// was (see [`BrokerConfig::snapshot_min_records`]).
+    pub snapshot_written: Option<u64>,
     /// Accounts after replay.
     pub users: usize,
     /// Bytes of a torn tail the journal cut off at open.
@@ -234,24 +240,47 @@ impl Broker {
         };
         let mut journal = Journal::open(config.data_dir.join("journal"), journal_config)?;
         let mut store = Store::open(&config.data_dir.join("courier.db"))?;
-        let mut logic = Logic::new(LogicConfig {
+        let logic_config = LogicConfig {
             frame_size_max: config.frame_size_max_bytes,
             heartbeat_interval_ms: config.heartbeat_interval_ms,
             open_messaging: config.open_messaging,
             group_members_max: config.group_members_max,
-        });
-        let mut delivery = Delivery::new(
-            DeliveryConfig {
-                frame_size_max: config.frame_size_max_bytes,
-                dedup_window: config.dedup_window,
-                sync_limit_max: config.sync_limit_max,
-            },
-            journal.reader(),
-        );
+        };
+        let delivery_config = DeliveryConfig {
+            frame_size_max: config.frame_size_max_bytes,
+            dedup_window: config.dedup_window,
+            sync_limit_max: config.sync_limit_max,
+        };
         let store_behind = journal
             .next_sequence()
             .saturating_sub(store.applied_until());
-        let records_replayed = replay(&journal, &mut logic, &mut delivery, &mut store)?;
+        let snapshots_dir = config.data_dir.join("snapshots");
+        let loaded = if config.snapshots {
+            load_snapshot(
+                &snapshots_dir,
+                &journal,
+                &store,
+                &logic_config,
+                &delivery_config,
+            )
+        } else {
+            None
+        };
+        let (mut logic, mut delivery, snapshot_loaded) = match loaded {
+            Some((sequence, logic, delivery)) => (logic, delivery, Some(sequence)),
+            None => (
+                Logic::new(logic_config),
+                Delivery::new(delivery_config, journal.reader()),
+                None,
+            ),
+        };
+        let records_replayed = replay(
+            &journal,
+            snapshot_loaded,
+            &mut logic,
+            &mut delivery,
+            &mut store,
+        )?;
 
         // A start marker: replay of later runs drops this run's predecessors'
         // connections here, so connection ids never collide across runs.
@@ -282,9 +311,34 @@ impl Broker {
             &mut Outbox::default(),
         );
         store.note(start.sequence, &[]);
+        store.commit_all()?;
+        let snapshot_written = if config.snapshots
+            && records_replayed >= config.snapshot_min_records
+        {
+            let point = snapshot::SnapshotPoint {
+                sequence: start.sequence,
+                timestamp_ns,
+            };
+            let mut body = snapshot::Encoder::default();
+            logic.encode(&mut body);
+            delivery.encode(&mut body);
+            // A snapshot only saves time at the next start: failing to
+            // write one is worth a warning, not a refusal to serve.
+            match snapshot::write(&snapshots_dir, point, &body) {
+                Ok(_) => Some(start.sequence),
+                Err(error) => {
+                    tracing::warn!(%error, dir = %snapshots_dir.display(), "cannot write a snapshot");
+                    None
+                }
+            }
+        } else {
+            None
+        };
 
         let report = OpenReport {
+            snapshot_loaded,
             records_replayed,
+            snapshot_written,
             users: logic.user_count(),
             torn_bytes_truncated: journal.recovery().truncated_bytes,
             store_records_caught_up: store_behind,
@@ -363,16 +417,84 @@ impl Broker {
     }
 }
 
-/// Applies every journal record to fresh state (logic, then the inboxes,
-/// as the stages do), and hands the store what it has not projected yet.
-/// Returns how many records were replayed.
+/// The newest snapshot in `dir` that matches the journal and the store:
+/// its start marker is in the journal, with the same time, and the SQLite
+/// projection is past it. One that does not is skipped with a warning.
+fn load_snapshot(
+    dir: &std::path::Path,
+    journal: &Journal,
+    store: &Store,
+    logic_config: &LogicConfig,
+    delivery_config: &DeliveryConfig,
+) -> Option<(u64, Logic, Delivery)> {
+    let candidates = match snapshot::list(dir) {
+        Ok(candidates) => candidates,
+        Err(error) => {
+            tracing::warn!(%error, dir = %dir.display(), "cannot list snapshots; replaying the whole journal");
+            return None;
+        }
+    };
+    for (_, path) in candidates {
+        let loaded = snapshot::read(&path).and_then(|(point, body)| {
+            check_snapshot_point(journal, store, point)?;
+            let mut input = snapshot::Decoder::new(&body);
+            let logic = Logic::decode(logic_config.clone(), &mut input)?;
+            let delivery = Delivery::decode(delivery_config.clone(), journal.reader(), &mut input)?;
+            input.finish()?;
+            Ok((point.sequence, logic, delivery))
+        });
+        match loaded {
+            Ok(loaded) => return Some(loaded),
+            Err(error) => tracing::warn!(%error, path = %path.display(), "snapshot skipped"),
+        }
+    }
+    None
+}
+
+fn check_snapshot_point(
+    journal: &Journal,
+    store: &Store,
+    point: snapshot::SnapshotPoint,
+) -> Result<(), snapshot::SnapshotError> {
+    let fail = |reason: String| snapshot::SnapshotError(reason);
+    if point.sequence >= journal.next_sequence() {
+        return Err(fail(format!(
+            "it is at journal sequence {}, past the journal's end",
+            point.sequence
+        )));
+    }
+    if store.applied_until() <= point.sequence {
+        return Err(fail("the SQLite projection is behind it".into()));
+    }
+    let record = journal
+        .reader()
+        .cursor_at_sequence(point.sequence)
+        .and_then(|mut cursor| cursor.next())
+        .map_err(|e| fail(format!("its journal record: {e}")))?
+        .ok_or_else(|| fail("its journal record is missing".into()))?;
+    if record.record_type() != RECORD_START || record.timestamp_ns() != point.timestamp_ns {
+        return Err(fail(format!(
+            "journal record {} is not the start marker it was taken at",
+            point.sequence
+        )));
+    }
+    Ok(())
+}
+
+/// Applies the journal records after `after` (all of them for `None`) to
+/// the state (logic, then the inboxes, as the stages do), and hands the
+/// store what it has not projected yet. Returns how many were replayed.
 fn replay(
     journal: &Journal,
+    after: Option<u64>,
     logic: &mut Logic,
     delivery: &mut Delivery,
     store: &mut Store,
 ) -> Result<u64, BrokerError> {
-    let mut cursor = journal.reader().cursor_at_start();
+    let mut cursor = match after {
+        Some(sequence) => journal.reader().cursor_at_sequence(sequence + 1)?,
+        None => journal.reader().cursor_at_start(),
+    };
     let mut scratch = Outbox::default();
     let mut discarded = Outbox::default();
     let mut count = 0u64;

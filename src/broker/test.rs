@@ -12,6 +12,7 @@ use super::event::{
 use super::ids::ConnId;
 use super::logic::{Logic, LogicConfig};
 use super::replay;
+use super::snapshot::{Decoder, Encoder};
 use super::stages::carry_out;
 use super::store::Store;
 use crate::codec::journal_proto::{LoginVerified, Registered};
@@ -100,23 +101,47 @@ struct State {
     delivery: Delivery,
 }
 
+fn configs() -> (LogicConfig, DeliveryConfig) {
+    let logic = LogicConfig {
+        frame_size_max: 64 * 1024,
+        heartbeat_interval_ms: 1000,
+        open_messaging: false,
+        group_members_max: 3,
+    };
+    let delivery = DeliveryConfig {
+        frame_size_max: 64 * 1024,
+        dedup_window: 3,
+        sync_limit_max: 4,
+    };
+    (logic, delivery)
+}
+
 impl State {
     fn new(journal: &Journal) -> Self {
-        let logic = Logic::new(LogicConfig {
-            frame_size_max: 64 * 1024,
-            heartbeat_interval_ms: 1000,
-            open_messaging: false,
-            group_members_max: 3,
-        });
-        let delivery = Delivery::new(
-            DeliveryConfig {
-                frame_size_max: 64 * 1024,
-                dedup_window: 3,
-                sync_limit_max: 4,
-            },
-            journal.reader(),
-        );
-        Self { logic, delivery }
+        let (logic, delivery) = configs();
+        Self {
+            logic: Logic::new(logic),
+            delivery: Delivery::new(delivery, journal.reader()),
+        }
+    }
+
+    /// A snapshot body of this state, as Broker::open writes it.
+    fn snapshot(&self) -> Vec<u8> {
+        let mut body = Encoder::default();
+        self.logic.encode(&mut body);
+        self.delivery.encode(&mut body);
+        body.into_bytes()
+    }
+
+    fn from_snapshot(journal: &Journal, body: &[u8]) -> Self {
+        let (logic, delivery) = configs();
+        let mut input = Decoder::new(body);
+        let state = Self {
+            logic: Logic::decode(logic, &mut input).unwrap(),
+            delivery: Delivery::decode(delivery, journal.reader(), &mut input).unwrap(),
+        };
+        input.finish().unwrap();
+        state
     }
 
     fn apply(
@@ -144,7 +169,7 @@ impl State {
 
     fn replayed(journal: &Journal, store: &mut Store) -> Self {
         let mut state = Self::new(journal);
-        replay(journal, &mut state.logic, &mut state.delivery, store).unwrap();
+        replay(journal, None, &mut state.logic, &mut state.delivery, store).unwrap();
         state
     }
 }
@@ -190,6 +215,7 @@ fn run(history: &[Step]) -> String {
     live.logic.set_auth(auth);
     let mut clock = 0u64;
     let mut run_number = 0u64;
+    let mut snapshot: Option<(u64, Vec<u8>)> = None;
     let conn = |run: u64, c: u8| ConnId(run * 100 + u64::from(c));
     let name = |u: u8| format!("user{u}");
     let token = |u: u8, d: u8| format!("token-{u}-{d}");
@@ -429,8 +455,24 @@ fn run(history: &[Step]) -> String {
                     timestamp_ns: clock,
                 };
                 live.apply(ConnId(0), &Command::Start, &[], Some(journaled));
+                snapshot = Some((start.sequence, live.snapshot()));
             }
         }
+    }
+    // A snapshot at the last start, and the journal after it, give the
+    // same state as the whole journal.
+    if let Some((sequence, body)) = &snapshot {
+        let mut state = State::from_snapshot(&journal, body);
+        let mut store = Store::open(&dir.path().join("snapshot-check.db")).unwrap();
+        replay(
+            &journal,
+            Some(*sequence),
+            &mut state.logic,
+            &mut state.delivery,
+            &mut store,
+        )
+        .unwrap();
+        assert_eq!(state.digest(), live.digest());
     }
     let mut store = Store::open(&dir.path().join("courier.db")).unwrap();
     let replayed = State::replayed(&journal, &mut store);

@@ -330,7 +330,9 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
 fn log_report(report: &OpenReport, address: SocketAddr) {
     tracing::info!(
         %address,
+        snapshot_loaded = ?report.snapshot_loaded,
         records_replayed = report.records_replayed,
+        snapshot_written = ?report.snapshot_written,
         users = report.users,
         torn_bytes_truncated = report.torn_bytes_truncated,
         store_records_caught_up = report.store_records_caught_up,

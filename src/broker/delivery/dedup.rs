@@ -65,6 +65,22 @@ impl Dedup {
         self.recent.push_back((client_message_id, ack));
     }
 
+    /// The remembered ids with what they were given, oldest first.
+    pub(super) fn entries(&self) -> impl ExactSizeIterator<Item = (u64, Ack)> + '_ {
+        self.recent.iter().copied()
+    }
+
+    /// A ring holding `entries` (oldest first), as [`Dedup::entries`] gave
+    /// them.
+    pub(super) fn from_entries(entries: Vec<(u64, Ack)>) -> Self {
+        let in_order = entries.windows(2).all(|pair| pair[0].0 < pair[1].0);
+        let index = (!in_order).then(|| entries.iter().copied().collect());
+        Self {
+            recent: entries.into(),
+            index,
+        }
+    }
+
     /// The remembered ids, oldest first.
     #[cfg(test)]
     pub(super) fn ids(&self) -> Vec<u64> {

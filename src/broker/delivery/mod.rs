@@ -25,6 +25,7 @@ mod dedup;
 #[cfg(test)]
 mod digest;
 mod read;
+mod snapshot;
 
 use dedup::Dedup;
 use read::Conversation;

@@ -30,6 +30,7 @@ mod contacts;
 #[cfg(test)]
 mod digest;
 mod groups;
+mod snapshot;
 
 use contacts::{ContactEntry, ContactOp};
 use groups::Group;

@@ -1,0 +1,149 @@
+//! The inboxes' part of a snapshot: messages, inboxes, read state, recent
+//! client ids and group members. Devices are not in it: a snapshot is
+//! taken at a run's start, when none is online.
+
+use rustc_hash::FxHashMap as HashMap;
+
+use super::dedup::Dedup;
+use super::read::Conversation;
+use super::{Delivery, DeliveryConfig, Mailbox, MessageIndex, Stored};
+use crate::broker::ids::{Peer, UserId};
+use crate::broker::snapshot::{Decoder, Encoder, SnapshotError};
+use crate::journal::{JournalReader, Position};
+
+impl Delivery {
+    /// Writes the state into `out`.
+    ///
+    /// # Panics
+    /// If a device is online: a snapshot is only taken at a run's start.
+    pub(crate) fn encode(&self, out: &mut Encoder) {
+        out.count(self.messages.len());
+        for message in &self.messages {
+            out.u64(message.server_message_id);
+            out.u64(message.sender.0);
+            out.u64(message.to.raw());
+            out.u64(message.timestamp_ms);
+            out.u64(message.position.segment);
+            out.u64(message.position.offset);
+        }
+        out.count(self.groups.len());
+        for members in &self.groups {
+            out.count(members.len());
+            for member in members {
+                out.u64(member.0);
+            }
+        }
+        out.count(self.users.len());
+        for user in &self.users {
+            assert!(
+                user.devices.is_empty(),
+                "a snapshot is taken without devices"
+            );
+            out.str(&user.name);
+            out.count(user.inbox.len());
+            for index in &user.inbox {
+                out.u32(index.0);
+            }
+            out.count(user.conversations.len());
+            for (peer, conversation) in &user.conversations {
+                out.u64(peer.raw());
+                out.u64(conversation.read_up_to);
+                out.u64(conversation.unread);
+            }
+            out.u64(user.unread_count);
+            out.count(user.sent.entries().len());
+            for (client_message_id, (server_message_id, sequence)) in user.sent.entries() {
+                out.u64(client_message_id);
+                out.u64(server_message_id);
+                out.u64(sequence);
+            }
+        }
+    }
+
+    /// Reads what [`Delivery::encode`] wrote.
+    pub(crate) fn decode(
+        config: DeliveryConfig,
+        reader: JournalReader,
+        input: &mut Decoder<'_>,
+    ) -> Result<Self, SnapshotError> {
+        let mut delivery = Delivery::new(config, reader);
+        let message_count = input.count(48)?;
+        // User ids are checked once the users are read.
+        let mut user_refs = Vec::new();
+        for _ in 0..message_count {
+            let server_message_id = input.u64()?;
+            let sender = input.u64()?;
+            user_refs.push(sender);
+            let to = Peer::from_raw(input.u64()?);
+            if let Some(user) = to.as_user() {
+                user_refs.push(user.0);
+            }
+            delivery.messages.push(Stored {
+                server_message_id,
+                sender: UserId(sender),
+                to,
+                timestamp_ms: input.u64()?,
+                position: Position {
+                    segment: input.u64()?,
+                    offset: input.u64()?,
+                },
+            });
+        }
+        let group_count = input.count(8)?;
+        for _ in 0..group_count {
+            let mut members = Vec::new();
+            for _ in 0..input.count(8)? {
+                let member = input.u64()?;
+                user_refs.push(member);
+                members.push(UserId(member));
+            }
+            delivery.groups.push(members);
+        }
+        if delivery
+            .messages
+            .iter()
+            .filter_map(|m| m.to.as_group())
+            .any(|g| g.0 == 0 || g.0 > group_count as u64)
+        {
+            return Err(input.error("a message to a group out of range"));
+        }
+        for _ in 0..input.count(40)? {
+            let name = input.str()?;
+            let mut inbox = Vec::new();
+            for _ in 0..input.count(4)? {
+                let index = input.u32()?;
+                if index as usize >= message_count {
+                    return Err(input.error("an inbox entry out of range"));
+                }
+                inbox.push(MessageIndex(index));
+            }
+            let mut conversations = HashMap::default();
+            for _ in 0..input.count(24)? {
+                let peer = Peer::from_raw(input.u64()?);
+                let conversation = Conversation {
+                    read_up_to: input.u64()?,
+                    unread: input.u64()?,
+                };
+                conversations.insert(peer, conversation);
+            }
+            let unread_count = input.u64()?;
+            let mut sent = Vec::new();
+            for _ in 0..input.count(24)? {
+                sent.push((input.u64()?, (input.u64()?, input.u64()?)));
+            }
+            delivery.users.push(Mailbox {
+                name,
+                inbox,
+                conversations,
+                unread_count,
+                devices: Vec::new(),
+                sent: Dedup::from_entries(sent),
+            });
+        }
+        let user_count = delivery.users.len() as u64;
+        if user_refs.iter().any(|&u| u == 0 || u > user_count) {
+            return Err(input.error("a user id out of range"));
+        }
+        Ok(delivery)
+    }
+}
