@@ -319,12 +319,13 @@ impl Broker {
                 sequence: start.sequence,
                 timestamp_ns,
             };
-            let mut body = snapshot::Encoder::default();
-            logic.encode(&mut body);
-            delivery.encode(&mut body);
+            let encode = |body: &mut snapshot::Encoder<_>| {
+                logic.encode(body);
+                delivery.encode(body);
+            };
             // A snapshot only saves time at the next start: failing to
             // write one is worth a warning, not a refusal to serve.
-            match snapshot::write(&snapshots_dir, point, &body) {
+            match snapshot::write(&snapshots_dir, point, encode) {
                 Ok(_) => Some(start.sequence),
                 Err(error) => {
                     tracing::warn!(%error, dir = %snapshots_dir.display(), "cannot write a snapshot");
@@ -435,9 +436,8 @@ fn load_snapshot(
         }
     };
     for (_, path) in candidates {
-        let loaded = snapshot::read(&path).and_then(|(point, body)| {
+        let loaded = snapshot::open(&path).and_then(|(point, mut input)| {
             check_snapshot_point(journal, store, point)?;
-            let mut input = snapshot::Decoder::new(&body);
             let logic = Logic::decode(logic_config.clone(), &mut input)?;
             let delivery = Delivery::decode(delivery_config.clone(), journal.reader(), &mut input)?;
             input.finish()?;

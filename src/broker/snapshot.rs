@@ -33,7 +33,7 @@
 //! or items; ids are u64, inbox entries u32.
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"CRSNAPSH";
@@ -55,19 +55,41 @@ pub(crate) struct SnapshotPoint {
     pub(crate) timestamp_ns: u64,
 }
 
-/// Builds a snapshot body.
-#[derive(Default)]
-pub(crate) struct Encoder {
-    bytes: Vec<u8>,
+/// Writes a snapshot body to `W` as it is built, keeping its length and
+/// checksum; the first write error is kept for [`Encoder::finish`].
+pub(crate) struct Encoder<W: Write> {
+    out: W,
+    length: u64,
+    checksum: u32,
+    error: Option<io::Error>,
 }
 
-impl Encoder {
+impl<W: Write> Encoder<W> {
+    pub(crate) fn new(out: W) -> Self {
+        Self {
+            out,
+            length: 0,
+            checksum: 0,
+            error: None,
+        }
+    }
+
+    fn put(&mut self, bytes: &[u8]) {
+        self.checksum = crc32c::crc32c_append(self.checksum, bytes);
+        self.length += bytes.len() as u64;
+        if self.error.is_none() {
+            if let Err(error) = self.out.write_all(bytes) {
+                self.error = Some(error);
+            }
+        }
+    }
+
     pub(crate) fn u32(&mut self, value: u32) {
-        self.bytes.extend_from_slice(&value.to_le_bytes());
+        self.put(&value.to_le_bytes());
     }
 
     pub(crate) fn u64(&mut self, value: u64) {
-        self.bytes.extend_from_slice(&value.to_le_bytes());
+        self.put(&value.to_le_bytes());
     }
 
     pub(crate) fn count(&mut self, count: usize) {
@@ -76,36 +98,53 @@ impl Encoder {
 
     pub(crate) fn str(&mut self, value: &str) {
         self.count(value.len());
-        self.bytes.extend_from_slice(value.as_bytes());
+        self.put(value.as_bytes());
     }
 
-    /// The body built.
-    #[cfg(test)]
-    pub(crate) fn into_bytes(self) -> Vec<u8> {
-        self.bytes
+    /// The sink, the body's length and its checksum; or the first error.
+    pub(crate) fn finish(self) -> io::Result<(W, u64, u32)> {
+        match self.error {
+            Some(error) => Err(error),
+            None => Ok((self.out, self.length, self.checksum)),
+        }
     }
 }
 
-/// Reads a snapshot body back; every read checks that the bytes are there.
-pub(crate) struct Decoder<'a> {
-    bytes: &'a [u8],
-    offset: usize,
+/// Reads a snapshot body as it is decoded, without holding it all: every
+/// read checks that the bytes are there, and [`Decoder::finish`] checks
+/// the checksum once the whole body is read (so state decoded from a
+/// damaged body is thrown away, never used).
+pub(crate) struct Decoder<R: Read> {
+    input: R,
+    /// Body bytes not read yet.
+    left: u64,
+    offset: u64,
+    checksum: u32,
+    checksum_expected: u32,
 }
 
-impl<'a> Decoder<'a> {
-    pub(crate) fn new(bytes: &'a [u8]) -> Self {
-        Self { bytes, offset: 0 }
+impl<R: Read> Decoder<R> {
+    pub(crate) fn new(input: R, length: u64, checksum_expected: u32) -> Self {
+        Self {
+            input,
+            left: length,
+            offset: 0,
+            checksum: 0,
+            checksum_expected,
+        }
     }
 
-    fn take(&mut self, length: usize) -> Result<&'a [u8], SnapshotError> {
-        let end = self
-            .offset
-            .checked_add(length)
-            .filter(|&end| end <= self.bytes.len())
-            .ok_or_else(|| self.error("the body ends early"))?;
-        let taken = &self.bytes[self.offset..end];
-        self.offset = end;
-        Ok(taken)
+    fn take(&mut self, target: &mut [u8]) -> Result<(), SnapshotError> {
+        if target.len() as u64 > self.left {
+            return Err(self.error("the body ends early"));
+        }
+        self.input
+            .read_exact(target)
+            .map_err(|e| self.error(&format!("cannot read: {e}")))?;
+        self.checksum = crc32c::crc32c_append(self.checksum, target);
+        self.left -= target.len() as u64;
+        self.offset += target.len() as u64;
+        Ok(())
     }
 
     pub(crate) fn error(&self, reason: &str) -> SnapshotError {
@@ -113,15 +152,15 @@ impl<'a> Decoder<'a> {
     }
 
     pub(crate) fn u32(&mut self) -> Result<u32, SnapshotError> {
-        Ok(u32::from_le_bytes(
-            self.take(4)?.try_into().expect("took 4 bytes"),
-        ))
+        let mut bytes = [0; 4];
+        self.take(&mut bytes)?;
+        Ok(u32::from_le_bytes(bytes))
     }
 
     pub(crate) fn u64(&mut self) -> Result<u64, SnapshotError> {
-        Ok(u64::from_le_bytes(
-            self.take(8)?.try_into().expect("took 8 bytes"),
-        ))
+        let mut bytes = [0; 8];
+        self.take(&mut bytes)?;
+        Ok(u64::from_le_bytes(bytes))
     }
 
     /// A list's count, refused if `item_bytes_min` bytes per item cannot be
@@ -129,8 +168,7 @@ impl<'a> Decoder<'a> {
     /// allocation).
     pub(crate) fn count(&mut self, item_bytes_min: usize) -> Result<usize, SnapshotError> {
         let count = self.u64()?;
-        let left = (self.bytes.len() - self.offset) as u64;
-        if count.saturating_mul(item_bytes_min.max(1) as u64) > left {
+        if count.saturating_mul(item_bytes_min.max(1) as u64) > self.left {
             return Err(self.error("a count larger than the body"));
         }
         Ok(count as usize)
@@ -138,8 +176,9 @@ impl<'a> Decoder<'a> {
 
     pub(crate) fn str(&mut self) -> Result<String, SnapshotError> {
         let length = self.count(1)?;
-        let bytes = self.take(length)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| self.error("a string is not UTF-8"))
+        let mut bytes = vec![0; length];
+        self.take(&mut bytes)?;
+        String::from_utf8(bytes).map_err(|_| self.error("a string is not UTF-8"))
     }
 
     /// An id in `1..=max`.
@@ -151,9 +190,13 @@ impl<'a> Decoder<'a> {
         Ok(id)
     }
 
+    /// Checks that the whole body was read and that its checksum matches.
     pub(crate) fn finish(&self) -> Result<(), SnapshotError> {
-        if self.offset != self.bytes.len() {
+        if self.left != 0 {
             return Err(self.error("bytes left after the state"));
+        }
+        if self.checksum != self.checksum_expected {
+            return Err(SnapshotError("the body's checksum does not match".into()));
         }
         Ok(())
     }
@@ -163,27 +206,39 @@ fn path_for(dir: &Path, sequence: u64) -> PathBuf {
     dir.join(format!("{sequence:020}.{SUFFIX}"))
 }
 
-/// Writes a snapshot of `body` at `point` into `dir` (made if missing),
-/// durably: a temporary file, synced, renamed into place, and the directory
-/// synced. Older snapshots are then deleted. Returns the file's path.
-pub(crate) fn write(dir: &Path, point: SnapshotPoint, body: &Encoder) -> io::Result<PathBuf> {
+fn header(point: SnapshotPoint, length: u64, checksum: u32) -> [u8; HEADER_BYTES] {
+    let mut header = [0; HEADER_BYTES];
+    header[..8].copy_from_slice(MAGIC);
+    header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header[16..24].copy_from_slice(&point.sequence.to_le_bytes());
+    header[24..32].copy_from_slice(&point.timestamp_ns.to_le_bytes());
+    header[32..40].copy_from_slice(&length.to_le_bytes());
+    header[40..44].copy_from_slice(&checksum.to_le_bytes());
+    header
+}
+
+/// Writes a snapshot at `point` into `dir` (made if missing), its body
+/// streamed out by `encode`, durably: a temporary file, synced, renamed
+/// into place, and the directory synced. Older snapshots are then
+/// deleted. Returns the file's path.
+pub(crate) fn write(
+    dir: &Path,
+    point: SnapshotPoint,
+    encode: impl FnOnce(&mut Encoder<BufWriter<File>>),
+) -> io::Result<PathBuf> {
     fs::create_dir_all(dir)?;
-    let mut header = Vec::with_capacity(HEADER_BYTES);
-    header.extend_from_slice(MAGIC);
-    header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    header.extend_from_slice(&0u32.to_le_bytes());
-    header.extend_from_slice(&point.sequence.to_le_bytes());
-    header.extend_from_slice(&point.timestamp_ns.to_le_bytes());
-    header.extend_from_slice(&(body.bytes.len() as u64).to_le_bytes());
-    header.extend_from_slice(&crc32c::crc32c(&body.bytes).to_le_bytes());
-    header.extend_from_slice(&0u32.to_le_bytes());
-    debug_assert_eq!(header.len(), HEADER_BYTES);
     let path = path_for(dir, point.sequence);
     let temporary = path.with_extension("tmp");
     {
         let mut file = File::create(&temporary)?;
-        file.write_all(&header)?;
-        file.write_all(&body.bytes)?;
+        // The header is written last, once the length and checksum are known.
+        file.write_all(&[0; HEADER_BYTES])?;
+        let mut body = Encoder::new(BufWriter::with_capacity(1 << 20, file));
+        encode(&mut body);
+        let (writer, length, checksum) = body.finish()?;
+        let mut file = writer.into_inner().map_err(|e| e.into_error())?;
+        file.seek(SeekFrom::Start(0))?;
+        file.write_all(&header(point, length, checksum))?;
         file.sync_all()?;
     }
     fs::rename(&temporary, &path)?;
@@ -221,10 +276,18 @@ pub(crate) fn list(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     Ok(found)
 }
 
-/// Reads a snapshot file: its point and its checked body.
-pub(crate) fn read(path: &Path) -> Result<(SnapshotPoint, Vec<u8>), SnapshotError> {
-    let bytes = fs::read(path).map_err(|e| SnapshotError(format!("cannot read it: {e}")))?;
-    if bytes.len() < HEADER_BYTES || &bytes[..8] != MAGIC {
+/// Opens a snapshot file: its point, and a decoder of its body.
+pub(crate) fn open(
+    path: &Path,
+) -> Result<(SnapshotPoint, Decoder<BufReader<File>>), SnapshotError> {
+    let fail = |e: io::Error| SnapshotError(format!("cannot read it: {e}"));
+    let mut file = File::open(path).map_err(fail)?;
+    let file_length = file.metadata().map_err(fail)?.len();
+    let mut bytes = [0; HEADER_BYTES];
+    if file_length < HEADER_BYTES as u64
+        || file.read_exact(&mut bytes).is_err()
+        || &bytes[..8] != MAGIC
+    {
         return Err(SnapshotError("not a courier snapshot".into()));
     }
     let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
@@ -240,28 +303,33 @@ pub(crate) fn read(path: &Path) -> Result<(SnapshotPoint, Vec<u8>), SnapshotErro
     };
     let body_length = word(32);
     let checksum = u32::from_le_bytes(bytes[40..44].try_into().expect("4 bytes"));
-    if body_length != (bytes.len() - HEADER_BYTES) as u64 {
+    if body_length != file_length - HEADER_BYTES as u64 {
         return Err(SnapshotError(format!(
             "{} body bytes where the header says {body_length}",
-            bytes.len() - HEADER_BYTES
+            file_length - HEADER_BYTES as u64
         )));
     }
-    let body = bytes[HEADER_BYTES..].to_vec();
-    if crc32c::crc32c(&body) != checksum {
-        return Err(SnapshotError("the body's checksum does not match".into()));
-    }
-    Ok((point, body))
+    let input = BufReader::with_capacity(1 << 20, file);
+    Ok((point, Decoder::new(input, body_length, checksum)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn body(text: &str) -> Encoder {
-        let mut encoder = Encoder::default();
-        encoder.str(text);
-        encoder.u64(7);
-        encoder
+    fn body(text: &str) -> impl FnOnce(&mut Encoder<BufWriter<File>>) + '_ {
+        move |out| {
+            out.str(text);
+            out.u64(7);
+        }
+    }
+
+    fn decode(path: &Path) -> Result<(SnapshotPoint, String, u64), SnapshotError> {
+        let (point, mut input) = open(path)?;
+        let text = input.str()?;
+        let number = input.u64()?;
+        input.finish()?;
+        Ok((point, text, number))
     }
 
     #[test]
@@ -275,16 +343,11 @@ mod tests {
             sequence: 9,
             timestamp_ns: 90,
         };
-        write(dir.path(), first, &body("one")).unwrap();
-        let path = write(dir.path(), second, &body("two")).unwrap();
+        write(dir.path(), first, body("one")).unwrap();
+        let path = write(dir.path(), second, body("two")).unwrap();
         let listed = list(dir.path()).unwrap();
         assert_eq!(listed, vec![(9, path.clone())], "the older one is gone");
-        let (point, bytes) = read(&path).unwrap();
-        assert_eq!(point, second);
-        let mut decoder = Decoder::new(&bytes);
-        assert_eq!(decoder.str().unwrap(), "two");
-        assert_eq!(decoder.u64().unwrap(), 7);
-        decoder.finish().unwrap();
+        assert_eq!(decode(&path).unwrap(), (second, "two".into(), 7));
     }
 
     #[test]
@@ -294,21 +357,22 @@ mod tests {
             sequence: 1,
             timestamp_ns: 2,
         };
-        let path = write(dir.path(), point, &body("state")).unwrap();
+        let path = write(dir.path(), point, body("state")).unwrap();
         let good = fs::read(&path).unwrap();
         // Each case: a change to the file and a word of the error.
         type Damage = fn(&mut Vec<u8>);
-        let cases: [(Damage, &str); 4] = [
+        let cases: [(Damage, &str); 5] = [
             (|b| b[0] = b'X', "not a courier snapshot"),
             (|b| b[8] = 9, "format version"),
             (|b| b.truncate(b.len() - 1), "body bytes"),
             (|b| *b.last_mut().unwrap() ^= 1, "checksum"),
+            (|b| b.truncate(20), "not a courier snapshot"),
         ];
         for (damage, word) in cases {
             let mut bytes = good.clone();
             damage(&mut bytes);
             fs::write(&path, &bytes).unwrap();
-            let error = read(&path).unwrap_err();
+            let error = decode(&path).unwrap_err();
             assert!(error.0.contains(word), "{error}");
         }
     }
@@ -316,15 +380,17 @@ mod tests {
     #[test]
     fn a_decoder_refuses_what_is_not_there() {
         // A count of a million items in a body of 8 bytes.
-        let mut encoder = Encoder::default();
+        let mut encoder = Encoder::new(Vec::new());
         encoder.u64(1_000_000);
-        let mut decoder = Decoder::new(&encoder.bytes);
+        let (bytes, length, checksum) = encoder.finish().unwrap();
+        let mut decoder = Decoder::new(&bytes[..], length, checksum);
         assert!(decoder.count(4).is_err());
         // An id out of range, and a string cut short.
-        let mut encoder = Encoder::default();
+        let mut encoder = Encoder::new(Vec::new());
         encoder.u64(3);
         encoder.u64(10);
-        let mut decoder = Decoder::new(&encoder.bytes);
+        let (bytes, length, checksum) = encoder.finish().unwrap();
+        let mut decoder = Decoder::new(&bytes[..], length, checksum);
         assert!(decoder.id(2).is_err());
         assert!(decoder.str().is_err());
     }

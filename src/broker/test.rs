@@ -95,6 +95,9 @@ fn frame_body(message: &Message) -> Vec<u8> {
     bytes.split_off(LENGTH_PREFIX_BYTES)
 }
 
+/// A snapshot body in memory: bytes, length, checksum.
+type SnapshotBody = (Vec<u8>, u64, u32);
+
 /// Logic and the inboxes, as the pipeline holds them.
 struct State {
     logic: Logic,
@@ -126,16 +129,16 @@ impl State {
     }
 
     /// A snapshot body of this state, as Broker::open writes it.
-    fn snapshot(&self) -> Vec<u8> {
-        let mut body = Encoder::default();
+    fn snapshot(&self) -> SnapshotBody {
+        let mut body = Encoder::new(Vec::new());
         self.logic.encode(&mut body);
         self.delivery.encode(&mut body);
-        body.into_bytes()
+        body.finish().unwrap()
     }
 
-    fn from_snapshot(journal: &Journal, body: &[u8]) -> Self {
+    fn from_snapshot(journal: &Journal, (body, length, checksum): &SnapshotBody) -> Self {
         let (logic, delivery) = configs();
-        let mut input = Decoder::new(body);
+        let mut input = Decoder::new(&body[..], *length, *checksum);
         let state = Self {
             logic: Logic::decode(logic, &mut input).unwrap(),
             delivery: Delivery::decode(delivery, journal.reader(), &mut input).unwrap(),
@@ -215,7 +218,7 @@ fn run(history: &[Step]) -> String {
     live.logic.set_auth(auth);
     let mut clock = 0u64;
     let mut run_number = 0u64;
-    let mut snapshot: Option<(u64, Vec<u8>)> = None;
+    let mut snapshot: Option<(u64, SnapshotBody)> = None;
     let conn = |run: u64, c: u8| ConnId(run * 100 + u64::from(c));
     let name = |u: u8| format!("user{u}");
     let token = |u: u8, d: u8| format!("token-{u}-{d}");

@@ -8,6 +8,8 @@ use super::dedup::Dedup;
 use super::read::Conversation;
 use super::{Delivery, DeliveryConfig, Mailbox, MessageIndex, Stored};
 use crate::broker::ids::{Peer, UserId};
+use std::io::{Read, Write};
+
 use crate::broker::snapshot::{Decoder, Encoder, SnapshotError};
 use crate::journal::{JournalReader, Position};
 
@@ -16,7 +18,7 @@ impl Delivery {
     ///
     /// # Panics
     /// If a device is online: a snapshot is only taken at a run's start.
-    pub(crate) fn encode(&self, out: &mut Encoder) {
+    pub(crate) fn encode<W: Write>(&self, out: &mut Encoder<W>) {
         out.count(self.messages.len());
         for message in &self.messages {
             out.u64(message.server_message_id);
@@ -61,10 +63,10 @@ impl Delivery {
     }
 
     /// Reads what [`Delivery::encode`] wrote.
-    pub(crate) fn decode(
+    pub(crate) fn decode<R: Read>(
         config: DeliveryConfig,
         reader: JournalReader,
-        input: &mut Decoder<'_>,
+        input: &mut Decoder<R>,
     ) -> Result<Self, SnapshotError> {
         let mut delivery = Delivery::new(config, reader);
         let message_count = input.count(48)?;

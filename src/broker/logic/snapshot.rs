@@ -9,6 +9,8 @@ use rustc_hash::FxHashMap as HashMap;
 use super::contacts::ContactEntry;
 use super::groups::Group;
 use super::{GroupId, Logic, LogicConfig, User, UserId};
+use std::io::{Read, Write};
+
 use crate::broker::snapshot::{Decoder, Encoder, SnapshotError};
 use crate::codec::proto::ContactState;
 
@@ -18,7 +20,7 @@ impl Logic {
     /// # Panics
     /// If a session or a pending registration exists: a snapshot is only
     /// taken at a run's start.
-    pub(crate) fn encode(&self, out: &mut Encoder) {
+    pub(crate) fn encode<W: Write>(&self, out: &mut Encoder<W>) {
         assert!(
             self.conns.is_empty(),
             "a snapshot is taken without sessions"
@@ -65,9 +67,9 @@ impl Logic {
     }
 
     /// Reads what [`Logic::encode`] wrote.
-    pub(crate) fn decode(
+    pub(crate) fn decode<R: Read>(
         config: LogicConfig,
-        input: &mut Decoder<'_>,
+        input: &mut Decoder<R>,
     ) -> Result<Self, SnapshotError> {
         let mut logic = Logic::new(config);
         let user_count = input.count(40)?;
