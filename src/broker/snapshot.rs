@@ -33,7 +33,7 @@
 //! or items; ids are u64, inbox entries u32.
 
 use std::fs::{self, File};
-use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"CRSNAPSH";
@@ -110,39 +110,73 @@ impl<W: Write> Encoder<W> {
     }
 }
 
-/// Reads a snapshot body as it is decoded, without holding it all: every
-/// read checks that the bytes are there, and [`Decoder::finish`] checks
-/// the checksum once the whole body is read (so state decoded from a
-/// damaged body is thrown away, never used).
+/// Reads a snapshot body as it is decoded, a chunk at a time, without
+/// holding it all: every read checks that the bytes are there, and
+/// [`Decoder::finish`] checks the checksum once the whole body is read (so
+/// state decoded from a damaged body is thrown away, never used).
 pub(crate) struct Decoder<R: Read> {
     input: R,
-    /// Body bytes not read yet.
-    left: u64,
+    /// Body bytes not yet read from `input`.
+    unread: u64,
+    /// A chunk of the body; `chunk[at..]` is not decoded yet.
+    chunk: Vec<u8>,
+    at: usize,
+    /// Body bytes decoded so far.
     offset: u64,
     checksum: u32,
     checksum_expected: u32,
 }
 
+const CHUNK_BYTES: usize = 1 << 20;
+
 impl<R: Read> Decoder<R> {
     pub(crate) fn new(input: R, length: u64, checksum_expected: u32) -> Self {
         Self {
             input,
-            left: length,
+            unread: length,
+            chunk: Vec::new(),
+            at: 0,
             offset: 0,
             checksum: 0,
             checksum_expected,
         }
     }
 
+    /// Body bytes not decoded yet.
+    fn left(&self) -> u64 {
+        self.unread + (self.chunk.len() - self.at) as u64
+    }
+
+    /// Reads the next chunk (keeping what is not decoded yet).
+    fn refill(&mut self) -> Result<(), SnapshotError> {
+        self.chunk.drain(..self.at);
+        self.at = 0;
+        let kept = self.chunk.len();
+        let more = self.unread.min(CHUNK_BYTES as u64) as usize;
+        self.chunk.resize(kept + more, 0);
+        self.input
+            .read_exact(&mut self.chunk[kept..])
+            .map_err(|e| SnapshotError(format!("cannot read: {e}")))?;
+        self.checksum = crc32c::crc32c_append(self.checksum, &self.chunk[kept..]);
+        self.unread -= more as u64;
+        Ok(())
+    }
+
     fn take(&mut self, target: &mut [u8]) -> Result<(), SnapshotError> {
-        if target.len() as u64 > self.left {
+        if target.len() as u64 > self.left() {
             return Err(self.error("the body ends early"));
         }
-        self.input
-            .read_exact(target)
-            .map_err(|e| self.error(&format!("cannot read: {e}")))?;
-        self.checksum = crc32c::crc32c_append(self.checksum, target);
-        self.left -= target.len() as u64;
+        let mut done = 0;
+        // Bounded: each round decodes at least one byte or reads a chunk.
+        while done < target.len() {
+            if self.at == self.chunk.len() {
+                self.refill()?;
+            }
+            let n = (target.len() - done).min(self.chunk.len() - self.at);
+            target[done..done + n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+            self.at += n;
+            done += n;
+        }
         self.offset += target.len() as u64;
         Ok(())
     }
@@ -168,7 +202,7 @@ impl<R: Read> Decoder<R> {
     /// allocation).
     pub(crate) fn count(&mut self, item_bytes_min: usize) -> Result<usize, SnapshotError> {
         let count = self.u64()?;
-        if count.saturating_mul(item_bytes_min.max(1) as u64) > self.left {
+        if count.saturating_mul(item_bytes_min.max(1) as u64) > self.left() {
             return Err(self.error("a count larger than the body"));
         }
         Ok(count as usize)
@@ -192,7 +226,7 @@ impl<R: Read> Decoder<R> {
 
     /// Checks that the whole body was read and that its checksum matches.
     pub(crate) fn finish(&self) -> Result<(), SnapshotError> {
-        if self.left != 0 {
+        if self.left() != 0 {
             return Err(self.error("bytes left after the state"));
         }
         if self.checksum != self.checksum_expected {
@@ -277,9 +311,7 @@ pub(crate) fn list(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
 }
 
 /// Opens a snapshot file: its point, and a decoder of its body.
-pub(crate) fn open(
-    path: &Path,
-) -> Result<(SnapshotPoint, Decoder<BufReader<File>>), SnapshotError> {
+pub(crate) fn open(path: &Path) -> Result<(SnapshotPoint, Decoder<File>), SnapshotError> {
     let fail = |e: io::Error| SnapshotError(format!("cannot read it: {e}"));
     let mut file = File::open(path).map_err(fail)?;
     let file_length = file.metadata().map_err(fail)?.len();
@@ -309,8 +341,7 @@ pub(crate) fn open(
             file_length - HEADER_BYTES as u64
         )));
     }
-    let input = BufReader::with_capacity(1 << 20, file);
-    Ok((point, Decoder::new(input, body_length, checksum)))
+    Ok((point, Decoder::new(file, body_length, checksum)))
 }
 
 #[cfg(test)]
@@ -348,6 +379,32 @@ mod tests {
         let listed = list(dir.path()).unwrap();
         assert_eq!(listed, vec![(9, path.clone())], "the older one is gone");
         assert_eq!(decode(&path).unwrap(), (second, "two".into(), 7));
+    }
+
+    #[test]
+    fn a_body_larger_than_a_chunk_reads_back_across_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let point = SnapshotPoint {
+            sequence: 3,
+            timestamp_ns: 4,
+        };
+        // A string longer than a chunk, then values that straddle chunks.
+        let long = "x".repeat(CHUNK_BYTES + 5);
+        let path = write(dir.path(), point, |out| {
+            out.str(&long);
+            for value in 0..300_000u64 {
+                out.u64(value);
+                out.u32(value as u32);
+            }
+        })
+        .unwrap();
+        let (_, mut input) = open(&path).unwrap();
+        assert_eq!(input.str().unwrap(), long);
+        for value in 0..300_000u64 {
+            assert_eq!(input.u64().unwrap(), value);
+            assert_eq!(input.u32().unwrap(), value as u32);
+        }
+        input.finish().unwrap();
     }
 
     #[test]
