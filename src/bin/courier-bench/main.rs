@@ -95,15 +95,17 @@ enum Scenario {
     /// 1:1 chat between pairs of users (the default scenario).
     OneToOne(one_to_one::Args),
     /// Group chat: owners post to groups of --size members, all online;
-    /// reports member deliveries/s and latency to the last member.
+    /// reports member deliveries/s and latency to the last member (one
+    /// load thread, whatever --threads says).
     Group(group::Args),
     /// A connection storm: connect, register and log in as fast as possible.
     Storm(storm::Args),
     /// Idle connections: memory per connection and CPU while they only
     /// send heartbeats.
     Idle(idle::Args),
-    /// A WeChat-like mix: 1:1 messages between random users while devices
-    /// drop, reconnect with their token and sync what they missed.
+    /// A WeChat-like mix: mostly 1:1 messages between random users, some
+    /// posts to groups, while devices drop, reconnect with their token and
+    /// sync what they missed (one load thread, whatever --threads says).
     Mixed(mixed::Args),
 }
 
