@@ -46,7 +46,9 @@ impl Dedup {
         if window == 0 {
             return;
         }
-        if self.recent.len() == window {
+        // `while`, not `if`: a ring from a snapshot taken under a larger
+        // window shrinks to this one.
+        while self.recent.len() >= window {
             let (oldest, _) = self.recent.pop_front().expect("a full window is not empty");
             if let Some(index) = &mut self.index {
                 index.remove(&oldest);
@@ -105,6 +107,19 @@ mod tests {
         }
         assert_eq!(dedup.get(3), Some((30, 3)));
         assert!(dedup.index.is_none(), "increasing ids need no index");
+    }
+
+    #[test]
+    fn a_ring_from_a_larger_window_shrinks_to_the_new_one() {
+        let entries: Vec<(u64, Ack)> = (0..10).map(|id| (id, (id, id))).collect();
+        let mut dedup = Dedup::from_entries(entries);
+        dedup.insert(10, (10, 10), 4);
+        assert_eq!(dedup.ids(), [7, 8, 9, 10]);
+        // Out of order, so the index is kept too.
+        let mut dedup = Dedup::from_entries(vec![(5, (1, 1)), (2, (2, 2)), (9, (3, 3))]);
+        dedup.insert(1, (4, 4), 2);
+        assert_eq!(dedup.ids(), [9, 1]);
+        assert_eq!((dedup.get(5), dedup.get(9)), (None, Some((3, 3))));
     }
 
     proptest! {
