@@ -225,12 +225,26 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let server = net::start(config.clone()).context("cannot start the server")?;
     // Scripts and tests read this line for the address (the port may be 0).
     println!("listening on {}", server.local_addr());
-    crossbeam_channel::select! {
-        recv(signal_received) -> signal => {
-            tracing::info!(signal = ?signal.ok(), "stopping: draining and flushing the journal");
-        }
-        recv(failure) -> _ => {
-            tracing::error!("a pipeline thread failed; stopping");
+    let ticks = match config.stats_interval_s {
+        0 => crossbeam_channel::never(),
+        seconds => crossbeam_channel::tick(Duration::from_secs(seconds)),
+    };
+    let mut last = (std::time::Instant::now(), server.stats());
+    loop {
+        crossbeam_channel::select! {
+            recv(signal_received) -> signal => {
+                tracing::info!(signal = ?signal.ok(), "stopping: draining and flushing the journal");
+                break;
+            }
+            recv(failure) -> _ => {
+                tracing::error!("a pipeline thread failed; stopping");
+                break;
+            }
+            recv(ticks) -> _ => {
+                let now = (std::time::Instant::now(), server.stats());
+                log_stats(&last, &now);
+                last = now;
+            }
         }
     }
     server
@@ -238,6 +252,29 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("the server stopped with an error")?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Logs the server's counters now, with rates since the last reading.
+fn log_stats(
+    (then, before): &(std::time::Instant, net::ServerStats),
+    (now, stats): &(std::time::Instant, net::ServerStats),
+) {
+    let seconds = now.duration_since(*then).as_secs_f64().max(1e-9);
+    let rate = |now: u64, then: u64| ((now - then) as f64 / seconds).round() as u64;
+    tracing::info!(
+        connections_open = stats.connections_open,
+        frames_in_per_s = rate(stats.frames_in, before.frames_in),
+        bytes_in_per_s = rate(stats.bytes_in, before.bytes_in),
+        bytes_out_per_s = rate(stats.bytes_out, before.bytes_out),
+        journal_records_per_s = rate(stats.journal_records, before.journal_records),
+        journal_records = stats.journal_records,
+        connections_accepted = stats.connections_accepted,
+        connections_refused = stats.connections_refused,
+        closed_slow_reader = stats.closed_slow_reader,
+        closed_heartbeat_timeout = stats.closed_heartbeat_timeout,
+        closed_bad_framing = stats.closed_bad_framing,
+        "stats"
+    );
 }
 
 fn chat(args: ChatArgs) -> anyhow::Result<()> {

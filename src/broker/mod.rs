@@ -39,6 +39,8 @@ mod store;
 mod test;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 pub use auth::AuthConfig;
 pub use config::{BrokerConfig, DurabilitySetting, PlacementSetting, WaitSetting};
@@ -219,6 +221,7 @@ impl Ingress {
 pub struct Broker {
     pipeline: Pipeline<Inbound>,
     ingress: Ingress,
+    records: Arc<AtomicU64>,
     auth: auth::AuthPool,
     report: OpenReport,
 }
@@ -347,6 +350,7 @@ impl Broker {
         let (jobs_sender, jobs) = auth::AuthPool::queue(&config.auth);
         logic.set_auth(jobs_sender);
 
+        let records = Arc::new(AtomicU64::new(journal.next_sequence()));
         let mut builder = Builder::new(config.ring_slots, Inbound::default)
             .wait_strategy(config.wait_strategy())
             .placement(config.ring_placement());
@@ -360,6 +364,7 @@ impl Broker {
                 scratch: Vec::new(),
                 unflushed: false,
                 batch_timestamp_ns: None,
+                records: Arc::clone(&records),
             },
         );
         let logic_stage = builder.stage_mut("logic", &[journal_stage], LogicStage { logic });
@@ -380,6 +385,7 @@ impl Broker {
         Ok(Self {
             pipeline,
             ingress: Ingress { producer },
+            records,
             auth,
             report,
         })
@@ -393,6 +399,12 @@ impl Broker {
     /// What opening found.
     pub fn report(&self) -> &OpenReport {
         &self.report
+    }
+
+    /// Journal records written so far (the journal's next sequence), as of
+    /// the last batch the journal stage finished.
+    pub fn journal_records(&self) -> u64 {
+        self.records.load(Ordering::Relaxed)
     }
 
     /// Whether a stage failed (the broker then refuses new input).

@@ -34,6 +34,9 @@ pub(crate) struct JournalStage {
     /// The time stamped on every record of the current batch: one clock
     /// read per batch, not per record.
     pub(crate) batch_timestamp_ns: Option<u64>,
+    /// The journal's next sequence, published once per batch for
+    /// [`super::Broker::journal_records`].
+    pub(crate) records: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The wall clock in ns since the Unix epoch: the time stamped on ingest.
@@ -78,6 +81,11 @@ impl MutHandler<Inbound> for JournalStage {
         }
         if end_of_batch {
             self.batch_timestamp_ns = None;
+            // Relaxed: a figure for operators, ordering nothing.
+            self.records.store(
+                self.journal.next_sequence(),
+                std::sync::atomic::Ordering::Relaxed,
+            );
             if self.unflushed && self.durability == Durability::Batch {
                 self.flush();
             }

@@ -14,6 +14,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::conn::{CloseReason, Connection, ReadOutcome};
+use super::stats::{Counters, Tally};
 use super::{Control, Outbound, ServerConfig};
 use crate::broker::{ConnId, Ingress};
 use crate::codec::{proto::ErrorCode, FrameDecoder, FrameError, Message, LENGTH_PREFIX_BYTES};
@@ -54,6 +55,7 @@ pub(crate) struct IoThread {
     pub(crate) control: Arc<Control>,
     pub(crate) config: ServerConfig,
     pub(crate) stopped_reading: Sender<u16>,
+    pub(crate) counters: Arc<Counters>,
 }
 
 /// The state of a running I/O thread.
@@ -73,6 +75,8 @@ struct Loop {
     next_heartbeat_check: Instant,
     /// Scratch for the frame ranges of one publish.
     ranges: Vec<std::ops::Range<usize>>,
+    /// Counts since the last pass, added to the shared counters once a pass.
+    tally: Tally,
 }
 
 impl IoThread {
@@ -91,6 +95,7 @@ impl IoThread {
             outbound_done: false,
             next_heartbeat_check: Instant::now(),
             ranges: Vec::with_capacity(FRAMES_PER_BATCH_MAX),
+            tally: Tally::default(),
         };
         state.run();
     }
@@ -117,6 +122,7 @@ impl Loop {
             if self.reading && now >= self.next_heartbeat_check {
                 self.check_heartbeats(now);
             }
+            self.tally.flush(&self.thread.counters);
             let timeout = self.timeout(now);
             let timeout = if self.thread.outbound.prepare_wait() {
                 timeout
@@ -223,6 +229,7 @@ impl Loop {
                 limit = self.thread.config.connections_max,
                 "connection refused: at the limit"
             );
+            self.tally.connections_refused += 1;
             return;
         }
         let counter = self.next_counter;
@@ -241,6 +248,7 @@ impl Loop {
         }
         let id = ConnId::for_thread(self.thread.index, counter);
         self.conns.insert(counter, Connection::new(id, stream, now));
+        self.tally.connections_accepted += 1;
         self.pending.push_back(Pending::Connected(id));
         self.publish_pending();
         // Bytes may have arrived with the connection; edge-triggered
@@ -307,6 +315,7 @@ impl Loop {
             &self.decoder,
             &mut self.thread.ingress,
             &mut self.ranges,
+            &mut self.tally,
         ) {
             Published::All => {}
             Published::Full => {
@@ -320,12 +329,15 @@ impl Loop {
         if conn.read_closed {
             return self.close(counter, CloseReason::PeerClosed);
         }
+        let before = conn.pending_input().len();
         let outcome = conn.read(READS_PER_PASS_MAX, now);
+        self.tally.bytes_in += (conn.pending_input().len() - before) as u64;
         let published = publish_frames(
             conn,
             &self.decoder,
             &mut self.thread.ingress,
             &mut self.ranges,
+            &mut self.tally,
         );
         match (published, outcome) {
             (Published::Bad(reason), _) => self.refuse_framing(counter, reason),
@@ -412,7 +424,10 @@ impl Loop {
                 continue;
             };
             conn.dirty = false;
-            if let Err(error) = conn.write() {
+            let before = conn.pending_output();
+            let written = conn.write();
+            self.tally.bytes_out += (before - conn.pending_output()) as u64;
+            if let Err(error) = written {
                 self.close(counter, CloseReason::Io(error.to_string()));
                 continue;
             }
@@ -443,6 +458,13 @@ impl Loop {
         let Some(mut conn) = self.conns.remove(&counter) else {
             return;
         };
+        self.tally.connections_closed += 1;
+        match reason {
+            CloseReason::SlowReader { .. } => self.tally.closed_slow_reader += 1,
+            CloseReason::HeartbeatTimeout => self.tally.closed_heartbeat_timeout += 1,
+            CloseReason::BadFraming(_) => self.tally.closed_bad_framing += 1,
+            _ => {}
+        }
         match &reason {
             CloseReason::PeerClosed | CloseReason::Shutdown => {
                 tracing::debug!(conn = %conn.id, ?reason, "connection closed")
@@ -511,6 +533,7 @@ fn publish_frames(
     decoder: &FrameDecoder,
     ingress: &mut Option<Ingress>,
     ranges: &mut Vec<std::ops::Range<usize>>,
+    tally: &mut Tally,
 ) -> Published {
     let Some(ingress) = ingress else {
         return Published::Full;
@@ -538,7 +561,10 @@ fn publish_frames(
         }
         let batch_full = ranges.len() == FRAMES_PER_BATCH_MAX;
         match ingress.try_frames_in(conn.id, input, ranges) {
-            Ok(()) => conn.consume_input(offset),
+            Ok(()) => {
+                tally.frames_in += ranges.len() as u64;
+                conn.consume_input(offset);
+            }
             Err(TryPublishError::Full) => {
                 // Not room for all: publish what fits, one by one.
                 let mut taken = 0;
@@ -546,6 +572,7 @@ fn publish_frames(
                     if ingress.try_frame(conn.id, &input[range.clone()]).is_err() {
                         break;
                     }
+                    tally.frames_in += 1;
                     taken = range.end;
                 }
                 conn.consume_input(taken);

@@ -13,6 +13,9 @@
 
 mod conn;
 mod io;
+mod stats;
+
+pub use stats::ServerStats;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,6 +48,9 @@ pub struct ServerConfig {
     pub heartbeat_timeout_ms: u64,
     /// Connections per I/O thread beyond which new ones are refused.
     pub connections_max: usize,
+    /// How often `courier serve` logs its counters (connections, frames
+    /// and bytes per second, journal records); 0 for never.
+    pub stats_interval_s: u64,
     /// The broker.
     pub broker: BrokerConfig,
 }
@@ -58,6 +64,7 @@ impl Default for ServerConfig {
             outbound_ring_slots: 4096,
             heartbeat_timeout_ms: 90_000,
             connections_max: 100_000,
+            stats_interval_s: 60,
             broker: BrokerConfig::default(),
         }
     }
@@ -218,6 +225,7 @@ pub struct ServerHandle {
     threads: Vec<JoinHandle<()>>,
     outbound: Vec<Pipeline<Outbound>>,
     stopped_reading: crossbeam_channel::Receiver<u16>,
+    counters: Arc<stats::Counters>,
 }
 
 /// Starts a server: binds, opens the broker (replaying its journal) and
@@ -264,6 +272,7 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
         stop_reading: AtomicBool::new(false),
     });
     let (stopped_sender, stopped_reading) = crossbeam_channel::unbounded();
+    let counters = Arc::new(stats::Counters::default());
     let mut polls = Vec::new();
     let mut siblings = Vec::new();
     let mut handoffs = Vec::new();
@@ -309,6 +318,7 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
             control: Arc::clone(&control),
             config: config.clone(),
             stopped_reading: stopped_sender.clone(),
+            counters: Arc::clone(&counters),
         };
         let handle = std::thread::Builder::new()
             .name(format!("courier-io-{index}"))
@@ -324,6 +334,7 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
         threads,
         outbound,
         stopped_reading,
+        counters,
     })
 }
 
@@ -349,6 +360,12 @@ impl ServerHandle {
     /// What opening the broker found.
     pub fn report(&self) -> &OpenReport {
         self.broker.report()
+    }
+
+    /// The server's counters now (connections, frames, bytes, journal
+    /// records), each since it started.
+    pub fn stats(&self) -> ServerStats {
+        self.counters.read(self.broker.journal_records())
     }
 
     /// Stops the server: no new connections or frames, everything already

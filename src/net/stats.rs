@@ -1,0 +1,142 @@
+//! The network layer's counters, for operators: what `courier serve` logs
+//! every `stats_interval_s`, and what [`super::ServerHandle::stats`]
+//! returns to an embedding program.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+/// Counters shared by the I/O threads. Each thread adds its [`Tally`] once
+/// per loop pass, so a counter costs no atomic operation per frame.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    connections_accepted: AtomicU64,
+    connections_refused: AtomicU64,
+    connections_closed: AtomicU64,
+    closed_slow_reader: AtomicU64,
+    closed_heartbeat_timeout: AtomicU64,
+    closed_bad_framing: AtomicU64,
+    frames_in: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+}
+
+/// One I/O thread's counts since it last added them to [`Counters`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tally {
+    pub(crate) connections_accepted: u64,
+    pub(crate) connections_refused: u64,
+    pub(crate) connections_closed: u64,
+    pub(crate) closed_slow_reader: u64,
+    pub(crate) closed_heartbeat_timeout: u64,
+    pub(crate) closed_bad_framing: u64,
+    pub(crate) frames_in: u64,
+    pub(crate) bytes_in: u64,
+    pub(crate) bytes_out: u64,
+}
+
+impl Tally {
+    /// Adds the counts to `counters` (Relaxed: they order nothing) and
+    /// starts again from zero.
+    pub(crate) fn flush(&mut self, counters: &Counters) {
+        if *self == Tally::default() {
+            return;
+        }
+        let pairs = [
+            (&counters.connections_accepted, self.connections_accepted),
+            (&counters.connections_refused, self.connections_refused),
+            (&counters.connections_closed, self.connections_closed),
+            (&counters.closed_slow_reader, self.closed_slow_reader),
+            (
+                &counters.closed_heartbeat_timeout,
+                self.closed_heartbeat_timeout,
+            ),
+            (&counters.closed_bad_framing, self.closed_bad_framing),
+            (&counters.frames_in, self.frames_in),
+            (&counters.bytes_in, self.bytes_in),
+            (&counters.bytes_out, self.bytes_out),
+        ];
+        for (counter, count) in pairs {
+            if count != 0 {
+                counter.fetch_add(count, Ordering::Relaxed);
+            }
+        }
+        *self = Tally::default();
+    }
+}
+
+/// A reading of the server's counters, each since the server started.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ServerStats {
+    /// Connections open now.
+    pub connections_open: u64,
+    /// Connections accepted.
+    pub connections_accepted: u64,
+    /// Connections refused at `connections_max`.
+    pub connections_refused: u64,
+    /// Connections closed because their unsent output passed the cap.
+    pub closed_slow_reader: u64,
+    /// Connections closed because nothing arrived for the heartbeat timeout.
+    pub closed_heartbeat_timeout: u64,
+    /// Connections closed for bytes that are not framing.
+    pub closed_bad_framing: u64,
+    /// Frames read from clients and handed to the broker.
+    pub frames_in: u64,
+    /// Bytes read from clients.
+    pub bytes_in: u64,
+    /// Bytes written to clients.
+    pub bytes_out: u64,
+    /// Journal records written (the next journal sequence).
+    pub journal_records: u64,
+}
+
+impl Counters {
+    /// Reads the counters; `journal_records` comes from the broker.
+    pub(crate) fn read(&self, journal_records: u64) -> ServerStats {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let accepted = get(&self.connections_accepted);
+        ServerStats {
+            connections_open: accepted.saturating_sub(get(&self.connections_closed)),
+            connections_accepted: accepted,
+            connections_refused: get(&self.connections_refused),
+            closed_slow_reader: get(&self.closed_slow_reader),
+            closed_heartbeat_timeout: get(&self.closed_heartbeat_timeout),
+            closed_bad_framing: get(&self.closed_bad_framing),
+            frames_in: get(&self.frames_in),
+            bytes_in: get(&self.bytes_in),
+            bytes_out: get(&self.bytes_out),
+            journal_records,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tallies_add_up_and_start_again() {
+        let counters = Counters::default();
+        let mut tally = Tally {
+            connections_accepted: 3,
+            connections_closed: 1,
+            frames_in: 10,
+            bytes_out: 7,
+            ..Tally::default()
+        };
+        tally.flush(&counters);
+        assert_eq!(tally, Tally::default());
+        tally.frames_in = 5;
+        tally.flush(&counters);
+        let stats = counters.read(42);
+        assert_eq!(
+            (
+                stats.connections_open,
+                stats.frames_in,
+                stats.bytes_out,
+                stats.journal_records
+            ),
+            (2, 15, 7, 42)
+        );
+    }
+}

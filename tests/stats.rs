@@ -1,0 +1,71 @@
+//! The server's counters move with what happens on the wire: connections
+//! accepted and closed (and why), frames and bytes in and out, journal
+//! records.
+
+mod util;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use courier::codec::proto::DeliveryMode;
+use courier::net::ServerStats;
+use util::*;
+
+/// Waits until `check` holds for the server's counters (they are added up
+/// once per I/O loop pass).
+fn eventually(
+    server: &courier::net::ServerHandle,
+    check: impl Fn(&ServerStats) -> bool,
+) -> ServerStats {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let stats = server.stats();
+        if check(&stats) {
+            return stats;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "counters never got there: {stats:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn counters_follow_connections_frames_bytes_and_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, address) = start_with_users(dir.path(), &["ana", "bo"]);
+    // The registering clients are gone.
+    let start = eventually(&server, |s| s.connections_open == 0);
+    assert_eq!(start.connections_accepted, 2);
+    let mut ana = login(address, "ana", "phone", DeliveryMode::PushMessage);
+    let mut bo = login(address, "bo", "phone", DeliveryMode::PushMessage);
+    for n in 0..10u64 {
+        ana.send("bo", n, b"counted").unwrap();
+    }
+    for _ in 0..10 {
+        expect_push(&mut bo);
+    }
+    let during = eventually(&server, |s| s.connections_open == 2);
+    // Hello and Login on each, then ten Sends.
+    assert!(during.frames_in >= start.frames_in + 14, "{during:?}");
+    assert!(during.bytes_in > start.bytes_in);
+    assert!(during.bytes_out > start.bytes_out);
+    // Two connections, two logins (journaled once verified), ten messages.
+    assert!(
+        during.journal_records >= start.journal_records + 14,
+        "{during:?}"
+    );
+
+    // A client that sends bytes that are not framing is closed, and counted.
+    let mut bad = TcpStream::connect(address).unwrap();
+    bad.write_all(&[0, 0, 0, 1, 9]).unwrap();
+    let after = eventually(&server, |s| {
+        s.closed_bad_framing == 1 && s.connections_open == 2
+    });
+    assert_eq!(after.connections_accepted, during.connections_accepted + 1);
+    drop((ana, bo));
+    eventually(&server, |s| s.connections_open == 0);
+    server.shutdown().unwrap();
+}
