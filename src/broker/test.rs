@@ -548,6 +548,55 @@ fn a_known_history_replays_to_the_same_state() {
 }
 
 #[test]
+fn read_marks_count_unread_from_scratch_and_replay() {
+    let login = |c: u8| Step::Login {
+        conn: c,
+        user: c,
+        device: 0,
+        notice: false,
+    };
+    let send = |client_id| Step::Send {
+        conn: 1,
+        to: 0,
+        client_id,
+    };
+    let mark = |up_to| Step::MarkRead {
+        conn: 0,
+        peer: 1,
+        up_to,
+    };
+    // bo sends ana three messages; ana reads the first, then one more,
+    // then all: each mark is checked against a count from scratch.
+    let history = [
+        Step::Register(0),
+        Step::Register(1),
+        Step::Connect(0),
+        Step::Connect(1),
+        login(0),
+        login(1),
+        Step::Contact {
+            conn: 0,
+            user: 1,
+            op: 0,
+        },
+        Step::Contact {
+            conn: 1,
+            user: 0,
+            op: 1,
+        },
+        send(1),
+        send(2),
+        send(3),
+        mark(1),
+        mark(2),
+        send(4),
+        mark(4),
+    ];
+    let digest = run(&history);
+    assert!(digest.contains("read [(2, 4, 0, 5)]"), "{digest}");
+}
+
+#[test]
 fn a_group_history_replays_to_the_same_state() {
     let login = |c: u8| Step::Login {
         conn: c,

@@ -27,7 +27,7 @@ impl Delivery {
             let mut conversations: Vec<_> = user
                 .conversations
                 .iter()
-                .map(|(peer, c)| (peer.raw(), c.read_up_to, c.unread))
+                .map(|(peer, c)| (peer.raw(), c.read_up_to, c.unread, c.unread_from))
                 .collect();
             conversations.sort();
             let mut devices: Vec<_> = user

@@ -107,11 +107,16 @@ impl Mailbox {
     fn append(&mut self, owner: UserId, index: MessageIndex, message: &Stored) -> u64 {
         self.inbox.push(index);
         if message.sender != owner {
+            let sequence = self.head();
             self.unread_count += 1;
-            self.conversations
+            let conversation = self
+                .conversations
                 .entry(message.conversation(owner))
-                .or_default()
-                .unread += 1;
+                .or_default();
+            if conversation.unread == 0 {
+                conversation.unread_from = sequence;
+            }
+            conversation.unread += 1;
         }
         self.head()
     }

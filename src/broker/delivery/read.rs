@@ -12,6 +12,9 @@ pub(super) struct Conversation {
     pub(super) read_up_to: u64,
     /// Entries from others above `read_up_to`.
     pub(super) unread: u64,
+    /// While `unread > 0`: no unread entry has a sequence below this, so a
+    /// mark need not look at the inbox before it.
+    pub(super) unread_from: u64,
 }
 
 impl Delivery {
@@ -34,19 +37,24 @@ impl Delivery {
             );
             return;
         }
-        let read_up_to = user
-            .conversations
-            .get(&peer)
-            .map_or(0, |conversation| conversation.read_up_to);
-        let newly_read = if up_to > read_up_to {
-            user.inbox[read_up_to as usize..up_to as usize]
-                .iter()
-                .map(|index| &self.messages[index.0 as usize])
-                .filter(|m| m.sender != user_id && m.conversation(user_id) == peer)
-                .count() as u64
-        } else {
-            0
-        };
+        let known = user.conversations.get(&peer).copied().unwrap_or_default();
+        let read_up_to = known.read_up_to;
+        // Look only where unread entries can be, and stop once all are
+        // found: a mark costs at most the stretch of inbox it newly covers,
+        // and nothing for a conversation with nothing unread.
+        let mut newly_read = 0;
+        let from = read_up_to.max(known.unread_from.saturating_sub(1));
+        if up_to > from && known.unread > 0 {
+            for index in &user.inbox[from as usize..up_to as usize] {
+                let message = &self.messages[index.0 as usize];
+                if message.sender != user_id && message.conversation(user_id) == peer {
+                    newly_read += 1;
+                    if newly_read == known.unread {
+                        break;
+                    }
+                }
+            }
+        }
         let (peer_name, group_id) = match (peer.as_user(), peer.as_group()) {
             (Some(other), _) => (self.user(other).name.clone(), 0),
             (None, Some(group)) => (String::new(), group.0),
@@ -59,11 +67,15 @@ impl Delivery {
             let conversation = user.conversations.entry(peer).or_default();
             conversation.read_up_to = up_to;
             conversation.unread -= newly_read;
+            conversation.unread_from = conversation.unread_from.max(up_to + 1);
             user.unread_count -= newly_read;
             *conversation
         } else {
             user.conversations.get(&peer).copied().unwrap_or_default()
         };
+        #[cfg(test)]
+        self.check_conversation(user_id, peer);
+        let user = self.user(user_id);
         let state = Message::ReadState(proto::ReadState {
             peer: peer_name,
             group_id,
@@ -77,5 +89,34 @@ impl Delivery {
             }
         }
         out.send(conn, correlation_id, &state);
+    }
+
+    /// Checks a conversation's counts against a count from scratch: its
+    /// `unread` is the entries from others above `read_up_to`, none of them
+    /// below `unread_from`. The replay property tests run every mark
+    /// through it.
+    #[cfg(test)]
+    fn check_conversation(&self, user_id: UserId, peer: Peer) {
+        let user = self.user(user_id);
+        let conversation = user.conversations.get(&peer).copied().unwrap_or_default();
+        let unread: Vec<u64> = user
+            .inbox
+            .iter()
+            .enumerate()
+            .skip(conversation.read_up_to as usize)
+            .filter(|(_, index)| {
+                let message = &self.messages[index.0 as usize];
+                message.sender != user_id && message.conversation(user_id) == peer
+            })
+            .map(|(at, _)| at as u64 + 1)
+            .collect();
+        assert_eq!(unread.len() as u64, conversation.unread, "{peer:?}");
+        assert!(
+            unread
+                .iter()
+                .all(|&sequence| sequence >= conversation.unread_from),
+            "{peer:?}: unread {unread:?} below {}",
+            conversation.unread_from
+        );
     }
 }

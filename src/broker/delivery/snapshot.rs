@@ -51,6 +51,7 @@ impl Delivery {
                 out.u64(peer.raw());
                 out.u64(conversation.read_up_to);
                 out.u64(conversation.unread);
+                out.u64(conversation.unread_from);
             }
             out.u64(user.unread_count);
             out.count(user.sent.entries().len());
@@ -120,11 +121,12 @@ impl Delivery {
                 inbox.push(MessageIndex(index));
             }
             let mut conversations = HashMap::default();
-            for _ in 0..input.count(24)? {
+            for _ in 0..input.count(32)? {
                 let peer = Peer::from_raw(input.u64()?);
                 let conversation = Conversation {
                     read_up_to: input.u64()?,
                     unread: input.u64()?,
+                    unread_from: input.u64()?,
                 };
                 conversations.insert(peer, conversation);
             }

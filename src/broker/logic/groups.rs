@@ -118,6 +118,15 @@ impl Logic {
         if let Err(reason) = check_group_name(&create.name) {
             return call.error(ErrorCode::MalformedFrame, reason);
         }
+        let max = self.config.group_members_max;
+        // Checked before the list is looked at, so a list of thousands of
+        // names costs the logic thread nothing.
+        if create.members.len() >= max {
+            return call.error(
+                ErrorCode::GroupFull,
+                format!("a group has at most {max} members, its creator included"),
+            );
+        }
         let mut members = vec![call.me];
         for name in &create.members {
             let Some(&user) = self.by_name.get(name) else {
@@ -129,15 +138,6 @@ impl Logic {
             if !members.contains(&user) {
                 members.push(user);
             }
-        }
-        if members.len() > self.config.group_members_max {
-            return call.error(
-                ErrorCode::GroupFull,
-                format!(
-                    "a group has at most {} members",
-                    self.config.group_members_max
-                ),
-            );
         }
         let group = GroupId(self.groups.len() as u64 + 1);
         self.groups.push(Group {
