@@ -412,23 +412,24 @@ impl Client {
     }
 
     /// The next message the server pushed (a delivery or a notice), waiting
-    /// at most `timeout`. Replies to requests are not pushes and are kept.
-    /// A zero timeout returns only a push already read, without reading the
-    /// socket; poll with a short timeout (a millisecond) instead.
+    /// at most `timeout` (a zero timeout still reads what the socket has,
+    /// waiting a millisecond at most). Replies to requests are not pushes
+    /// and are kept.
     pub fn next_push(&mut self, timeout: Duration) -> Result<Option<Message>, ClientError> {
         if let Some(index) = self.early.iter().position(|(c, _)| *c == 0) {
             return Ok(self.early.remove(index).map(|(_, m)| m));
         }
         let deadline = Instant::now() + timeout;
+        // Bounded by the deadline: each round reads a frame or times out.
         loop {
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(None);
-            }
-            match self.read_frame(Some(deadline - now))? {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.read_frame(Some(left))? {
                 Some((0, push)) => return Ok(Some(push)),
                 Some(other) => self.early.push_back(other),
                 None => return Ok(None),
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
             }
         }
     }

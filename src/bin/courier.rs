@@ -342,7 +342,7 @@ fn chat(args: ChatArgs) -> anyhow::Result<()> {
             last_ping = std::time::Instant::now();
         }
         while let Some(push) = client
-            .next_push(Duration::from_millis(1))
+            .next_push(Duration::ZERO)
             .context("connection lost")?
         {
             print_message(&push);
