@@ -91,6 +91,27 @@ impl Shared {
 /// (segment, offset, length).
 type PrepareRequest = (Arc<Segment>, usize, usize);
 
+/// Flushes a journal from another thread than its appender's (see
+/// [`Journal::flusher`]).
+#[derive(Clone)]
+pub struct Flusher {
+    shared: Arc<Shared>,
+}
+
+impl Flusher {
+    /// As [`Journal::flush`]: writes every record published so far to disk
+    /// and waits; returns the durable position. Flushes from several
+    /// handles are serialised.
+    pub fn flush(&self) -> Result<Position, JournalError> {
+        self.shared.flush()
+    }
+
+    /// As [`Journal::durable_position`].
+    pub fn durable_position(&self) -> Position {
+        self.shared.durable()
+    }
+}
+
 /// What [`Journal::append`] returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
@@ -240,6 +261,14 @@ impl Journal {
     /// Everything before this position survives a power loss.
     pub fn durable_position(&self) -> Position {
         self.shared.durable()
+    }
+
+    /// A handle that flushes from another thread, so a group commit can
+    /// wait for the disk while the appender goes on appending.
+    pub fn flusher(&self) -> Flusher {
+        Flusher {
+            shared: Arc::clone(&self.shared),
+        }
     }
 
     /// Where the next record will go (if it fits the active segment).

@@ -107,6 +107,21 @@ fn interval_policy_makes_appends_durable_on_its_own() {
 }
 
 #[test]
+fn a_flusher_on_another_thread_makes_appends_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut journal = Journal::open(dir.path(), util::small(Durability::Batch)).unwrap();
+    let flusher = journal.flusher();
+    util::append_pattern(&mut journal, 0, 50);
+    let end = journal.end_position();
+    assert!(journal.durable_position() < end, "nothing flushed yet");
+    let durable = std::thread::spawn(move || flusher.flush().unwrap())
+        .join()
+        .unwrap();
+    assert_eq!(durable, end);
+    assert_eq!(journal.durable_position(), end);
+}
+
+#[test]
 fn a_reader_tails_appends_from_another_thread() {
     let dir = tempfile::tempdir().unwrap();
     let mut journal = Journal::open(dir.path(), util::small(Durability::None)).unwrap();

@@ -65,8 +65,8 @@ struct ServeArgs {
     #[arg(long, value_enum)]
     durability: Option<Durability>,
     /// fused: every stage on one thread; split: decode and journal on one
-    /// thread, logic, fan-out and store on another; per-stage: a thread each
-    /// [default: fused].
+    /// thread, the flush on another, logic, fan-out and store on a third;
+    /// per-stage: a thread each [default: fused].
     #[arg(long, value_enum)]
     placement: Option<Placement>,
     /// Network I/O threads [default: 1].

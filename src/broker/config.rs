@@ -33,9 +33,10 @@ pub enum PlacementSetting {
     /// per batch that creates accounts, and WAL commits do not fsync). For
     /// small machines; the default.
     Fused,
-    /// Two threads: decode and journal on one, logic, fan-out and store on
-    /// the other, so logic works on one batch while the journal flushes the
-    /// next.
+    /// Three threads: decode and journal on one, the flush (group commit)
+    /// on one, logic, fan-out and store on one, so the journal appends a
+    /// batch while the disk takes the one before and logic works on the
+    /// one before that.
     Split,
     /// Each stage on a thread of its own.
     PerStage,
@@ -196,6 +197,7 @@ impl BrokerConfig {
             PlacementSetting::Fused => Placement::Fused,
             PlacementSetting::Split => Placement::Threads(vec![
                 ThreadSpec::new(["decode", "journal"]),
+                ThreadSpec::new(["flush"]),
                 ThreadSpec::new(["logic", "fan-out", "store"]),
             ]),
             PlacementSetting::PerStage => Placement::ThreadPerStage,

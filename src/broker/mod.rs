@@ -1,8 +1,8 @@
 //! The broker: the chat pipeline, without sockets.
 //!
 //! ```text
-//!  Ingress ─▶ inbound ring ─▶ decode ─▶ journal ─▶ logic ─┬▶ fan-out ─▶ Egress
-//!  auth workers ──┘                                       └▶ store (SQLite)
+//!  Ingress ─▶ inbound ring ─▶ decode ─▶ journal ─▶ flush ─▶ logic ─┬▶ fan-out ─▶ Egress
+//!  auth workers ──┘                                                └▶ store (SQLite)
 //! ```
 //!
 //! Logic owns accounts, sessions, contacts and groups and checks every
@@ -60,7 +60,7 @@ use crate::ringbuffer::{
 use delivery::{Delivery, DeliveryConfig};
 use event::{decode_record, encode_record, Command, Journaled, Origin};
 use logic::{Logic, LogicConfig};
-use stages::{now_ns, Decode, FanOut, JournalStage, LogicStage, StoreStage};
+use stages::{now_ns, Decode, FanOut, FlushStage, JournalStage, LogicStage, StoreStage};
 use store::Store;
 
 /// Where the broker's frames go: one implementation per gateway. The mio
@@ -355,19 +355,27 @@ impl Broker {
             .wait_strategy(config.wait_strategy())
             .placement(config.ring_placement());
         let decode = builder.stage_mut("decode", &[], Decode);
+        let flusher = journal.flusher();
         let journal_stage = builder.stage_mut(
             "journal",
             &[decode],
             JournalStage {
                 journal,
-                durability: config.journal_durability(),
                 scratch: Vec::new(),
-                unflushed: false,
                 batch_timestamp_ns: None,
                 records: Arc::clone(&records),
             },
         );
-        let logic_stage = builder.stage_mut("logic", &[journal_stage], LogicStage { logic });
+        let flush_stage = builder.stage(
+            "flush",
+            &[journal_stage],
+            FlushStage {
+                flusher,
+                durability: config.journal_durability(),
+                unflushed: false,
+            },
+        );
+        let logic_stage = builder.stage_mut("logic", &[flush_stage], LogicStage { logic });
         builder.stage(
             "fan-out",
             &[logic_stage],

@@ -9,7 +9,7 @@ use super::logic::Logic;
 use super::store::Store;
 use super::Egress;
 use crate::codec::compress_frame;
-use crate::journal::{Durability, Journal};
+use crate::journal::{Durability, Flusher, Journal};
 use crate::ringbuffer::{Handler, MutHandler, Sequence};
 
 /// Frame bytes to a typed command; resets what later stages fill.
@@ -23,14 +23,11 @@ impl MutHandler<Inbound> for Decode {
     }
 }
 
-/// Appends every state-changing command to the journal; under batch
-/// durability, flushes once per batch before logic (and so any
-/// acknowledgement) sees it.
+/// Appends every state-changing command to the journal. The flush stage
+/// after it makes them durable.
 pub(crate) struct JournalStage {
     pub(crate) journal: Journal,
-    pub(crate) durability: Durability,
     pub(crate) scratch: Vec<u8>,
-    pub(crate) unflushed: bool,
     /// The time stamped on every record of the current batch: one clock
     /// read per batch, not per record.
     pub(crate) batch_timestamp_ns: Option<u64>,
@@ -44,17 +41,6 @@ pub(crate) fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
-}
-
-impl JournalStage {
-    fn flush(&mut self) {
-        if let Err(error) = self.journal.flush() {
-            // Nothing unjournaled may be acknowledged, and a failed flush
-            // leaves durability unknown: stop rather than guess.
-            panic!("journal flush failed, the broker stops: {error}");
-        }
-        self.unflushed = false;
-    }
 }
 
 impl MutHandler<Inbound> for JournalStage {
@@ -72,7 +58,6 @@ impl MutHandler<Inbound> for JournalStage {
                         position: appended.position,
                         timestamp_ns,
                     });
-                    self.unflushed = true;
                 }
                 // A full disk or a failed segment: nothing after this can
                 // be journaled, so nothing may be acknowledged.
@@ -86,14 +71,52 @@ impl MutHandler<Inbound> for JournalStage {
                 self.journal.next_sequence(),
                 std::sync::atomic::Ordering::Relaxed,
             );
-            if self.unflushed && self.durability == Durability::Batch {
-                self.flush();
-            }
         }
     }
 
     fn on_shutdown(&mut self) {
-        self.flush();
+        // Whatever the durability, a clean stop leaves everything on disk.
+        if let Err(error) = self.journal.flush() {
+            panic!("journal flush failed, the broker stops: {error}");
+        }
+    }
+}
+
+/// Under batch durability, flushes the journal once per batch before logic
+/// (and so any acknowledgement) sees the batch: group commit. A stage of
+/// its own, so that with a thread of its own it waits for the disk while
+/// the journal stage appends the next batch.
+pub(crate) struct FlushStage {
+    pub(crate) flusher: Flusher,
+    pub(crate) durability: Durability,
+    pub(crate) unflushed: bool,
+}
+
+impl FlushStage {
+    fn flush(&mut self) {
+        if let Err(error) = self.flusher.flush() {
+            // Nothing unjournaled may be acknowledged, and a failed flush
+            // leaves durability unknown: stop rather than guess.
+            panic!("journal flush failed, the broker stops: {error}");
+        }
+        self.unflushed = false;
+    }
+}
+
+impl Handler<Inbound> for FlushStage {
+    fn on_event(&mut self, event: &Inbound, _: Sequence, end_of_batch: bool) {
+        if event.journaled.is_some() {
+            self.unflushed = true;
+        }
+        if end_of_batch && self.unflushed && self.durability == Durability::Batch {
+            self.flush();
+        }
+    }
+
+    fn on_shutdown(&mut self) {
+        if self.unflushed {
+            self.flush();
+        }
     }
 }
 
