@@ -2,7 +2,7 @@
 //! LMAX-disruptor pipeline.
 //!
 //! - [`codec`]: the client protocol without sockets (frames, messages).
-//! - [`broker`]: the pipeline (decode → journal → logic → fan-out, with the
+//! - [`broker`]: the pipeline (decode → journal → flush → logic → fan-out, with the
 //!   SQLite store and the auth workers beside it), embeddable behind any
 //!   gateway through [`broker::Ingress`] and [`broker::Egress`].
 //! - [`net`]: the mio TCP server, the broker's first gateway.

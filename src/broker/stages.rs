@@ -1,4 +1,4 @@
-//! The pipeline's stages: decode → journal → logic → (fan-out ∥ store).
+//! The pipeline's stages: decode → journal → flush → logic → (fan-out ∥ store).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
