@@ -356,3 +356,64 @@ fn the_largest_body_allowed_is_delivered_and_synced_and_a_larger_one_refused() {
     assert_eq!(synced.len(), 2);
     server.shutdown().unwrap();
 }
+
+#[test]
+fn a_message_over_a_frame_limit_lowered_since_is_reported_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, address) = start_with_users(dir.path(), &["ana", "bo"]);
+    let mut ana = login(address, "ana", "phone", DeliveryMode::PushMessage);
+    ana.send("bo", 1, b"small").unwrap();
+    ana.send("bo", 2, &vec![7; 40_000]).unwrap();
+    ana.send("bo", 3, b"small again").unwrap();
+    drop(ana);
+    server.shutdown().unwrap();
+
+    // The operator lowers the frame limit below the stored 40 KB body.
+    let mut lowered = config(dir.path());
+    lowered.broker.frame_size_max_bytes = 8 * 1024;
+    lowered.broker.group_members_max = 100;
+    let server = courier::net::start(lowered).unwrap();
+    let address = server.local_addr();
+    let mut bo = login(address, "bo", "phone", DeliveryMode::PushMessage);
+    let first = bo.sync(0, 0).unwrap();
+    let lengths: Vec<usize> = first.messages.iter().map(|m| m.body.len()).collect();
+    assert_eq!(first.messages.len(), 1, "the small one comes: {lengths:?}");
+    assert!(first.more);
+    // The large one is named, and the server goes on serving.
+    let error = bo.sync(1, 0).unwrap_err();
+    assert_eq!(error.code(), Some(ErrorCode::FrameTooLarge), "{error}");
+    assert!(error.to_string().contains("message 2"), "{error}");
+    let rest = bo.sync(2, 0).unwrap();
+    assert_eq!(rest.messages.len(), 1);
+    assert_eq!(rest.messages[0].body, b"small again");
+    server.shutdown().unwrap();
+}
+
+#[test]
+fn messages_accepted_under_one_setting_survive_a_restart_under_a_stricter_one() {
+    let dir = tempfile::tempdir().unwrap();
+    // Open messaging: ana may write to bo, a stranger.
+    let (server, address) = start_with_users(dir.path(), &["ana", "bo"]);
+    let mut ana = login(address, "ana", "phone", DeliveryMode::PushMessage);
+    let ack = ana.send("bo", 1, b"hello stranger").unwrap();
+    drop(ana);
+    server.shutdown().unwrap();
+
+    // Friends only from now on: new messages to strangers are refused, and
+    // the one acknowledged before is still there, for this start and the
+    // next (which replays the journal again under the same rule).
+    let mut strict = config(dir.path());
+    strict.broker.open_messaging = false;
+    for _ in 0..2 {
+        let server = courier::net::start(strict.clone()).unwrap();
+        let address = server.local_addr();
+        let mut bo = login(address, "bo", "phone", DeliveryMode::PushMessage);
+        let inbox = bo.sync_all(0).unwrap();
+        assert_eq!(inbox.len(), 1);
+        assert_eq!(inbox[0].server_message_id, ack.server_message_id);
+        let mut ana = login(address, "ana", "phone", DeliveryMode::PushMessage);
+        expect_code(ana.send("bo", 2, b"again"), ErrorCode::NotFriends);
+        drop((ana, bo));
+        server.shutdown().unwrap();
+    }
+}

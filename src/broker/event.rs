@@ -14,7 +14,9 @@
 //!
 //! ```text
 //!  type             payload after the 8-byte connection id
-//!  START         1  nothing (a run began: every older connection is gone)
+//!  START         1  journal.v1.Started (protobuf; empty in older journals):
+//!                   a run began, every older connection is gone, and these
+//!                   settings apply to the records that follow
 //!  CONNECTED     2  nothing
 //!  DISCONNECTED  3  nothing
 //!  FRAME         4  the client's frame without its length prefix:
@@ -26,7 +28,7 @@
 use prost::Message as _;
 
 use super::ids::{ConnId, GroupId, Peer, UserId};
-use crate::codec::journal_proto::{LoginVerified, Registered};
+use crate::codec::journal_proto::{LoginVerified, Registered, Started};
 use crate::codec::proto::{login, ContactState, DeliveryMode, ErrorCode, MessageType};
 use crate::codec::{DeliverRef, Message, MessageError, SendView, FRAME_HEADER_BYTES};
 use crate::journal::Position;
@@ -72,8 +74,9 @@ pub(crate) enum Command {
     /// Nothing to do.
     #[default]
     Empty,
-    /// A run started: every connection of earlier runs is gone.
-    Start,
+    /// A run started: every connection of earlier runs is gone, and (when
+    /// recorded) these settings apply from here on.
+    Start(Option<Started>),
     /// A connection opened.
     Connected,
     /// A connection closed.
@@ -105,7 +108,7 @@ impl Command {
     /// that is still to be hashed, a malformed frame).
     pub(crate) fn record_type(&self) -> Option<u16> {
         match self {
-            Command::Start => Some(RECORD_START),
+            Command::Start(_) => Some(RECORD_START),
             Command::Connected => Some(RECORD_CONNECTED),
             Command::Disconnected => Some(RECORD_DISCONNECTED),
             Command::Registered(_) => Some(RECORD_REGISTERED),
@@ -223,7 +226,10 @@ pub(crate) fn decode_record(
     };
     let conn = ConnId(u64::from_le_bytes(*conn));
     let command = match record_type {
-        RECORD_START => Command::Start,
+        RECORD_START if rest.is_empty() => Command::Start(None),
+        RECORD_START => Command::Start(Some(
+            Started::decode(rest).map_err(|e| error(format!("Started: {e}")))?,
+        )),
         RECORD_CONNECTED => Command::Connected,
         RECORD_DISCONNECTED => Command::Disconnected,
         RECORD_FRAME => match decode_frame(rest) {
@@ -301,8 +307,9 @@ pub(crate) enum Projection {
 /// answers syncs. Each refers to the event's connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Intent {
-    /// A run started: every device is offline.
-    Start,
+    /// A run started: every device is offline; with a window, the run's
+    /// dedup window applies from here on.
+    Start { dedup_window: Option<usize> },
     /// An account was created, with the next user id.
     Account { name: String },
     /// The connection logged in as `user`; answer `LoginOk`.

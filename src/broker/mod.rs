@@ -53,6 +53,7 @@ pub use ids::{ConnId, UserId};
 pub use logic::{BODY_HEADROOM_BYTES, GROUP_NAME_BYTES_MAX, NAME_BYTES_MAX, PASSWORD_BYTES_MAX};
 pub use store::StoreError;
 
+use crate::codec::journal_proto::Started;
 use crate::journal::{Journal, JournalConfig, JournalError};
 use crate::ringbuffer::{
     BuildError, Builder, Halted, MultiProducer, Pipeline, StageFailure, TryPublishError,
@@ -286,9 +287,17 @@ impl Broker {
         )?;
 
         // A start marker: replay of later runs drops this run's predecessors'
-        // connections here, so connection ids never collide across runs.
+        // connections here, so connection ids never collide across runs, and
+        // applies this run's settings to the records that follow.
+        let run_settings = Started {
+            frame_size_max_bytes: config.frame_size_max_bytes as u32,
+            open_messaging: config.open_messaging,
+            group_members_max: config.group_members_max as u32,
+            dedup_window: config.dedup_window as u32,
+        };
+        let run_settings_bytes = prost::Message::encode_to_vec(&run_settings);
         let mut payload = Vec::new();
-        encode_record(ConnId(0), &[], &mut payload);
+        encode_record(ConnId(0), &run_settings_bytes, &mut payload);
         let timestamp_ns = now_ns();
         let start = journal.append(RECORD_START, timestamp_ns, &payload)?;
         journal.flush()?;
@@ -300,8 +309,8 @@ impl Broker {
         let mut started = Outbox::default();
         logic.apply(
             ConnId(0),
-            &Command::Start,
-            &[],
+            &Command::Start(Some(run_settings)),
+            &run_settings_bytes,
             Some(journaled),
             &mut started,
         );
@@ -309,7 +318,7 @@ impl Broker {
             &mut delivery,
             ConnId(0),
             &started,
-            &[],
+            &run_settings_bytes,
             Some(journaled),
             &mut Outbox::default(),
         );
@@ -511,8 +520,11 @@ fn replay(
     delivery: &mut Delivery,
     store: &mut Store,
 ) -> Result<u64, BrokerError> {
+    // After a snapshot, from its own start marker: applying it again changes
+    // nothing but restores that run's settings, which the records after it
+    // were decided under.
     let mut cursor = match after {
-        Some(sequence) => journal.reader().cursor_at_sequence(sequence + 1)?,
+        Some(sequence) => journal.reader().cursor_at_sequence(sequence)?,
         None => journal.reader().cursor_at_start(),
     };
     let mut scratch = Outbox::default();

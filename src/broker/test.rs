@@ -457,7 +457,7 @@ fn run(history: &[Step]) -> String {
                     position: start.position,
                     timestamp_ns: clock,
                 };
-                live.apply(ConnId(0), &Command::Start, &[], Some(journaled));
+                live.apply(ConnId(0), &Command::Start(None), &[], Some(journaled));
                 snapshot = Some((start.sequence, live.snapshot()));
             }
         }

@@ -165,9 +165,12 @@ impl Delivery {
         out: &mut Outbox,
     ) {
         match intent {
-            Intent::Start => {
+            Intent::Start { dedup_window } => {
                 for user in &mut self.users {
                     user.devices.clear();
+                }
+                if let Some(window) = dedup_window {
+                    self.config.dedup_window = *window;
                 }
             }
             Intent::Account { name } => self.users.push(Mailbox {
@@ -447,12 +450,24 @@ impl Delivery {
             let deliver = self.deliver(entry, index as u64 + 1, body);
             let encoded = prost::Message::encoded_len(&deliver) + 4;
             if size + encoded > budget {
-                // Bodies leave room for a Deliver in a batch, so the first
-                // message always fits and Sync always makes progress.
-                assert!(
-                    !batch.messages.is_empty(),
-                    "a stored message cannot be synced"
-                );
+                if batch.messages.is_empty() {
+                    // Bodies leave room for a Deliver in a batch under the
+                    // frame limit they were sent under; only a limit
+                    // lowered since can leave one too large. Say which, so
+                    // the device can skip it.
+                    let sequence = index as u64 + 1;
+                    out.error(
+                        conn,
+                        correlation_id,
+                        ErrorCode::FrameTooLarge,
+                        format!(
+                            "message {sequence} is larger than this server's frame limit \
+                             ({} bytes) allows; sync from after {sequence} to skip it",
+                            self.config.frame_size_max
+                        ),
+                    );
+                    return;
+                }
                 batch.more = true;
                 break;
             }

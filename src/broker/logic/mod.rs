@@ -160,13 +160,21 @@ impl Logic {
                 self.send(conn, *correlation_id, view, body, out);
             }
             Command::Empty => {}
-            Command::Start => {
+            Command::Start(started) => {
                 self.conns.clear();
                 self.pending_names.clear();
                 for user in &mut self.users {
                     user.online.clear();
                 }
-                out.intents.push(Intent::Start);
+                if let Some(started) = started {
+                    // The run's own settings: replay decides as it did.
+                    self.config.frame_size_max = started.frame_size_max_bytes as usize;
+                    self.config.open_messaging = started.open_messaging;
+                    self.config.group_members_max = started.group_members_max as usize;
+                }
+                out.intents.push(Intent::Start {
+                    dedup_window: started.as_ref().map(|s| s.dedup_window as usize),
+                });
             }
             Command::Connected => {
                 self.conns.insert(conn, Conn::default());
