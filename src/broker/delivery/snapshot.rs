@@ -19,6 +19,9 @@ impl Delivery {
     /// # Panics
     /// If a device is online: a snapshot is only taken at a run's start.
     pub(crate) fn encode<W: Write>(&self, out: &mut Encoder<W>) {
+        // The counts first, so that every id can be checked as it is read.
+        out.count(self.users.len());
+        out.count(self.groups.len());
         out.count(self.messages.len());
         for message in &self.messages {
             out.u64(message.server_message_id);
@@ -28,14 +31,12 @@ impl Delivery {
             out.u64(message.position.segment);
             out.u64(message.position.offset);
         }
-        out.count(self.groups.len());
         for members in &self.groups {
             out.count(members.len());
             for member in members {
                 out.u64(member.0);
             }
         }
-        out.count(self.users.len());
         for user in &self.users {
             assert!(
                 user.devices.is_empty(),
@@ -70,20 +71,24 @@ impl Delivery {
         input: &mut Decoder<R>,
     ) -> Result<Self, SnapshotError> {
         let mut delivery = Delivery::new(config, reader);
+        let user_count = input.count(40)?;
+        let group_count = input.count(8)?;
         let message_count = input.count(48)?;
-        // User ids are checked once the users are read.
-        let mut user_refs = Vec::new();
         for _ in 0..message_count {
             let server_message_id = input.u64()?;
-            let sender = input.u64()?;
-            user_refs.push(sender);
+            let sender = UserId(input.id(user_count)?);
             let to = Peer::from_raw(input.u64()?);
-            if let Some(user) = to.as_user() {
-                user_refs.push(user.0);
+            let (to_id, to_max) = match (to.as_user(), to.as_group()) {
+                (Some(user), _) => (user.0, user_count),
+                (None, Some(group)) => (group.0, group_count),
+                (None, None) => unreachable!("a peer is a user or a group"),
+            };
+            if to_id == 0 || to_id > to_max as u64 {
+                return Err(input.error("a message to an id out of range"));
             }
             delivery.messages.push(Stored {
                 server_message_id,
-                sender: UserId(sender),
+                sender,
                 to,
                 timestamp_ms: input.u64()?,
                 position: Position {
@@ -92,25 +97,14 @@ impl Delivery {
                 },
             });
         }
-        let group_count = input.count(8)?;
         for _ in 0..group_count {
             let mut members = Vec::new();
             for _ in 0..input.count(8)? {
-                let member = input.u64()?;
-                user_refs.push(member);
-                members.push(UserId(member));
+                members.push(UserId(input.id(user_count)?));
             }
             delivery.groups.push(members);
         }
-        if delivery
-            .messages
-            .iter()
-            .filter_map(|m| m.to.as_group())
-            .any(|g| g.0 == 0 || g.0 > group_count as u64)
-        {
-            return Err(input.error("a message to a group out of range"));
-        }
-        for _ in 0..input.count(40)? {
+        for _ in 0..user_count {
             let name = input.str()?;
             let mut inbox = Vec::new();
             for _ in 0..input.count(4)? {
@@ -143,10 +137,6 @@ impl Delivery {
                 devices: Vec::new(),
                 sent: Dedup::from_entries(sent),
             });
-        }
-        let user_count = delivery.users.len() as u64;
-        if user_refs.iter().any(|&u| u == 0 || u > user_count) {
-            return Err(input.error("a user id out of range"));
         }
         Ok(delivery)
     }

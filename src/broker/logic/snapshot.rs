@@ -26,7 +26,9 @@ impl Logic {
             "a snapshot is taken without sessions"
         );
         assert!(self.pending_names.is_empty(), "nor registrations under way");
+        // The counts first, so that every id can be checked as it is read.
         out.count(self.users.len());
+        out.count(self.groups.len());
         for user in &self.users {
             assert!(
                 user.online.is_empty(),
@@ -53,7 +55,6 @@ impl Logic {
                 }
             }
         }
-        out.count(self.groups.len());
         for group in &self.groups {
             out.str(&group.name);
             out.u64(group.owner.0);
@@ -73,8 +74,7 @@ impl Logic {
     ) -> Result<Self, SnapshotError> {
         let mut logic = Logic::new(config);
         let user_count = input.count(40)?;
-        // Group ids are checked once the groups are read.
-        let mut group_refs = Vec::new();
+        let group_count = input.count(32)?;
         for _ in 0..user_count {
             let name = input.str()?;
             let password_hash = input.str()?;
@@ -95,9 +95,7 @@ impl Logic {
             let mut sets = [BTreeSet::new(), BTreeSet::new()];
             for set in &mut sets {
                 for _ in 0..input.count(8)? {
-                    let group = input.u64()?;
-                    group_refs.push(group);
-                    set.insert(GroupId(group));
+                    set.insert(GroupId(input.id(group_count)?));
                 }
             }
             let [groups, invitations] = sets;
@@ -116,7 +114,6 @@ impl Logic {
                 invitations,
             });
         }
-        let group_count = input.count(32)?;
         for _ in 0..group_count {
             let name = input.str()?;
             let owner = UserId(input.id(user_count)?);
@@ -133,9 +130,6 @@ impl Logic {
                 members,
                 invited,
             });
-        }
-        if group_refs.iter().any(|&g| g == 0 || g > group_count as u64) {
-            return Err(input.error("a user's group id out of range"));
         }
         Ok(logic)
     }
