@@ -17,7 +17,7 @@ use courier::codec::proto::{DeliveryMode, MessageType};
 use courier::codec::FrameDecoder;
 use mio::{Events, Interest, Poll, Token};
 
-use crate::load::{deliver_fields, Conn, Pacer};
+use crate::load::{deliver_fields, settle, Conn, Pacer};
 use crate::{register_and_login, user_name, Common, Target, Window};
 
 /// Options of the group scenario.
@@ -169,15 +169,7 @@ pub fn run(
                             }
                         }
                     }
-                    MessageType::SendAck => {
-                        let due = in_flight.pop_front().context("an unexpected SendAck")?;
-                        tally.ack.record(due, arrived);
-                    }
-                    MessageType::Error => {
-                        in_flight.pop_front();
-                        tally.errors += 1;
-                    }
-                    _ => {}
+                    other => settle(in_flight, other, arrived, &mut tally.ack, &mut tally.errors)?,
                 }
                 Ok(())
             })?;

@@ -140,6 +140,31 @@ impl Pacer {
     }
 }
 
+/// Settles the oldest message in flight on a sender's connection when a
+/// reply of `message_type` arrives: a SendAck records the latency from the
+/// message's due time; an Error (a refused send) frees its place too and is
+/// counted. Other types are not replies to a send and change nothing.
+pub fn settle(
+    in_flight: &mut VecDeque<u64>,
+    message_type: MessageType,
+    arrived_ns: u64,
+    acks: &mut courier::bench::Latencies,
+    errors: &mut u64,
+) -> anyhow::Result<()> {
+    match message_type {
+        MessageType::SendAck => {
+            let due = in_flight.pop_front().context("an unexpected SendAck")?;
+            acks.record(due, arrived_ns);
+        }
+        MessageType::Error => {
+            in_flight.pop_front();
+            *errors += 1;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 /// The inbox sequence (field 3) and body (field 5) of a `Deliver` payload,
 /// found without decoding the rest: the load generator must cost far less
 /// than the server it measures.

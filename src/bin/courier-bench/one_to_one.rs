@@ -10,7 +10,7 @@ use courier::codec::proto::{self, DeliveryMode, MessageType};
 use courier::codec::{FrameDecoder, Message};
 use mio::{Events, Interest, Poll, Token};
 
-use crate::load::{deliver_fields, Conn, Pacer};
+use crate::load::{deliver_fields, settle, Conn, Pacer};
 use crate::{progress, register_and_login, user_name, Common, Meter, Target};
 
 /// Options of the 1:1 scenario.
@@ -261,16 +261,7 @@ fn drive(
                         tally.deliver.record(due, arrived);
                         count += 1;
                     }
-                    MessageType::SendAck => {
-                        let due = in_flight.pop_front().context("an unexpected SendAck")?;
-                        tally.ack.record(due, arrived);
-                    }
-                    MessageType::Error => {
-                        // A refused send frees its place in the window too.
-                        in_flight.pop_front();
-                        tally.errors += 1;
-                    }
-                    _ => {}
+                    other => settle(in_flight, other, arrived, &mut tally.ack, &mut tally.errors)?,
                 }
                 Ok(())
             })?;
