@@ -203,6 +203,34 @@ mod tests {
     use prost::Message as _;
 
     #[test]
+    fn replies_settle_the_oldest_message_in_flight() {
+        let mut in_flight: VecDeque<u64> = [10, 20, 30].into();
+        let mut acks = courier::bench::Latencies::default();
+        let mut errors = 0;
+        // Each case: a reply type, then what is left in flight, acks, errors.
+        let cases = [
+            (MessageType::Deliver, vec![10, 20, 30], 0, 0),
+            (MessageType::SendAck, vec![20, 30], 1, 0),
+            (MessageType::Error, vec![30], 1, 1),
+            (MessageType::SendAck, vec![], 2, 1),
+        ];
+        for (message_type, left, ack_count, error_count) in cases {
+            settle(&mut in_flight, message_type, 100, &mut acks, &mut errors).unwrap();
+            assert_eq!(Vec::from(in_flight.clone()), left, "{message_type:?}");
+            assert_eq!((acks.count(), errors), (ack_count, error_count));
+        }
+        // An ack with nothing in flight is the server's mistake, reported.
+        assert!(settle(
+            &mut in_flight,
+            MessageType::SendAck,
+            100,
+            &mut acks,
+            &mut errors
+        )
+        .is_err());
+    }
+
+    #[test]
     fn deliver_fields_reads_what_prost_wrote() {
         let deliver = proto::Deliver {
             sender: "ana".into(),
