@@ -314,6 +314,39 @@ impl Client {
         }
     }
 
+    /// Marks the 1:1 conversation with `peer` read up to inbox sequence
+    /// `up_to`; returns its read state.
+    pub fn mark_read(&mut self, peer: &str, up_to: u64) -> Result<proto::ReadState, ClientError> {
+        self.mark(peer.into(), 0, up_to)
+    }
+
+    /// Marks a group's conversation read up to inbox sequence `up_to`;
+    /// returns its read state.
+    pub fn mark_group_read(
+        &mut self,
+        group_id: u64,
+        up_to: u64,
+    ) -> Result<proto::ReadState, ClientError> {
+        self.mark(String::new(), group_id, up_to)
+    }
+
+    fn mark(
+        &mut self,
+        peer: String,
+        group_id: u64,
+        up_to: u64,
+    ) -> Result<proto::ReadState, ClientError> {
+        let mark = Message::MarkRead(proto::MarkRead {
+            peer,
+            up_to_sequence: up_to,
+            group_id,
+        });
+        match self.request(&mark)? {
+            Message::ReadState(state) => Ok(state),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Pulls up to `limit` messages after inbox sequence `after`.
     pub fn sync(&mut self, after: u64, limit: u32) -> Result<proto::SyncBatch, ClientError> {
         let sync = Message::Sync(proto::Sync {

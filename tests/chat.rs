@@ -268,22 +268,6 @@ fn large_sync_batches_are_compressed_for_devices_that_accept_lz4() {
     server.shutdown().unwrap();
 }
 
-fn mark_read(
-    client: &mut courier::client::Client,
-    peer: &str,
-    up_to: u64,
-) -> Result<courier::codec::proto::ReadState, courier::client::ClientError> {
-    let mark = Message::MarkRead(courier::codec::proto::MarkRead {
-        peer: peer.into(),
-        up_to_sequence: up_to,
-        group_id: 0,
-    });
-    match client.request(&mark)? {
-        Message::ReadState(state) => Ok(state),
-        other => panic!("unexpected {other:?}"),
-    }
-}
-
 #[test]
 fn read_state_is_per_conversation_and_agrees_across_devices() {
     let dir = tempfile::tempdir().unwrap();
@@ -306,7 +290,7 @@ fn read_state_is_per_conversation_and_agrees_across_devices() {
         5
     );
     // Reading ana's conversation up to sequence 2 leaves ana's 4 and cy's two.
-    let state = mark_read(&mut phone, "ana", 2).unwrap();
+    let state = phone.mark_read("ana", 2).unwrap();
     assert_eq!((state.conversation_unread, state.unread_total), (1, 3));
     // The tablet learns it.
     let Message::ReadState(pushed) = expect_push(&mut tablet) else {
@@ -314,13 +298,10 @@ fn read_state_is_per_conversation_and_agrees_across_devices() {
     };
     assert_eq!(pushed, state);
     // Marking an older point again changes nothing; past the head is refused.
-    assert_eq!(mark_read(&mut tablet, "ana", 1).unwrap().unread_total, 3);
-    expect_code(mark_read(&mut tablet, "ana", 6), ErrorCode::BadSequence);
-    expect_code(
-        mark_read(&mut tablet, "nobody", 1),
-        ErrorCode::UnknownRecipient,
-    );
-    let state = mark_read(&mut tablet, "cy", 5).unwrap();
+    assert_eq!(tablet.mark_read("ana", 1).unwrap().unread_total, 3);
+    expect_code(tablet.mark_read("ana", 6), ErrorCode::BadSequence);
+    expect_code(tablet.mark_read("nobody", 1), ErrorCode::UnknownRecipient);
+    let state = tablet.mark_read("cy", 5).unwrap();
     assert_eq!((state.conversation_unread, state.unread_total), (0, 1));
     server.shutdown().unwrap();
     // The read state survives a restart.

@@ -263,12 +263,7 @@ fn sigkill_keeps_groups_members_contacts_and_read_state() {
         ana.send_group(group, n, &n.to_le_bytes()).unwrap();
     }
     let mut cy = login(address, "cy", "phone", DeliveryMode::PushNotice);
-    let mark = Message::MarkRead(courier::codec::proto::MarkRead {
-        peer: String::new(),
-        up_to_sequence: 2,
-        group_id: group,
-    });
-    assert!(matches!(cy.request(&mark), Ok(Message::ReadState(_))));
+    cy.mark_group_read(group, 2).unwrap();
     let mut bo = login(address, "bo", "phone", DeliveryMode::PushNotice);
     bo.group_rename(group, "trip 2027").unwrap();
     cy.group_leave(group).unwrap();

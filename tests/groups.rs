@@ -29,18 +29,6 @@ fn expect_change(client: &mut Client, change: Change, user: &str) -> proto::Grou
     }
 }
 
-fn mark_read(
-    client: &mut Client,
-    group_id: u64,
-    up_to: u64,
-) -> Result<Message, courier::client::ClientError> {
-    client.request(&Message::MarkRead(proto::MarkRead {
-        peer: String::new(),
-        up_to_sequence: up_to,
-        group_id,
-    }))
-}
-
 #[test]
 fn a_three_member_group_reaches_every_device_and_the_offline_member_on_sync() {
     let dir = tempfile::tempdir().unwrap();
@@ -118,9 +106,7 @@ fn a_three_member_group_reaches_every_device_and_the_offline_member_on_sync() {
 
     // Read state agrees across cy's devices and comes back at login.
     let mut cy_tablet = login(address, "cy", "tablet", DeliveryMode::PushMessage);
-    let Ok(Message::ReadState(state)) = mark_read(&mut cy, group, 2) else {
-        panic!("expected a ReadState")
-    };
+    let state = cy.mark_group_read(group, 2).unwrap();
     assert_eq!(state.group_id, group);
     assert_eq!(
         (
@@ -273,7 +259,7 @@ fn bad_group_requests_are_refused_and_change_nothing() {
     expect_code(ana.group_join(42), ErrorCode::UnknownGroup);
     expect_code(ana.group_members(42), ErrorCode::UnknownGroup);
     expect_code(ana.group_invite(42, "bo"), ErrorCode::UnknownGroup);
-    expect_code(mark_read(&mut ana, 42, 0), ErrorCode::UnknownGroup);
+    expect_code(ana.mark_group_read(42, 0), ErrorCode::UnknownGroup);
     // Creating with a stranger, or naming a recipient and a group at once.
     expect_code(ana.group_create("g", &["cy"]), ErrorCode::NotFriends);
     expect_code(ana.group_create("", &[]), ErrorCode::MalformedFrame);
@@ -310,7 +296,7 @@ fn bad_group_requests_are_refused_and_change_nothing() {
     expect_code(cy.group_rename(group, "mine"), ErrorCode::NotMember);
     expect_code(cy.group_leave(group), ErrorCode::NotMember);
     // Marking read past the head.
-    expect_code(mark_read(&mut bo, group, 1), ErrorCode::BadSequence);
+    expect_code(bo.mark_group_read(group, 1), ErrorCode::BadSequence);
 
     // Nothing changed: the members, the owner, the name.
     let after = bo.group_members(group).unwrap();

@@ -6,8 +6,7 @@
 
 mod util;
 
-use courier::codec::proto::{self, DeliveryMode};
-use courier::codec::Message;
+use courier::codec::proto::DeliveryMode;
 use courier::net::{self, ServerConfig};
 use util::*;
 
@@ -61,12 +60,7 @@ fn a_restart_loads_the_snapshot_and_replays_only_what_came_after() {
         ana.send_group(group, 100 + n, &n.to_le_bytes()).unwrap();
     }
     let mut bo = login(address, "bo", "phone", DeliveryMode::PushMessage);
-    let mark = Message::MarkRead(proto::MarkRead {
-        peer: "ana".into(),
-        up_to_sequence: 5,
-        group_id: 0,
-    });
-    assert!(matches!(bo.request(&mark), Ok(Message::ReadState(_))));
+    bo.mark_read("ana", 5).unwrap();
     drop((ana, bo));
     server.shutdown().unwrap();
 
