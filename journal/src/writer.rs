@@ -190,6 +190,9 @@ impl Journal {
             recovery,
             config,
         };
+        if journal.single_pages() {
+            journal.active.mapping().use_single_pages();
+        }
         journal.start_preparer();
         journal.prepare_ahead();
         journal.reserve_next();
@@ -350,10 +353,14 @@ impl Journal {
         let id = self.active.id + 1;
         let size_bytes = self.config.segment_size_bytes;
         let prepare_bytes = self.config.prepare_ahead_bytes;
+        let single_pages = self.single_pages();
         let spawned = std::thread::Builder::new()
             .name("journal-reserve".into())
             .spawn(move || {
                 let reserved = Segment::reserve(&dir, id, size_bytes)?;
+                if single_pages {
+                    reserved.mapping().use_single_pages();
+                }
                 reserved
                     .mapping()
                     .prepare(SEGMENT_HEADER_SIZE, prepare_bytes);
@@ -370,7 +377,12 @@ impl Journal {
             Some(Ok(reserved)) => reserved?,
             // The reserving thread panicked or never started: make it here.
             Some(Err(_)) | None => {
-                Segment::reserve(&self.shared.dir, id, self.config.segment_size_bytes)?
+                let reserved =
+                    Segment::reserve(&self.shared.dir, id, self.config.segment_size_bytes)?;
+                if self.single_pages() {
+                    reserved.mapping().use_single_pages();
+                }
+                reserved
             }
         };
         debug_assert_eq!(reserved.id(), id);
@@ -396,6 +408,14 @@ impl Journal {
         self.reserve_next();
         self.retain()?;
         Ok(())
+    }
+
+    /// Whether segments are mapped page by page: under group commit, where a
+    /// flush every batch must write back only what the batch changed (see
+    /// [`Mapping::use_single_pages`](crate::mmap::Mapping::use_single_pages)).
+    /// Without flushes to pay for, large pages fault in faster.
+    fn single_pages(&self) -> bool {
+        self.config.durability == Durability::Batch
     }
 
     fn start_preparer(&mut self) {
