@@ -177,3 +177,53 @@ fn a_silent_connection_is_closed_by_the_heartbeat_timeout() {
     chatty.ping(99).unwrap();
     server.shutdown().unwrap();
 }
+
+#[test]
+fn a_flooding_connection_is_read_at_its_allowance_and_no_one_else_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.frames_per_second_max = 100;
+    let server = courier::net::start(config).unwrap();
+    let address = server.local_addr();
+    let mut bystander = Client::connect(address).unwrap();
+    let mut flooder = Client::connect(address).unwrap();
+
+    // 300 pings in one write: with the hello, one second's allowance (100)
+    // passes at once and the other 201 frames take two seconds more.
+    const PINGS: u64 = 300;
+    let pings: Vec<Message> = (0..PINGS)
+        .map(|nonce| Message::Ping(proto::Ping { nonce }))
+        .collect();
+    let sent = std::time::Instant::now();
+    flooder.submit_many(&pings).unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut nonces = Vec::new();
+        while (nonces.len() as u64) < PINGS {
+            match flooder.receive(Duration::from_secs(10)).unwrap() {
+                Some((_, Message::Pong(pong))) => nonces.push(pong.nonce),
+                other => panic!("expected a pong, got {other:?}"),
+            }
+        }
+        (nonces, sent.elapsed())
+    });
+
+    // Meanwhile the bystander is answered as usual.
+    for nonce in 0..5 {
+        bystander.ping(nonce).unwrap();
+    }
+    let bystander_done = sent.elapsed();
+
+    let (nonces, flooder_done) = reader.join().unwrap();
+    // Nothing dropped, nothing reordered: only slowed.
+    assert_eq!(nonces, (0..PINGS).collect::<Vec<_>>());
+    assert!(
+        flooder_done >= Duration::from_millis(1500),
+        "300 frames at 100 a second took only {flooder_done:?}"
+    );
+    assert!(
+        bystander_done < flooder_done,
+        "the bystander ({bystander_done:?}) waited for the flooder ({flooder_done:?})"
+    );
+    assert!(server.stats().reads_paused > 0);
+    server.shutdown().unwrap();
+}

@@ -273,6 +273,7 @@ fn log_stats(
         closed_slow_reader = stats.closed_slow_reader,
         closed_heartbeat_timeout = stats.closed_heartbeat_timeout,
         closed_bad_framing = stats.closed_bad_framing,
+        reads_paused = stats.reads_paused,
         "stats"
     );
 }

@@ -1,7 +1,7 @@
 //! One client connection's buffers: input cut into frames, output batched.
 
 use std::io::{self, Read, Write};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 
@@ -18,6 +18,51 @@ const INPUT_KEEP_BYTES: usize = 64 * 1024;
 /// An output buffer that grew past this is given back once it empties, so a
 /// burst does not pin memory for the connection's life.
 const OUTPUT_KEEP_BYTES: usize = 64 * 1024;
+
+/// A connection's allowance of frames under `frames_per_second_max`: a
+/// token bucket that refills at `rate` frames a second and holds at most
+/// one second's worth.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Allowance {
+    frames: f64,
+    refilled_at: Instant,
+}
+
+impl Allowance {
+    /// A full allowance of `rate` frames.
+    pub(crate) fn new(rate: u32, now: Instant) -> Self {
+        Self {
+            frames: f64::from(rate),
+            refilled_at: now,
+        }
+    }
+
+    /// Refills for the time since the last call; returns the whole frames
+    /// the connection may publish now.
+    pub(crate) fn available(&mut self, rate: u32, now: Instant) -> u64 {
+        let rate = f64::from(rate);
+        let elapsed = now
+            .saturating_duration_since(self.refilled_at)
+            .as_secs_f64();
+        self.frames = (self.frames + elapsed * rate).min(rate);
+        self.refilled_at = now;
+        self.frames as u64
+    }
+
+    /// Takes `frames` off (no more than [`available`](Self::available) said).
+    pub(crate) fn spend(&mut self, frames: u64) {
+        self.frames = (self.frames - frames as f64).max(0.0);
+    }
+
+    /// When reading should resume: once the allowance holds a hundredth of
+    /// a second's frames (between 1 and 64), so a client held at its limit
+    /// costs the I/O thread about a hundred wake-ups a second at most.
+    pub(crate) fn resume_at(&self, rate: u32) -> Instant {
+        let wanted = f64::from((rate / 100).clamp(1, 64));
+        let missing = (wanted - self.frames).max(0.0);
+        self.refilled_at + Duration::from_secs_f64(missing / f64::from(rate))
+    }
+}
 
 /// Why a connection is being closed (logged, and told to the client where
 /// it still can be).
@@ -64,6 +109,10 @@ pub(crate) struct Connection {
     /// The poller reported the peer's half-close: read until end of stream
     /// rather than stopping at a short read.
     pub(crate) peer_closing: bool,
+    /// Frames it may still send now, under `frames_per_second_max`.
+    pub(crate) allowance: Allowance,
+    /// It sent faster than its allowance: its socket is not read until then.
+    pub(crate) paused_until: Option<Instant>,
 }
 
 /// What a read pass found.
@@ -77,7 +126,7 @@ pub(crate) enum ReadOutcome {
 }
 
 impl Connection {
-    pub(crate) fn new(id: ConnId, stream: TcpStream, now: Instant) -> Self {
+    pub(crate) fn new(id: ConnId, stream: TcpStream, frames_per_second: u32, now: Instant) -> Self {
         Self {
             id,
             stream,
@@ -91,6 +140,8 @@ impl Connection {
             dirty: false,
             read_closed: false,
             peer_closing: false,
+            allowance: Allowance::new(frames_per_second, now),
+            paused_until: None,
         }
     }
 
@@ -185,5 +236,45 @@ impl Connection {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_allowance_starts_full_refills_with_time_and_holds_one_second() {
+        let start = Instant::now();
+        let mut allowance = Allowance::new(100, start);
+        assert_eq!(allowance.available(100, start), 100);
+        allowance.spend(100);
+        assert_eq!(allowance.available(100, start), 0);
+        // A tenth of a second later: ten more frames.
+        let later = start + Duration::from_millis(100);
+        assert_eq!(allowance.available(100, later), 10);
+        // Idle for a minute: still one second's worth, no more.
+        let much_later = later + Duration::from_secs(60);
+        assert_eq!(allowance.available(100, much_later), 100);
+    }
+
+    #[test]
+    fn reading_resumes_once_a_hundredth_of_a_second_has_refilled() {
+        let start = Instant::now();
+        let mut slow = Allowance::new(100, start);
+        slow.spend(100);
+        // 100 frames/s: one frame, after 10 ms.
+        let near = |at: Instant, expected: Duration| {
+            let got = at - start;
+            assert!(got.abs_diff(expected) < Duration::from_micros(1), "{got:?}");
+        };
+        near(slow.resume_at(100), Duration::from_millis(10));
+        let mut fast = Allowance::new(100_000, start);
+        fast.spend(100_000);
+        // 100,000 frames/s: 64 frames (the cap), after 640 µs.
+        near(fast.resume_at(100_000), Duration::from_micros(640));
+        // An allowance with frames left resumes at once.
+        let full = Allowance::new(100, start);
+        assert_eq!(full.resume_at(100), start);
     }
 }

@@ -1,7 +1,8 @@
 //! An I/O thread: a mio loop that reads frames into the inbound ring and
 //! writes what its outbound ring holds, batched per connection.
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 
 use rustc_hash::FxHashMap as HashMap;
 use std::io;
@@ -69,6 +70,9 @@ struct Loop {
     /// Connections with input that the full ring could not take yet, or
     /// that stopped reading early to be fair; read again next pass.
     unread: VecDeque<u64>,
+    /// Connections whose reading is paused (they sent faster than
+    /// `frames_per_second_max`), by when to read them again.
+    paused: BinaryHeap<Reverse<(Instant, u64)>>,
     pending: VecDeque<Pending>,
     reading: bool,
     outbound_done: bool,
@@ -90,6 +94,7 @@ impl IoThread {
             accepted: 0,
             dirty: Vec::new(),
             unread: VecDeque::new(),
+            paused: BinaryHeap::new(),
             pending: VecDeque::new(),
             reading: true,
             outbound_done: false,
@@ -108,6 +113,7 @@ impl Loop {
             let now = Instant::now();
             self.drain_outbound();
             self.publish_pending();
+            self.resume_paused(now);
             if self.reading && self.pending.is_empty() {
                 self.read_unread(now);
             }
@@ -179,7 +185,27 @@ impl Loop {
                 Some(Duration::from_millis(50))
             };
         }
-        Some(self.next_heartbeat_check.saturating_duration_since(now))
+        let mut wake = self.next_heartbeat_check;
+        if let Some(Reverse((resume, _))) = self.paused.peek() {
+            wake = wake.min(*resume);
+        }
+        Some(wake.saturating_duration_since(now))
+    }
+
+    /// Queues the paused connections that are due to be read again.
+    fn resume_paused(&mut self, now: Instant) {
+        while let Some(&Reverse((resume, counter))) = self.paused.peek() {
+            if resume > now {
+                return;
+            }
+            self.paused.pop();
+            if let Some(conn) = self.conns.get_mut(&counter) {
+                conn.paused_until = None;
+                if !self.unread.contains(&counter) {
+                    self.unread.push_back(counter);
+                }
+            }
+        }
     }
 
     fn accept(&mut self, now: Instant) {
@@ -247,7 +273,9 @@ impl Loop {
             return;
         }
         let id = ConnId::for_thread(self.thread.index, counter);
-        self.conns.insert(counter, Connection::new(id, stream, now));
+        let rate = self.thread.config.frames_per_second_max;
+        self.conns
+            .insert(counter, Connection::new(id, stream, rate, now));
         self.tally.connections_accepted += 1;
         self.pending.push_back(Pending::Connected(id));
         self.publish_pending();
@@ -292,7 +320,8 @@ impl Loop {
         }
     }
 
-    /// Publishes the whole frames a connection has, then reads more.
+    /// Publishes the whole frames a connection has (as many as its
+    /// allowance lets it), then reads more.
     fn read(&mut self, counter: u64, now: Instant) {
         if !self.reading {
             return;
@@ -307,23 +336,34 @@ impl Loop {
         let Some(conn) = self.conns.get_mut(&counter) else {
             return;
         };
-        if conn.closing.is_some() {
+        if conn.closing.is_some() || conn.paused_until.is_some() {
+            // A paused connection is read again from `resume_paused`.
             return;
         }
-        match publish_frames(
+        let rate = self.thread.config.frames_per_second_max;
+        let mut budget = if rate == 0 {
+            u64::MAX
+        } else {
+            conn.allowance.available(rate, now)
+        };
+        let granted = budget;
+        let published = publish_frames(
             conn,
             &self.decoder,
             &mut self.thread.ingress,
             &mut self.ranges,
             &mut self.tally,
-        ) {
+            &mut budget,
+        );
+        match published {
             Published::All => {}
             Published::Full => {
                 if !self.unread.contains(&counter) {
                     self.unread.push_back(counter);
                 }
-                return;
+                return self.spend(counter, granted - budget);
             }
+            Published::Throttled => return self.pause(counter, granted - budget),
             Published::Bad(reason) => return self.refuse_framing(counter, reason),
         }
         if conn.read_closed {
@@ -338,17 +378,49 @@ impl Loop {
             &mut self.thread.ingress,
             &mut self.ranges,
             &mut self.tally,
+            &mut budget,
         );
         match (published, outcome) {
             (Published::Bad(reason), _) => self.refuse_framing(counter, reason),
+            (Published::Throttled, ReadOutcome::Closed(reason)) => {
+                // The client is gone: what it sent before going stays
+                // unpublished, as for any connection that closes.
+                self.close(counter, reason)
+            }
+            (Published::Throttled, _) => self.pause(counter, granted - budget),
             (Published::Full, _) | (Published::All, ReadOutcome::More) => {
                 if !self.unread.contains(&counter) {
                     self.unread.push_back(counter);
                 }
+                self.spend(counter, granted - budget);
             }
-            (Published::All, ReadOutcome::Drained) => {}
+            (Published::All, ReadOutcome::Drained) => self.spend(counter, granted - budget),
             (Published::All, ReadOutcome::Closed(reason)) => self.close(counter, reason),
         }
+    }
+
+    /// Takes the frames a connection published off its allowance.
+    fn spend(&mut self, counter: u64, frames: u64) {
+        if self.thread.config.frames_per_second_max == 0 || frames == 0 {
+            return;
+        }
+        if let Some(conn) = self.conns.get_mut(&counter) {
+            conn.allowance.spend(frames);
+        }
+    }
+
+    /// The connection sent more than its allowance: stop reading it until
+    /// the allowance has refilled a little.
+    fn pause(&mut self, counter: u64, spent: u64) {
+        self.spend(counter, spent);
+        let rate = self.thread.config.frames_per_second_max;
+        let Some(conn) = self.conns.get_mut(&counter) else {
+            return;
+        };
+        let resume = conn.allowance.resume_at(rate);
+        conn.paused_until = Some(resume);
+        self.paused.push(Reverse((resume, counter)));
+        self.tally.reads_paused += 1;
     }
 
     /// Answers bad framing with an error frame, then closes once it is written.
@@ -520,6 +592,8 @@ impl Loop {
 enum Published {
     All,
     Full,
+    /// The budget ran out with input left.
+    Throttled,
     Bad(FrameError),
 }
 
@@ -527,23 +601,33 @@ enum Published {
 const FRAMES_PER_BATCH_MAX: usize = 64;
 
 /// Publishes every whole frame in the connection's input, in place, in
-/// batches; `ranges` is scratch space.
+/// batches, as many as `budget` allows (and takes them off it); `ranges` is
+/// scratch space.
 fn publish_frames(
     conn: &mut Connection,
     decoder: &FrameDecoder,
     ingress: &mut Option<Ingress>,
     ranges: &mut Vec<std::ops::Range<usize>>,
     tally: &mut Tally,
+    budget: &mut u64,
 ) -> Published {
     let Some(ingress) = ingress else {
         return Published::Full;
     };
     loop {
         let input = conn.pending_input();
+        if *budget == 0 {
+            return if input.is_empty() {
+                Published::All
+            } else {
+                Published::Throttled
+            };
+        }
+        let batch_max = (*budget).min(FRAMES_PER_BATCH_MAX as u64) as usize;
         ranges.clear();
         let mut offset = 0;
         let mut bad = None;
-        while ranges.len() < FRAMES_PER_BATCH_MAX {
+        while ranges.len() < batch_max {
             match decoder.frame_bytes(&input[offset..]) {
                 Ok(Some(total)) if offset + total <= input.len() => {
                     ranges.push(offset + LENGTH_PREFIX_BYTES..offset + total);
@@ -559,10 +643,11 @@ fn publish_frames(
         if ranges.is_empty() {
             return bad.map_or(Published::All, Published::Bad);
         }
-        let batch_full = ranges.len() == FRAMES_PER_BATCH_MAX;
+        let batch_full = ranges.len() == batch_max;
         match ingress.try_frames_in(conn.id, input, ranges) {
             Ok(()) => {
                 tally.frames_in += ranges.len() as u64;
+                *budget -= ranges.len() as u64;
                 conn.consume_input(offset);
             }
             Err(TryPublishError::Full) => {
@@ -573,6 +658,7 @@ fn publish_frames(
                         break;
                     }
                     tally.frames_in += 1;
+                    *budget -= 1;
                     taken = range.end;
                 }
                 conn.consume_input(taken);

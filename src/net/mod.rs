@@ -48,6 +48,12 @@ pub struct ServerConfig {
     pub heartbeat_timeout_ms: u64,
     /// Connections per I/O thread beyond which new ones are refused.
     pub connections_max: usize,
+    /// Frames a connection may send per second, on average; bursts of up
+    /// to one second's worth pass at once. A client that sends faster is
+    /// read more slowly (its socket is left unread until its allowance
+    /// refills, so TCP slows the client down): nothing is dropped, and no
+    /// one else waits. 0 for no limit.
+    pub frames_per_second_max: u32,
     /// How often `courier serve` logs its counters (connections, frames
     /// and bytes per second, journal records); 0 for never.
     pub stats_interval_s: u64,
@@ -64,6 +70,7 @@ impl Default for ServerConfig {
             outbound_ring_slots: 4096,
             heartbeat_timeout_ms: 90_000,
             connections_max: 100_000,
+            frames_per_second_max: 10_000,
             stats_interval_s: 60,
             broker: BrokerConfig::default(),
         }

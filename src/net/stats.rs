@@ -16,6 +16,7 @@ pub(crate) struct Counters {
     closed_slow_reader: AtomicU64,
     closed_heartbeat_timeout: AtomicU64,
     closed_bad_framing: AtomicU64,
+    reads_paused: AtomicU64,
     frames_in: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
@@ -30,6 +31,7 @@ pub(crate) struct Tally {
     pub(crate) closed_slow_reader: u64,
     pub(crate) closed_heartbeat_timeout: u64,
     pub(crate) closed_bad_framing: u64,
+    pub(crate) reads_paused: u64,
     pub(crate) frames_in: u64,
     pub(crate) bytes_in: u64,
     pub(crate) bytes_out: u64,
@@ -52,6 +54,7 @@ impl Tally {
                 self.closed_heartbeat_timeout,
             ),
             (&counters.closed_bad_framing, self.closed_bad_framing),
+            (&counters.reads_paused, self.reads_paused),
             (&counters.frames_in, self.frames_in),
             (&counters.bytes_in, self.bytes_in),
             (&counters.bytes_out, self.bytes_out),
@@ -80,6 +83,9 @@ pub struct ServerStats {
     pub closed_heartbeat_timeout: u64,
     /// Connections closed for bytes that are not framing.
     pub closed_bad_framing: u64,
+    /// Times a connection's reading was paused because it sent frames
+    /// faster than `frames_per_second_max`.
+    pub reads_paused: u64,
     /// Frames read from clients and handed to the broker.
     pub frames_in: u64,
     /// Bytes read from clients.
@@ -102,6 +108,7 @@ impl Counters {
             closed_slow_reader: get(&self.closed_slow_reader),
             closed_heartbeat_timeout: get(&self.closed_heartbeat_timeout),
             closed_bad_framing: get(&self.closed_bad_framing),
+            reads_paused: get(&self.reads_paused),
             frames_in: get(&self.frames_in),
             bytes_in: get(&self.bytes_in),
             bytes_out: get(&self.bytes_out),

@@ -45,6 +45,15 @@ pub fn spawn(common: &Common) -> anyhow::Result<(Spawned, SocketAddr)> {
         text.push_str(setting);
         text.push('\n');
     }
+    // A load sender is one connection sending for many users' worth: no
+    // per-connection limit, unless asked for.
+    let limit_set = common
+        .server_settings
+        .iter()
+        .any(|setting| setting.trim_start().starts_with("frames_per_second_max"));
+    if !limit_set {
+        text.push_str("frames_per_second_max = 0\n");
+    }
     // The load sends between users who are not friends: open mode.
     text.push_str("[broker]\nopen_messaging = true\n");
     for setting in &common.broker_settings {
