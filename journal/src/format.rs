@@ -174,9 +174,16 @@ pub(crate) fn encode_record_header(
 
 /// CRC-32C over the length word, the header from the sequence on, and the payload.
 pub(crate) fn record_checksum(length: u32, header_tail: &[u8], payload: &[u8]) -> u32 {
-    let checksum = crc32c::crc32c(&length.to_le_bytes());
-    let checksum = crc32c::crc32c_append(checksum, header_tail);
-    crc32c::crc32c_append(checksum, payload)
+    /// The checksummed header bytes, gathered 8-byte aligned: one CRC call
+    /// over them instead of two over short, unaligned pieces (which cost
+    /// more than the payload's for small records).
+    #[repr(C, align(8))]
+    struct Front([u8; 4 + HEADER_TAIL]);
+    const HEADER_TAIL: usize = RECORD_HEADER_SIZE - record::SEQUENCE;
+    let mut front = Front([0; 4 + HEADER_TAIL]);
+    front.0[..4].copy_from_slice(&length.to_le_bytes());
+    front.0[4..].copy_from_slice(header_tail);
+    crc32c::crc32c_append(crc32c::crc32c(&front.0), payload)
 }
 
 /// Decodes a record header (length included) from 32 bytes.
@@ -240,6 +247,20 @@ mod tests {
             assert_eq!(record_stride(payload), stride, "payload {payload}");
             assert_eq!(stride % RECORD_ALIGNMENT, 0);
         }
+    }
+
+    #[test]
+    fn record_checksum_is_crc32c_of_length_header_tail_and_payload_in_order() {
+        // The on-disk format: however it is computed, the checksum is one
+        // CRC-32C over these bytes, back to back.
+        let mut header = [0u8; RECORD_HEADER_SIZE];
+        let payload = b"a payload that is not a multiple of eight";
+        let checksum = encode_record_header(&mut header, 41, 1_700_000_000, 9, payload);
+        let length = (RECORD_HEADER_SIZE + payload.len()) as u32;
+        let mut covered = length.to_le_bytes().to_vec();
+        covered.extend_from_slice(&header[8..]);
+        covered.extend_from_slice(payload);
+        assert_eq!(checksum, crc32c::crc32c(&covered));
     }
 
     #[test]
