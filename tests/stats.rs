@@ -69,3 +69,43 @@ fn counters_follow_connections_frames_bytes_and_the_journal() {
     eventually(&server, |s| s.connections_open == 0);
     server.shutdown().unwrap();
 }
+
+#[test]
+fn the_census_counts_registered_users_and_who_is_online_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, address) = start_with_users(dir.path(), &["ana", "bo", "cy"]);
+    eventually(&server, |s| {
+        s.users_registered == 3 && s.users_online == 0 && s.devices_online == 0
+    });
+    let ana_phone = login(address, "ana", "phone", DeliveryMode::PushMessage);
+    let mut ana_laptop = login(address, "ana", "laptop", DeliveryMode::PushNotice);
+    let bo_phone = login(address, "bo", "phone", DeliveryMode::PushMessage);
+    eventually(&server, |s| s.users_online == 2 && s.devices_online == 3);
+
+    // A logout and a dropped connection each take a device off; ana stays
+    // online while one of her devices is.
+    ana_laptop.logout().unwrap();
+    eventually(&server, |s| s.users_online == 2 && s.devices_online == 2);
+    drop(bo_phone);
+    let during = eventually(&server, |s| s.users_online == 1 && s.devices_online == 1);
+    assert_eq!(during.users_registered, 3);
+    drop((ana_phone, ana_laptop));
+    eventually(&server, |s| s.devices_online == 0);
+    server.shutdown().unwrap();
+
+    // After a restart the accounts are still there and no one is online.
+    let server = courier::net::start(config(dir.path())).unwrap();
+    let after = server.stats();
+    assert_eq!(
+        (
+            after.users_registered,
+            after.users_online,
+            after.devices_online
+        ),
+        (3, 0, 0)
+    );
+    let address = server.local_addr();
+    let _cy = login(address, "cy", "phone", DeliveryMode::PushMessage);
+    eventually(&server, |s| s.users_online == 1 && s.devices_online == 1);
+    server.shutdown().unwrap();
+}

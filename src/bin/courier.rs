@@ -262,6 +262,9 @@ fn log_stats(
     let seconds = now.duration_since(*then).as_secs_f64().max(1e-9);
     let rate = |now: u64, then: u64| ((now - then) as f64 / seconds).round() as u64;
     tracing::info!(
+        users_registered = stats.users_registered,
+        users_online = stats.users_online,
+        devices_online = stats.devices_online,
         connections_open = stats.connections_open,
         frames_in_per_s = rate(stats.frames_in, before.frames_in),
         bytes_in_per_s = rate(stats.bytes_in, before.bytes_in),

@@ -50,7 +50,9 @@ pub use event::{
 };
 pub use ids::GroupId;
 pub use ids::{ConnId, UserId};
-pub use logic::{BODY_HEADROOM_BYTES, GROUP_NAME_BYTES_MAX, NAME_BYTES_MAX, PASSWORD_BYTES_MAX};
+pub use logic::{
+    Census, BODY_HEADROOM_BYTES, GROUP_NAME_BYTES_MAX, NAME_BYTES_MAX, PASSWORD_BYTES_MAX,
+};
 pub use store::StoreError;
 
 use crate::codec::journal_proto::Started;
@@ -223,6 +225,7 @@ pub struct Broker {
     pipeline: Pipeline<Inbound>,
     ingress: Ingress,
     records: Arc<AtomicU64>,
+    census: Arc<stages::CensusCell>,
     auth: auth::AuthPool,
     report: OpenReport,
 }
@@ -360,6 +363,8 @@ impl Broker {
         logic.set_auth(jobs_sender);
 
         let records = Arc::new(AtomicU64::new(journal.next_sequence()));
+        let census = Arc::new(stages::CensusCell::default());
+        census.store(logic.census());
         let mut builder = Builder::new(config.ring_slots, Inbound::default)
             .wait_strategy(config.wait_strategy())
             .placement(config.ring_placement());
@@ -384,7 +389,14 @@ impl Broker {
                 unflushed: false,
             },
         );
-        let logic_stage = builder.stage_mut("logic", &[flush_stage], LogicStage { logic });
+        let logic_stage = builder.stage_mut(
+            "logic",
+            &[flush_stage],
+            LogicStage {
+                logic,
+                census: Arc::clone(&census),
+            },
+        );
         builder.stage(
             "fan-out",
             &[logic_stage],
@@ -403,6 +415,7 @@ impl Broker {
             pipeline,
             ingress: Ingress { producer },
             records,
+            census,
             auth,
             report,
         })
@@ -422,6 +435,14 @@ impl Broker {
     /// the last batch the journal stage finished.
     pub fn journal_records(&self) -> u64 {
         self.records.load(Ordering::Relaxed)
+    }
+
+    /// Registered users, users online and devices online, as of the last
+    /// batch the logic stage finished. A device counts from its login until
+    /// its logout or its connection closes (a dropped link, once the
+    /// heartbeat timeout notices it).
+    pub fn census(&self) -> Census {
+        self.census.load()
     }
 
     /// Whether a stage failed (the broker then refuses new input).

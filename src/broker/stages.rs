@@ -1,11 +1,12 @@
 //! The pipeline's stages: decode → journal → flush → logic → (fan-out ∥ store).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::delivery::Delivery;
 use super::event::{decode_inbound, encode_record, Inbound, Journaled, Out, Outbox};
 use super::ids::ConnId;
-use super::logic::Logic;
+use super::logic::{Census, Logic};
 use super::store::Store;
 use super::Egress;
 use crate::codec::compress_frame;
@@ -123,10 +124,12 @@ impl Handler<Inbound> for FlushStage {
 /// The single writer of all chat state.
 pub(crate) struct LogicStage {
     pub(crate) logic: Logic,
+    /// Logic's census, published once per batch for [`super::Broker::census`].
+    pub(crate) census: std::sync::Arc<CensusCell>,
 }
 
 impl MutHandler<Inbound> for LogicStage {
-    fn on_event(&mut self, event: &mut Inbound, _: Sequence, _: bool) {
+    fn on_event(&mut self, event: &mut Inbound, _: Sequence, end_of_batch: bool) {
         self.logic.apply(
             event.conn,
             &event.command,
@@ -134,6 +137,37 @@ impl MutHandler<Inbound> for LogicStage {
             event.journaled,
             &mut event.outbox,
         );
+        if end_of_batch {
+            self.census.store(self.logic.census());
+        }
+    }
+}
+
+/// The latest [`Census`], readable from any thread.
+#[derive(Debug, Default)]
+pub(crate) struct CensusCell {
+    users_registered: AtomicU64,
+    users_online: AtomicU64,
+    devices_online: AtomicU64,
+}
+
+impl CensusCell {
+    pub(crate) fn store(&self, census: Census) {
+        // Relaxed: three gauges for people, read together only loosely.
+        self.users_registered
+            .store(census.users_registered, Ordering::Relaxed);
+        self.users_online
+            .store(census.users_online, Ordering::Relaxed);
+        self.devices_online
+            .store(census.devices_online, Ordering::Relaxed);
+    }
+
+    pub(crate) fn load(&self) -> Census {
+        Census {
+            users_registered: self.users_registered.load(Ordering::Relaxed),
+            users_online: self.users_online.load(Ordering::Relaxed),
+            devices_online: self.devices_online.load(Ordering::Relaxed),
+        }
     }
 }
 

@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
+use crate::broker::Census;
+
 /// Counters shared by the I/O threads. Each thread adds its [`Tally`] once
 /// per loop pass, so a counter costs no atomic operation per frame.
 #[derive(Debug, Default)]
@@ -94,11 +96,18 @@ pub struct ServerStats {
     pub bytes_out: u64,
     /// Journal records written (the next journal sequence).
     pub journal_records: u64,
+    /// Registered accounts.
+    pub users_registered: u64,
+    /// Users with at least one device logged in.
+    pub users_online: u64,
+    /// Devices logged in (from login to logout or the connection's close).
+    pub devices_online: u64,
 }
 
 impl Counters {
-    /// Reads the counters; `journal_records` comes from the broker.
-    pub(crate) fn read(&self, journal_records: u64) -> ServerStats {
+    /// Reads the counters; `journal_records` and the census come from the
+    /// broker.
+    pub(crate) fn read(&self, journal_records: u64, census: Census) -> ServerStats {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let accepted = get(&self.connections_accepted);
         ServerStats {
@@ -113,6 +122,9 @@ impl Counters {
             bytes_in: get(&self.bytes_in),
             bytes_out: get(&self.bytes_out),
             journal_records,
+            users_registered: census.users_registered,
+            users_online: census.users_online,
+            devices_online: census.devices_online,
         }
     }
 }
@@ -135,7 +147,7 @@ mod tests {
         assert_eq!(tally, Tally::default());
         tally.frames_in = 5;
         tally.flush(&counters);
-        let stats = counters.read(42);
+        let stats = counters.read(42, Census::default());
         assert_eq!(
             (
                 stats.connections_open,

@@ -106,6 +106,21 @@ pub(crate) struct Logic {
     groups: Vec<Group>,
     /// The auth workers; `None` while replaying.
     auth: Option<Sender<AuthJob>>,
+    /// Users with at least one device logged in.
+    users_online: u64,
+    /// Devices (sessions) logged in.
+    devices_online: u64,
+}
+
+/// How many users there are and how many are online, as logic counts them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Census {
+    /// Registered accounts.
+    pub users_registered: u64,
+    /// Users with at least one device logged in.
+    pub users_online: u64,
+    /// Devices logged in (a user on a phone and a laptop counts twice).
+    pub devices_online: u64,
 }
 
 impl Logic {
@@ -118,6 +133,17 @@ impl Logic {
             pending_names: HashSet::default(),
             groups: Vec::new(),
             auth: None,
+            users_online: 0,
+            devices_online: 0,
+        }
+    }
+
+    /// The counts of users and of who is online now.
+    pub(crate) fn census(&self) -> Census {
+        Census {
+            users_registered: self.users.len() as u64,
+            users_online: self.users_online,
+            devices_online: self.devices_online,
         }
     }
 
@@ -166,6 +192,8 @@ impl Logic {
                 for user in &mut self.users {
                     user.online.clear();
                 }
+                self.users_online = 0;
+                self.devices_online = 0;
                 if let Some(started) = started {
                     // The run's own settings: replay decides as it did.
                     self.config.frame_size_max = started.frame_size_max_bytes as usize;
@@ -519,7 +547,12 @@ impl Logic {
             lz4,
         };
         self.conns.get_mut(&conn).expect("checked above").session = Some(session);
-        self.user_mut(user_id).online.push(conn);
+        let online = &mut self.user_mut(user_id).online;
+        online.push(conn);
+        if online.len() == 1 {
+            self.users_online += 1;
+        }
+        self.devices_online += 1;
         // The fan-out stage answers LoginOk: it knows the inbox head.
         out.intents.push(Intent::SessionOpened {
             user: user_id,
@@ -534,6 +567,10 @@ impl Logic {
         let session = self.conns.get_mut(&conn)?.session.take()?;
         let online = &mut self.user_mut(session.user).online;
         online.retain(|&c| c != conn);
+        if online.is_empty() {
+            self.users_online -= 1;
+        }
+        self.devices_online -= 1;
         out.intents
             .push(Intent::SessionClosed { user: session.user });
         Some(session)
