@@ -72,6 +72,11 @@ struct ServeArgs {
     /// Network I/O threads [default: 1].
     #[arg(long)]
     io_threads: Option<usize>,
+    /// Serve Prometheus metrics (GET /metrics: counters, users online,
+    /// per-stage latency histograms) on this address [default: none;
+    /// config key metrics_listen].
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -177,6 +182,9 @@ fn serve_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
     }
     if let Some(threads) = args.io_threads {
         config.io_threads = threads;
+    }
+    if let Some(address) = args.metrics_listen {
+        config.metrics_listen = Some(address);
     }
     if let Err(error) = config.validate() {
         bail!("invalid configuration: {error}");

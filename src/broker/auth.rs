@@ -15,6 +15,7 @@ use prost::Message as _;
 
 use super::event::{Inbound, Origin};
 use super::ids::{ConnId, UserId};
+use super::latency::monotonic_ns;
 use crate::codec::journal_proto::{LoginVerified, Registered};
 use crate::ringbuffer::MultiProducer;
 
@@ -115,7 +116,7 @@ impl AuthPool {
                         for job in jobs {
                             let (conn, origin, body) = work(&argon2, job);
                             if ingress
-                                .publish(|event| event.fill(conn, origin, &body))
+                                .publish(|event| event.fill(conn, origin, &body, monotonic_ns()))
                                 .is_err()
                             {
                                 return; // the pipeline stopped

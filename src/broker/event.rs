@@ -476,6 +476,9 @@ impl Outbox {
 pub struct Inbound {
     pub(crate) conn: ConnId,
     pub(crate) origin: Origin,
+    /// When it was published ([`super::latency::monotonic_ns`]), for the
+    /// stage latency histograms.
+    pub(crate) published_ns: u64,
     /// The frame (without length prefix) or the internal record's protobuf.
     pub(crate) body: Vec<u8>,
     /// Set by decode.
@@ -488,9 +491,10 @@ pub struct Inbound {
 
 impl Inbound {
     /// Fills the slot for a new event, keeping the buffers' capacity.
-    pub(crate) fn fill(&mut self, conn: ConnId, origin: Origin, body: &[u8]) {
+    pub(crate) fn fill(&mut self, conn: ConnId, origin: Origin, body: &[u8], published_ns: u64) {
         self.conn = conn;
         self.origin = origin;
+        self.published_ns = published_ns;
         self.body.clear();
         self.body.extend_from_slice(body);
     }

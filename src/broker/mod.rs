@@ -31,6 +31,7 @@ mod config;
 mod delivery;
 mod event;
 mod ids;
+mod latency;
 mod logic;
 mod snapshot;
 mod stages;
@@ -50,6 +51,7 @@ pub use event::{
 };
 pub use ids::GroupId;
 pub use ids::{ConnId, UserId};
+pub use latency::{LatencyHistogram, BUCKET_BOUNDS_NS};
 pub use logic::{
     Census, BODY_HEADROOM_BYTES, GROUP_NAME_BYTES_MAX, NAME_BYTES_MAX, PASSWORD_BYTES_MAX,
 };
@@ -62,6 +64,7 @@ use crate::ringbuffer::{
 };
 use delivery::{Delivery, DeliveryConfig};
 use event::{decode_record, encode_record, Command, Journaled, Origin};
+use latency::{LatencyRecorder, StageLatency};
 use logic::{Logic, LogicConfig};
 use stages::{now_ns, Decode, FanOut, FlushStage, JournalStage, LogicStage, StoreStage};
 use store::Store;
@@ -193,18 +196,20 @@ impl Ingress {
         if frames.is_empty() {
             return Ok(());
         }
+        let now = latency::monotonic_ns();
         self.producer
             .try_publish_batch(frames.len(), |slots| {
                 for (slot, range) in slots.zip(frames) {
-                    slot.fill(conn, Origin::Frame, &buffer[range.clone()]);
+                    slot.fill(conn, Origin::Frame, &buffer[range.clone()], now);
                 }
             })
             .map(drop)
     }
 
     fn publish(&mut self, conn: ConnId, origin: Origin, body: &[u8]) -> Result<(), Halted> {
+        let now = latency::monotonic_ns();
         self.producer
-            .publish(|event| event.fill(conn, origin, body))
+            .publish(|event| event.fill(conn, origin, body, now))
             .map(drop)
     }
 
@@ -215,8 +220,33 @@ impl Ingress {
         body: &[u8],
     ) -> Result<(), TryPublishError> {
         self.producer
-            .try_publish(|event| event.fill(conn, origin, body))
+            .try_publish(|event| event.fill(conn, origin, body, latency::monotonic_ns()))
             .map(drop)
+    }
+}
+
+/// Reads a running broker's figures from any thread (see [`Broker::watch`]).
+#[derive(Clone)]
+pub struct BrokerWatch {
+    records: Arc<AtomicU64>,
+    census: Arc<stages::CensusCell>,
+    latencies: Vec<Arc<StageLatency>>,
+}
+
+impl BrokerWatch {
+    /// As [`Broker::journal_records`].
+    pub fn journal_records(&self) -> u64 {
+        self.records.load(Ordering::Relaxed)
+    }
+
+    /// As [`Broker::census`].
+    pub fn census(&self) -> Census {
+        self.census.load()
+    }
+
+    /// As [`Broker::stage_latencies`].
+    pub fn stage_latencies(&self) -> Vec<LatencyHistogram> {
+        self.latencies.iter().map(|stage| stage.read()).collect()
     }
 }
 
@@ -226,6 +256,7 @@ pub struct Broker {
     ingress: Ingress,
     records: Arc<AtomicU64>,
     census: Arc<stages::CensusCell>,
+    latencies: Vec<Arc<StageLatency>>,
     auth: auth::AuthPool,
     report: OpenReport,
 }
@@ -364,6 +395,10 @@ impl Broker {
 
         let records = Arc::new(AtomicU64::new(journal.next_sequence()));
         let census = Arc::new(stages::CensusCell::default());
+        let latencies: Vec<Arc<StageLatency>> = ["journal", "flush", "logic", "fan-out"]
+            .into_iter()
+            .map(StageLatency::new)
+            .collect();
         census.store(logic.census());
         let mut builder = Builder::new(config.ring_slots, Inbound::default)
             .wait_strategy(config.wait_strategy())
@@ -378,6 +413,7 @@ impl Broker {
                 scratch: Vec::new(),
                 batch_timestamp_ns: None,
                 records: Arc::clone(&records),
+                latency: LatencyRecorder::new(Arc::clone(&latencies[0])),
             },
         );
         let flush_stage = builder.stage(
@@ -387,6 +423,7 @@ impl Broker {
                 flusher,
                 durability: config.journal_durability(),
                 unflushed: false,
+                latency: LatencyRecorder::new(Arc::clone(&latencies[1])),
             },
         );
         let logic_stage = builder.stage_mut(
@@ -395,6 +432,7 @@ impl Broker {
             LogicStage {
                 logic,
                 census: Arc::clone(&census),
+                latency: LatencyRecorder::new(Arc::clone(&latencies[2])),
             },
         );
         builder.stage(
@@ -405,6 +443,7 @@ impl Broker {
                 delivery,
                 out: Outbox::default(),
                 scratch: Vec::new(),
+                latency: LatencyRecorder::new(Arc::clone(&latencies[3])),
             },
         );
         builder.stage("store", &[logic_stage], StoreStage { store });
@@ -416,6 +455,7 @@ impl Broker {
             ingress: Ingress { producer },
             records,
             census,
+            latencies,
             auth,
             report,
         })
@@ -443,6 +483,24 @@ impl Broker {
     /// heartbeat timeout notices it).
     pub fn census(&self) -> Census {
         self.census.load()
+    }
+
+    /// A handle that reads the broker's figures (journal records, census,
+    /// stage latencies) from another thread, as a metrics endpoint does.
+    pub fn watch(&self) -> BrokerWatch {
+        BrokerWatch {
+            records: Arc::clone(&self.records),
+            census: Arc::clone(&self.census),
+            latencies: self.latencies.clone(),
+        }
+    }
+
+    /// Per-stage latency histograms: from an event's publish into the
+    /// inbound ring to the end of the batch in which each stage finished
+    /// it (`journal`: appended; `flush`: durable under batch durability;
+    /// `logic`: applied; `fan-out`: its frames handed to the egress).
+    pub fn stage_latencies(&self) -> Vec<LatencyHistogram> {
+        self.latencies.iter().map(|stage| stage.read()).collect()
     }
 
     /// Whether a stage failed (the broker then refuses new input).

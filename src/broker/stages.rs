@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::delivery::Delivery;
 use super::event::{decode_inbound, encode_record, Inbound, Journaled, Out, Outbox};
 use super::ids::ConnId;
+use super::latency::LatencyRecorder;
 use super::logic::{Census, Logic};
 use super::store::Store;
 use super::Egress;
@@ -35,6 +36,7 @@ pub(crate) struct JournalStage {
     /// The journal's next sequence, published once per batch for
     /// [`super::Broker::journal_records`].
     pub(crate) records: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    pub(crate) latency: LatencyRecorder,
 }
 
 /// The wall clock in ns since the Unix epoch: the time stamped on ingest.
@@ -46,6 +48,7 @@ pub(crate) fn now_ns() -> u64 {
 
 impl MutHandler<Inbound> for JournalStage {
     fn on_event(&mut self, event: &mut Inbound, _: Sequence, end_of_batch: bool) {
+        self.latency.note(event.published_ns);
         if let Some(record_type) = event.command.record_type() {
             encode_record(event.conn, &event.body, &mut self.scratch);
             let timestamp_ns = *self.batch_timestamp_ns.get_or_insert_with(now_ns);
@@ -66,6 +69,7 @@ impl MutHandler<Inbound> for JournalStage {
             }
         }
         if end_of_batch {
+            self.latency.end_batch();
             self.batch_timestamp_ns = None;
             // Relaxed: a figure for operators, ordering nothing.
             self.records.store(
@@ -91,6 +95,7 @@ pub(crate) struct FlushStage {
     pub(crate) flusher: Flusher,
     pub(crate) durability: Durability,
     pub(crate) unflushed: bool,
+    pub(crate) latency: LatencyRecorder,
 }
 
 impl FlushStage {
@@ -106,11 +111,15 @@ impl FlushStage {
 
 impl Handler<Inbound> for FlushStage {
     fn on_event(&mut self, event: &Inbound, _: Sequence, end_of_batch: bool) {
+        self.latency.note(event.published_ns);
         if event.journaled.is_some() {
             self.unflushed = true;
         }
-        if end_of_batch && self.unflushed && self.durability == Durability::Batch {
-            self.flush();
+        if end_of_batch {
+            if self.unflushed && self.durability == Durability::Batch {
+                self.flush();
+            }
+            self.latency.end_batch();
         }
     }
 
@@ -126,10 +135,12 @@ pub(crate) struct LogicStage {
     pub(crate) logic: Logic,
     /// Logic's census, published once per batch for [`super::Broker::census`].
     pub(crate) census: std::sync::Arc<CensusCell>,
+    pub(crate) latency: LatencyRecorder,
 }
 
 impl MutHandler<Inbound> for LogicStage {
     fn on_event(&mut self, event: &mut Inbound, _: Sequence, end_of_batch: bool) {
+        self.latency.note(event.published_ns);
         self.logic.apply(
             event.conn,
             &event.command,
@@ -139,6 +150,7 @@ impl MutHandler<Inbound> for LogicStage {
         );
         if end_of_batch {
             self.census.store(self.logic.census());
+            self.latency.end_batch();
         }
     }
 }
@@ -195,6 +207,7 @@ pub(crate) struct FanOut {
     /// The frames the intents of one event produce.
     pub(crate) out: Outbox,
     pub(crate) scratch: Vec<u8>,
+    pub(crate) latency: LatencyRecorder,
 }
 
 impl FanOut {
@@ -215,6 +228,7 @@ impl FanOut {
 
 impl Handler<Inbound> for FanOut {
     fn on_event(&mut self, event: &Inbound, _: Sequence, end_of_batch: bool) {
+        self.latency.note(event.published_ns);
         Self::send_all(&mut *self.egress, &mut self.scratch, &event.outbox);
         if !event.outbox.intents.is_empty() {
             self.out.clear();
@@ -230,6 +244,7 @@ impl Handler<Inbound> for FanOut {
         }
         if end_of_batch {
             self.egress.flush();
+            self.latency.end_batch();
         }
     }
 

@@ -13,6 +13,7 @@
 
 mod conn;
 mod io;
+mod metrics;
 mod stats;
 
 pub use stats::ServerStats;
@@ -57,6 +58,10 @@ pub struct ServerConfig {
     /// How often `courier serve` logs its counters (connections, frames
     /// and bytes per second, journal records); 0 for never.
     pub stats_interval_s: u64,
+    /// Where to serve Prometheus metrics (`GET /metrics`): the counters,
+    /// the user census and per-stage latency histograms. None (the
+    /// default) serves none.
+    pub metrics_listen: Option<SocketAddr>,
     /// The broker.
     pub broker: BrokerConfig,
 }
@@ -72,6 +77,7 @@ impl Default for ServerConfig {
             connections_max: 100_000,
             frames_per_second_max: 10_000,
             stats_interval_s: 60,
+            metrics_listen: None,
             broker: BrokerConfig::default(),
         }
     }
@@ -233,6 +239,7 @@ pub struct ServerHandle {
     outbound: Vec<Pipeline<Outbound>>,
     stopped_reading: crossbeam_channel::Receiver<u16>,
     counters: Arc<stats::Counters>,
+    metrics: Option<metrics::MetricsServer>,
 }
 
 /// Starts a server: binds, opens the broker (replaying its journal) and
@@ -248,6 +255,13 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
     std_listener.set_nonblocking(true).map_err(os("listener"))?;
     let address = std_listener.local_addr().map_err(os("listener"))?;
     let mut listener = Some(TcpListener::from_std(std_listener));
+    let mut metrics = match config.metrics_listen {
+        Some(address) => Some(
+            metrics::MetricsServer::bind(address)
+                .map_err(|source| ServerError::Listen { address, source })?,
+        ),
+        None => None,
+    };
 
     let mut rings = Vec::new();
     let mut pollers = Vec::new();
@@ -333,6 +347,11 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
             .map_err(os("starting an I/O thread"))?;
         threads.push(handle);
     }
+    if let Some(metrics) = &mut metrics {
+        metrics
+            .serve(Arc::clone(&counters), broker.watch())
+            .map_err(os("starting the metrics thread"))?;
+    }
     Ok(ServerHandle {
         address,
         broker,
@@ -342,6 +361,7 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
         outbound,
         stopped_reading,
         counters,
+        metrics,
     })
 }
 
@@ -362,6 +382,12 @@ impl ServerHandle {
     /// The address the server listens on (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.address
+    }
+
+    /// The address the metrics endpoint listens on, if `metrics_listen`
+    /// was set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(metrics::MetricsServer::address)
     }
 
     /// What opening the broker found.
@@ -387,8 +413,11 @@ impl ServerHandle {
             threads,
             outbound,
             stopped_reading,
+            metrics,
             ..
         } = self;
+        // Stop serving metrics first: they describe a server still running.
+        drop(metrics);
         control.stop_reading.store(true, Ordering::Release);
         for waker in &wakers {
             let _ = waker.wake();

@@ -1,0 +1,126 @@
+//! The Prometheus endpoint over a real socket: the counters, the user
+//! census and per-stage latency histograms move with the traffic.
+
+mod util;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use courier::codec::proto::DeliveryMode;
+use util::*;
+
+/// A plain HTTP/1.0 GET; returns the status code and the body.
+fn get(address: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: courier\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("headers end");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("a status line");
+    (status, body.to_owned())
+}
+
+/// The samples of an exposition text, by name with labels.
+fn samples(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| {
+            let (name, value) = line.rsplit_once(' ').expect("name and value");
+            (name.to_owned(), value.parse().expect("a number"))
+        })
+        .collect()
+}
+
+#[test]
+fn metrics_follow_the_traffic_and_only_metrics_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.metrics_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let server = courier::net::start(config).unwrap();
+    let address = server.local_addr();
+    let metrics = server.metrics_addr().expect("metrics are served");
+    register(address, "ana");
+    register(address, "bo");
+    let mut ana = login(address, "ana", "phone", DeliveryMode::PushMessage);
+    let mut bo = login(address, "bo", "phone", DeliveryMode::PushMessage);
+    const MESSAGES: u64 = 50;
+    for n in 0..MESSAGES {
+        ana.send("bo", n, b"measured").unwrap();
+    }
+    for _ in 0..MESSAGES {
+        expect_push(&mut bo);
+    }
+
+    // The counters are added up once per loop pass: wait until they show.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let values = loop {
+        let (status, body) = get(metrics, "/metrics");
+        assert_eq!(status, 200);
+        let values = samples(&body);
+        if values["courier_users_online"] == 2.0 && values["courier_frames_in_total"] >= 54.0 {
+            break values;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the counters never moved:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(values["courier_users_registered"], 2.0);
+    assert_eq!(values["courier_devices_online"], 2.0);
+    assert!(values["courier_journal_records_total"] >= MESSAGES as f64);
+    assert!(values["courier_bytes_out_total"] > 0.0);
+    // Every stage saw at least the 50 sends, and its buckets are cumulative
+    // up to +Inf, which equals the count.
+    for stage in ["journal", "flush", "logic", "fan-out"] {
+        let bucket = |le: &str| {
+            values
+                [&format!("courier_stage_latency_seconds_bucket{{stage=\"{stage}\",le=\"{le}\"}}")]
+        };
+        let count = values[&format!("courier_stage_latency_seconds_count{{stage=\"{stage}\"}}")];
+        assert!(count >= MESSAGES as f64, "{stage}: {count}");
+        assert_eq!(bucket("+Inf"), count, "{stage}");
+        let bounds: Vec<f64> = courier::broker::BUCKET_BOUNDS_NS
+            .iter()
+            .map(|ns| bucket(&(*ns as f64 / 1e9).to_string()))
+            .collect();
+        assert!(
+            bounds.windows(2).all(|w| w[0] <= w[1]),
+            "{stage}: {bounds:?}"
+        );
+        assert!(bounds.last().copied().unwrap_or(0.0) <= count);
+        assert!(values[&format!("courier_stage_latency_seconds_sum{{stage=\"{stage}\"}}")] > 0.0);
+    }
+
+    assert_eq!(get(metrics, "/").0, 404);
+    drop((ana, bo));
+    server.shutdown().unwrap();
+    // Stopped with the server.
+    assert!(TcpStream::connect(metrics).is_err());
+}
+
+#[test]
+fn a_taken_metrics_port_stops_the_server_from_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut config = config(dir.path());
+    config.metrics_listen = Some(taken.local_addr().unwrap());
+    let error = courier::net::start(config)
+        .err()
+        .expect("the port is taken");
+    assert!(
+        error
+            .to_string()
+            .contains(&taken.local_addr().unwrap().to_string()),
+        "{error}"
+    );
+}
