@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 
+use super::websocket::{self, Ending, Handshake};
 use crate::broker::ConnId;
+use tungstenite::protocol::frame::coding::CloseCode;
 
 /// Free input space below which the buffer grows before a read.
 const READ_SPACE_MIN_BYTES: usize = 1024;
@@ -84,6 +86,21 @@ pub(crate) enum CloseReason {
     Shutdown,
 }
 
+/// What a connection speaks.
+#[derive(Debug)]
+pub(crate) enum Transport {
+    /// Nothing read yet (WebSocket is on): courier frames or an HTTP
+    /// upgrade, as the first bytes will tell.
+    Undecided,
+    /// Courier frames straight over TCP.
+    Tcp,
+    /// An HTTP upgrade request is arriving; `raw` holds what came of it.
+    Upgrading { raw: Vec<u8> },
+    /// WebSocket frames carry the courier byte stream; `raw` holds bytes
+    /// received and not yet decoded.
+    WebSocket { raw: Vec<u8> },
+}
+
 /// A connection and its buffers.
 ///
 /// # Invariants
@@ -113,6 +130,7 @@ pub(crate) struct Connection {
     pub(crate) allowance: Allowance,
     /// It sent faster than its allowance: its socket is not read until then.
     pub(crate) paused_until: Option<Instant>,
+    pub(crate) transport: Transport,
 }
 
 /// What a read pass found.
@@ -126,7 +144,13 @@ pub(crate) enum ReadOutcome {
 }
 
 impl Connection {
-    pub(crate) fn new(id: ConnId, stream: TcpStream, frames_per_second: u32, now: Instant) -> Self {
+    pub(crate) fn new(
+        id: ConnId,
+        stream: TcpStream,
+        frames_per_second: u32,
+        websocket: bool,
+        now: Instant,
+    ) -> Self {
         Self {
             id,
             stream,
@@ -142,6 +166,11 @@ impl Connection {
             peer_closing: false,
             allowance: Allowance::new(frames_per_second, now),
             paused_until: None,
+            transport: if websocket {
+                Transport::Undecided
+            } else {
+                Transport::Tcp
+            },
         }
     }
 
@@ -178,7 +207,24 @@ impl Connection {
     }
 
     /// Reads at most `reads_max` chunks, stopping early at would-block.
-    pub(crate) fn read(&mut self, reads_max: usize, now: Instant) -> ReadOutcome {
+    /// Returns what it found and the bytes it read.
+    pub(crate) fn read(&mut self, reads_max: usize, now: Instant) -> (ReadOutcome, usize) {
+        if let Transport::Upgrading { raw } | Transport::WebSocket { raw } = &mut self.transport {
+            let (outcome, bytes) = read_into(&mut self.stream, raw, reads_max, self.peer_closing);
+            if bytes > 0 {
+                self.last_input = now;
+            }
+            if matches!(outcome, ReadOutcome::Closed(_)) {
+                self.read_closed = true;
+            }
+            return (outcome, bytes);
+        }
+        let before = self.input_end;
+        let outcome = self.read_input(reads_max, now);
+        (outcome, self.input_end.saturating_sub(before))
+    }
+
+    fn read_input(&mut self, reads_max: usize, now: Instant) -> ReadOutcome {
         for _ in 0..reads_max {
             self.make_room();
             let space = self.input.len() - self.input_end;
@@ -211,6 +257,125 @@ impl Connection {
         ReadOutcome::More
     }
 
+    /// Settles what the connection speaks from what it sent so far: tells
+    /// TCP from an upgrade, answers the upgrade, and decodes WebSocket
+    /// frames into the input. Returns whether it queued output (the
+    /// upgrade's answer, pongs, a close), which the caller must write.
+    /// Protocol breaches and a client's close set `closing`.
+    pub(crate) fn settle_transport(&mut self, payload_max: usize) -> bool {
+        let mut queued = false;
+        loop {
+            match &mut self.transport {
+                Transport::Tcp => return queued,
+                Transport::Undecided => {
+                    let input = self.pending_input();
+                    if input.len() < 4 {
+                        return queued;
+                    }
+                    if websocket::is_http_request(input) {
+                        let raw = input.to_vec();
+                        self.consume_input(raw.len());
+                        self.transport = Transport::Upgrading { raw };
+                    } else {
+                        self.transport = Transport::Tcp;
+                        return queued;
+                    }
+                }
+                Transport::Upgrading { raw } => match websocket::handshake(raw) {
+                    Handshake::Incomplete => return queued,
+                    Handshake::Accepted { response, consumed } => {
+                        raw.drain(..consumed);
+                        let raw = std::mem::take(raw);
+                        self.output.extend_from_slice(&response);
+                        self.transport = Transport::WebSocket { raw };
+                        queued = true;
+                    }
+                    Handshake::Refused { response, reason } => {
+                        raw.clear();
+                        self.output.extend_from_slice(&response);
+                        self.closing.get_or_insert(CloseReason::BadFraming(reason));
+                        return true;
+                    }
+                },
+                Transport::WebSocket { raw } => {
+                    let mut raw = std::mem::take(raw);
+                    let mut data = Vec::new();
+                    let before = self.output.len();
+                    let (used, ending) = websocket::decode(
+                        &mut raw,
+                        payload_max,
+                        |payload| data.extend_from_slice(payload),
+                        &mut self.output,
+                    );
+                    raw.drain(..used);
+                    self.transport = Transport::WebSocket { raw };
+                    self.append_input(&data);
+                    match ending {
+                        None => {}
+                        Some(Ending::PeerClosed) => {
+                            self.read_closed = true;
+                            self.closing.get_or_insert(CloseReason::PeerClosed);
+                        }
+                        Some(Ending::Refused(reason)) => {
+                            self.closing.get_or_insert(CloseReason::BadFraming(reason));
+                        }
+                    }
+                    return queued || self.output.len() > before;
+                }
+            }
+        }
+    }
+
+    /// Whether the connection speaks WebSocket.
+    pub(crate) fn is_websocket(&self) -> bool {
+        matches!(self.transport, Transport::WebSocket { .. })
+    }
+
+    /// Queues one outbound frame (length prefix included); over WebSocket,
+    /// in a binary message of its own.
+    pub(crate) fn queue_frame(&mut self, frame: &[u8]) {
+        if self.is_websocket() {
+            websocket::binary_header(frame.len(), &mut self.output);
+        }
+        self.output.extend_from_slice(frame);
+    }
+
+    /// Closes once the output is written; over WebSocket, says so with a
+    /// close frame first.
+    pub(crate) fn close_after_output(&mut self, reason: CloseReason) {
+        if self.closing.is_some() {
+            return;
+        }
+        if self.is_websocket() {
+            let (code, text) = match &reason {
+                CloseReason::BadFraming(_) => (CloseCode::Protocol, "bad framing"),
+                CloseReason::Shutdown => (CloseCode::Away, "the server is stopping"),
+                _ => (CloseCode::Policy, "closed by the server"),
+            };
+            websocket::close_frame(code, text, &mut self.output);
+        }
+        self.closing = Some(reason);
+    }
+
+    /// Appends decoded bytes to the input.
+    fn append_input(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        if self.input_start > 0 {
+            self.input.copy_within(self.input_start..self.input_end, 0);
+            self.input_end -= self.input_start;
+            self.input_start = 0;
+        }
+        let end = self.input_end + bytes.len();
+        if self.input.len() < end {
+            self.input
+                .resize(end.max(INPUT_INITIAL_BYTES).next_power_of_two(), 0);
+        }
+        self.input[self.input_end..end].copy_from_slice(bytes);
+        self.input_end = end;
+    }
+
     /// Bytes queued and not yet written.
     pub(crate) fn pending_output(&self) -> usize {
         self.output.len() - self.written
@@ -237,6 +402,44 @@ impl Connection {
         }
         Ok(())
     }
+}
+
+/// Reads at most `reads_max` chunks into the end of `buffer`.
+fn read_into(
+    stream: &mut TcpStream,
+    buffer: &mut Vec<u8>,
+    reads_max: usize,
+    peer_closing: bool,
+) -> (ReadOutcome, usize) {
+    const CHUNK: usize = 16 * 1024;
+    let mut total = 0;
+    for _ in 0..reads_max {
+        let len = buffer.len();
+        buffer.resize(len + CHUNK, 0);
+        let result = stream.read(&mut buffer[len..]);
+        match result {
+            Ok(0) => {
+                buffer.truncate(len);
+                return (ReadOutcome::Closed(CloseReason::PeerClosed), total);
+            }
+            Ok(n) => {
+                buffer.truncate(len + n);
+                total += n;
+                if n < CHUNK && !peer_closing {
+                    return (ReadOutcome::Drained, total);
+                }
+            }
+            Err(e) => {
+                buffer.truncate(len);
+                match e.kind() {
+                    io::ErrorKind::WouldBlock => return (ReadOutcome::Drained, total),
+                    io::ErrorKind::Interrupted => continue,
+                    _ => return (ReadOutcome::Closed(CloseReason::Io(e.to_string())), total),
+                }
+            }
+        }
+    }
+    (ReadOutcome::More, total)
 }
 
 #[cfg(test)]

@@ -274,8 +274,9 @@ impl Loop {
         }
         let id = ConnId::for_thread(self.thread.index, counter);
         let rate = self.thread.config.frames_per_second_max;
+        let websocket = self.thread.config.websocket;
         self.conns
-            .insert(counter, Connection::new(id, stream, rate, now));
+            .insert(counter, Connection::new(id, stream, rate, websocket, now));
         self.tally.connections_accepted += 1;
         self.pending.push_back(Pending::Connected(id));
         self.publish_pending();
@@ -369,9 +370,19 @@ impl Loop {
         if conn.read_closed {
             return self.close(counter, CloseReason::PeerClosed);
         }
-        let before = conn.pending_input().len();
-        let outcome = conn.read(READS_PER_PASS_MAX, now);
-        self.tally.bytes_in += (conn.pending_input().len() - before) as u64;
+        let (outcome, bytes) = conn.read(READS_PER_PASS_MAX, now);
+        self.tally.bytes_in += bytes as u64;
+        // A WebSocket frame carries at most one frame of the largest size
+        // (or several smaller ones).
+        let payload_max = self.decoder.frame_size_max() + LENGTH_PREFIX_BYTES;
+        // A refused upgrade or an ended WebSocket sets `closing`: the answer
+        // is written, then the connection closes, and nothing more is read.
+        if conn.settle_transport(payload_max) {
+            self.mark_dirty(counter);
+        }
+        let Some(conn) = self.conns.get_mut(&counter) else {
+            return;
+        };
         let published = publish_frames(
             conn,
             &self.decoder,
@@ -432,8 +443,10 @@ impl Loop {
             FrameError::TooLarge { .. } => ErrorCode::FrameTooLarge,
             FrameError::TooShort(_) => ErrorCode::MalformedFrame,
         };
-        Message::error(code, error.to_string()).encode_frame(0, &mut conn.output);
-        conn.closing = Some(CloseReason::BadFraming(error.to_string()));
+        let mut frame = Vec::new();
+        Message::error(code, error.to_string()).encode_frame(0, &mut frame);
+        conn.queue_frame(&frame);
+        conn.close_after_output(CloseReason::BadFraming(error.to_string()));
         self.mark_dirty(counter);
     }
 
@@ -463,14 +476,14 @@ impl Loop {
                     return;
                 }
                 if event.close {
-                    conn.closing.get_or_insert(CloseReason::Broker);
+                    conn.close_after_output(CloseReason::Broker);
                 } else if conn.pending_output() + event.frame.len() > cap {
                     if !slow.contains(&counter) {
                         slow.push(counter);
                     }
                     return;
                 } else {
-                    conn.output.extend_from_slice(&event.frame);
+                    conn.queue_frame(&event.frame);
                 }
                 if !conn.dirty {
                     conn.dirty = true;

@@ -15,6 +15,7 @@ mod conn;
 mod io;
 mod metrics;
 mod stats;
+mod websocket;
 
 pub use stats::ServerStats;
 
@@ -62,6 +63,9 @@ pub struct ServerConfig {
     /// the user census and per-stage latency histograms. None (the
     /// default) serves none.
     pub metrics_listen: Option<SocketAddr>,
+    /// Accept WebSocket upgrades on the client port (for browsers): the
+    /// same frames travel in binary messages.
+    pub websocket: bool,
     /// The broker.
     pub broker: BrokerConfig,
 }
@@ -78,6 +82,7 @@ impl Default for ServerConfig {
             frames_per_second_max: 10_000,
             stats_interval_s: 60,
             metrics_listen: None,
+            websocket: true,
             broker: BrokerConfig::default(),
         }
     }
