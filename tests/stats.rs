@@ -109,3 +109,25 @@ fn the_census_counts_registered_users_and_who_is_online_across_a_restart() {
     eventually(&server, |s| s.users_online == 1 && s.devices_online == 1);
     server.shutdown().unwrap();
 }
+
+#[test]
+fn bytes_in_counts_every_byte_even_when_a_frame_arrives_in_pieces() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let mut client = courier::client::Client::connect(server.local_addr()).unwrap();
+    let start = eventually(&server, |s| s.frames_in >= 1);
+    // Two pings, the second cut in half: the first is taken, the half is
+    // kept (and moved to the front of the buffer) until the rest comes.
+    let mut bytes = Vec::new();
+    for nonce in [1, 2] {
+        courier::codec::Message::Ping(courier::codec::proto::Ping { nonce })
+            .encode_frame(nonce, &mut bytes);
+    }
+    let cut = bytes.len() - 5;
+    client.stream().write_all(&bytes[..cut]).unwrap();
+    eventually(&server, |s| s.frames_in == start.frames_in + 1);
+    client.stream().write_all(&bytes[cut..]).unwrap();
+    let after = eventually(&server, |s| s.frames_in == start.frames_in + 2);
+    assert_eq!(after.bytes_in, start.bytes_in + bytes.len() as u64);
+    server.shutdown().unwrap();
+}

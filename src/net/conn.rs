@@ -219,9 +219,10 @@ impl Connection {
             }
             return (outcome, bytes);
         }
-        let before = self.input_end;
+        // Counted in pending bytes: reading may move them to the front.
+        let before = self.pending_input().len();
         let outcome = self.read_input(reads_max, now);
-        (outcome, self.input_end.saturating_sub(before))
+        (outcome, self.pending_input().len() - before)
     }
 
     fn read_input(&mut self, reads_max: usize, now: Instant) -> ReadOutcome {

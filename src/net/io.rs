@@ -341,20 +341,17 @@ impl Loop {
             // A paused connection is read again from `resume_paused`.
             return;
         }
-        let rate = self.thread.config.frames_per_second_max;
-        let mut budget = if rate == 0 {
-            u64::MAX
-        } else {
-            conn.allowance.available(rate, now)
+        let limit = match self.thread.config.frames_per_second_max {
+            0 => None,
+            rate => Some((rate, now)),
         };
-        let granted = budget;
         let published = publish_frames(
             conn,
             &self.decoder,
             &mut self.thread.ingress,
             &mut self.ranges,
             &mut self.tally,
-            &mut budget,
+            limit,
         );
         match published {
             Published::All => {}
@@ -362,9 +359,9 @@ impl Loop {
                 if !self.unread.contains(&counter) {
                     self.unread.push_back(counter);
                 }
-                return self.spend(counter, granted - budget);
+                return;
             }
-            Published::Throttled => return self.pause(counter, granted - budget),
+            Published::Throttled => return self.pause(counter),
             Published::Bad(reason) => return self.refuse_framing(counter, reason),
         }
         if conn.read_closed {
@@ -389,7 +386,7 @@ impl Loop {
             &mut self.thread.ingress,
             &mut self.ranges,
             &mut self.tally,
-            &mut budget,
+            limit,
         );
         match (published, outcome) {
             (Published::Bad(reason), _) => self.refuse_framing(counter, reason),
@@ -398,32 +395,20 @@ impl Loop {
                 // unpublished, as for any connection that closes.
                 self.close(counter, reason)
             }
-            (Published::Throttled, _) => self.pause(counter, granted - budget),
+            (Published::Throttled, _) => self.pause(counter),
             (Published::Full, _) | (Published::All, ReadOutcome::More) => {
                 if !self.unread.contains(&counter) {
                     self.unread.push_back(counter);
                 }
-                self.spend(counter, granted - budget);
             }
-            (Published::All, ReadOutcome::Drained) => self.spend(counter, granted - budget),
+            (Published::All, ReadOutcome::Drained) => {}
             (Published::All, ReadOutcome::Closed(reason)) => self.close(counter, reason),
-        }
-    }
-
-    /// Takes the frames a connection published off its allowance.
-    fn spend(&mut self, counter: u64, frames: u64) {
-        if self.thread.config.frames_per_second_max == 0 || frames == 0 {
-            return;
-        }
-        if let Some(conn) = self.conns.get_mut(&counter) {
-            conn.allowance.spend(frames);
         }
     }
 
     /// The connection sent more than its allowance: stop reading it until
     /// the allowance has refilled a little.
-    fn pause(&mut self, counter: u64, spent: u64) {
-        self.spend(counter, spent);
+    fn pause(&mut self, counter: u64) {
         let rate = self.thread.config.frames_per_second_max;
         let Some(conn) = self.conns.get_mut(&counter) else {
             return;
@@ -614,7 +599,8 @@ enum Published {
 const FRAMES_PER_BATCH_MAX: usize = 64;
 
 /// Publishes every whole frame in the connection's input, in place, in
-/// batches, as many as `budget` allows (and takes them off it); `ranges` is
+/// batches; with a `limit` (frames per second, now), only as many as the
+/// connection's allowance holds, which it takes them off. `ranges` is
 /// scratch space.
 fn publish_frames(
     conn: &mut Connection,
@@ -622,11 +608,32 @@ fn publish_frames(
     ingress: &mut Option<Ingress>,
     ranges: &mut Vec<std::ops::Range<usize>>,
     tally: &mut Tally,
-    budget: &mut u64,
+    limit: Option<(u32, Instant)>,
 ) -> Published {
     let Some(ingress) = ingress else {
         return Published::Full;
     };
+    let mut budget = match limit {
+        Some((rate, now)) => conn.allowance.available(rate, now),
+        None => u64::MAX,
+    };
+    let start_budget = budget;
+    let published = publish_within(conn, decoder, ingress, ranges, tally, &mut budget);
+    if limit.is_some() {
+        conn.allowance.spend(start_budget - budget);
+    }
+    published
+}
+
+/// [`publish_frames`] with a budget of frames, which it counts down.
+fn publish_within(
+    conn: &mut Connection,
+    decoder: &FrameDecoder,
+    ingress: &mut Ingress,
+    ranges: &mut Vec<std::ops::Range<usize>>,
+    tally: &mut Tally,
+    budget: &mut u64,
+) -> Published {
     loop {
         let input = conn.pending_input();
         if *budget == 0 {
