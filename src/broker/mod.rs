@@ -254,9 +254,7 @@ impl BrokerWatch {
 pub struct Broker {
     pipeline: Pipeline<Inbound>,
     ingress: Ingress,
-    records: Arc<AtomicU64>,
-    census: Arc<stages::CensusCell>,
-    latencies: Vec<Arc<StageLatency>>,
+    watch: BrokerWatch,
     auth: auth::AuthPool,
     report: OpenReport,
 }
@@ -395,10 +393,8 @@ impl Broker {
 
         let records = Arc::new(AtomicU64::new(journal.next_sequence()));
         let census = Arc::new(stages::CensusCell::default());
-        let latencies: Vec<Arc<StageLatency>> = ["journal", "flush", "logic", "fan-out"]
-            .into_iter()
-            .map(StageLatency::new)
-            .collect();
+        let [journal_latency, flush_latency, logic_latency, fan_out_latency] =
+            ["journal", "flush", "logic", "fan-out"].map(StageLatency::new);
         census.store(logic.census());
         let mut builder = Builder::new(config.ring_slots, Inbound::default)
             .wait_strategy(config.wait_strategy())
@@ -413,7 +409,7 @@ impl Broker {
                 scratch: Vec::new(),
                 batch_timestamp_ns: None,
                 records: Arc::clone(&records),
-                latency: LatencyRecorder::new(Arc::clone(&latencies[0])),
+                latency: LatencyRecorder::new(Arc::clone(&journal_latency)),
             },
         );
         let flush_stage = builder.stage(
@@ -423,7 +419,7 @@ impl Broker {
                 flusher,
                 durability: config.journal_durability(),
                 unflushed: false,
-                latency: LatencyRecorder::new(Arc::clone(&latencies[1])),
+                latency: LatencyRecorder::new(Arc::clone(&flush_latency)),
             },
         );
         let logic_stage = builder.stage_mut(
@@ -432,7 +428,7 @@ impl Broker {
             LogicStage {
                 logic,
                 census: Arc::clone(&census),
-                latency: LatencyRecorder::new(Arc::clone(&latencies[2])),
+                latency: LatencyRecorder::new(Arc::clone(&logic_latency)),
             },
         );
         builder.stage(
@@ -443,7 +439,7 @@ impl Broker {
                 delivery,
                 out: Outbox::default(),
                 scratch: Vec::new(),
-                latency: LatencyRecorder::new(Arc::clone(&latencies[3])),
+                latency: LatencyRecorder::new(Arc::clone(&fan_out_latency)),
             },
         );
         builder.stage("store", &[logic_stage], StoreStage { store });
@@ -453,9 +449,16 @@ impl Broker {
         Ok(Self {
             pipeline,
             ingress: Ingress { producer },
-            records,
-            census,
-            latencies,
+            watch: BrokerWatch {
+                records,
+                census,
+                latencies: vec![
+                    journal_latency,
+                    flush_latency,
+                    logic_latency,
+                    fan_out_latency,
+                ],
+            },
             auth,
             report,
         })
@@ -474,7 +477,7 @@ impl Broker {
     /// Journal records written so far (the journal's next sequence), as of
     /// the last batch the journal stage finished.
     pub fn journal_records(&self) -> u64 {
-        self.records.load(Ordering::Relaxed)
+        self.watch.journal_records()
     }
 
     /// Registered users, users online and devices online, as of the last
@@ -482,17 +485,13 @@ impl Broker {
     /// its logout or its connection closes (a dropped link, once the
     /// heartbeat timeout notices it).
     pub fn census(&self) -> Census {
-        self.census.load()
+        self.watch.census()
     }
 
     /// A handle that reads the broker's figures (journal records, census,
     /// stage latencies) from another thread, as a metrics endpoint does.
     pub fn watch(&self) -> BrokerWatch {
-        BrokerWatch {
-            records: Arc::clone(&self.records),
-            census: Arc::clone(&self.census),
-            latencies: self.latencies.clone(),
-        }
+        self.watch.clone()
     }
 
     /// Per-stage latency histograms: from an event's publish into the
@@ -500,7 +499,7 @@ impl Broker {
     /// it (`journal`: appended; `flush`: durable under batch durability;
     /// `logic`: applied; `fan-out`: its frames handed to the egress).
     pub fn stage_latencies(&self) -> Vec<LatencyHistogram> {
-        self.latencies.iter().map(|stage| stage.read()).collect()
+        self.watch.stage_latencies()
     }
 
     /// Whether a stage failed (the broker then refuses new input).
