@@ -195,6 +195,10 @@ fn serve_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = serve_config(&args)?;
     if args.print_config {
+        if config.metrics_listen.is_none() {
+            // TOML has no "unset": name the optional key in a comment.
+            println!("# metrics_listen = \"127.0.0.1:9420\"  # off unless set: Prometheus metrics");
+        }
         print!(
             "{}",
             toml::to_string(&config).context("cannot print the config")?
