@@ -121,6 +121,8 @@ pub(crate) struct Connection {
     pub(crate) closing: Option<CloseReason>,
     /// Whether the connection is on the dirty list already.
     pub(crate) dirty: bool,
+    /// Whether the connection is on the list to read next pass already.
+    pub(crate) unread: bool,
     /// The client sent EOF; no more reads.
     pub(crate) read_closed: bool,
     /// The poller reported the peer's half-close: read until end of stream
@@ -162,6 +164,7 @@ impl Connection {
             last_input: now,
             closing: None,
             dirty: false,
+            unread: false,
             read_closed: false,
             peer_closing: false,
             allowance: Allowance::new(frames_per_second, now),

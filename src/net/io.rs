@@ -201,9 +201,7 @@ impl Loop {
             self.paused.pop();
             if let Some(conn) = self.conns.get_mut(&counter) {
                 conn.paused_until = None;
-                if !self.unread.contains(&counter) {
-                    self.unread.push_back(counter);
-                }
+                self.queue_unread(counter);
             }
         }
     }
@@ -282,7 +280,7 @@ impl Loop {
         self.publish_pending();
         // Bytes may have arrived with the connection; edge-triggered
         // readiness would not say so again.
-        self.unread.push_back(counter);
+        self.queue_unread(counter);
     }
 
     /// Publishes queued connection events; stops at the first that does not fit.
@@ -309,11 +307,24 @@ impl Loop {
         }
     }
 
+    /// Queues a connection to be read on the next pass, once.
+    fn queue_unread(&mut self, counter: u64) {
+        if let Some(conn) = self.conns.get_mut(&counter) {
+            if !conn.unread {
+                conn.unread = true;
+                self.unread.push_back(counter);
+            }
+        }
+    }
+
     fn read_unread(&mut self, now: Instant) {
         for _ in 0..self.unread.len() {
             let Some(counter) = self.unread.pop_front() else {
                 return;
             };
+            if let Some(conn) = self.conns.get_mut(&counter) {
+                conn.unread = false;
+            }
             self.read(counter, now);
             if !self.pending.is_empty() {
                 return;
@@ -329,9 +340,7 @@ impl Loop {
         }
         if !self.pending.is_empty() {
             // Its Connected (or an earlier event) must go first.
-            if !self.unread.contains(&counter) {
-                self.unread.push_back(counter);
-            }
+            self.queue_unread(counter);
             return;
         }
         let Some(conn) = self.conns.get_mut(&counter) else {
@@ -356,9 +365,7 @@ impl Loop {
         match published {
             Published::All => {}
             Published::Full => {
-                if !self.unread.contains(&counter) {
-                    self.unread.push_back(counter);
-                }
+                self.queue_unread(counter);
                 return;
             }
             Published::Throttled => return self.pause(counter),
@@ -397,9 +404,7 @@ impl Loop {
             }
             (Published::Throttled, _) => self.pause(counter),
             (Published::Full, _) | (Published::All, ReadOutcome::More) => {
-                if !self.unread.contains(&counter) {
-                    self.unread.push_back(counter);
-                }
+                self.queue_unread(counter);
             }
             (Published::All, ReadOutcome::Drained) => {}
             (Published::All, ReadOutcome::Closed(reason)) => self.close(counter, reason),
