@@ -301,6 +301,55 @@ mod tests {
         assert_eq!(replies, pong);
     }
 
+    proptest::proptest! {
+        /// However a client cuts its byte stream into messages and frames,
+        /// with pings between them, and however the socket delivers the
+        /// bytes, the decoded stream is the stream sent and every ping is
+        /// answered once.
+        #[test]
+        fn any_split_of_the_stream_decodes_to_the_stream(
+            stream in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2000),
+            cuts in proptest::collection::vec(0usize..2000, 0..12),
+            pings in proptest::collection::vec(proptest::prelude::any::<bool>(), 12),
+            reads in proptest::collection::vec(1usize..300, 1..40),
+        ) {
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(stream.len())).collect();
+            cuts.push(0);
+            cuts.push(stream.len());
+            cuts.sort_unstable();
+            let mut wire = Vec::new();
+            let mut expected_pongs = Vec::new();
+            for (index, piece) in cuts.windows(2).enumerate() {
+                let opcode = if index % 2 == 0 { Data::Binary } else { Data::Continue };
+                wire.extend(client_frame(OpCode::Data(opcode), &stream[piece[0]..piece[1]]));
+                if pings.get(index).copied().unwrap_or(false) {
+                    wire.extend(client_frame(OpCode::Control(Control::Ping), b"hi"));
+                    control_frame(Control::Pong, b"hi", &mut expected_pongs);
+                }
+            }
+            // Deliver the wire in reads of the given sizes (cycled).
+            let mut raw = Vec::new();
+            let mut data = Vec::new();
+            let mut replies = Vec::new();
+            let mut at = 0;
+            for size in reads.iter().cycle() {
+                if at == wire.len() {
+                    break;
+                }
+                let end = (at + size).min(wire.len());
+                raw.extend_from_slice(&wire[at..end]);
+                at = end;
+                let (used, ending) =
+                    decode(&mut raw, 4096, |p| data.extend_from_slice(p), &mut replies);
+                proptest::prop_assert_eq!(ending, None);
+                raw.drain(..used);
+            }
+            proptest::prop_assert!(raw.is_empty());
+            proptest::prop_assert_eq!(data, stream);
+            proptest::prop_assert_eq!(replies, expected_pongs);
+        }
+    }
+
     #[test]
     fn protocol_breaches_close_with_their_codes() {
         let unmasked = {
