@@ -43,3 +43,49 @@ fn the_printed_config_reads_back_to_itself() {
         with_metrics
     );
 }
+
+#[test]
+fn with_log_json_every_log_line_is_a_json_object() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_courier"))
+        .args([
+            "serve",
+            "--log-json",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.starts_with("listening on "), "{line}");
+    // SIGTERM: the server drains, logs its stop and exits 0.
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let logs = String::from_utf8(output.stderr).unwrap();
+    let lines: Vec<&str> = logs.lines().collect();
+    assert!(lines.len() >= 2, "{logs}");
+    for line in &lines {
+        let value: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        assert!(value["level"].is_string(), "{line}");
+        assert!(value["fields"].is_object(), "{line}");
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("courier is serving")),
+        "{logs}"
+    );
+}

@@ -80,6 +80,10 @@ struct ServeArgs {
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
+    /// Log one JSON object per line (for a log collector) instead of text.
+    /// The level comes from RUST_LOG (default info).
+    #[arg(long)]
+    log_json: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -205,14 +209,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if args.log_json {
+        logs.json().init();
+    } else {
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
     // Register the signals before serving, so none is missed.
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
