@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 
 use crate::codec::proto::{self, login, DeliveryMode, ErrorCode};
+use crate::codec::websocket;
 use crate::codec::{decompress, FrameDecoder, Message, MessageError, FLAG_LZ4, PROTOCOL_VERSION};
 
 /// Why a client call failed.
@@ -70,6 +71,16 @@ pub struct Client {
     /// Frames that arrived while waiting for something else.
     early: VecDeque<(u64, Message)>,
     timeout: Duration,
+    /// Over a WebSocket: its framing state.
+    websocket: Option<WebSocketState>,
+}
+
+/// A client's WebSocket: bytes received and not yet decoded, the masks for
+/// what it sends, and a scratch buffer to frame it in.
+struct WebSocketState {
+    raw: Vec<u8>,
+    masks: websocket::Masks,
+    framed: Vec<u8>,
 }
 
 impl Client {
@@ -96,7 +107,48 @@ impl Client {
             compressed_frames: 0,
             early: VecDeque::new(),
             timeout: Duration::from_secs(10),
+            websocket: None,
         })
+    }
+
+    /// Connects through a WebSocket upgrade (as a browser does) and says
+    /// hello; the frames then travel in binary messages.
+    pub fn connect_websocket(address: impl ToSocketAddrs) -> Result<Self, ClientError> {
+        let mut client = Self::connect_raw(address)?;
+        let host = client.stream.peer_addr()?.to_string();
+        let key = websocket::client_key();
+        client
+            .stream
+            .write_all(&websocket::client_request(&host, &key))?;
+        client.stream.set_read_timeout(Some(client.timeout))?;
+        let mut answer = Vec::new();
+        let consumed = loop {
+            let mut chunk = [0u8; 4096];
+            let n = client.stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(ClientError::Closed);
+            }
+            answer.extend_from_slice(&chunk[..n]);
+            if let Some(consumed) =
+                websocket::client_response(&answer, &key).map_err(ClientError::Protocol)?
+            {
+                break consumed;
+            }
+        };
+        client.websocket = Some(WebSocketState {
+            raw: answer.split_off(consumed),
+            masks: websocket::Masks::new(websocket::Role::Client),
+            framed: Vec::new(),
+        });
+        // Frames may have come with the answer.
+        client.take_input(&[])?;
+        client.hello()?;
+        Ok(client)
+    }
+
+    /// Whether the client talks through a WebSocket.
+    pub fn is_websocket(&self) -> bool {
+        self.websocket.is_some()
     }
 
     /// Whether logins ask for LZ4-compressed large frames (yes by default).
@@ -117,7 +169,8 @@ impl Client {
     /// The socket, for a load generator that drives it itself. Fails if
     /// frames arrived that were not read yet.
     pub fn into_stream(self) -> Result<TcpStream, ClientError> {
-        if !self.early.is_empty() || !self.input.is_empty() {
+        let undecoded = self.websocket.as_ref().is_some_and(|ws| !ws.raw.is_empty());
+        if !self.early.is_empty() || !self.input.is_empty() || undecoded {
             return Err(ClientError::Protocol(
                 "unread frames would be lost with the client".into(),
             ));
@@ -415,7 +468,7 @@ impl Client {
         self.next_correlation += 1;
         self.output.clear();
         message.encode_frame(correlation_id, &mut self.output);
-        self.stream.write_all(&self.output)?;
+        self.write_output()?;
         Ok(correlation_id)
     }
 
@@ -431,7 +484,7 @@ impl Client {
             message.encode_frame(self.next_correlation, &mut self.output);
             self.next_correlation += 1;
         }
-        self.stream.write_all(&self.output)?;
+        self.write_output()?;
         Ok(ids)
     }
 
@@ -468,6 +521,49 @@ impl Client {
     }
 
     /// Reads one frame, waiting at most `timeout`.
+    /// Writes the output: as it is, or in one binary message.
+    fn write_output(&mut self) -> Result<(), ClientError> {
+        match &mut self.websocket {
+            None => self.stream.write_all(&self.output)?,
+            Some(ws) => {
+                ws.framed.clear();
+                let mask = ws.masks.next_mask().expect("a client's masks");
+                websocket::client_binary(&self.output, mask, &mut ws.framed);
+                self.stream.write_all(&ws.framed)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes `bytes` read from the socket into the input: as they are, or
+    /// decoded from WebSocket frames (answering pings).
+    fn take_input(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        let Some(ws) = &mut self.websocket else {
+            self.input.extend_from_slice(bytes);
+            return Ok(());
+        };
+        ws.raw.extend_from_slice(bytes);
+        let mut replies = Vec::new();
+        let input = &mut self.input;
+        let (used, ending) = websocket::decode(
+            &mut ws.raw,
+            websocket::Role::Client,
+            usize::MAX,
+            |data| input.extend_from_slice(data),
+            &mut ws.masks,
+            &mut replies,
+        );
+        ws.raw.drain(..used);
+        if !replies.is_empty() {
+            self.stream.write_all(&replies)?;
+        }
+        match ending {
+            None => Ok(()),
+            Some(websocket::Ending::PeerClosed) => Err(ClientError::Closed),
+            Some(websocket::Ending::Refused(reason)) => Err(ClientError::Protocol(reason)),
+        }
+    }
+
     fn read_frame(
         &mut self,
         timeout: Option<Duration>,
@@ -491,7 +587,7 @@ impl Client {
             let mut chunk = [0u8; 16 * 1024];
             match self.stream.read(&mut chunk) {
                 Ok(0) => return Err(ClientError::Closed),
-                Ok(n) => self.input.extend_from_slice(&chunk[..n]),
+                Ok(n) => self.take_input(&chunk[..n])?,
                 Err(e)
                     if matches!(
                         e.kind(),

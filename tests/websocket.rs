@@ -239,3 +239,29 @@ fn with_websocket_off_an_upgrade_is_just_bad_framing() {
     assert!(tungstenite::client(url, stream).is_err());
     server.shutdown().unwrap();
 }
+
+#[test]
+fn the_library_client_chats_over_a_websocket_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, address) = start_with_users(dir.path(), &["ana", "bo"]);
+    let mut browser = courier::client::Client::connect_websocket(address).unwrap();
+    assert!(browser.is_websocket());
+    browser
+        .login("bo", &password("bo"), "browser", DeliveryMode::PushMessage)
+        .unwrap();
+    let mut phone = login(address, "ana", "phone", DeliveryMode::PushMessage);
+    phone.send("bo", 1, b"to the browser").unwrap();
+    match expect_push(&mut browser) {
+        Message::Deliver(deliver) => assert_eq!(deliver.body, b"to the browser"),
+        other => panic!("expected a delivery, got {other:?}"),
+    }
+    for n in 0..20u64 {
+        browser.send("ana", n, b"to the phone").unwrap();
+    }
+    for _ in 0..20 {
+        expect_push(&mut phone);
+    }
+    // Sync pulls the same inbox over either transport.
+    assert_eq!(browser.sync_all(0).unwrap().len(), 21);
+    server.shutdown().unwrap();
+}

@@ -7,6 +7,7 @@ mod compress;
 mod frame;
 mod message;
 mod send_view;
+pub mod websocket;
 
 pub use compress::{compress_frame, decompress, DecompressError, COMPRESS_BYTES_MIN, FLAG_LZ4};
 pub use frame::{

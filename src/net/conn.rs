@@ -5,9 +5,8 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 
-use super::websocket::{self, Ending, Handshake};
 use crate::broker::ConnId;
-use tungstenite::protocol::frame::coding::CloseCode;
+use crate::codec::websocket::{self, CloseCode, Ending, Handshake, Masks, Role};
 
 /// Free input space below which the buffer grows before a read.
 const READ_SPACE_MIN_BYTES: usize = 1024;
@@ -307,8 +306,10 @@ impl Connection {
                     let before = self.output.len();
                     let (used, ending) = websocket::decode(
                         &mut raw,
+                        Role::Server,
                         payload_max,
                         |payload| data.extend_from_slice(payload),
+                        &mut Masks::new(Role::Server),
                         &mut self.output,
                     );
                     raw.drain(..used);
@@ -356,7 +357,7 @@ impl Connection {
                 CloseReason::Shutdown => (CloseCode::Away, "the server is stopping"),
                 _ => (CloseCode::Policy, "closed by the server"),
             };
-            websocket::close_frame(code, text, &mut self.output);
+            websocket::close_frame(code, text, None, &mut self.output);
         }
         self.closing = Some(reason);
     }

@@ -15,7 +15,6 @@ mod conn;
 mod io;
 mod metrics;
 mod stats;
-mod websocket;
 
 pub use stats::ServerStats;
 
