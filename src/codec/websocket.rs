@@ -325,8 +325,18 @@ fn frame(opcode: OpCode, payload: &[u8], mask: Option<[u8; 4]>, out: &mut Vec<u8
     }
 }
 
+/// XORs `bytes` with the repeating `mask`, eight bytes at a time.
 fn apply_mask(bytes: &mut [u8], mask: [u8; 4]) {
-    for (index, byte) in bytes.iter_mut().enumerate() {
+    let wide = u64::from_ne_bytes([
+        mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3],
+    ]);
+    let mut chunks = bytes.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        let word = u64::from_ne_bytes(chunk.try_into().expect("8 bytes")) ^ wide;
+        chunk.copy_from_slice(&word.to_ne_bytes());
+    }
+    // The tail starts at a multiple of 8, so the mask lines up from byte 0.
+    for (index, byte) in chunks.into_remainder().iter_mut().enumerate() {
         *byte ^= mask[index % 4];
     }
 }
@@ -383,6 +393,22 @@ mod tests {
         header.format(payload.len() as u64, &mut out).unwrap();
         out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
         out
+    }
+
+    #[test]
+    fn masking_eight_bytes_at_a_time_matches_the_byte_by_byte_rule() {
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        for len in 0..40 {
+            let original: Vec<u8> = (0..len as u8).map(|b| b.wrapping_mul(37)).collect();
+            let mut masked = original.clone();
+            apply_mask(&mut masked, mask);
+            let expected: Vec<u8> = original
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ mask[i % 4])
+                .collect();
+            assert_eq!(masked, expected, "{len} bytes");
+        }
     }
 
     #[test]

@@ -302,19 +302,27 @@ impl Connection {
                 },
                 Transport::WebSocket { raw } => {
                     let mut raw = std::mem::take(raw);
-                    let mut data = Vec::new();
                     let before = self.output.len();
+                    let mut input = InputParts {
+                        bytes: &mut self.input,
+                        start: &mut self.input_start,
+                        end: &mut self.input_end,
+                    };
                     let (used, ending) = websocket::decode(
                         &mut raw,
                         Role::Server,
                         payload_max,
-                        |payload| data.extend_from_slice(payload),
+                        |payload| input.append(payload),
                         &mut Masks::new(Role::Server),
                         &mut self.output,
                     );
                     raw.drain(..used);
+                    if raw.is_empty() {
+                        // Most connections are idle phones: hold no read
+                        // buffer between reads (one allocation per read).
+                        raw = Vec::new();
+                    }
                     self.transport = Transport::WebSocket { raw };
-                    self.append_input(&data);
                     match ending {
                         None => {}
                         Some(Ending::PeerClosed) => {
@@ -362,25 +370,6 @@ impl Connection {
         self.closing = Some(reason);
     }
 
-    /// Appends decoded bytes to the input.
-    fn append_input(&mut self, bytes: &[u8]) {
-        if bytes.is_empty() {
-            return;
-        }
-        if self.input_start > 0 {
-            self.input.copy_within(self.input_start..self.input_end, 0);
-            self.input_end -= self.input_start;
-            self.input_start = 0;
-        }
-        let end = self.input_end + bytes.len();
-        if self.input.len() < end {
-            self.input
-                .resize(end.max(INPUT_INITIAL_BYTES).next_power_of_two(), 0);
-        }
-        self.input[self.input_end..end].copy_from_slice(bytes);
-        self.input_end = end;
-    }
-
     /// Bytes queued and not yet written.
     pub(crate) fn pending_output(&self) -> usize {
         self.output.len() - self.written
@@ -409,18 +398,49 @@ impl Connection {
     }
 }
 
-/// Reads at most `reads_max` chunks into the end of `buffer`.
+/// The input buffer's fields, borrowed apart from the rest of the
+/// connection so that WebSocket payloads are decoded straight into it.
+struct InputParts<'a> {
+    bytes: &'a mut Vec<u8>,
+    start: &'a mut usize,
+    end: &'a mut usize,
+}
+
+impl InputParts<'_> {
+    /// Appends decoded bytes after the unread input.
+    fn append(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        if *self.start > 0 {
+            self.bytes.copy_within(*self.start..*self.end, 0);
+            *self.end -= *self.start;
+            *self.start = 0;
+        }
+        let end = *self.end + data.len();
+        if self.bytes.len() < end {
+            self.bytes
+                .resize(end.max(INPUT_INITIAL_BYTES).next_power_of_two(), 0);
+        }
+        self.bytes[*self.end..end].copy_from_slice(data);
+        *self.end = end;
+    }
+}
+
+/// Reads at most `reads_max` chunks into the end of `buffer`: into the
+/// space it has, and at least `INPUT_INITIAL_BYTES` (so an idle
+/// connection's buffer stays small, as for TCP).
 fn read_into(
     stream: &mut TcpStream,
     buffer: &mut Vec<u8>,
     reads_max: usize,
     peer_closing: bool,
 ) -> (ReadOutcome, usize) {
-    const CHUNK: usize = 16 * 1024;
     let mut total = 0;
     for _ in 0..reads_max {
         let len = buffer.len();
-        buffer.resize(len + CHUNK, 0);
+        let chunk = (buffer.capacity() - len).max(INPUT_INITIAL_BYTES);
+        buffer.resize(len + chunk, 0);
         let result = stream.read(&mut buffer[len..]);
         match result {
             Ok(0) => {
@@ -430,7 +450,7 @@ fn read_into(
             Ok(n) => {
                 buffer.truncate(len + n);
                 total += n;
-                if n < CHUNK && !peer_closing {
+                if n < chunk && !peer_closing {
                     return (ReadOutcome::Drained, total);
                 }
             }

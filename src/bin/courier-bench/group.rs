@@ -73,7 +73,7 @@ pub fn run(
             .collect();
         let mut clients = Vec::with_capacity(args.size);
         for name in &names {
-            clients.push(register_and_login(target.address, name, DeliveryMode::PushMessage)?.0);
+            clients.push(register_and_login(target.endpoint(), name, DeliveryMode::PushMessage)?.0);
         }
         let members: Vec<&str> = names[1..].iter().map(String::as_str).collect();
         let info = clients[0]

@@ -35,7 +35,7 @@ pub fn run(
     let mut conns = Vec::with_capacity(args.connections);
     for i in 0..args.connections {
         let (client, _) = register_and_login(
-            target.address,
+            target.endpoint(),
             &user_name(common, "i", i),
             DeliveryMode::PushNotice,
         )?;

@@ -6,6 +6,7 @@ use std::io::{self, Read, Write};
 use anyhow::{bail, Context};
 use courier::client::Client;
 use courier::codec::proto::MessageType;
+use courier::codec::websocket::{self, Masks, Role};
 use courier::codec::{FrameDecoder, FRAME_HEADER_BYTES, LENGTH_PREFIX_BYTES};
 use mio::net::TcpStream;
 
@@ -22,11 +23,31 @@ pub struct Conn {
     /// For a sender: the due times of messages in flight, oldest first
     /// (acknowledgements come back in order on a connection).
     pub in_flight: VecDeque<u64>,
+    /// Over a WebSocket: its framing state.
+    websocket: Option<LoadWebSocket>,
 }
+
+/// A load connection's WebSocket: received bytes not yet decoded, the
+/// masks for what it sends, and how much of `output` is framed already
+/// (what scenarios append after that is framed at the next flush, all of it
+/// in one binary message).
+struct LoadWebSocket {
+    raw: Vec<u8>,
+    masks: Masks,
+    framed_until: usize,
+}
+
+/// Bytes a WebSocket connection reads at a time.
+const WEBSOCKET_READ_BYTES: usize = 64 * 1024;
 
 impl Conn {
     /// Takes over a logged-in client's socket.
     pub fn from_client(client: Client, recipient: Option<String>) -> anyhow::Result<Self> {
+        let websocket = client.is_websocket().then(|| LoadWebSocket {
+            raw: Vec::new(),
+            masks: Masks::new(Role::Client),
+            framed_until: 0,
+        });
         let stream = client.into_stream()?;
         stream.set_nonblocking(true)?;
         Ok(Self {
@@ -38,11 +59,20 @@ impl Conn {
             written: 0,
             recipient,
             in_flight: VecDeque::new(),
+            websocket,
         })
     }
 
     /// Writes what is queued, until done or the socket is full.
     pub fn flush(&mut self) -> io::Result<()> {
+        if let Some(ws) = &mut self.websocket {
+            if self.output.len() > ws.framed_until {
+                let unframed = self.output.split_off(ws.framed_until);
+                let mask = ws.masks.next_mask().expect("a client's masks");
+                websocket::client_binary(&unframed, mask, &mut self.output);
+                ws.framed_until = self.output.len();
+            }
+        }
         while self.written < self.output.len() {
             match self.stream.write(&self.output[self.written..]) {
                 Ok(n) => self.written += n,
@@ -52,6 +82,9 @@ impl Conn {
         }
         self.output.clear();
         self.written = 0;
+        if let Some(ws) = &mut self.websocket {
+            ws.framed_until = 0;
+        }
         Ok(())
     }
 
@@ -68,18 +101,9 @@ impl Conn {
                 self.input_end -= self.input_start;
                 self.input_start = 0;
             }
-            if self.input_end == self.input.len() {
-                let size = self.input.len() * 2;
-                self.input.resize(size, 0);
-            }
-            let space = self.input.len() - self.input_end;
-            let n = match self.stream.read(&mut self.input[self.input_end..]) {
-                Ok(0) => bail!("the server closed a connection"),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) => return Err(e.into()),
+            let Some((n, space)) = self.fill()? else {
+                return Ok(());
             };
-            self.input_end += n;
             loop {
                 let input = &self.input[self.input_start..self.input_end];
                 let total = match decoder.frame_bytes(input)? {
@@ -101,6 +125,69 @@ impl Conn {
                 return Ok(());
             }
         }
+    }
+
+    /// Reads once into the input (through the WebSocket's framing if there
+    /// is one); returns the bytes read and how many could have been, or
+    /// `None` if the socket had none.
+    fn fill(&mut self) -> anyhow::Result<Option<(usize, usize)>> {
+        let Some(ws) = &mut self.websocket else {
+            if self.input_end == self.input.len() {
+                let size = self.input.len() * 2;
+                self.input.resize(size, 0);
+            }
+            let space = self.input.len() - self.input_end;
+            let n = match read_some(&mut self.stream, &mut self.input[self.input_end..])? {
+                Some(n) => n,
+                None => return Ok(None),
+            };
+            self.input_end += n;
+            return Ok(Some((n, space)));
+        };
+        let len = ws.raw.len();
+        ws.raw.resize(len + WEBSOCKET_READ_BYTES, 0);
+        let read = read_some(&mut self.stream, &mut ws.raw[len..]);
+        let n = match read {
+            Ok(Some(n)) => n,
+            Ok(None) | Err(_) => {
+                ws.raw.truncate(len);
+                return read.map(|_| None);
+            }
+        };
+        ws.raw.truncate(len + n);
+        let (input, input_end) = (&mut self.input, &mut self.input_end);
+        let (used, ending) = websocket::decode(
+            &mut ws.raw,
+            Role::Client,
+            usize::MAX,
+            |data| {
+                let end = *input_end + data.len();
+                if input.len() < end {
+                    input.resize(end.next_power_of_two(), 0);
+                }
+                input[*input_end..end].copy_from_slice(data);
+                *input_end = end;
+            },
+            &mut ws.masks,
+            // The server never pings; a close ends the run below.
+            &mut Vec::new(),
+        );
+        ws.raw.drain(..used);
+        if let Some(ending) = ending {
+            bail!("the server ended a WebSocket: {ending:?}");
+        }
+        Ok(Some((n, WEBSOCKET_READ_BYTES)))
+    }
+}
+
+/// One read: `Some(bytes)`, `None` if the socket has nothing now; an error
+/// if the server closed the connection.
+fn read_some(stream: &mut TcpStream, buffer: &mut [u8]) -> anyhow::Result<Option<usize>> {
+    match stream.read(buffer) {
+        Ok(0) => bail!("the server closed a connection"),
+        Ok(n) => Ok(Some(n)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -55,6 +55,10 @@ pub struct Common {
     /// The pid of a running server on this machine, to report its CPU and memory.
     #[arg(long, global = true)]
     pub server_pid: Option<u32>,
+    /// Connect every load connection through a WebSocket upgrade, as
+    /// browsers do, instead of plain TCP.
+    #[arg(long, global = true)]
+    pub websocket: bool,
     /// With --spawn: the durability (batch, interval, none).
     #[arg(long, global = true, default_value = "batch")]
     pub durability: String,
@@ -112,6 +116,8 @@ enum Scenario {
 /// The server under load.
 pub struct Target {
     pub address: SocketAddr,
+    /// Connect through WebSocket upgrades (`--websocket`).
+    pub websocket: bool,
     pub pid: Option<u32>,
     _spawned: Option<server::Spawned>,
 }
@@ -123,16 +129,26 @@ impl Target {
                 let (spawned, address) = server::spawn(common)?;
                 Ok(Self {
                     address,
+                    websocket: common.websocket,
                     pid: Some(spawned.pid()),
                     _spawned: Some(spawned),
                 })
             }
             (false, Some(address)) => Ok(Self {
                 address,
+                websocket: common.websocket,
                 pid: common.server_pid,
                 _spawned: None,
             }),
             (false, None) => bail!("give --spawn, or --server ADDRESS for a running server"),
+        }
+    }
+
+    /// Where and how the load connects.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            address: self.address,
+            websocket: self.websocket,
         }
     }
 
@@ -159,14 +175,32 @@ pub fn user_name(common: &Common, role: &str, index: usize) -> String {
 /// The password every load user has.
 pub const PASSWORD: &str = "bench-password";
 
+/// Where the load connects, and whether through WebSocket upgrades.
+#[derive(Debug, Clone, Copy)]
+pub struct Endpoint {
+    pub address: SocketAddr,
+    pub websocket: bool,
+}
+
+impl Endpoint {
+    /// A new connection that has said hello.
+    pub fn connect(self) -> anyhow::Result<Client> {
+        let client = if self.websocket {
+            Client::connect_websocket(self.address)
+        } else {
+            Client::connect(self.address)
+        };
+        client.with_context(|| format!("cannot connect to {}", self.address))
+    }
+}
+
 /// Registers `user` and logs it in on a new connection.
 pub fn register_and_login(
-    address: SocketAddr,
+    endpoint: Endpoint,
     user: &str,
     mode: DeliveryMode,
 ) -> anyhow::Result<(Client, String)> {
-    let mut client =
-        Client::connect(address).with_context(|| format!("cannot connect to {address}"))?;
+    let mut client = endpoint.connect()?;
     client
         .register(user, PASSWORD)
         .with_context(|| format!("cannot register {user}"))?;

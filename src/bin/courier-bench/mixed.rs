@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use courier::bench::{Latencies, Percentiles, Schedule, Summary};
-use courier::client::{group_message, Client};
+use courier::client::group_message;
 use courier::codec::proto::{self, DeliveryMode, MessageType};
 use courier::codec::{FrameDecoder, Message};
 use mio::{Events, Interest, Poll, Token};
@@ -92,7 +92,7 @@ pub fn run(
     for i in 0..args.users {
         let name = user_name(common, "m", i);
         clients.push(register_and_login(
-            target.address,
+            target.endpoint(),
             &name,
             DeliveryMode::PushMessage,
         )?);
@@ -194,7 +194,7 @@ pub fn run(
             let index = rng.below(users.len());
             let synced = reconnect(
                 &mut users[index],
-                target.address,
+                target.endpoint(),
                 &poll,
                 index,
                 epoch,
@@ -284,7 +284,7 @@ pub fn run(
 /// old connection had not read). Returns how many messages the sync brought.
 fn reconnect(
     user: &mut User,
-    address: std::net::SocketAddr,
+    endpoint: crate::Endpoint,
     poll: &Poll,
     token: usize,
     epoch: Instant,
@@ -294,7 +294,7 @@ fn reconnect(
     if let Some(mut old) = user.conn.take() {
         poll.registry().deregister(&mut old.stream)?;
     }
-    let mut client = Client::connect(address)?;
+    let mut client = endpoint.connect()?;
     client.login_token(&user.name, &user.token, "bench", DeliveryMode::PushMessage)?;
     let messages = client.sync_all(user.seen)?;
     let arrived = epoch.elapsed().as_nanos() as u64;

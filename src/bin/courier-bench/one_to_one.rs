@@ -75,9 +75,9 @@ pub fn run(
         let sender = user_name(common, "s", i);
         let receiver = user_name(common, "r", i);
         let (sender_client, _) =
-            register_and_login(target.address, &sender, DeliveryMode::PushMessage)?;
+            register_and_login(target.endpoint(), &sender, DeliveryMode::PushMessage)?;
         let (receiver_client, _) =
-            register_and_login(target.address, &receiver, DeliveryMode::PushMessage)?;
+            register_and_login(target.endpoint(), &receiver, DeliveryMode::PushMessage)?;
         groups[i % threads].push((
             Conn::from_client(sender_client, Some(receiver))?,
             Conn::from_client(receiver_client, None)?,

@@ -45,14 +45,15 @@ pub fn run(
                 .step_by(threads)
                 .map(|i| user_name(common, "c", i))
                 .collect();
-            let address = target.address;
+            let endpoint = target.endpoint();
             let done = Arc::clone(&done);
             std::thread::spawn(move || -> anyhow::Result<_> {
                 let mut latencies = Latencies::default();
                 let mut clients = Vec::with_capacity(names.len());
                 for name in names {
                     let started = epoch.elapsed().as_nanos() as u64;
-                    let (client, _) = register_and_login(address, &name, DeliveryMode::PushNotice)?;
+                    let (client, _) =
+                        register_and_login(endpoint, &name, DeliveryMode::PushNotice)?;
                     latencies.record(started, epoch.elapsed().as_nanos() as u64);
                     clients.push(client);
                     done.fetch_add(1, Ordering::Relaxed);
