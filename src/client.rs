@@ -114,6 +114,13 @@ impl Client {
     /// Connects through a WebSocket upgrade (as a browser does) and says
     /// hello; the frames then travel in binary messages.
     pub fn connect_websocket(address: impl ToSocketAddrs) -> Result<Self, ClientError> {
+        let mut client = Self::connect_websocket_raw(address)?;
+        client.hello()?;
+        Ok(client)
+    }
+
+    /// Connects through a WebSocket upgrade without saying hello.
+    pub fn connect_websocket_raw(address: impl ToSocketAddrs) -> Result<Self, ClientError> {
         let mut client = Self::connect_raw(address)?;
         let host = client.stream.peer_addr()?.to_string();
         let key = websocket::client_key();
@@ -142,7 +149,6 @@ impl Client {
         });
         // Frames may have come with the answer.
         client.take_input(&[])?;
-        client.hello()?;
         Ok(client)
     }
 

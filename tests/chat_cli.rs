@@ -17,7 +17,8 @@ struct Terminal {
 }
 
 impl Terminal {
-    fn start(address: std::net::SocketAddr, user: &str) -> Self {
+    /// `courier chat` with `extra` arguments.
+    fn start(address: std::net::SocketAddr, user: &str, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_courier"))
             .args([
                 "chat",
@@ -27,6 +28,7 @@ impl Terminal {
                 user,
                 "--register",
             ])
+            .args(extra)
             .env("COURIER_PASSWORD", "correct horse")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -87,9 +89,10 @@ fn two_terminals_chat_one_to_one_and_in_a_group() {
     let dir = tempfile::tempdir().unwrap();
     let server = util::start(dir.path());
     let address = server.local_addr();
-    let mut ana = Terminal::start(address, "ana");
+    let mut ana = Terminal::start(address, "ana", &[]);
     ana.expect("logged in as ana");
-    let mut bo = Terminal::start(address, "bo");
+    // bo comes in through a WebSocket, as a browser would.
+    let mut bo = Terminal::start(address, "bo", &["--websocket"]);
     bo.expect("logged in as bo");
 
     ana.type_line("bo: hello bo");

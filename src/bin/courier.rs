@@ -120,6 +120,9 @@ struct ChatArgs {
     /// Receive only notices (head sequence, unread count), not messages.
     #[arg(long)]
     notices: bool,
+    /// Connect through a WebSocket upgrade, as a browser does.
+    #[arg(long)]
+    websocket: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -301,8 +304,12 @@ fn log_stats(
 }
 
 fn chat(args: ChatArgs) -> anyhow::Result<()> {
-    let mut client = Client::connect_raw(args.server.as_str())
-        .with_context(|| format!("cannot reach {}", args.server))?;
+    let connected = if args.websocket {
+        Client::connect_websocket_raw(args.server.as_str())
+    } else {
+        Client::connect_raw(args.server.as_str())
+    };
+    let mut client = connected.with_context(|| format!("cannot reach {}", args.server))?;
     let hello = client.hello().context("the server refused the hello")?;
     let heartbeat = Duration::from_millis(u64::from(hello.heartbeat_interval_ms.max(1000)));
     let mut last_ping = std::time::Instant::now();
