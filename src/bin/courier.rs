@@ -53,7 +53,8 @@ struct ServeArgs {
     /// A TOML file of settings (see --print-config for every key).
     #[arg(long, short)]
     config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:7420].
+    /// Address to listen on, for TCP clients and WebSocket upgrades alike
+    /// [default: 127.0.0.1:7420].
     #[arg(long)]
     listen: Option<SocketAddr>,
     /// Directory for the journal and the SQLite database [default: ./data].
