@@ -92,3 +92,24 @@ fn group_closed_and_open_loop() {
     let last = latency_count(&summary, 1);
     assert!((250..=750).contains(&last), "{last} messages");
 }
+
+#[test]
+fn every_connection_through_a_websocket() {
+    let (_, summary) = run(&["--websocket", "one-to-one", "--pairs", "2", "--rate", "0"]);
+    assert!(latency_count(&summary, 0) > 0, "messages were delivered");
+    assert_eq!(summary["errors"], 0);
+    let (_, summary) = run(&[
+        "--websocket",
+        "mixed",
+        "--users",
+        "5",
+        "--rate",
+        "500",
+        "--churn-ms",
+        "100",
+        "--group-percent",
+        "50",
+    ]);
+    assert!(latency_count(&summary, 0) > 0, "messages were delivered");
+    assert!(latency_count(&summary, 1) > 0, "devices reconnected");
+}
