@@ -554,7 +554,7 @@ impl Client {
         let (used, ending) = websocket::decode(
             &mut ws.raw,
             websocket::Role::Client,
-            usize::MAX,
+            websocket::CLIENT_PAYLOAD_MAX,
             |data| input.extend_from_slice(data),
             &mut ws.masks,
             &mut replies,

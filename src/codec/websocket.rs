@@ -27,6 +27,10 @@ use tungstenite::protocol::frame::FrameHeader;
 /// An upgrade request or answer larger than this is refused.
 pub const HANDSHAKE_BYTES_MAX: usize = 8 * 1024;
 
+/// The largest frame a client accepts from a server: room for the largest
+/// courier frame a server may be configured to send (16 MiB).
+pub const CLIENT_PAYLOAD_MAX: usize = 32 << 20;
+
 /// Which end of the WebSocket this side is: a client masks what it sends,
 /// a server does not, and each side refuses frames the other end should
 /// not send.
@@ -209,10 +213,14 @@ pub fn decode(
             let reason = format!("a WebSocket frame of {length} bytes is over {payload_max}");
             return (at, Some(end(CloseCode::Size, reason, masks, replies)));
         }
-        let frame_end = at + header_len + length as usize;
-        if frame_end > raw.len() {
-            return (at, None);
-        }
+        // Within `raw` or not there yet; a length near 2^64 cannot wrap.
+        let frame_end = match usize::try_from(length)
+            .ok()
+            .and_then(|length| (at + header_len).checked_add(length))
+        {
+            Some(frame_end) if frame_end <= raw.len() => frame_end,
+            _ => return (at, None),
+        };
         let breach = match (role, header.mask) {
             (Role::Server, None) => Some("client frames must be masked"),
             (Role::Client, Some(_)) => Some("server frames must not be masked"),
@@ -596,6 +604,33 @@ mod tests {
             &mut Vec::new(),
         );
         assert!(matches!(ending, Some(Ending::Refused(_))), "{ending:?}");
+    }
+
+    #[test]
+    fn a_huge_length_is_refused_by_the_limit_and_never_wraps() {
+        let mut raw = vec![0x82, 127];
+        raw.extend_from_slice(&u64::MAX.to_be_bytes()[..]);
+        raw[2] = 0x7f; // the protocol keeps the top bit clear
+        for (role, payload_max) in [
+            (Role::Client, usize::MAX),
+            (Role::Client, CLIENT_PAYLOAD_MAX),
+        ] {
+            let mut replies = Vec::new();
+            let (used, ending) = decode(
+                &mut raw.clone(),
+                role,
+                payload_max,
+                |_| panic!("no data"),
+                &mut Masks::new(role),
+                &mut replies,
+            );
+            assert_eq!(used, 0);
+            if payload_max == usize::MAX {
+                assert_eq!(ending, None, "waits for bytes that never fit");
+            } else {
+                assert!(matches!(ending, Some(Ending::Refused(_))), "{ending:?}");
+            }
+        }
     }
 
     #[test]

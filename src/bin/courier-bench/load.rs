@@ -159,7 +159,7 @@ impl Conn {
         let (used, ending) = websocket::decode(
             &mut ws.raw,
             Role::Client,
-            usize::MAX,
+            websocket::CLIENT_PAYLOAD_MAX,
             |data| {
                 let end = *input_end + data.len();
                 if input.len() < end {
