@@ -30,6 +30,19 @@ fn run(args: &[&str]) -> (String, serde_json::Value) {
     (stdout, serde_json::from_str(&json).unwrap())
 }
 
+/// A small `mixed` run: reconnects every 100 ms, half the posts to groups.
+const MIXED: &[&str] = &[
+    "mixed",
+    "--users",
+    "5",
+    "--rate",
+    "500",
+    "--churn-ms",
+    "100",
+    "--group-percent",
+    "50",
+];
+
 fn latency_count(summary: &serde_json::Value, index: usize) -> u64 {
     summary["latencies"][index][1]["count"].as_u64().unwrap()
 }
@@ -61,17 +74,7 @@ fn storm_idle_and_mixed() {
     assert_eq!(latency_count(&summary, 0), 20, "every connection logged in");
     let (_, summary) = run(&["idle", "--connections", "10", "--ping-ms", "100"]);
     assert!(latency_count(&summary, 0) > 0, "pings were answered");
-    let (_, summary) = run(&[
-        "mixed",
-        "--users",
-        "5",
-        "--rate",
-        "500",
-        "--churn-ms",
-        "100",
-        "--group-percent",
-        "50",
-    ]);
+    let (_, summary) = run(MIXED);
     assert!(latency_count(&summary, 0) > 0, "messages were delivered");
     assert!(latency_count(&summary, 1) > 0, "devices reconnected");
     assert!(latency_count(&summary, 2) > 0, "group posts were delivered");
@@ -98,18 +101,7 @@ fn every_connection_through_a_websocket() {
     let (_, summary) = run(&["--websocket", "one-to-one", "--pairs", "2", "--rate", "0"]);
     assert!(latency_count(&summary, 0) > 0, "messages were delivered");
     assert_eq!(summary["errors"], 0);
-    let (_, summary) = run(&[
-        "--websocket",
-        "mixed",
-        "--users",
-        "5",
-        "--rate",
-        "500",
-        "--churn-ms",
-        "100",
-        "--group-percent",
-        "50",
-    ]);
+    let (_, summary) = run(&[&["--websocket"], MIXED].concat());
     assert!(latency_count(&summary, 0) > 0, "messages were delivered");
     assert!(latency_count(&summary, 1) > 0, "devices reconnected");
 }

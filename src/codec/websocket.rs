@@ -403,6 +403,44 @@ mod tests {
         out
     }
 
+    /// What one decoding pass makes of `raw`.
+    #[derive(Debug)]
+    struct Pass {
+        used: usize,
+        ending: Option<Ending>,
+        data: Vec<u8>,
+        replies: Vec<u8>,
+    }
+
+    fn pass(raw: &mut [u8], role: Role, payload_max: usize, masks: &mut Masks) -> Pass {
+        let mut data = Vec::new();
+        let mut replies = Vec::new();
+        let (used, ending) = decode(
+            raw,
+            role,
+            payload_max,
+            |p| data.extend_from_slice(p),
+            masks,
+            &mut replies,
+        );
+        Pass {
+            used,
+            ending,
+            data,
+            replies,
+        }
+    }
+
+    /// A pass of the server's decoder.
+    fn serve(raw: &mut [u8], payload_max: usize) -> Pass {
+        pass(
+            raw,
+            Role::Server,
+            payload_max,
+            &mut Masks::new(Role::Server),
+        )
+    }
+
     #[test]
     fn masking_eight_bytes_at_a_time_matches_the_byte_by_byte_rule() {
         let mask = [0x12, 0x34, 0x56, 0x78];
@@ -468,21 +506,12 @@ mod tests {
         let whole = raw.len();
         // Half a frame more: left for the next read.
         raw.extend(&client_frame(OpCode::Data(Data::Binary), b"later")[..4]);
-        let mut data = Vec::new();
-        let mut replies = Vec::new();
-        let (used, ending) = decode(
-            &mut raw,
-            Role::Server,
-            1024,
-            |p| data.extend_from_slice(p),
-            &mut Masks::new(Role::Server),
-            &mut replies,
-        );
-        assert_eq!((used, ending), (whole, None));
-        assert_eq!(data, b"hello world");
+        let got = serve(&mut raw, 1024);
+        assert_eq!((got.used, got.ending), (whole, None));
+        assert_eq!(got.data, b"hello world");
         let mut pong = Vec::new();
         frame(OpCode::Control(Control::Pong), b"p", None, &mut pong);
-        assert_eq!(replies, pong);
+        assert_eq!(got.replies, pong);
     }
 
     proptest::proptest! {
@@ -523,10 +552,11 @@ mod tests {
                 let end = (at + size).min(wire.len());
                 raw.extend_from_slice(&wire[at..end]);
                 at = end;
-                let (used, ending) =
-                    decode(&mut raw, Role::Server, 4096, |p| data.extend_from_slice(p), &mut Masks::new(Role::Server), &mut replies);
-                proptest::prop_assert_eq!(ending, None);
-                raw.drain(..used);
+                let got = serve(&mut raw, 4096);
+                proptest::prop_assert_eq!(got.ending, None);
+                data.extend(got.data);
+                replies.extend(got.replies);
+                raw.drain(..got.used);
             }
             proptest::prop_assert!(raw.is_empty());
             proptest::prop_assert_eq!(data, stream);
@@ -554,55 +584,22 @@ mod tests {
         binary_header(5, &mut raw);
         raw.extend_from_slice(b"hello");
         frame(OpCode::Control(Control::Ping), b"p", None, &mut raw);
-        let mut data = Vec::new();
-        let mut replies = Vec::new();
         let mut masks = Masks::new(Role::Client);
-        let (used, ending) = decode(
-            &mut raw,
-            Role::Client,
-            100,
-            |p| data.extend_from_slice(p),
-            &mut masks,
-            &mut replies,
-        );
+        let mut got = pass(&mut raw, Role::Client, 100, &mut masks);
         assert_eq!(
-            (used, ending, data.as_slice()),
+            (got.used, got.ending, got.data.as_slice()),
             (raw.len(), None, &b"hello"[..])
         );
-        // The pong is masked, and the server unmasks it to the ping's payload.
-        let mut pongs = Vec::new();
-        let (_, ending) = decode(
-            &mut replies,
-            Role::Server,
-            100,
-            |_| {},
-            &mut Masks::new(Role::Server),
-            &mut pongs,
-        );
-        assert_eq!(ending, None);
+        // The pong is masked, and the server takes it as a pong.
+        assert_ne!(got.replies[1] & 0x80, 0, "a client's pong is masked");
+        assert_eq!(serve(&mut got.replies, 100).ending, None);
 
         // The client's own messages reach the server's decoder intact, and a
         // client refuses a masked frame from the server.
         let mut sent = Vec::new();
         client_binary(b"frames", masks.next_mask().unwrap(), &mut sent);
-        let mut got = Vec::new();
-        decode(
-            &mut sent.clone(),
-            Role::Server,
-            100,
-            |p| got.extend_from_slice(p),
-            &mut Masks::new(Role::Server),
-            &mut Vec::new(),
-        );
-        assert_eq!(got, b"frames");
-        let (_, ending) = decode(
-            &mut sent,
-            Role::Client,
-            100,
-            |_| {},
-            &mut masks,
-            &mut Vec::new(),
-        );
+        assert_eq!(serve(&mut sent.clone(), 100).data, b"frames");
+        let ending = pass(&mut sent, Role::Client, 100, &mut masks).ending;
         assert!(matches!(ending, Some(Ending::Refused(_))), "{ending:?}");
     }
 
@@ -615,16 +612,10 @@ mod tests {
             (Role::Client, usize::MAX),
             (Role::Client, CLIENT_PAYLOAD_MAX),
         ] {
-            let mut replies = Vec::new();
-            let (used, ending) = decode(
-                &mut raw.clone(),
-                role,
-                payload_max,
-                |_| panic!("no data"),
-                &mut Masks::new(role),
-                &mut replies,
-            );
-            assert_eq!(used, 0);
+            let Pass {
+                used, ending, data, ..
+            } = pass(&mut raw.clone(), role, payload_max, &mut Masks::new(role));
+            assert_eq!((used, data.len()), (0, 0));
             if payload_max == usize::MAX {
                 assert_eq!(ending, None, "waits for bytes that never fit");
             } else {
@@ -653,31 +644,15 @@ mod tests {
             ),
         ];
         for (mut raw, code) in cases {
-            let mut replies = Vec::new();
-            let (_, ending) = decode(
-                &mut raw,
-                Role::Server,
-                100,
-                |_| {},
-                &mut Masks::new(Role::Server),
-                &mut replies,
-            );
-            assert!(matches!(ending, Some(Ending::Refused(_))), "{ending:?}");
+            let got = serve(&mut raw, 100);
+            assert!(matches!(got.ending, Some(Ending::Refused(_))), "{got:?}");
             // The close frame's payload starts with the code.
             let expected = u16::from(code).to_be_bytes();
-            assert_eq!(&replies[2..4], &expected, "{code:?}");
+            assert_eq!(&got.replies[2..4], &expected, "{code:?}");
         }
         let mut raw = client_frame(OpCode::Control(Control::Close), &1000u16.to_be_bytes());
-        let mut replies = Vec::new();
-        let (_, ending) = decode(
-            &mut raw,
-            Role::Server,
-            100,
-            |_| {},
-            &mut Masks::new(Role::Server),
-            &mut replies,
-        );
-        assert_eq!(ending, Some(Ending::PeerClosed));
-        assert_eq!(&replies[2..4], &1000u16.to_be_bytes());
+        let got = serve(&mut raw, 100);
+        assert_eq!(got.ending, Some(Ending::PeerClosed));
+        assert_eq!(&got.replies[2..4], &1000u16.to_be_bytes());
     }
 }
