@@ -3,12 +3,13 @@
 use std::collections::HashSet;
 
 use crate::cursor::Cursor;
+use crate::driver::{Driver, Finished};
 use crate::handler::{Exclusive, Run, Shared as SharedRun};
 use crate::pipeline::{Pipeline, PollerSlot};
 use crate::poller::PollerCore;
 use crate::ring::{Barrier, Shared};
 use crate::slots::Slots;
-use crate::stage::StageNode;
+use crate::stage::{Chain, StageNode};
 use crate::sync::Arc;
 use crate::wait::{ExternalPark, Waiter};
 use crate::{
@@ -180,6 +181,8 @@ impl<E: Send + Sync + 'static> Builder<E> {
             .filter(|&index| !has_dependents[index])
             .map(|index| Arc::clone(&cursors[index]))
             .collect();
+        let caller = self.placement == Placement::Caller;
+        let driver_park = caller.then(|| Arc::new(ExternalPark::new()));
         let parks: Vec<Option<Arc<ExternalPark>>> = self
             .nodes
             .iter()
@@ -187,7 +190,15 @@ impl<E: Send + Sync + 'static> Builder<E> {
                 matches!(node.kind, NodeKind::Poller).then(|| Arc::new(ExternalPark::new()))
             })
             .collect();
-        let waiter = Waiter::new(self.wait, parks.iter().flatten().cloned().collect());
+        let waiter = Waiter::new(
+            self.wait,
+            parks
+                .iter()
+                .flatten()
+                .chain(&driver_park)
+                .cloned()
+                .collect(),
+        );
         let shared = Arc::new(Shared::new(self.slots, multi_producer, gating, waiter));
 
         let mut runs: Vec<Option<StageNode<E>>> = Vec::with_capacity(node_count);
@@ -239,11 +250,23 @@ impl<E: Send + Sync + 'static> Builder<E> {
                 .collect();
             placed.push((nodes, core));
         }
+        let driver = driver_park.map(|park| Driver {
+            chain: Chain {
+                shared: Arc::clone(&shared),
+                // Index order is a dependency order.
+                nodes: runs.iter_mut().filter_map(Option::take).collect(),
+                batch_size_max: self.batch_size_max,
+            },
+            park,
+            finished: Arc::new(Finished::new()),
+            started: false,
+        });
         let pipeline = Pipeline::start(
             Arc::clone(&shared),
             placed,
             owned,
             pollers,
+            driver,
             self.batch_size_max,
         )?;
         Ok((shared, pipeline))
@@ -315,6 +338,8 @@ impl<E: Send + Sync + 'static> Builder<E> {
             Placement::Fused => vec![ThreadSpec::new(
                 stage_indices.iter().map(|&i| self.nodes[i].name.clone()),
             )],
+            // The driver takes every stage.
+            Placement::Caller => return Ok(Vec::new()),
             Placement::Threads(specs) => specs.clone(),
         };
         let core_count = core_affinity::get_core_ids().map_or(0, |ids| ids.len());

@@ -73,6 +73,7 @@
 
 mod builder;
 mod cursor;
+mod driver;
 mod error;
 mod fence;
 mod handler;
@@ -87,6 +88,7 @@ mod sync;
 mod wait;
 
 pub use builder::{Builder, StageId};
+pub use driver::Driver;
 pub use error::{BuildError, Halted, StageFailure, TryPublishError};
 pub use handler::{Handler, MutHandler};
 pub use pipeline::Pipeline;

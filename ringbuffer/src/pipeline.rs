@@ -3,9 +3,10 @@
 use std::thread::JoinHandle;
 
 use crate::cursor::Cursor;
+use crate::driver::{Driver, Finished};
 use crate::poller::PollerCore;
 use crate::ring::Shared;
-use crate::stage::{run_thread, StageNode};
+use crate::stage::{run_thread, Chain, StageNode};
 use crate::sync::Arc;
 use crate::{BuildError, MutPoller, Poller, Sequence, StageFailure, StageId};
 
@@ -25,6 +26,10 @@ pub struct Pipeline<E> {
     threads: Vec<JoinHandle<()>>,
     owned: Vec<Arc<Cursor>>,
     pollers: Vec<PollerSlot<E>>,
+    /// The driver of a [`crate::Placement::Caller`] pipeline until it is
+    /// taken, and how it says it has finished.
+    driver: Option<Driver<E>>,
+    finished: Option<Arc<Finished>>,
     stopped: bool,
 }
 
@@ -34,6 +39,7 @@ impl<E: Send + Sync + 'static> Pipeline<E> {
         placed: Vec<(Vec<StageNode<E>>, Option<usize>)>,
         owned: Vec<Arc<Cursor>>,
         pollers: Vec<PollerSlot<E>>,
+        driver: Option<Driver<E>>,
         batch_size_max: u64,
     ) -> Result<Self, BuildError> {
         let mut pipeline = Self {
@@ -41,6 +47,8 @@ impl<E: Send + Sync + 'static> Pipeline<E> {
             threads: Vec::with_capacity(placed.len()),
             owned,
             pollers,
+            finished: driver.as_ref().map(|driver| Arc::clone(&driver.finished)),
+            driver,
             stopped: false,
         };
         for (nodes, core) in placed {
@@ -55,7 +63,11 @@ impl<E: Send + Sync + 'static> Pipeline<E> {
                         // and a refusal (a restricted cpuset) only costs locality.
                         core_affinity::set_for_current(core_affinity::CoreId { id });
                     }
-                    run_thread(shared, nodes, batch_size_max);
+                    run_thread(Chain {
+                        shared,
+                        nodes,
+                        batch_size_max,
+                    });
                 });
             match spawned {
                 Ok(handle) => pipeline.threads.push(handle),
@@ -93,6 +105,14 @@ impl<E> Pipeline<E> {
             .take()
     }
 
+    /// Takes the driver of a [`crate::Placement::Caller`] pipeline, to run its
+    /// stages on a thread of the caller's; `None` for other placements or
+    /// once taken. A driver never taken is run by
+    /// [`shutdown`](Self::shutdown), on the thread that calls it.
+    pub fn take_driver(&mut self) -> Option<Driver<E>> {
+        self.driver.take()
+    }
+
     /// The failure that stopped the pipeline, if a stage panicked.
     pub fn failure(&self) -> Option<StageFailure> {
         self.shared.failure()
@@ -110,6 +130,8 @@ impl<E> Pipeline<E> {
 
     /// Waits until the stages this pipeline runs have handled every event
     /// published before the call, then stops them and joins their threads.
+    /// A taken [`Driver`] must go on running meanwhile: this waits until it
+    /// has shut its stages down.
     /// Returns the failure of a stage that panicked, if one did.
     ///
     /// Publishers should stop first: what is published during the call may or
@@ -136,11 +158,22 @@ impl<E> Pipeline<E> {
                 .min()
                 .unwrap_or(0);
             let target = self.shared.published_end(from);
-            self.shared.waiter.wait(|| {
+            let drained = || {
                 self.shared.is_halted() || self.owned.iter().all(|cursor| cursor.load() >= target)
-            });
+            };
+            match &mut self.driver {
+                // Nobody took the driver: run it here.
+                Some(driver) => while !drained() && driver.run().is_ok() {},
+                None => self.shared.waiter.wait(drained),
+            }
         }
         self.shared.halt();
+        if let Some(mut driver) = self.driver.take() {
+            while driver.run().is_ok() {}
+        } else if let Some(finished) = &self.finished {
+            // The driver's owner runs the stages' shutdown.
+            self.shared.waiter.wait(|| finished.is_set());
+        }
         self.join_threads();
     }
 

@@ -14,6 +14,12 @@ pub enum Placement {
     ThreadPerStage,
     /// Every stage on one thread.
     Fused,
+    /// Every stage run by a thread of the caller's, through the pipeline's
+    /// [`crate::Driver`] (take it with [`crate::Pipeline::take_driver`]): no
+    /// stage thread at all. For a loop that publishes and then processes,
+    /// such as a network thread on a small machine, this saves the hand-off
+    /// and the wake-up between threads.
+    Caller,
     /// Stages on the threads listed; every stage exactly once. A thread runs
     /// its stages in dependency order whatever order they are listed in.
     Threads(Vec<ThreadSpec>),

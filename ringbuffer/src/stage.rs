@@ -50,54 +50,110 @@ impl<E> StageNode<E> {
     }
 }
 
-/// Runs `nodes` (in dependency order) on the calling thread until the pipeline
-/// halts and nothing is left that they can handle. A panic in a handler stops
-/// the pipeline with a failure that names the stage.
-pub(crate) fn run_thread<E>(
-    shared: Arc<Shared<E>>,
-    mut nodes: Vec<StageNode<E>>,
-    batch_size_max: u64,
-) {
-    let current = Cell::new(0usize);
-    let outcome = catch_unwind(AssertUnwindSafe(|| {
-        for (index, node) in nodes.iter_mut().enumerate() {
-            current.set(index);
-            node.run.on_start();
+/// Stages run in turn by one thread: a fused thread's, or the caller's
+/// through a [`crate::Driver`]. A panic in a handler stops the pipeline
+/// with a failure that names the stage.
+pub(crate) struct Chain<E> {
+    pub(crate) shared: Arc<Shared<E>>,
+    /// In dependency order.
+    pub(crate) nodes: Vec<StageNode<E>>,
+    pub(crate) batch_size_max: u64,
+}
+
+impl<E> Chain<E> {
+    /// Runs `work` on the nodes; a panic in it fails the pipeline, naming the
+    /// node `work` was at, and returns `None`.
+    fn guarded<T>(
+        &mut self,
+        work: impl FnOnce(&mut [StageNode<E>], &Cell<usize>) -> T,
+    ) -> Option<T> {
+        let current = Cell::new(0usize);
+        let nodes = &mut self.nodes;
+        match catch_unwind(AssertUnwindSafe(|| work(nodes, &current))) {
+            Ok(value) => Some(value),
+            Err(payload) => {
+                let message = if let Some(text) = payload.downcast_ref::<&str>() {
+                    (*text).to_owned()
+                } else if let Some(text) = payload.downcast_ref::<String>() {
+                    text.clone()
+                } else {
+                    "a panic with a non-string payload".to_owned()
+                };
+                self.shared.fail(StageFailure {
+                    stage: self.nodes[current.get()].name.clone(),
+                    message,
+                });
+                None
+            }
         }
-        loop {
+    }
+
+    /// Calls every handler's `on_start`; false if one panicked.
+    pub(crate) fn start(&mut self) -> bool {
+        self.guarded(|nodes, current| {
+            for (index, node) in nodes.iter_mut().enumerate() {
+                current.set(index);
+                node.run.on_start();
+            }
+        })
+        .is_some()
+    }
+
+    /// Runs one batch (if any is available) through each node in turn.
+    /// `Some(progressed)`, or `None` if a handler panicked.
+    #[inline]
+    pub(crate) fn pass(&mut self) -> Option<bool> {
+        let shared = Arc::clone(&self.shared);
+        let batch_size_max = self.batch_size_max;
+        self.guarded(|nodes, current| {
             let mut progressed = false;
             for (index, node) in nodes.iter_mut().enumerate() {
                 current.set(index);
                 progressed |= node.step(&shared, batch_size_max);
             }
-            if progressed {
-                continue;
-            }
-            if shared.is_halted() {
-                break;
-            }
-            shared
-                .waiter
-                .wait(|| shared.is_halted() || nodes.iter().any(|node| node.has_work(&shared)));
+            progressed
+        })
+    }
+
+    /// Whether some node has an event to handle.
+    pub(crate) fn has_work(&self) -> bool {
+        self.nodes.iter().any(|node| node.has_work(&self.shared))
+    }
+
+    /// Calls every handler's `on_shutdown` unless the pipeline failed.
+    pub(crate) fn shut_down(&mut self) {
+        if self.shared.failure().is_some() {
+            return;
         }
-        if shared.failure().is_none() {
+        self.guarded(|nodes, current| {
             for (index, node) in nodes.iter_mut().enumerate() {
                 current.set(index);
                 node.run.on_shutdown();
             }
-        }
-    }));
-    if let Err(payload) = outcome {
-        let message = if let Some(text) = payload.downcast_ref::<&str>() {
-            (*text).to_owned()
-        } else if let Some(text) = payload.downcast_ref::<String>() {
-            text.clone()
-        } else {
-            "a panic with a non-string payload".to_owned()
-        };
-        shared.fail(StageFailure {
-            stage: nodes[current.get()].name.clone(),
-            message,
         });
     }
+}
+
+/// Runs a chain on the calling thread until the pipeline halts and nothing
+/// is left that it can handle.
+pub(crate) fn run_thread<E>(mut chain: Chain<E>) {
+    if !chain.start() {
+        return;
+    }
+    loop {
+        match chain.pass() {
+            None => return,
+            Some(true) => continue,
+            Some(false) => {}
+        }
+        if chain.shared.is_halted() {
+            break;
+        }
+        let shared = &chain.shared;
+        let nodes = &chain.nodes;
+        shared
+            .waiter
+            .wait(|| shared.is_halted() || nodes.iter().any(|node| node.has_work(shared)));
+    }
+    chain.shut_down();
 }

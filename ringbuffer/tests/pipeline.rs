@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use courier_ringbuffer::{
-    Builder, Halted, Handler, Placement, Sequence, ThreadSpec, TryPublishError, WaitStrategy,
+    Builder, Halted, Handler, Pipeline, Placement, Sequence, ThreadSpec, TryPublishError,
+    WaitStrategy,
 };
 
 const STRATEGIES: [WaitStrategy; 4] = [
@@ -45,6 +46,32 @@ fn expect_in_order(seen: &[(Sequence, u64)], count: u64, value_of: impl Fn(u64) 
     }
 }
 
+/// Runs a [`Placement::Caller`] pipeline's driver on a thread of the test's,
+/// as an event loop would: run while there is work, otherwise sleep until the
+/// wake hook fires. `None` for other placements.
+fn drive<E: Send + Sync + 'static>(
+    pipeline: &mut Pipeline<E>,
+) -> Option<std::thread::JoinHandle<()>> {
+    let mut driver = pipeline.take_driver()?;
+    let (wake_tx, wake_rx) = std::sync::mpsc::channel::<()>();
+    driver.set_wake_hook(move || {
+        let _ = wake_tx.send(());
+    });
+    Some(std::thread::spawn(move || loop {
+        match driver.run() {
+            Err(Halted) => return,
+            Ok(true) => {}
+            Ok(false) => {
+                if driver.prepare_wait() {
+                    wake_rx
+                        .recv_timeout(Duration::from_secs(10))
+                        .expect("a publish or the stop wakes the driver");
+                }
+            }
+        }
+    }))
+}
+
 #[test]
 fn pipeline_of_three_stages_annotates_events_for_later_stages() {
     const COUNT: u64 = 20_000;
@@ -56,6 +83,7 @@ fn pipeline_of_three_stages_annotates_events_for_later_stages() {
                 ThreadSpec::new(["decode", "journal"]),
                 ThreadSpec::new(["logic"]),
             ]),
+            Placement::Caller,
         ] {
             let seen = Seen::default();
             let sink = seen.clone();
@@ -73,13 +101,17 @@ fn pipeline_of_three_stages_annotates_events_for_later_stages() {
                 assert_eq!(e.journaled, s + 1, "journal ran before logic");
                 sink.push(s, e.decoded);
             });
-            let (mut producer, pipeline) = builder.build_single_producer().unwrap();
+            let (mut producer, mut pipeline) = builder.build_single_producer().unwrap();
+            let driving = drive(&mut pipeline);
             for value in 0..COUNT {
                 producer.publish(|e| e.value = value).unwrap();
             }
             pipeline
                 .shutdown()
                 .unwrap_or_else(|f| panic!("{strategy:?} {placement:?}: {f}"));
+            if let Some(thread) = driving {
+                thread.join().unwrap();
+            }
             expect_in_order(&seen.take(), COUNT, |s| s * 3);
         }
     }
@@ -88,7 +120,11 @@ fn pipeline_of_three_stages_annotates_events_for_later_stages() {
 #[test]
 fn diamond_joins_wait_for_both_sides() {
     const COUNT: u64 = 20_000;
-    for placement in [Placement::ThreadPerStage, Placement::Fused] {
+    for placement in [
+        Placement::ThreadPerStage,
+        Placement::Fused,
+        Placement::Caller,
+    ] {
         let journal_done = Arc::new(AtomicU64::new(0));
         let replicate_done = Arc::new(AtomicU64::new(0));
         let seen = Seen::default();
@@ -127,11 +163,15 @@ fn diamond_joins_wait_for_both_sides() {
                 sink.push(s, e.decoded);
             },
         );
-        let (mut producer, pipeline) = builder.build_single_producer().unwrap();
+        let (mut producer, mut pipeline) = builder.build_single_producer().unwrap();
+        let driving = drive(&mut pipeline);
         for value in 0..COUNT {
             producer.publish(|e| e.value = value).unwrap();
         }
         pipeline.shutdown().unwrap();
+        if let Some(thread) = driving {
+            thread.join().unwrap();
+        }
         expect_in_order(&seen.take(), COUNT, |s| s + 1);
     }
 }
@@ -273,7 +313,11 @@ fn a_full_ring_is_a_value_not_a_wait() {
 
 #[test]
 fn a_panicking_stage_stops_the_pipeline_and_is_named() {
-    for placement in [Placement::ThreadPerStage, Placement::Fused] {
+    for placement in [
+        Placement::ThreadPerStage,
+        Placement::Fused,
+        Placement::Caller,
+    ] {
         let mut builder = Builder::new(8, Event::default)
             .wait_strategy(WaitStrategy::BLOCKING)
             .placement(placement);
@@ -281,7 +325,8 @@ fn a_panicking_stage_stops_the_pipeline_and_is_named() {
         builder.stage("logic", &[decode], |e: &Event, _, _| {
             assert!(e.value != 13, "unlucky value");
         });
-        let (mut producer, pipeline) = builder.build_single_producer().unwrap();
+        let (mut producer, mut pipeline) = builder.build_single_producer().unwrap();
+        let driving = drive(&mut pipeline);
         // Keep publishing: the ring (8 slots) fills once logic is dead, and the
         // producer must then get `Halted`, not wait forever.
         let mut outcome = Ok(0);
@@ -293,6 +338,9 @@ fn a_panicking_stage_stops_the_pipeline_and_is_named() {
         }
         assert_eq!(outcome, Err(Halted));
         assert!(pipeline.is_halted());
+        if let Some(thread) = driving {
+            thread.join().unwrap();
+        }
         let failure = pipeline.shutdown().unwrap_err();
         assert_eq!(failure.stage, "logic");
         assert!(failure.message.contains("unlucky value"), "{failure}");
@@ -575,4 +623,139 @@ fn dropping_a_poller_stops_the_pipeline_instead_of_hanging_it() {
     let failure = pipeline.shutdown().unwrap_err();
     assert_eq!(failure.stage, "net");
     assert!(failure.message.contains("dropped"), "{failure}");
+}
+
+#[test]
+fn a_caller_placement_runs_every_stage_on_the_drivers_thread() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let threads = Arc::new(Mutex::new(Vec::new()));
+    let mut builder = Builder::new(8, Event::default).placement(Placement::Caller);
+    let seen_on = Arc::clone(&threads);
+    let decode = builder.stage_mut("decode", &[], move |e: &mut Event, _, _| {
+        seen_on.lock().unwrap().push(std::thread::current().id());
+        e.decoded = e.value + 1;
+    });
+    builder.stage(
+        "h",
+        &[decode],
+        Lifecycle {
+            log: Arc::clone(&log),
+        },
+    );
+    let (mut producer, mut pipeline) = builder.build_single_producer().unwrap();
+    let driving = drive(&mut pipeline).expect("a caller placement has a driver");
+    let driver_thread = driving.thread().id();
+    assert!(pipeline.take_driver().is_none(), "the driver is taken once");
+    for value in 0..20 {
+        producer.publish(|e| e.value = value).unwrap();
+    }
+    pipeline.shutdown().unwrap();
+    driving.join().unwrap();
+    let threads = threads.lock().unwrap();
+    assert_eq!(threads.len(), 20);
+    assert!(threads.iter().all(|&id| id == driver_thread));
+    let log = log.lock().unwrap();
+    assert_eq!(log.first().map(String::as_str), Some("start"));
+    assert_eq!(log.len(), 22, "start, 20 events, shutdown: {log:?}");
+    assert_eq!(log.last().map(String::as_str), Some("shutdown"));
+}
+
+#[test]
+fn a_driver_nobody_took_is_run_by_shutdown() {
+    let handled = Arc::new(AtomicU64::new(0));
+    let count = Arc::clone(&handled);
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let mut builder = Builder::new(64, Event::default).placement(Placement::Caller);
+    let first = builder.stage("count", &[], move |_: &Event, _, _| {
+        count.fetch_add(1, Ordering::Relaxed);
+    });
+    builder.stage(
+        "h",
+        &[first],
+        Lifecycle {
+            log: Arc::clone(&log),
+        },
+    );
+    let (mut producer, pipeline) = builder.build_single_producer().unwrap();
+    for value in 0..50 {
+        producer.publish(|e| e.value = value).unwrap();
+    }
+    assert_eq!(
+        handled.load(Ordering::Relaxed),
+        0,
+        "nothing runs the stages yet"
+    );
+    pipeline.shutdown().unwrap();
+    assert_eq!(handled.load(Ordering::Relaxed), 50);
+    assert_eq!(
+        log.lock().unwrap().last().map(String::as_str),
+        Some("shutdown")
+    );
+}
+
+#[test]
+fn driver_wake_hook_fires_only_when_it_sleeps() {
+    let wakes = Arc::new(AtomicUsize::new(0));
+    let handled = Arc::new(AtomicU64::new(0));
+    let count = Arc::clone(&handled);
+    let mut builder = Builder::new(64, Event::default).placement(Placement::Caller);
+    builder.stage("count", &[], move |_: &Event, _, _| {
+        count.fetch_add(1, Ordering::Relaxed);
+    });
+    let (mut producer, mut pipeline) = builder.build_multi_producer().unwrap();
+    let mut driver = pipeline.take_driver().unwrap();
+    let woken = Arc::clone(&wakes);
+    driver.set_wake_hook(move || {
+        woken.fetch_add(1, Ordering::SeqCst);
+    });
+    assert_eq!(driver.run(), Ok(false), "nothing published yet");
+
+    // Not sleeping: publishing costs no wake-up, and the driver may not sleep.
+    producer.publish(|_| ()).unwrap();
+    assert_eq!(wakes.load(Ordering::SeqCst), 0);
+    assert!(driver.has_work());
+    assert!(!driver.prepare_wait());
+    assert_eq!(driver.run(), Ok(true));
+    assert_eq!(handled.load(Ordering::Relaxed), 1);
+
+    // Sleeping: a publish from another thread wakes it exactly once.
+    assert!(driver.prepare_wait());
+    let mut other = producer.clone();
+    std::thread::spawn(move || {
+        other.publish(|_| ()).unwrap();
+        other.publish(|_| ()).unwrap();
+    })
+    .join()
+    .unwrap();
+    assert_eq!(wakes.load(Ordering::SeqCst), 1);
+    assert_eq!(driver.run(), Ok(true));
+    assert_eq!(handled.load(Ordering::Relaxed), 3);
+
+    // The stop wakes a sleeping driver too; it then shuts the stages down.
+    assert!(driver.prepare_wait());
+    let stopping = std::thread::spawn(move || pipeline.shutdown());
+    while wakes.load(Ordering::SeqCst) < 2 {
+        std::thread::yield_now();
+    }
+    while driver.run().is_ok() {}
+    stopping.join().unwrap().unwrap();
+    assert_eq!(driver.run(), Err(Halted), "finished for good");
+}
+
+#[test]
+fn dropping_a_driver_stops_the_pipeline_instead_of_hanging_it() {
+    let mut builder = Builder::new(8, Event::default).placement(Placement::Caller);
+    builder.stage("a", &[], |_: &Event, _, _| {});
+    builder.stage("b", &[], |_: &Event, _, _| {});
+    let (mut producer, mut pipeline) = builder.build_single_producer().unwrap();
+    drop(pipeline.take_driver().unwrap());
+    // Without the failure, the ninth publish would wait for ever.
+    let mut outcome = Ok(0);
+    for _ in 0..9 {
+        outcome = producer.publish(|_| ());
+    }
+    assert_eq!(outcome, Err(Halted));
+    let failure = pipeline.shutdown().unwrap_err();
+    assert_eq!(failure.stage, "a+b");
+    assert!(failure.message.contains("driver was dropped"), "{failure}");
 }
