@@ -1,5 +1,6 @@
-//! `courier serve --print-config`: what it prints is a config file that
-//! `--config` reads back to the same settings, optional keys included.
+//! The `courier serve` command line: `--print-config` prints a config file
+//! that `--config` reads back to the same settings, optional keys included;
+//! `--log-json` logs JSON; `cargo run -- serve` finds it.
 
 use std::process::Command;
 
@@ -88,4 +89,22 @@ fn with_log_json_every_log_line_is_a_json_object() {
         lines.iter().any(|l| l.contains("courier is serving")),
         "{logs}"
     );
+}
+
+/// The README's first command is `cargo run --release -- serve`: with two
+/// binaries in the package, `cargo run` must know which one is meant.
+#[test]
+fn cargo_run_runs_the_server() {
+    let output = Command::new(env!("CARGO"))
+        .args(["run", "--quiet", "--", "serve", "--help"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "cargo run failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("--print-config"), "{stdout}");
 }
