@@ -1,5 +1,5 @@
 //! The same chat under every stage placement: fused on one thread, split
-//! over three, a thread per stage. Acknowledgements, deliveries, sync and a
+//! over three, a thread per stage, inline on the I/O thread. Acknowledgements, deliveries, sync and a
 //! restart agree whichever threads the stages run on.
 
 mod util;
@@ -12,10 +12,11 @@ use courier::codec::proto::DeliveryMode;
 use courier::codec::Message;
 use util::*;
 
-fn chat_under(placement: PlacementSetting) {
+fn chat_under(placement: PlacementSetting, io_threads: usize) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path());
     config.broker.placement = placement;
+    config.io_threads = io_threads;
     let server = courier::net::start(config.clone()).unwrap();
     let address = server.local_addr();
     register(address, "ana");
@@ -69,15 +70,29 @@ fn chat_under(placement: PlacementSetting) {
 
 #[test]
 fn fused() {
-    chat_under(PlacementSetting::Fused);
+    chat_under(PlacementSetting::Fused, 1);
 }
 
 #[test]
 fn split() {
-    chat_under(PlacementSetting::Split);
+    chat_under(PlacementSetting::Split, 1);
 }
 
 #[test]
 fn per_stage() {
-    chat_under(PlacementSetting::PerStage);
+    chat_under(PlacementSetting::PerStage, 1);
+}
+
+#[test]
+fn inline() {
+    chat_under(PlacementSetting::Inline, 1);
+}
+
+/// The first I/O thread runs the stages; the second publishes into them
+/// (waking the first) and gets its frames through its outbound ring. The
+/// connections alternate between the threads, so ana and bo are on
+/// different ones.
+#[test]
+fn inline_with_two_io_threads() {
+    chat_under(PlacementSetting::Inline, 2);
 }

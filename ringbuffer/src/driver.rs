@@ -122,6 +122,15 @@ impl<E> Driver<E> {
             .park_external(&self.park, || self.has_work())
     }
 
+    /// Call when the thread wakes from a sleep that
+    /// [`prepare_wait`](Self::prepare_wait) allowed, whatever woke it: withdraws
+    /// the sleep mark, so that what the thread publishes itself before its
+    /// next [`run`](Self::run) does not call the wake hook. (`run` withdraws it
+    /// too.)
+    pub fn end_wait(&self) {
+        self.chain.shared.waiter.unpark_external(&self.park);
+    }
+
     /// Blocks the calling thread, with the ring's wait strategy, until there is
     /// work for [`run`](Self::run).
     pub fn wait(&self) {

@@ -731,6 +731,15 @@ fn driver_wake_hook_fires_only_when_it_sleeps() {
     assert_eq!(driver.run(), Ok(true));
     assert_eq!(handled.load(Ordering::Relaxed), 3);
 
+    // Woken by something else (a socket), the thread says so: what it
+    // publishes itself then calls no hook.
+    assert!(driver.prepare_wait());
+    driver.end_wait();
+    producer.publish(|_| ()).unwrap();
+    assert_eq!(wakes.load(Ordering::SeqCst), 1);
+    assert_eq!(driver.run(), Ok(true));
+    assert_eq!(handled.load(Ordering::Relaxed), 4);
+
     // The stop wakes a sleeping driver too; it then shuts the stages down.
     assert!(driver.prepare_wait());
     let stopping = std::thread::spawn(move || pipeline.shutdown());

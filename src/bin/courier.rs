@@ -67,7 +67,9 @@ struct ServeArgs {
     durability: Option<Durability>,
     /// fused: every stage on one thread; split: decode and journal on one
     /// thread, the flush on another, logic, fan-out and store on a third;
-    /// per-stage: a thread each [default: fused].
+    /// per-stage: a thread each; inline: every stage on the first I/O
+    /// thread, right after it reads (no hand-off between threads: the least
+    /// CPU per message) [default: inline].
     #[arg(long, value_enum)]
     placement: Option<Placement>,
     /// Network I/O threads [default: 1].
@@ -99,6 +101,7 @@ enum Placement {
     Fused,
     Split,
     PerStage,
+    Inline,
 }
 
 #[derive(Debug, clap::Args)]
@@ -186,6 +189,7 @@ fn serve_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
             Placement::Fused => PlacementSetting::Fused,
             Placement::Split => PlacementSetting::Split,
             Placement::PerStage => PlacementSetting::PerStage,
+            Placement::Inline => PlacementSetting::Inline,
         };
     }
     if let Some(threads) = args.io_threads {

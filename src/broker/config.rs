@@ -29,9 +29,13 @@ pub enum DurabilitySetting {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PlacementSetting {
+    /// The default: [`Inline`](Self::Inline) where the gateway runs the
+    /// stages itself (`courier serve` does: measured, it costs the least CPU
+    /// per message at every load on a small machine), otherwise
+    /// [`Fused`](Self::Fused). [`super::Broker::open`] takes it as fused.
+    Auto,
     /// Every stage on one thread, the SQLite store included (it commits once
-    /// per batch that creates accounts, and WAL commits do not fsync). For
-    /// small machines; the default.
+    /// per batch that creates accounts, and WAL commits do not fsync).
     Fused,
     /// Three threads: decode and journal on one, the flush (group commit)
     /// on one, logic, fan-out and store on one, so the journal appends a
@@ -40,6 +44,14 @@ pub enum PlacementSetting {
     Split,
     /// Each stage on a thread of its own.
     PerStage,
+    /// No stage thread: the gateway runs every stage on a thread of its own
+    /// through [`super::Broker::take_driver`] (the mio server: on its first
+    /// I/O thread, right after it reads). A frame read, journaled, applied
+    /// and answered on one thread needs no hand-off and no wake-up between
+    /// threads, which is most of what a message costs at moderate load; the
+    /// price is that reading waits while the stages (and under batch
+    /// durability, the disk) work.
+    Inline,
 }
 
 /// How an idle stage waits.
@@ -69,7 +81,7 @@ pub struct BrokerConfig {
     pub segment_size_mb: u64,
     /// Slots of the inbound ring (a power of two).
     pub ring_slots: usize,
-    /// Stage placement.
+    /// Which threads run the stages.
     pub placement: PlacementSetting,
     /// How idle stages wait.
     pub wait: WaitSetting,
@@ -112,7 +124,7 @@ impl Default for BrokerConfig {
             flush_interval_ms: 10,
             segment_size_mb: 64,
             ring_slots: 4096,
-            placement: PlacementSetting::Fused,
+            placement: PlacementSetting::Auto,
             wait: WaitSetting::Blocking,
             wait_yield_us: 5,
             frame_size_max_bytes: FRAME_SIZE_MAX_DEFAULT,
@@ -194,13 +206,14 @@ impl BrokerConfig {
 
     pub(crate) fn ring_placement(&self) -> Placement {
         match self.placement {
-            PlacementSetting::Fused => Placement::Fused,
+            PlacementSetting::Auto | PlacementSetting::Fused => Placement::Fused,
             PlacementSetting::Split => Placement::Threads(vec![
                 ThreadSpec::new(["decode", "journal"]),
                 ThreadSpec::new(["flush"]),
                 ThreadSpec::new(["logic", "fan-out", "store"]),
             ]),
             PlacementSetting::PerStage => Placement::ThreadPerStage,
+            PlacementSetting::Inline => Placement::Caller,
         }
     }
 

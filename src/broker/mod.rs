@@ -86,6 +86,59 @@ pub trait Egress: Send + 'static {
     fn flush(&mut self) {}
 }
 
+/// Runs the broker's stages on a thread of the gateway's, under
+/// [`PlacementSetting::Inline`]: taken once with [`Broker::take_driver`].
+///
+/// A gateway's loop publishes what it read, calls [`run`](Self::run) until
+/// it returns `Ok(false)` (frames come out through the egress, on this
+/// thread), writes, and before it sleeps calls
+/// [`prepare_wait`](Self::prepare_wait), so that a publish from another
+/// thread (the auth workers, say) wakes it through the hook. It must go on
+/// running the driver until `run` returns `Err(Halted)`:
+/// [`Broker::shutdown`] waits for that.
+pub struct BrokerDriver {
+    driver: crate::ringbuffer::Driver<Inbound>,
+}
+
+impl BrokerDriver {
+    /// Takes one batch of what was published through every stage.
+    /// `Ok(true)` if there was one, `Ok(false)` if there was nothing to do,
+    /// `Err(Halted)` once the broker has stopped (drained, flushed and shut
+    /// down) or a stage failed ([`Broker::failure`] says which).
+    pub fn run(&mut self) -> Result<bool, Halted> {
+        self.driver.run()
+    }
+
+    /// Whether [`run`](Self::run) has work.
+    pub fn has_work(&self) -> bool {
+        self.driver.has_work()
+    }
+
+    /// Sets what wakes the gateway's thread when something is published
+    /// while it sleeps (`move || waker.wake()` for a mio loop). Once.
+    pub fn set_wake_hook(&self, hook: impl Fn() + Send + Sync + 'static) {
+        self.driver.set_wake_hook(hook)
+    }
+
+    /// Call just before the thread sleeps: true if it may (the next
+    /// publish calls the wake hook), false if there is work to run first.
+    pub fn prepare_wait(&self) -> bool {
+        self.driver.prepare_wait()
+    }
+
+    /// Call when the thread wakes, whatever woke it: its own publishes
+    /// before the next [`run`](Self::run) then do not call the wake hook.
+    pub fn end_wait(&self) {
+        self.driver.end_wait()
+    }
+
+    /// Blocks until there is work to run (for a thread with nothing else
+    /// to wait on).
+    pub fn wait(&self) {
+        self.driver.wait()
+    }
+}
+
 /// Why the broker failed to open or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -500,6 +553,15 @@ impl Broker {
     /// `logic`: applied; `fan-out`: its frames handed to the egress).
     pub fn stage_latencies(&self) -> Vec<LatencyHistogram> {
         self.watch.stage_latencies()
+    }
+
+    /// The driver that runs the stages under [`PlacementSetting::Inline`];
+    /// `None` under other placements, or once taken. If nobody takes it,
+    /// nothing runs the stages until [`shutdown`](Self::shutdown) does.
+    pub fn take_driver(&mut self) -> Option<BrokerDriver> {
+        self.pipeline
+            .take_driver()
+            .map(|driver| BrokerDriver { driver })
     }
 
     /// Whether a stage failed (the broker then refuses new input).

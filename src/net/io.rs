@@ -7,7 +7,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use rustc_hash::FxHashMap as HashMap;
 use std::io;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -16,8 +16,8 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::conn::{CloseReason, Connection, ReadOutcome};
 use super::stats::{Counters, Tally};
-use super::{Control, Outbound, ServerConfig};
-use crate::broker::{ConnId, Ingress};
+use super::{Control, FrameBatch, Outbound, ServerConfig};
+use crate::broker::{BrokerDriver, ConnId, Ingress};
 use crate::codec::{proto::ErrorCode, FrameDecoder, FrameError, Message, LENGTH_PREFIX_BYTES};
 use crate::ringbuffer::{Poller, TryPublishError};
 
@@ -27,6 +27,12 @@ pub(crate) const LISTENER_TOKEN: Token = Token(usize::MAX - 1);
 const OUTBOUND_BATCH_MAX: usize = 1024;
 /// Read calls per connection per pass, so one busy client cannot starve others.
 const READS_PER_PASS_MAX: usize = 4;
+/// Batches the inline placement's driver takes through the stages per pass
+/// before the loop looks at sockets again.
+const PIPELINE_RUNS_PER_PASS: usize = 8;
+/// Bytes of frame scratch an inline I/O thread keeps between passes; a
+/// burst beyond it (a post to a large group) is let go afterwards.
+const LOCAL_SCRATCH_KEEP_BYTES: usize = 1 << 20;
 /// mio events per poll.
 const EVENTS_MAX: usize = 1024;
 /// How long a stopping thread keeps trying to write what it still holds.
@@ -52,6 +58,11 @@ pub(crate) struct IoThread {
     pub(crate) siblings: Vec<Sibling>,
     pub(crate) handoff: Receiver<TcpStream>,
     pub(crate) outbound: Poller<Outbound>,
+    /// Under the inline placement (first thread only): the broker's stages,
+    /// run here after each read, and where their frames for this thread's
+    /// connections come out.
+    pub(crate) driver: Option<BrokerDriver>,
+    pub(crate) local: Option<Arc<std::sync::Mutex<FrameBatch>>>,
     pub(crate) ingress: Option<Ingress>,
     pub(crate) control: Arc<Control>,
     pub(crate) config: ServerConfig,
@@ -79,6 +90,9 @@ struct Loop {
     next_heartbeat_check: Instant,
     /// Scratch for the frame ranges of one publish.
     ranges: Vec<std::ops::Range<usize>>,
+    /// Frames taken from the inline driver's fan-out, swapped with the
+    /// shared batch so both keep their buffers.
+    local_scratch: FrameBatch,
     /// Counts since the last pass, added to the shared counters once a pass.
     tally: Tally,
 }
@@ -100,6 +114,7 @@ impl IoThread {
             outbound_done: false,
             next_heartbeat_check: Instant::now(),
             ranges: Vec::with_capacity(FRAMES_PER_BATCH_MAX),
+            local_scratch: FrameBatch::default(),
             tally: Tally::default(),
         };
         state.run();
@@ -112,6 +127,7 @@ impl Loop {
         loop {
             let now = Instant::now();
             self.drain_outbound();
+            self.run_pipeline();
             self.publish_pending();
             self.resume_paused(now);
             if self.reading && self.pending.is_empty() {
@@ -130,7 +146,14 @@ impl Loop {
             }
             self.tally.flush(&self.thread.counters);
             let timeout = self.timeout(now);
-            let timeout = if self.thread.outbound.prepare_wait() {
+            let may_sleep = match &self.thread.driver {
+                // Only this thread's driver feeds it frames, so the
+                // outbound ring has nothing to wake it for (the stop
+                // wakes it directly).
+                Some(driver) => driver.prepare_wait(),
+                None => self.thread.outbound.prepare_wait(),
+            };
+            let timeout = if may_sleep {
                 timeout
             } else {
                 Some(Duration::ZERO)
@@ -146,6 +169,10 @@ impl Loop {
                         .store(true, Ordering::Release);
                 }
                 continue;
+            }
+            if let Some(driver) = &self.thread.driver {
+                // What this thread reads next must not wake itself.
+                driver.end_wait();
             }
             let now = Instant::now();
             for event in events.iter() {
@@ -450,39 +477,80 @@ impl Loop {
     }
 
     fn drain_outbound(&mut self) {
-        let conns = &mut self.conns;
-        let dirty = &mut self.dirty;
-        let cap = self.thread.config.output_cap_bytes;
-        let mut slow = Vec::new();
+        let mut out = Deliveries {
+            conns: &mut self.conns,
+            dirty: &mut self.dirty,
+            cap: self.thread.config.output_cap_bytes,
+            slow: Vec::new(),
+        };
         let result = self
             .thread
             .outbound
             .poll(OUTBOUND_BATCH_MAX, |event, _, _| {
-                let counter = event.conn.0 & ((1 << 48) - 1);
-                let Some(conn) = conns.get_mut(&counter) else {
-                    return; // gone already
-                };
-                if conn.id != event.conn {
-                    return;
-                }
-                if event.close {
-                    conn.close_after_output(CloseReason::Broker);
-                } else if conn.pending_output() + event.frame.len() > cap {
-                    if !slow.contains(&counter) {
-                        slow.push(counter);
-                    }
-                    return;
-                } else {
-                    conn.queue_frame(&event.frame);
-                }
-                if !conn.dirty {
-                    conn.dirty = true;
-                    dirty.push(counter);
-                }
+                out.deliver(event.conn, event.close, &event.frame)
             });
         if result.is_err() {
             self.outbound_done = true;
         }
+        let slow = out.slow;
+        self.close_slow(slow);
+    }
+
+    /// Under the inline placement: takes batches through the broker's
+    /// stages on this thread and queues the frames they make.
+    fn run_pipeline(&mut self) {
+        for _ in 0..PIPELINE_RUNS_PER_PASS {
+            let Some(driver) = &mut self.thread.driver else {
+                return;
+            };
+            let outcome = driver.run();
+            self.take_local();
+            match outcome {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(_) => {
+                    // The broker has stopped (shut down, or a stage
+                    // failed): the driver has finished.
+                    self.thread.driver = None;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Queues the frames the inline driver's fan-out made for this thread.
+    fn take_local(&mut self) {
+        let Some(local) = &self.thread.local else {
+            return;
+        };
+        {
+            let mut batch = local.lock().unwrap_or_else(PoisonError::into_inner);
+            if batch.frames.is_empty() {
+                return;
+            }
+            std::mem::swap(&mut *batch, &mut self.local_scratch);
+        }
+        let mut out = Deliveries {
+            conns: &mut self.conns,
+            dirty: &mut self.dirty,
+            cap: self.thread.config.output_cap_bytes,
+            slow: Vec::new(),
+        };
+        let batch = &mut self.local_scratch;
+        for (conn, close, range) in batch.frames.drain(..) {
+            out.deliver(conn, close, &batch.bytes[range]);
+        }
+        batch.bytes.clear();
+        if batch.bytes.capacity() > LOCAL_SCRATCH_KEEP_BYTES {
+            batch.bytes.shrink_to(LOCAL_SCRATCH_KEEP_BYTES);
+            batch.frames.shrink_to(LOCAL_SCRATCH_KEEP_BYTES / 64);
+        }
+        let slow = out.slow;
+        self.close_slow(slow);
+    }
+
+    /// Closes the connections that fell further behind than their cap.
+    fn close_slow(&mut self, slow: Vec<u64>) {
         for counter in slow {
             let pending_bytes = self
                 .conns
@@ -588,6 +656,42 @@ impl Loop {
         let counters: Vec<u64> = self.conns.keys().copied().collect();
         for counter in counters {
             self.close(counter, CloseReason::Shutdown);
+        }
+    }
+}
+
+/// Where the broker's frames for this thread's connections are queued.
+struct Deliveries<'a> {
+    conns: &'a mut HashMap<u64, Connection>,
+    dirty: &'a mut Vec<u64>,
+    cap: usize,
+    /// Connections over their output cap, to be closed.
+    slow: Vec<u64>,
+}
+
+impl Deliveries<'_> {
+    /// Queues one frame (or a close) for `id`, if it is still connected.
+    fn deliver(&mut self, id: ConnId, close: bool, frame: &[u8]) {
+        let counter = id.0 & ((1 << 48) - 1);
+        let Some(conn) = self.conns.get_mut(&counter) else {
+            return; // gone already
+        };
+        if conn.id != id {
+            return;
+        }
+        if close {
+            conn.close_after_output(CloseReason::Broker);
+        } else if conn.pending_output() + frame.len() > self.cap {
+            if !self.slow.contains(&counter) {
+                self.slow.push(counter);
+            }
+            return;
+        } else {
+            conn.queue_frame(frame);
+        }
+        if !conn.dirty {
+            conn.dirty = true;
+            self.dirty.push(counter);
         }
     }
 }

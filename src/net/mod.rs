@@ -20,14 +20,16 @@ pub use stats::ServerStats;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use mio::net::TcpListener;
 use mio::{Interest, Poll, Waker};
 use serde::{Deserialize, Serialize};
 
-use crate::broker::{Broker, BrokerConfig, BrokerError, ConnId, Egress, OpenReport};
+use crate::broker::{
+    Broker, BrokerConfig, BrokerError, ConnId, Egress, OpenReport, PlacementSetting,
+};
 use crate::ringbuffer::{Builder, Pipeline, SingleProducer, WaitStrategy};
 use io::{IoThread, Sibling, WAKE};
 
@@ -173,10 +175,43 @@ struct EgressRing {
     /// (connection, close, range of `bytes`) per frame, in order.
     pending: Vec<(ConnId, bool, std::ops::Range<usize>)>,
     bytes: Vec<u8>,
+    /// Under the inline placement, for the I/O thread that runs the stages:
+    /// frames are handed over here instead of through the ring, which that
+    /// thread cannot drain while it runs them.
+    local: Option<Arc<Mutex<FrameBatch>>>,
+}
+
+/// Frames the fan-out made for the I/O thread that runs the stages itself
+/// (the inline placement), taken by that thread after each run.
+#[derive(Debug, Default)]
+pub(crate) struct FrameBatch {
+    /// (connection, close, range of `bytes`) per frame, in order.
+    pub(crate) frames: Vec<(ConnId, bool, std::ops::Range<usize>)>,
+    pub(crate) bytes: Vec<u8>,
 }
 
 impl EgressRing {
     fn publish(&mut self) {
+        if let Some(local) = &self.local {
+            // Only the thread that runs the stages takes the lock, between
+            // runs: it is never contended.
+            let mut batch = local.lock().unwrap_or_else(PoisonError::into_inner);
+            if batch.frames.is_empty() {
+                std::mem::swap(&mut batch.frames, &mut self.pending);
+                std::mem::swap(&mut batch.bytes, &mut self.bytes);
+            } else {
+                let base = batch.bytes.len();
+                batch.bytes.extend_from_slice(&self.bytes);
+                batch
+                    .frames
+                    .extend(self.pending.iter().map(|(conn, close, range)| {
+                        (*conn, *close, base + range.start..base + range.end)
+                    }));
+            }
+            self.pending.clear();
+            self.bytes.clear();
+            return;
+        }
         let mut from = 0;
         while from < self.pending.len() {
             let count = (self.pending.len() - from).min(self.batch_max);
@@ -267,6 +302,15 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
         None => None,
     };
 
+    // Under the inline placement (this server's default) the first I/O
+    // thread runs the stages and takes its own frames straight from the
+    // fan-out.
+    let mut config = config;
+    if config.broker.placement == PlacementSetting::Auto {
+        config.broker.placement = PlacementSetting::Inline;
+    }
+    let inline = config.broker.placement == PlacementSetting::Inline;
+    let local = inline.then(|| Arc::new(Mutex::new(FrameBatch::default())));
     let mut rings = Vec::new();
     let mut pollers = Vec::new();
     let mut outbound = Vec::new();
@@ -286,10 +330,12 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
             batch_max: EGRESS_BATCH_MAX.min(config.outbound_ring_slots / 2),
             pending: Vec::new(),
             bytes: Vec::new(),
+            local: if index == 0 { local.clone() } else { None },
         });
         outbound.push(pipeline);
     }
-    let broker = Broker::open(&config.broker, NetEgress { rings })?;
+    let mut broker = Broker::open(&config.broker, NetEgress { rings })?;
+    let mut driver = broker.take_driver();
     let report = broker.report().clone();
     log_report(&report, address);
 
@@ -322,6 +368,13 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
             // A failed wake leaves the thread to its next timeout or event.
             let _ = waker.wake();
         });
+        let driver = if index == 0 { driver.take() } else { None };
+        if let Some(driver) = &driver {
+            let waker = Arc::clone(&wakers[index]);
+            driver.set_wake_hook(move || {
+                let _ = waker.wake();
+            });
+        }
         let mut thread_listener = if index == 0 { listener.take() } else { None };
         if let Some(listener) = &mut thread_listener {
             poll.registry()
@@ -339,6 +392,8 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
             },
             handoff,
             outbound: poller,
+            driver,
+            local: if index == 0 { local.clone() } else { None },
             ingress: Some(broker.ingress()),
             control: Arc::clone(&control),
             config: config.clone(),

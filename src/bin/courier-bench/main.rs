@@ -62,8 +62,8 @@ pub struct Common {
     /// With --spawn: the durability (batch, interval, none).
     #[arg(long, global = true, default_value = "batch")]
     pub durability: String,
-    /// With --spawn: stage placement (fused, split, per-stage).
-    #[arg(long, global = true, default_value = "fused")]
+    /// With --spawn: stage placement (fused, split, per-stage, inline).
+    #[arg(long, global = true, default_value = "inline")]
     pub placement: String,
     /// With --spawn: a server setting for its config file, TOML `key=value`
     /// (`heartbeat_timeout_ms=5000`); repeatable.
