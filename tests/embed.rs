@@ -100,3 +100,56 @@ fn a_gateway_gets_replies_errors_and_closes_per_connection() {
     assert_eq!(report.store_records_caught_up, 0);
     broker.shutdown().unwrap();
 }
+
+/// Under `placement = "inline"` the gateway runs the stages on its own
+/// thread: it publishes, runs the driver, and sleeps until a publish from
+/// another thread (here the auth worker's verdict on a registration) wakes
+/// it. The shutdown waits for the driver to finish.
+#[test]
+fn a_gateway_can_run_the_stages_on_its_own_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = BrokerConfig {
+        data_dir: dir.path().to_path_buf(),
+        auth: AuthConfig::insecure_fast(),
+        placement: courier::broker::PlacementSetting::Inline,
+        ..BrokerConfig::default()
+    };
+    let (sender, actions) = crossbeam_channel::unbounded();
+    let mut broker = Broker::open(&config, Recorder(sender)).unwrap();
+    let mut driver = broker.take_driver().expect("inline has a driver");
+    assert!(broker.take_driver().is_none(), "taken once");
+    let (wake, woken) = crossbeam_channel::unbounded::<()>();
+    driver.set_wake_hook(move || {
+        let _ = wake.send(());
+    });
+    let mut ingress = broker.ingress();
+    let gateway = std::thread::spawn(move || {
+        let conn = ConnId(7);
+        ingress.connected(conn).unwrap();
+        let register = Message::Register(proto::Register {
+            user: "ana".into(),
+            password: "correct horse".into(),
+        });
+        ingress.frame(conn, &body(&register, 9)).unwrap();
+        // The gateway's loop: run while there is work, else sleep until woken.
+        loop {
+            match driver.run() {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(_) => return,
+            }
+            if driver.prepare_wait() {
+                woken
+                    .recv_timeout(Duration::from_secs(10))
+                    .expect("the auth verdict (or the stop) wakes the gateway");
+                driver.end_wait();
+            }
+        }
+    });
+    let Action::Send(conn, Message::RegisterOk(_)) = next(&actions) else {
+        panic!("expected RegisterOk")
+    };
+    assert_eq!(conn, ConnId(7));
+    broker.shutdown().unwrap();
+    gateway.join().unwrap();
+}

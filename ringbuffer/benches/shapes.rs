@@ -281,8 +281,16 @@ fn sleep(quick: bool, shapes: &[Shape]) {
     latency_heading("Sleeping producer", rate, "sleeping", count, rounds);
     for &shape in shapes {
         let mut contenders: Vec<Box<dyn Fn() -> Rig>> = Vec::new();
-        for layout in [Layout::PerStage, Layout::Fused, Layout::FusedSharedCore] {
+        for layout in [
+            Layout::PerStage,
+            Layout::Fused,
+            Layout::FusedSharedCore,
+            Layout::Caller,
+        ] {
             if layout == Layout::Fused && matches!(shape, Shape::Spsc | Shape::Mpsc) {
+                continue;
+            }
+            if layout == Layout::Caller && shape.producers() > 1 {
                 continue;
             }
             contenders.push(Box::new(move || {

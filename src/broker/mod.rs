@@ -22,7 +22,11 @@
 //!    projection up, journals a start marker (every connection of an earlier
 //!    run is gone), and starts the stages and the auth workers.
 //! 2. The gateway publishes through [`Broker::ingress`] handles: one per
-//!    thread, cloned. A frame's reply arrives through the egress.
+//!    thread, cloned. A frame's reply arrives through the egress. Under
+//!    [`PlacementSetting::Inline`] no thread of the broker's runs the stages:
+//!    the gateway takes the [`BrokerDriver`] ([`Broker::take_driver`]) and
+//!    runs it on its own thread after it publishes, as `courier serve` does
+//!    on its first I/O thread.
 //! 3. [`Broker::shutdown`] (after the gateway stops publishing) drains
 //!    everything published, flushes the journal and stops the threads.
 

@@ -135,6 +135,10 @@ fn middle() -> impl FnMut(&Event) + Send {
 /// Publishes events into one contender's shape.
 pub trait Publish: Send {
     fn publish(&mut self, stamp_ns: u64, value: u64);
+
+    /// The end of a burst: a producer that runs the stages itself runs what
+    /// it has left.
+    fn flush(&mut self) {}
 }
 
 /// A contender running one shape.
@@ -179,6 +183,7 @@ impl Rig {
             for value in 0..count {
                 producer.publish(0, value);
             }
+            producer.flush();
         } else {
             let producer_count = self.producers.len() as u64;
             thread::scope(|scope| {
@@ -234,6 +239,11 @@ pub enum Layout {
     /// All stages on one thread pinned to core 0, with the producer pinned
     /// there too: the net thread and the pipeline sharing a core.
     FusedSharedCore,
+    /// All stages run by the producer's own thread through the pipeline's
+    /// driver (`Placement::Caller`), as courier's I/O thread runs them: a
+    /// timed event at once, untimed ones once per 256 published. One
+    /// producer only.
+    Caller,
 }
 
 impl Layout {
@@ -242,6 +252,7 @@ impl Layout {
             Layout::PerStage => "per-stage",
             Layout::Fused => "fused",
             Layout::FusedSharedCore => "fused, sharing the producer's core",
+            Layout::Caller => "run by the producer (caller placement)",
         }
     }
 }
@@ -282,6 +293,47 @@ impl Publish for CourierMulti {
     }
 }
 
+/// Untimed events a [`CourierCaller`] publishes before it runs them.
+const CALLER_BATCH: usize = 256;
+
+/// A producer that runs the stages itself. The driver sits in a slot the
+/// rig's stop can take it from once the producer is dropped.
+struct CourierCaller {
+    producer: ring::SingleProducer<Event>,
+    driver: Arc<std::sync::Mutex<Option<ring::Driver<Event>>>>,
+    pending: usize,
+}
+
+impl CourierCaller {
+    fn run_all(&mut self) {
+        let mut slot = self.driver.lock().expect("not poisoned");
+        let driver = slot.as_mut().expect("the driver is here until the stop");
+        while driver.run() == Ok(true) {}
+        self.pending = 0;
+    }
+}
+
+impl Publish for CourierCaller {
+    #[inline]
+    fn publish(&mut self, stamp_ns: u64, value: u64) {
+        while let Err(error) = self
+            .producer
+            .try_publish(|event| fill(event, stamp_ns, value))
+        {
+            assert_eq!(error, ring::TryPublishError::Full, "the pipeline runs");
+            self.run_all();
+        }
+        self.pending += 1;
+        if stamp_ns != 0 || self.pending >= CALLER_BATCH {
+            self.run_all();
+        }
+    }
+
+    fn flush(&mut self) {
+        self.run_all();
+    }
+}
+
 /// This crate running `shape` with `wait` and `layout`.
 pub fn courier(shape: Shape, wait: ring::WaitStrategy, layout: Layout, wait_name: &str) -> Rig {
     let (done, mut sink, report) = sink_parts();
@@ -295,6 +347,10 @@ pub fn courier(shape: Shape, wait: ring::WaitStrategy, layout: Layout, wait_name
                 Shape::Diamond => vec!["decode", "journal", "replicate", "logic"],
             };
             ring::Placement::Threads(vec![ring::ThreadSpec::new(stages).pinned(0)])
+        }
+        Layout::Caller => {
+            assert_eq!(shape.producers(), 1, "the caller layout has one producer");
+            ring::Placement::Caller
         }
     };
     let mut builder = ring::Builder::new(CAPACITY, Event::default)
@@ -319,6 +375,31 @@ pub fn courier(shape: Shape, wait: ring::WaitStrategy, layout: Layout, wait_name
             let replicate = builder.stage("replicate", &[decode], move |e: &Event, _, _| r(e));
             builder.stage("logic", &[journal, replicate], last);
         }
+    }
+    if layout == Layout::Caller {
+        let (producer, mut pipeline) = builder.build_single_producer().expect("valid pipeline");
+        let driver = Arc::new(std::sync::Mutex::new(pipeline.take_driver()));
+        let slot = Arc::clone(&driver);
+        return Rig {
+            producer_core: None,
+            name: format!("courier/{wait_name}/{}", layout.name()),
+            producers: vec![Box::new(CourierCaller {
+                producer,
+                driver,
+                pending: 0,
+            })],
+            done,
+            stop: Box::new(move || {
+                let mut driver = slot.lock().expect("not poisoned").take().expect("a driver");
+                // The stop waits for the driver to shut the stages down.
+                thread::scope(|scope| {
+                    let stopping = scope.spawn(|| pipeline.shutdown());
+                    while driver.run().is_ok() {}
+                    stopping.join().unwrap().expect("no stage panicked");
+                });
+            }),
+            report,
+        };
     }
     let (producers, pipeline): (Vec<Box<dyn Publish>>, _) = if shape.producers() == 1 {
         let (producer, pipeline) = builder.build_single_producer().expect("valid pipeline");
@@ -397,6 +478,9 @@ where
                 .handle_events_with(move |e: &Event, _, end| sink.on_event(e, end))
                 .build();
             vec![Box::new(DisruptorProducer(producer))]
+        }
+        (Shape::Pipeline3 | Shape::Diamond, Layout::Caller) => {
+            panic!("the disruptor crate cannot run its handlers on the producer's thread")
         }
         (Shape::Pipeline3 | Shape::Diamond, Layout::Fused | Layout::FusedSharedCore) => {
             let stages = if shape == Shape::Diamond { 3 } else { 2 };
@@ -526,8 +610,9 @@ pub fn crossbeam(shape: Shape, layout: Layout) -> Rig {
 }
 
 /// Every contender for `shape`, for a throughput run: this crate with busy-spin
-/// and blocking waits in both layouts, the `disruptor` crate with busy-spin in
-/// both, and crossbeam channels in both.
+/// and blocking waits in both layouts (and, with one producer, run by the
+/// producer), the `disruptor` crate with busy-spin in both, and crossbeam
+/// channels in both.
 pub fn throughput_contenders(shape: Shape) -> Vec<Box<dyn Fn() -> Rig>> {
     let mut rigs: Vec<Box<dyn Fn() -> Rig>> = Vec::new();
     for layout in [Layout::PerStage, Layout::Fused] {
@@ -544,6 +629,16 @@ pub fn throughput_contenders(shape: Shape) -> Vec<Box<dyn Fn() -> Rig>> {
             disruptor(shape, disruptor::BusySpin, layout, "busy-spin")
         }));
         rigs.push(Box::new(move || crossbeam(shape, layout)));
+    }
+    if shape.producers() == 1 {
+        rigs.push(Box::new(move || {
+            courier(
+                shape,
+                ring::WaitStrategy::BLOCKING,
+                Layout::Caller,
+                "blocking",
+            )
+        }));
     }
     rigs
 }
