@@ -264,7 +264,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 break;
             }
             recv(failure) -> _ => {
-                tracing::error!("a pipeline thread failed; stopping");
+                tracing::error!("a pipeline stage failed; stopping");
                 break;
             }
             recv(ticks) -> _ => {
