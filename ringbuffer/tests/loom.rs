@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use courier_ringbuffer::{Builder, WaitStrategy};
+use courier_ringbuffer::{Builder, Placement, WaitStrategy};
 use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
 
@@ -176,5 +176,53 @@ fn a_sleeping_poller_gets_its_wake_hook() {
         assert_eq!(values, vec![5]);
         drop(pipeline);
         drop(poller);
+    });
+}
+
+#[test]
+fn a_sleeping_driver_gets_its_wake_hook() {
+    loom::model(|| {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&seen);
+        let mut builder = Builder::new(2, || 0u64)
+            .wait_strategy(WaitStrategy::BusySpin)
+            .placement(Placement::Caller);
+        builder.stage("sink", &[], move |value: &u64, _, _| {
+            sink.lock().unwrap().push(*value)
+        });
+        let (mut producer, mut pipeline) = builder.build_single_producer().unwrap();
+        let mut driver = pipeline.take_driver().unwrap();
+        // As for the poller: the hook wakes a thread asleep on a condition
+        // variable, standing for an event loop in epoll_wait.
+        let woken = Arc::new((Mutex::new(false), Condvar::new()));
+        let alarm = Arc::clone(&woken);
+        driver.set_wake_hook(move || {
+            *alarm.0.lock().unwrap() = true;
+            alarm.1.notify_one();
+        });
+        let handled = Arc::clone(&seen);
+        let owner = thread::spawn(move || loop {
+            driver.run().unwrap();
+            if !handled.lock().unwrap().is_empty() {
+                return driver;
+            }
+            if driver.prepare_wait() {
+                // A missed mark leaves this thread asleep for ever, which
+                // loom reports.
+                let mut up = woken.0.lock().unwrap();
+                while !*up {
+                    up = woken.1.wait(up).unwrap();
+                }
+                *up = false;
+                driver.end_wait();
+            }
+        });
+        producer.publish(|value| *value = 5).unwrap();
+        let driver = owner.join().unwrap();
+        assert_eq!(*seen.lock().unwrap(), vec![5]);
+        // Dropped while the pipeline runs, the driver stops it: the drop of
+        // the pipeline after it then has nothing to wait for.
+        drop(driver);
+        drop(pipeline);
     });
 }
