@@ -79,6 +79,8 @@ fn metrics_follow_the_traffic_and_only_metrics_is_served() {
     assert_eq!(values["courier_devices_online"], 2.0);
     assert!(values["courier_journal_records_total"] >= MESSAGES as f64);
     assert!(values["courier_bytes_out_total"] > 0.0);
+    assert!(values["courier_journal_bytes"] > 0.0);
+    assert!(values["courier_disk_free_bytes"] > 0.0);
     // Every stage saw at least the 50 sends, and its buckets are cumulative
     // up to +Inf, which equals the count.
     for stage in ["journal", "flush", "logic", "fan-out"] {

@@ -57,6 +57,18 @@ fn counters_follow_connections_frames_bytes_and_the_journal() {
         during.journal_records >= start.journal_records + 14,
         "{during:?}"
     );
+    // The journal's files, as the directory lists them (the next segment
+    // is made in the background, so look until the two agree), and the
+    // room left.
+    let journal_files = || -> u64 {
+        std::fs::read_dir(dir.path().join("journal"))
+            .unwrap()
+            .map(|entry| entry.unwrap().metadata().unwrap().len())
+            .sum()
+    };
+    let sized = eventually(&server, |s| s.journal_bytes == journal_files());
+    assert!(sized.journal_bytes >= 4 << 20, "a whole segment: {sized:?}");
+    assert!(sized.disk_free_bytes > 0, "{sized:?}");
 
     // A client that sends bytes that are not framing is closed, and counted.
     let mut bad = TcpStream::connect(address).unwrap();

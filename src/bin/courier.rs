@@ -270,6 +270,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             recv(ticks) -> _ => {
                 let now = (std::time::Instant::now(), server.stats());
                 log_stats(&last, &now);
+                warn_if_disk_low(&now.1, config.broker.segment_size_mb);
                 last = now;
             }
         }
@@ -304,8 +305,33 @@ fn log_stats(
         closed_heartbeat_timeout = stats.closed_heartbeat_timeout,
         closed_bad_framing = stats.closed_bad_framing,
         reads_paused = stats.reads_paused,
+        journal_mb = stats.journal_bytes >> 20,
+        disk_free_mb = stats.disk_free_bytes >> 20,
         "stats"
     );
+}
+
+/// Segments' worth of free space below which each stats line comes with a
+/// warning.
+const LOW_DISK_SEGMENTS: u64 = 4;
+
+/// Whether the data directory's file system has room for fewer than
+/// [`LOW_DISK_SEGMENTS`] more journal segments. A reading that failed (no
+/// journal bytes: the journal always has a segment) says nothing.
+fn disk_is_low(stats: &net::ServerStats, segment_size_mb: u64) -> bool {
+    stats.journal_bytes != 0 && stats.disk_free_bytes < LOW_DISK_SEGMENTS * (segment_size_mb << 20)
+}
+
+/// Warns when the data directory's file system is nearly full: the server
+/// stops when the journal cannot make its next segment.
+fn warn_if_disk_low(stats: &net::ServerStats, segment_size_mb: u64) {
+    if disk_is_low(stats, segment_size_mb) {
+        tracing::warn!(
+            disk_free_mb = stats.disk_free_bytes >> 20,
+            segment_size_mb,
+            "the data directory's disk is nearly full: the server stops when the journal cannot make its next segment"
+        );
+    }
 }
 
 fn chat(args: ChatArgs) -> anyhow::Result<()> {
@@ -617,4 +643,23 @@ fn inspect(dir: PathBuf, dump: bool, from: u64, limit: usize) -> anyhow::Result<
         .with_context(|| format!("cannot dump the journal in {}", dir.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_disk_is_low_below_four_segments_of_free_space() {
+        let stats = |journal_bytes, disk_free_bytes| net::ServerStats {
+            journal_bytes,
+            disk_free_bytes,
+            ..net::ServerStats::default()
+        };
+        let segment = 64 << 20;
+        assert!(!disk_is_low(&stats(segment, 4 * segment), 64));
+        assert!(disk_is_low(&stats(segment, 4 * segment - 1), 64));
+        assert!(disk_is_low(&stats(segment, 0), 64), "a full disk is low");
+        assert!(!disk_is_low(&stats(0, 0), 64), "no reading says nothing");
+    }
 }

@@ -288,6 +288,20 @@ pub struct BrokerWatch {
     records: Arc<AtomicU64>,
     census: Arc<stages::CensusCell>,
     latencies: Vec<Arc<StageLatency>>,
+    data_dir: PathBuf,
+}
+
+/// What the journal takes on disk and what the data directory's file system
+/// has left: the broker stops (refusing to acknowledge what it cannot
+/// journal) when the journal cannot make its next segment.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DiskUsage {
+    /// Bytes of the journal's files. Segments are preallocated, so this
+    /// grows a whole segment (`segment_size_mb`) at a time, one ahead of
+    /// the records.
+    pub journal_bytes: u64,
+    /// Bytes the server may still write on the data directory's file system.
+    pub free_bytes: u64,
 }
 
 impl BrokerWatch {
@@ -305,6 +319,28 @@ impl BrokerWatch {
     pub fn stage_latencies(&self) -> Vec<LatencyHistogram> {
         self.latencies.iter().map(|stage| stage.read()).collect()
     }
+
+    /// The journal's size on disk and the free space beside it, read now
+    /// (a directory listing and a `statvfs`).
+    pub fn disk_usage(&self) -> std::io::Result<DiskUsage> {
+        let mut journal_bytes = 0;
+        for entry in std::fs::read_dir(self.data_dir.join("journal"))? {
+            let metadata = entry?.metadata()?;
+            if metadata.is_file() {
+                journal_bytes += metadata.len();
+            }
+        }
+        Ok(DiskUsage {
+            journal_bytes,
+            free_bytes: free_bytes(&self.data_dir)?,
+        })
+    }
+}
+
+/// Bytes an unprivileged writer may still use on the file system of `path`.
+fn free_bytes(path: &std::path::Path) -> std::io::Result<u64> {
+    let stat = rustix::fs::statvfs(path)?;
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
 /// A running broker.
@@ -515,6 +551,7 @@ impl Broker {
                     logic_latency,
                     fan_out_latency,
                 ],
+                data_dir: config.data_dir.clone(),
             },
             auth,
             report,
@@ -566,6 +603,11 @@ impl Broker {
         self.pipeline
             .take_driver()
             .map(|driver| BrokerDriver { driver })
+    }
+
+    /// The journal's size on disk and the data directory's free space.
+    pub fn disk_usage(&self) -> std::io::Result<DiskUsage> {
+        self.watch.disk_usage()
     }
 
     /// Whether a stage failed (the broker then refuses new input).

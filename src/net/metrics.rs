@@ -75,7 +75,7 @@ impl Drop for MetricsServer {
 fn respond(request: tiny_http::Request, counters: &Counters, broker: &BrokerWatch) {
     let response = match (request.method(), request.url()) {
         (tiny_http::Method::Get, "/metrics") => {
-            let stats = counters.read(broker.journal_records(), broker.census());
+            let stats = counters.read_with(broker);
             let text = render(&stats, &broker.stage_latencies());
             let content_type = tiny_http::Header::from_bytes(
                 &b"Content-Type"[..],
@@ -185,6 +185,18 @@ pub(crate) fn render(stats: &ServerStats, latencies: &[LatencyHistogram]) -> Str
         "counter",
         "Records written to the journal.",
         stats.journal_records,
+    );
+    metric(
+        "journal_bytes",
+        "gauge",
+        "Bytes of the journal's files (segments are preallocated whole).",
+        stats.journal_bytes,
+    );
+    metric(
+        "disk_free_bytes",
+        "gauge",
+        "Bytes free on the data directory's file system; the server stops when the journal cannot make its next segment.",
+        stats.disk_free_bytes,
     );
     let _ = writeln!(
         text,

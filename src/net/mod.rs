@@ -457,8 +457,7 @@ impl ServerHandle {
     /// The server's counters now (connections, frames, bytes, journal
     /// records), each since it started.
     pub fn stats(&self) -> ServerStats {
-        self.counters
-            .read(self.broker.journal_records(), self.broker.census())
+        self.counters.read_with(&self.broker.watch())
     }
 
     /// Stops the server: no new connections or frames, everything already

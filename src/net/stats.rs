@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
-use crate::broker::Census;
+use crate::broker::{BrokerWatch, Census};
 
 /// Counters shared by the I/O threads. Each thread adds its [`Tally`] once
 /// per loop pass, so a counter costs no atomic operation per frame.
@@ -102,9 +102,26 @@ pub struct ServerStats {
     pub users_online: u64,
     /// Devices logged in (from login to logout or the connection's close).
     pub devices_online: u64,
+    /// Bytes of the journal's files (0 if they could not be listed).
+    pub journal_bytes: u64,
+    /// Bytes free on the data directory's file system (0 if unknown).
+    pub disk_free_bytes: u64,
 }
 
 impl Counters {
+    /// Reads the counters, and the broker's figures through `broker`.
+    pub(crate) fn read_with(&self, broker: &BrokerWatch) -> ServerStats {
+        let mut stats = self.read(broker.journal_records(), broker.census());
+        match broker.disk_usage() {
+            Ok(disk) => {
+                stats.journal_bytes = disk.journal_bytes;
+                stats.disk_free_bytes = disk.free_bytes;
+            }
+            Err(error) => tracing::warn!(%error, "cannot read the data directory's disk usage"),
+        }
+        stats
+    }
+
     /// Reads the counters; `journal_records` and the census come from the
     /// broker.
     pub(crate) fn read(&self, journal_records: u64, census: Census) -> ServerStats {
@@ -125,6 +142,8 @@ impl Counters {
             users_registered: census.users_registered,
             users_online: census.users_online,
             devices_online: census.devices_online,
+            journal_bytes: 0,
+            disk_free_bytes: 0,
         }
     }
 }
