@@ -537,10 +537,10 @@ impl Loop {
             slow: Vec::new(),
         };
         let batch = &mut self.local_scratch;
-        for (conn, close, range) in batch.frames.drain(..) {
-            out.deliver(conn, close, &batch.bytes[range]);
+        for (conn, close, range) in &batch.frames {
+            out.deliver(*conn, *close, &batch.bytes[range.clone()]);
         }
-        batch.bytes.clear();
+        batch.clear();
         if batch.bytes.capacity() > LOCAL_SCRATCH_KEEP_BYTES {
             batch.bytes.shrink_to(LOCAL_SCRATCH_KEEP_BYTES);
             batch.frames.shrink_to(LOCAL_SCRATCH_KEEP_BYTES / 64);

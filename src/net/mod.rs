@@ -172,17 +172,17 @@ struct EgressRing {
     /// Frames published with one claim at most: a batch never needs more
     /// than half the ring, so the I/O thread drains while it fills.
     batch_max: usize,
-    /// (connection, close, range of `bytes`) per frame, in order.
-    pending: Vec<(ConnId, bool, std::ops::Range<usize>)>,
-    bytes: Vec<u8>,
+    /// The frames gathered since the last publish.
+    pending: FrameBatch,
     /// Under the inline placement, for the I/O thread that runs the stages:
     /// frames are handed over here instead of through the ring, which that
     /// thread cannot drain while it runs them.
     local: Option<Arc<Mutex<FrameBatch>>>,
 }
 
-/// Frames the fan-out made for the I/O thread that runs the stages itself
-/// (the inline placement), taken by that thread after each run.
+/// Frames of the fan-out, gathered for one I/O thread: published to its
+/// ring as a batch, or under the inline placement taken by the thread that
+/// runs the stages after each run.
 #[derive(Debug, Default)]
 pub(crate) struct FrameBatch {
     /// (connection, close, range of `bytes`) per frame, in order.
@@ -190,33 +190,51 @@ pub(crate) struct FrameBatch {
     pub(crate) bytes: Vec<u8>,
 }
 
+impl FrameBatch {
+    fn push(&mut self, conn: ConnId, close: bool, frame: &[u8]) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(frame);
+        self.frames.push((conn, close, start..self.bytes.len()));
+    }
+
+    /// Moves `other`'s frames to the end of this batch.
+    fn append(&mut self, other: &mut FrameBatch) {
+        if self.frames.is_empty() {
+            std::mem::swap(self, other);
+        } else {
+            let base = self.bytes.len();
+            self.bytes.extend_from_slice(&other.bytes);
+            self.frames.extend(
+                other.frames.iter().map(|(conn, close, range)| {
+                    (*conn, *close, base + range.start..base + range.end)
+                }),
+            );
+        }
+        other.clear();
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.frames.clear();
+        self.bytes.clear();
+    }
+}
+
 impl EgressRing {
     fn publish(&mut self) {
         if let Some(local) = &self.local {
             // Only the thread that runs the stages takes the lock, between
             // runs: it is never contended.
-            let mut batch = local.lock().unwrap_or_else(PoisonError::into_inner);
-            if batch.frames.is_empty() {
-                std::mem::swap(&mut batch.frames, &mut self.pending);
-                std::mem::swap(&mut batch.bytes, &mut self.bytes);
-            } else {
-                let base = batch.bytes.len();
-                batch.bytes.extend_from_slice(&self.bytes);
-                batch
-                    .frames
-                    .extend(self.pending.iter().map(|(conn, close, range)| {
-                        (*conn, *close, base + range.start..base + range.end)
-                    }));
-            }
-            self.pending.clear();
-            self.bytes.clear();
+            local
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .append(&mut self.pending);
             return;
         }
+        let pending = &self.pending;
         let mut from = 0;
-        while from < self.pending.len() {
-            let count = (self.pending.len() - from).min(self.batch_max);
-            let items = &self.pending[from..from + count];
-            let bytes = &self.bytes;
+        while from < pending.frames.len() {
+            let count = (pending.frames.len() - from).min(self.batch_max);
+            let items = &pending.frames[from..from + count];
             // The I/O thread drains its ring without ever waiting on the
             // broker, so this wait is short; it fails only once the server
             // is stopping, and then the frames have nowhere to go.
@@ -225,13 +243,12 @@ impl EgressRing {
                     slot.conn = *conn;
                     slot.close = *close;
                     slot.frame.clear();
-                    slot.frame.extend_from_slice(&bytes[range.clone()]);
+                    slot.frame.extend_from_slice(&pending.bytes[range.clone()]);
                 }
             });
             from += count;
         }
         self.pending.clear();
-        self.bytes.clear();
     }
 }
 
@@ -241,10 +258,8 @@ impl NetEgress {
             // Not an id this server made; nothing to deliver to.
             return;
         };
-        let start = ring.bytes.len();
-        ring.bytes.extend_from_slice(frame);
-        ring.pending.push((conn, close, start..ring.bytes.len()));
-        if ring.pending.len() >= EGRESS_BATCH_MAX {
+        ring.pending.push(conn, close, frame);
+        if ring.pending.frames.len() >= EGRESS_BATCH_MAX {
             ring.publish();
         }
     }
@@ -261,7 +276,7 @@ impl Egress for NetEgress {
 
     fn flush(&mut self) {
         for ring in &mut self.rings {
-            if !ring.pending.is_empty() {
+            if !ring.pending.frames.is_empty() {
                 ring.publish();
             }
         }
@@ -328,8 +343,7 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
         rings.push(EgressRing {
             producer,
             batch_max: EGRESS_BATCH_MAX.min(config.outbound_ring_slots / 2),
-            pending: Vec::new(),
-            bytes: Vec::new(),
+            pending: FrameBatch::default(),
             local: if index == 0 { local.clone() } else { None },
         });
         outbound.push(pipeline);
@@ -500,5 +514,41 @@ impl ServerHandle {
             }
         }
         outcome.map_err(ServerError::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(batch: &FrameBatch) -> Vec<(ConnId, bool, &[u8])> {
+        batch
+            .frames
+            .iter()
+            .map(|(conn, close, range)| (*conn, *close, &batch.bytes[range.clone()]))
+            .collect()
+    }
+
+    #[test]
+    fn a_frame_batch_appended_to_another_keeps_every_frame_in_order() {
+        let mut taken = FrameBatch::default();
+        let mut gathered = FrameBatch::default();
+        gathered.push(ConnId(1), false, b"one");
+        gathered.push(ConnId(2), true, b"");
+        // Into an empty batch: moved whole.
+        taken.append(&mut gathered);
+        assert!(gathered.frames.is_empty() && gathered.bytes.is_empty());
+        gathered.push(ConnId(3), false, b"three");
+        // Into a batch with frames: its ranges move past what is there.
+        taken.append(&mut gathered);
+        assert_eq!(
+            frames(&taken),
+            [
+                (ConnId(1), false, &b"one"[..]),
+                (ConnId(2), true, &b""[..]),
+                (ConnId(3), false, &b"three"[..]),
+            ]
+        );
+        assert!(gathered.frames.is_empty() && gathered.bytes.is_empty());
     }
 }
