@@ -13,7 +13,8 @@
 //!    [`Builder::stage`] (reads `&E`) or [`Builder::stage_mut`] (owns `&mut E`,
 //!    to annotate events for later stages), and pollers for threads of your own
 //!    with [`Builder::poller`]. Choose a [`WaitStrategy`] and a [`Placement`]:
-//!    a thread per stage, or several stages fused on one thread.
+//!    a thread per stage, several stages fused on one thread, or every stage
+//!    run by a thread of yours through a [`Driver`] ([`Placement::Caller`]).
 //! 2. **Run.** Building starts the stage threads and returns a
 //!    [`SingleProducer`] or a cloneable [`MultiProducer`]. Publish with
 //!    `publish` (waits while the ring is full) or `try_publish` (returns
