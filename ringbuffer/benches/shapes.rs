@@ -290,9 +290,6 @@ fn sleep(quick: bool, shapes: &[Shape]) {
             if layout == Layout::Fused && matches!(shape, Shape::Spsc | Shape::Mpsc) {
                 continue;
             }
-            if layout == Layout::Caller && shape.producers() > 1 {
-                continue;
-            }
             contenders.push(Box::new(move || {
                 courier(shape, ring::WaitStrategy::BLOCKING, layout, "blocking")
             }));

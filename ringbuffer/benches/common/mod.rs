@@ -241,8 +241,11 @@ pub enum Layout {
     FusedSharedCore,
     /// All stages run by the producer's own thread through the pipeline's
     /// driver (`Placement::Caller`), as courier's I/O thread runs them: a
-    /// timed event at once, untimed ones once per 256 published. One
-    /// producer only.
+    /// timed event at once, untimed ones once per 256 published. With two
+    /// producers the first drives and the second only publishes, so only
+    /// the latency parts (which publish from the first producer alone) run
+    /// it: in a burst from both, the second could wait on a full ring after
+    /// the first had finished.
     Caller,
 }
 
@@ -299,9 +302,28 @@ const CALLER_BATCH: usize = 256;
 /// A producer that runs the stages itself. The driver sits in a slot the
 /// rig's stop can take it from once the producer is dropped.
 struct CourierCaller {
-    producer: ring::SingleProducer<Event>,
+    producer: CallerProducer,
     driver: Arc<std::sync::Mutex<Option<ring::Driver<Event>>>>,
     pending: usize,
+}
+
+enum CallerProducer {
+    Single(ring::SingleProducer<Event>),
+    Multi(ring::MultiProducer<Event>),
+}
+
+impl CallerProducer {
+    #[inline]
+    fn try_publish(&mut self, stamp_ns: u64, value: u64) -> Result<u64, ring::TryPublishError> {
+        match self {
+            CallerProducer::Single(producer) => {
+                producer.try_publish(|event| fill(event, stamp_ns, value))
+            }
+            CallerProducer::Multi(producer) => {
+                producer.try_publish(|event| fill(event, stamp_ns, value))
+            }
+        }
+    }
 }
 
 impl CourierCaller {
@@ -316,10 +338,7 @@ impl CourierCaller {
 impl Publish for CourierCaller {
     #[inline]
     fn publish(&mut self, stamp_ns: u64, value: u64) {
-        while let Err(error) = self
-            .producer
-            .try_publish(|event| fill(event, stamp_ns, value))
-        {
+        while let Err(error) = self.producer.try_publish(stamp_ns, value) {
             assert_eq!(error, ring::TryPublishError::Full, "the pipeline runs");
             self.run_all();
         }
@@ -348,10 +367,7 @@ pub fn courier(shape: Shape, wait: ring::WaitStrategy, layout: Layout, wait_name
             };
             ring::Placement::Threads(vec![ring::ThreadSpec::new(stages).pinned(0)])
         }
-        Layout::Caller => {
-            assert_eq!(shape.producers(), 1, "the caller layout has one producer");
-            ring::Placement::Caller
-        }
+        Layout::Caller => ring::Placement::Caller,
     };
     let mut builder = ring::Builder::new(CAPACITY, Event::default)
         .wait_strategy(wait)
@@ -377,17 +393,31 @@ pub fn courier(shape: Shape, wait: ring::WaitStrategy, layout: Layout, wait_name
         }
     }
     if layout == Layout::Caller {
-        let (producer, mut pipeline) = builder.build_single_producer().expect("valid pipeline");
+        let (mut producers, (first, mut pipeline)): (Vec<Box<dyn Publish>>, _) =
+            if shape.producers() == 1 {
+                let (producer, pipeline) = builder.build_single_producer().expect("valid pipeline");
+                (Vec::new(), (CallerProducer::Single(producer), pipeline))
+            } else {
+                let (producer, pipeline) = builder.build_multi_producer().expect("valid pipeline");
+                let others = (1..shape.producers())
+                    .map(|_| Box::new(CourierMulti(producer.clone())) as Box<dyn Publish>)
+                    .collect();
+                (others, (CallerProducer::Multi(producer), pipeline))
+            };
         let driver = Arc::new(std::sync::Mutex::new(pipeline.take_driver()));
         let slot = Arc::clone(&driver);
+        producers.insert(
+            0,
+            Box::new(CourierCaller {
+                producer: first,
+                driver,
+                pending: 0,
+            }),
+        );
         return Rig {
             producer_core: None,
             name: format!("courier/{wait_name}/{}", layout.name()),
-            producers: vec![Box::new(CourierCaller {
-                producer,
-                driver,
-                pending: 0,
-            })],
+            producers,
             done,
             stop: Box::new(move || {
                 let mut driver = slot.lock().expect("not poisoned").take().expect("a driver");
