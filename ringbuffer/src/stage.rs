@@ -63,13 +63,17 @@ pub(crate) struct Chain<E> {
 impl<E> Chain<E> {
     /// Runs `work` on the nodes; a panic in it fails the pipeline, naming the
     /// node `work` was at, and returns `None`.
+    #[inline]
     fn guarded<T>(
         &mut self,
-        work: impl FnOnce(&mut [StageNode<E>], &Cell<usize>) -> T,
+        work: impl FnOnce(&Shared<E>, &mut [StageNode<E>], &Cell<usize>) -> T,
     ) -> Option<T> {
         let current = Cell::new(0usize);
+        // Borrowed, not cloned: an `Arc` clone per pass would be two atomic
+        // read-modify-writes on a cache line the producer reads.
+        let shared = &*self.shared;
         let nodes = &mut self.nodes;
-        match catch_unwind(AssertUnwindSafe(|| work(nodes, &current))) {
+        match catch_unwind(AssertUnwindSafe(|| work(shared, nodes, &current))) {
             Ok(value) => Some(value),
             Err(payload) => {
                 let message = if let Some(text) = payload.downcast_ref::<&str>() {
@@ -90,7 +94,7 @@ impl<E> Chain<E> {
 
     /// Calls every handler's `on_start`; false if one panicked.
     pub(crate) fn start(&mut self) -> bool {
-        self.guarded(|nodes, current| {
+        self.guarded(|_, nodes, current| {
             for (index, node) in nodes.iter_mut().enumerate() {
                 current.set(index);
                 node.run.on_start();
@@ -103,13 +107,12 @@ impl<E> Chain<E> {
     /// `Some(progressed)`, or `None` if a handler panicked.
     #[inline]
     pub(crate) fn pass(&mut self) -> Option<bool> {
-        let shared = Arc::clone(&self.shared);
         let batch_size_max = self.batch_size_max;
-        self.guarded(|nodes, current| {
+        self.guarded(|shared, nodes, current| {
             let mut progressed = false;
             for (index, node) in nodes.iter_mut().enumerate() {
                 current.set(index);
-                progressed |= node.step(&shared, batch_size_max);
+                progressed |= node.step(shared, batch_size_max);
             }
             progressed
         })
@@ -125,7 +128,7 @@ impl<E> Chain<E> {
         if self.shared.failure().is_some() {
             return;
         }
-        self.guarded(|nodes, current| {
+        self.guarded(|_, nodes, current| {
             for (index, node) in nodes.iter_mut().enumerate() {
                 current.set(index);
                 node.run.on_shutdown();
