@@ -108,3 +108,49 @@ fn cargo_run_runs_the_server() {
     );
     assert!(stdout.contains("--print-config"), "{stdout}");
 }
+
+/// A server started under the common soft limit of open files (here 64)
+/// raises it to the hard limit, so it serves many more connections than
+/// the soft limit would let it accept.
+#[test]
+fn serve_raises_a_low_open_files_limit() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    const CONNECTIONS: usize = 150;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new("sh")
+        .args(["-c", "ulimit -Sn 64 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_courier"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let address = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_owned();
+    let mut clients: Vec<_> = (0..CONNECTIONS)
+        .map(|_| courier::client::Client::connect(address.as_str()).unwrap())
+        .collect();
+    for (nonce, client) in clients.iter_mut().enumerate() {
+        client
+            .ping(nonce as u64)
+            .unwrap_or_else(|error| panic!("connection {nonce}: {error}"));
+    }
+    drop(clients);
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let logs = String::from_utf8(output.stderr).unwrap();
+    assert!(logs.contains("open files limit"), "{logs}");
+}

@@ -228,6 +228,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init();
     }
+    raise_open_files_limit(config.connections_max.saturating_mul(config.io_threads));
     // Register the signals before serving, so none is missed.
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
@@ -280,6 +281,50 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("the server stopped with an error")?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Descriptors the server needs besides its connections: the listener,
+/// polls and wakers, journal segments and indexes, SQLite, the metrics
+/// endpoint.
+const FILES_BESIDE_CONNECTIONS: u64 = 64;
+
+/// Raises the soft limit on open files to the hard limit, as a network
+/// server must (the usual soft limit, 1,024, would refuse connections long
+/// before `connections_max`), and warns if even the hard limit is below
+/// what the settings allow.
+fn raise_open_files_limit(connections: usize) {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let raised = Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    let current = if limit.current == limit.maximum {
+        limit.current
+    } else {
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => limit.maximum,
+            Err(error) => {
+                tracing::warn!(%error, "cannot raise the open files limit");
+                limit.current
+            }
+        }
+    };
+    // None is unlimited.
+    let Some(current) = current else {
+        return;
+    };
+    tracing::info!(open_files_max = current, "open files limit");
+    let wanted = connections as u64 + FILES_BESIDE_CONNECTIONS;
+    if current < wanted {
+        tracing::warn!(
+            open_files_max = current,
+            connections_max = connections,
+            "the open files limit is below connections_max (times io_threads): \
+             connections beyond it are refused by the OS; raise the hard limit \
+             (ulimit -Hn, LimitNOFILE=) or lower connections_max"
+        );
+    }
 }
 
 /// Logs the server's counters now, with rates since the last reading.
