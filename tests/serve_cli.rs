@@ -109,21 +109,18 @@ fn cargo_run_runs_the_server() {
     assert!(stdout.contains("--print-config"), "{stdout}");
 }
 
-/// A server started under the common soft limit of open files (here 64)
-/// raises it to the hard limit, so it serves many more connections than
-/// the soft limit would let it accept.
-#[test]
-fn serve_raises_a_low_open_files_limit() {
+/// Starts `courier serve` on a fresh directory under the shell's `ulimit`
+/// arguments; returns the child and its address.
+fn serve_under_ulimit(limit: &[&str], dir: &std::path::Path) -> (std::process::Child, String) {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
 
-    const CONNECTIONS: usize = 150;
-    let dir = tempfile::tempdir().unwrap();
+    let script = format!("ulimit {} && exec \"$0\" \"$@\"", limit.join(" "));
     let mut child = Command::new("sh")
-        .args(["-c", "ulimit -Sn 64 && exec \"$0\" \"$@\""])
+        .args(["-c", &script])
         .arg(env!("CARGO_BIN_EXE_courier"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path().join("data"))
+        .arg(dir.join("data"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -136,6 +133,28 @@ fn serve_raises_a_low_open_files_limit() {
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("{line}"))
         .to_owned();
+    (child, address)
+}
+
+/// Stops a server started by [`serve_under_ulimit`]; returns its logs.
+fn stop(child: std::process::Child) -> String {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stderr).unwrap()
+}
+
+/// A server started under the common soft limit of open files (here 64)
+/// raises it to the hard limit, so it serves many more connections than
+/// the soft limit would let it accept.
+#[test]
+fn serve_raises_a_low_open_files_limit() {
+    const CONNECTIONS: usize = 150;
+    let dir = tempfile::tempdir().unwrap();
+    let (child, address) = serve_under_ulimit(&["-Sn", "64"], dir.path());
     let mut clients: Vec<_> = (0..CONNECTIONS)
         .map(|_| courier::client::Client::connect(address.as_str()).unwrap())
         .collect();
@@ -145,12 +164,35 @@ fn serve_raises_a_low_open_files_limit() {
             .unwrap_or_else(|error| panic!("connection {nonce}: {error}"));
     }
     drop(clients);
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "{output:?}");
-    let logs = String::from_utf8(output.stderr).unwrap();
+    let logs = stop(child);
     assert!(logs.contains("open files limit"), "{logs}");
+}
+
+/// Under a hard limit too low for `connections_max`, the server lowers its
+/// own limit to fit: connections past it are refused at once (closed), not
+/// left hanging in the OS's accept queue.
+#[test]
+fn serve_refuses_what_the_open_files_limit_cannot_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    // 100 files: 64 kept for the server's own use, 36 for connections.
+    let (child, address) = serve_under_ulimit(&["-n", "100"], dir.path());
+    let mut served = Vec::new();
+    let mut refused = 0;
+    for _ in 0..50 {
+        let started = std::time::Instant::now();
+        match courier::client::Client::connect(address.as_str()) {
+            Ok(client) => served.push(client),
+            Err(_) => {
+                refused += 1;
+                assert!(
+                    started.elapsed() < std::time::Duration::from_secs(2),
+                    "a refusal is prompt"
+                );
+            }
+        }
+    }
+    assert_eq!((served.len(), refused), (36, 14));
+    drop(served);
+    let logs = stop(child);
+    assert!(logs.contains("lowered_to=36"), "{logs}");
 }

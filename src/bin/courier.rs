@@ -228,7 +228,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init();
     }
-    raise_open_files_limit(config.connections_max.saturating_mul(config.io_threads));
+    let mut config = config;
+    if let Some(connections_max) = connections_within_open_files(&config) {
+        config.connections_max = connections_max;
+    }
     // Register the signals before serving, so none is missed.
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
@@ -290,41 +293,51 @@ const FILES_BESIDE_CONNECTIONS: u64 = 64;
 
 /// Raises the soft limit on open files to the hard limit, as a network
 /// server must (the usual soft limit, 1,024, would refuse connections long
-/// before `connections_max`), and warns if even the hard limit is below
-/// what the settings allow.
-fn raise_open_files_limit(connections: usize) {
+/// before `connections_max`). Returns the limit now, `None` for unlimited.
+fn raise_open_files_limit() -> Option<u64> {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     let limit = getrlimit(Resource::Nofile);
+    if limit.current == limit.maximum {
+        return limit.current;
+    }
     let raised = Rlimit {
         current: limit.maximum,
         maximum: limit.maximum,
     };
-    let current = if limit.current == limit.maximum {
-        limit.current
-    } else {
-        match setrlimit(Resource::Nofile, raised) {
-            Ok(()) => limit.maximum,
-            Err(error) => {
-                tracing::warn!(%error, "cannot raise the open files limit");
-                limit.current
-            }
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => limit.maximum,
+        Err(error) => {
+            tracing::warn!(%error, "cannot raise the open files limit");
+            limit.current
         }
-    };
-    // None is unlimited.
-    let Some(current) = current else {
-        return;
-    };
-    tracing::info!(open_files_max = current, "open files limit");
-    let wanted = connections as u64 + FILES_BESIDE_CONNECTIONS;
-    if current < wanted {
-        tracing::warn!(
-            open_files_max = current,
-            connections_max = connections,
-            "the open files limit is below connections_max (times io_threads): \
-             connections beyond it are refused by the OS; raise the hard limit \
-             (ulimit -Hn, LimitNOFILE=) or lower connections_max"
-        );
     }
+}
+
+/// Raises the open files limit, and if even the hard limit cannot hold
+/// `connections_max` connections on every I/O thread, returns the
+/// `connections_max` that fits: the server then refuses the connections
+/// beyond it itself (accept, close), where the OS would leave them hanging
+/// unaccepted.
+fn connections_within_open_files(config: &ServerConfig) -> Option<usize> {
+    let limit = raise_open_files_limit()?;
+    tracing::info!(open_files_max = limit, "open files limit");
+    let wanted = (config.connections_max as u64)
+        .saturating_mul(config.io_threads as u64)
+        .saturating_add(FILES_BESIDE_CONNECTIONS);
+    if limit >= wanted {
+        return None;
+    }
+    let fitting =
+        (limit.saturating_sub(FILES_BESIDE_CONNECTIONS) / config.io_threads as u64).max(1) as usize;
+    tracing::warn!(
+        open_files_max = limit,
+        connections_max = config.connections_max,
+        lowered_to = fitting,
+        "the open files limit cannot hold connections_max connections on every I/O thread; \
+         serving at most the lower number per thread (raise the hard limit with ulimit -Hn \
+         or LimitNOFILE= to serve more)"
+    );
+    Some(fitting)
 }
 
 /// Logs the server's counters now, with rates since the last reading.
