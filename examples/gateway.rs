@@ -3,8 +3,12 @@
 //! A gateway that already terminates client connections (a WebSocket
 //! front end, an HTTP/2 edge, a test harness) gives each connection an id,
 //! pushes its frames into the broker through an `Ingress`, and receives the
-//! broker's frames through an `Egress` it implements. Here the "connections"
-//! are in-process channels, so the example runs without a network:
+//! broker's frames through an `Egress` it implements. The broker runs its
+//! stages on a thread of its own here (the library's default placement); a
+//! gateway with an event loop of its own can run them on that loop instead,
+//! with `placement = "inline"` and `Broker::take_driver` (tests/embed.rs
+//! shows one). Here the "connections" are in-process channels, so the
+//! example runs without a network:
 //!
 //! ```text
 //! cargo run --example gateway
