@@ -47,37 +47,14 @@ fn the_printed_config_reads_back_to_itself() {
 
 #[test]
 fn with_log_json_every_log_line_is_a_json_object() {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
-
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_courier"))
-        .args([
-            "serve",
-            "--log-json",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir.path().join("data"))
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    assert!(line.starts_with("listening on "), "{line}");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_courier"));
+    command
+        .args(["serve", "--log-json"])
+        .env("RUST_LOG", "info");
+    let (child, _) = spawn_serve(command, dir.path());
     // SIGTERM: the server drains, logs its stop and exits 0.
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "{output:?}");
-    let logs = String::from_utf8(output.stderr).unwrap();
+    let logs = stop(child);
     let lines: Vec<&str> = logs.lines().collect();
     assert!(lines.len() >= 2, "{logs}");
     for line in &lines {
@@ -109,17 +86,15 @@ fn cargo_run_runs_the_server() {
     assert!(stdout.contains("--print-config"), "{stdout}");
 }
 
-/// Starts `courier serve` on a fresh directory under the shell's `ulimit`
-/// arguments; returns the child and its address.
-fn serve_under_ulimit(limit: &[&str], dir: &std::path::Path) -> (std::process::Child, String) {
+/// Spawns `command` (a `courier serve`, perhaps behind a shell) listening on
+/// a free port with its data under `dir`; returns the child and the address
+/// it printed.
+fn spawn_serve(mut command: Command, dir: &std::path::Path) -> (std::process::Child, String) {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
 
-    let script = format!("ulimit {} && exec \"$0\" \"$@\"", limit.join(" "));
-    let mut child = Command::new("sh")
-        .args(["-c", &script])
-        .arg(env!("CARGO_BIN_EXE_courier"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+    let mut child = command
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.join("data"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -136,12 +111,24 @@ fn serve_under_ulimit(limit: &[&str], dir: &std::path::Path) -> (std::process::C
     (child, address)
 }
 
-/// Stops a server started by [`serve_under_ulimit`]; returns its logs.
+/// Starts `courier serve` under the shell's `ulimit` arguments.
+fn serve_under_ulimit(limit: &[&str], dir: &std::path::Path) -> (std::process::Child, String) {
+    let script = format!("ulimit {} && exec \"$0\" \"$@\"", limit.join(" "));
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", &script])
+        .arg(env!("CARGO_BIN_EXE_courier"))
+        .arg("serve");
+    spawn_serve(command, dir)
+}
+
+/// Stops a server with SIGTERM; checks that it exits 0 and returns its logs.
 fn stop(child: std::process::Child) -> String {
-    Command::new("kill")
+    let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
+    assert!(killed.success());
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success(), "{output:?}");
     String::from_utf8(output.stderr).unwrap()
