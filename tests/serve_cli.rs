@@ -183,3 +183,35 @@ fn serve_refuses_what_the_open_files_limit_cannot_hold() {
     let logs = stop(child);
     assert!(logs.contains("lowered_to=36"), "{logs}");
 }
+
+/// A second server on a data directory in use refuses to start, naming the
+/// process that has it, instead of appending to the same journal.
+#[test]
+fn a_second_server_on_the_same_data_directory_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, address) = spawn_serve(
+        {
+            let mut command = Command::new(env!("CARGO_BIN_EXE_courier"));
+            command.arg("serve");
+            command
+        },
+        dir.path(),
+    );
+    let second = Command::new(env!("CARGO_BIN_EXE_courier"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let error = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        error.contains(&format!("is in use by process {}", first.id())),
+        "{error}"
+    );
+    // The first goes on serving.
+    courier::client::Client::connect(address.as_str())
+        .unwrap()
+        .ping(1)
+        .unwrap();
+    stop(first);
+}

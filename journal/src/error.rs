@@ -80,6 +80,15 @@ pub enum JournalError {
         /// Why.
         reason: &'static str,
     },
+    /// Another process (or another `Journal` in this one) has the journal
+    /// open for appending: a journal has one appender.
+    #[error("journal directory {path} is in use by {holder}; a journal has one appender")]
+    InUse {
+        /// The journal directory.
+        path: PathBuf,
+        /// Who holds it, as its lock file says ("process 1234").
+        holder: String,
+    },
     /// The configuration cannot work.
     #[error("invalid journal configuration: {0}")]
     Config(String),

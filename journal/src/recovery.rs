@@ -34,6 +34,8 @@ pub struct Recovery {
 }
 
 pub(crate) struct Recovered {
+    /// The directory's lock, held for as long as the journal is open.
+    pub(crate) lock: std::fs::File,
     pub(crate) segments: Vec<Arc<Segment>>,
     /// The appender of the last segment, where appends continue.
     pub(crate) appender: Appender,
@@ -63,9 +65,68 @@ pub(crate) fn list_segments(dir: &Path) -> Result<(Vec<u64>, Vec<PathBuf>), Jour
     Ok((ids, temporaries))
 }
 
-/// Opens (or makes) the journal in `dir` and recovers it.
+/// The file whose lock keeps a second appender out of a journal directory;
+/// it holds the appending process's id, for the error the second one gets.
+pub(crate) const LOCK_FILE: &str = "LOCK";
+
+/// How long opening waits for a journal directory's lock before it says the
+/// journal is in use. A lock can outlive its journal by a moment: a child
+/// process forked meanwhile (by a program that embeds the journal) shares
+/// the locked file until it execs, which closes it.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Takes the journal directory's lock, before anything in it is touched (a
+/// recovery would cut what another appender is writing). The operating
+/// system drops the lock when the process ends, however it ends.
+fn lock_directory(dir: &Path) -> Result<std::fs::File, JournalError> {
+    use std::io::{Read, Seek, Write};
+
+    let path = dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| JournalError::io(&path, e))?;
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    let mut locked = file.try_lock();
+    while matches!(locked, Err(std::fs::TryLockError::WouldBlock))
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        locked = file.try_lock();
+    }
+    match locked {
+        Ok(()) => {
+            let mark = format!("process {}\n", std::process::id());
+            file.set_len(0)
+                .and_then(|()| file.rewind())
+                .and_then(|()| file.write_all(mark.as_bytes()))
+                .map_err(|e| JournalError::io(&path, e))?;
+            Ok(file)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            Err(JournalError::InUse {
+                path: dir.to_owned(),
+                holder: if holder.is_empty() {
+                    "another appender".to_owned()
+                } else {
+                    holder.to_owned()
+                },
+            })
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(JournalError::io(&path, e)),
+    }
+}
+
+/// Opens (or makes) the journal in `dir`, locks it and recovers it.
 pub(crate) fn recover(dir: &Path, config: &JournalConfig) -> Result<Recovered, JournalError> {
     prepare_directory(dir, config)?;
+    let lock = lock_directory(dir)?;
     let (mut ids, temporaries) = list_segments(dir)?;
     let mut recovery = Recovery::default();
     for temporary in &temporaries {
@@ -86,6 +147,7 @@ pub(crate) fn recover(dir: &Path, config: &JournalConfig) -> Result<Recovered, J
         let (segment, appender) = Segment::create(dir, 0, 0, config.segment_size_bytes)?;
         recovery.segments = 1;
         return Ok(Recovered {
+            lock,
             segments: vec![Arc::new(segment)],
             appender,
             next_sequence: 0,
@@ -144,6 +206,7 @@ pub(crate) fn recover(dir: &Path, config: &JournalConfig) -> Result<Recovered, J
         recovery.last_sequence = Some(next_sequence - 1);
     }
     Ok(Recovered {
+        lock,
         segments,
         appender,
         next_sequence,

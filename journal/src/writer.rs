@@ -143,6 +143,8 @@ pub struct Journal {
     spare: Option<JoinHandle<Result<Reserved, JournalError>>>,
     flusher: Option<JoinHandle<()>>,
     recovery: Recovery,
+    /// The directory's lock: one appender per journal.
+    _lock: std::fs::File,
 }
 
 impl Journal {
@@ -152,6 +154,7 @@ impl Journal {
         config.validate()?;
         let dir = dir.as_ref().to_owned();
         let Recovered {
+            lock,
             segments,
             appender,
             next_sequence,
@@ -189,6 +192,7 @@ impl Journal {
             flusher: None,
             recovery,
             config,
+            _lock: lock,
         };
         if journal.single_pages() {
             journal.active.mapping().use_single_pages();

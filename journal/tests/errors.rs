@@ -261,3 +261,26 @@ fn a_newest_segment_whose_header_never_reached_the_disk_is_removed() {
     assert!(!path.exists());
     assert_eq!(util::expect_pattern(&journal), 30);
 }
+
+#[test]
+fn a_journal_has_one_appender_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut journal = Journal::open(dir.path(), util::small(Durability::Batch)).unwrap();
+    util::append_pattern(&mut journal, 0, 10);
+    // A second appender would recover (cut) what the first is writing.
+    match Journal::open(dir.path(), util::small(Durability::Batch)) {
+        Err(JournalError::InUse { path, holder }) => {
+            assert_eq!(path, dir.path());
+            assert_eq!(holder, format!("process {}", std::process::id()));
+        }
+        Err(other) => panic!("expected InUse, got {other}"),
+        Ok(_) => panic!("a second appender opened the journal"),
+    }
+    // Readers are not appenders: inspecting a live journal still works.
+    let segments = courier_journal::inspect(dir.path()).unwrap();
+    assert_eq!(segments.iter().map(|s| s.records).sum::<u64>(), 10);
+    // Closed, the journal opens again.
+    drop(journal);
+    let journal = Journal::open(dir.path(), util::small(Durability::Batch)).unwrap();
+    assert_eq!(util::expect_pattern(&journal), 10);
+}
