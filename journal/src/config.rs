@@ -85,7 +85,7 @@ impl JournalConfig {
                 u32::MAX
             )));
         }
-        if self.segment_size_bytes % 8 != 0
+        if !self.segment_size_bytes.is_multiple_of(8)
             || (SEGMENT_HEADER_SIZE as u64) >= self.segment_size_bytes
         {
             return Err(JournalError::Config(format!(

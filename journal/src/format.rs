@@ -44,8 +44,8 @@ pub const RECORD_ALIGNMENT: usize = 8;
 /// The largest payload a record can hold, whatever the segment size.
 pub const PAYLOAD_SIZE_MAX: usize = (u32::MAX as usize) - RECORD_HEADER_SIZE;
 
-const _: () = assert!(SEGMENT_HEADER_SIZE % RECORD_ALIGNMENT == 0);
-const _: () = assert!(RECORD_HEADER_SIZE % RECORD_ALIGNMENT == 0);
+const _: () = assert!(SEGMENT_HEADER_SIZE.is_multiple_of(RECORD_ALIGNMENT));
+const _: () = assert!(RECORD_HEADER_SIZE.is_multiple_of(RECORD_ALIGNMENT));
 const _: () = assert!(RECORD_ALIGNMENT.is_power_of_two());
 
 /// Offsets of the record header's fields.

@@ -133,7 +133,10 @@ impl Mapping {
 
     /// What is at `offset`, reading only below `end`.
     fn slot_below(&self, offset: usize, end: usize) -> Slot<'_> {
-        assert!(offset % RECORD_ALIGNMENT == 0, "record offsets are aligned");
+        assert!(
+            offset.is_multiple_of(RECORD_ALIGNMENT),
+            "record offsets are aligned"
+        );
         if offset + RECORD_HEADER_SIZE > end {
             return Slot::Empty;
         }

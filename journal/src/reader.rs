@@ -89,7 +89,7 @@ impl JournalReader {
     pub fn read(&self, position: Position) -> Result<Record, JournalError> {
         let segment = self.segment(position)?;
         let offset = position.offset as usize;
-        if offset < SEGMENT_HEADER_SIZE || offset % crate::format::RECORD_ALIGNMENT != 0 {
+        if offset < SEGMENT_HEADER_SIZE || !offset.is_multiple_of(crate::format::RECORD_ALIGNMENT) {
             return Err(no_record(position, "not a record boundary"));
         }
         match segment.read(offset) {

@@ -738,7 +738,7 @@ fn replay(
         );
         store.note(record.sequence(), &scratch.projections);
         count += 1;
-        if count % 4096 == 0 {
+        if count.is_multiple_of(4096) {
             store.commit()?;
         }
     }
