@@ -48,10 +48,8 @@ fn the_printed_config_reads_back_to_itself() {
 #[test]
 fn with_log_json_every_log_line_is_a_json_object() {
     let dir = tempfile::tempdir().unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_courier"));
-    command
-        .args(["serve", "--log-json"])
-        .env("RUST_LOG", "info");
+    let mut command = courier_serve();
+    command.arg("--log-json").env("RUST_LOG", "info");
     let (child, _) = spawn_serve(command, dir.path());
     // SIGTERM: the server drains, logs its stop and exits 0.
     let logs = stop(child);
@@ -84,6 +82,13 @@ fn cargo_run_runs_the_server() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("--print-config"), "{stdout}");
+}
+
+/// `courier serve`, to add arguments to.
+fn courier_serve() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_courier"));
+    command.arg("serve");
+    command
 }
 
 /// Spawns `command` (a `courier serve`, perhaps behind a shell) listening on
@@ -189,16 +194,9 @@ fn serve_refuses_what_the_open_files_limit_cannot_hold() {
 #[test]
 fn a_second_server_on_the_same_data_directory_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
-    let (first, address) = spawn_serve(
-        {
-            let mut command = Command::new(env!("CARGO_BIN_EXE_courier"));
-            command.arg("serve");
-            command
-        },
-        dir.path(),
-    );
-    let second = Command::new(env!("CARGO_BIN_EXE_courier"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+    let (first, address) = spawn_serve(courier_serve(), dir.path());
+    let second = courier_serve()
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path().join("data"))
         .output()
         .unwrap();
