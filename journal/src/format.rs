@@ -149,42 +149,34 @@ pub const fn record_stride(payload_length: usize) -> usize {
     (RECORD_HEADER_SIZE + payload_length).next_multiple_of(RECORD_ALIGNMENT)
 }
 
-/// Writes the header fields other than the length word into `bytes[..32]`,
-/// and returns the checksum to store (the length is part of it).
-pub(crate) fn encode_record_header(
-    bytes: &mut [u8],
-    sequence: u64,
-    timestamp_ns: u64,
-    record_type: u16,
-    payload: &[u8],
-) -> u32 {
-    let length = (RECORD_HEADER_SIZE + payload.len()) as u32;
-    bytes[record::SEQUENCE..record::SEQUENCE + 8].copy_from_slice(&sequence.to_le_bytes());
-    bytes[record::TIMESTAMP..record::TIMESTAMP + 8].copy_from_slice(&timestamp_ns.to_le_bytes());
-    bytes[record::TYPE..record::TYPE + 2].copy_from_slice(&record_type.to_le_bytes());
-    bytes[record::TYPE + 2..RECORD_HEADER_SIZE].fill(0);
-    let checksum = record_checksum(
-        length,
-        &bytes[record::SEQUENCE..RECORD_HEADER_SIZE],
-        payload,
-    );
-    bytes[record::CHECKSUM..record::CHECKSUM + 4].copy_from_slice(&checksum.to_le_bytes());
-    checksum
+/// A record header's bytes 8..32 (sequence, timestamp, type and the
+/// reserved zero bytes) as the three little-endian words they are stored as.
+/// The appender builds them in registers and writes them word by word: a
+/// header assembled in memory field by field and read back whole would make
+/// each read wait until the previous record's bytes reach the cache.
+pub(crate) type HeaderWords = [u64; 3];
+
+/// The header words of a new record.
+pub(crate) fn header_words(sequence: u64, timestamp_ns: u64, record_type: u16) -> HeaderWords {
+    [sequence, timestamp_ns, u64::from(record_type)]
 }
 
-/// CRC-32C over the length word, the header from the sequence on, and the payload.
-pub(crate) fn record_checksum(length: u32, header_tail: &[u8], payload: &[u8]) -> u32 {
-    /// The checksummed header bytes, gathered 8-byte aligned: one CRC call
-    /// over them instead of two over short, unaligned pieces (which cost
-    /// more than the payload's for small records).
-    #[repr(C, align(8))]
-    struct Front([u8; 4 + HEADER_TAIL]);
-    const HEADER_TAIL: usize = RECORD_HEADER_SIZE - record::SEQUENCE;
-    let mut front = Front([0; 4 + HEADER_TAIL]);
-    front.0[..4].copy_from_slice(&length.to_le_bytes());
-    front.0[4..].copy_from_slice(header_tail);
-    crc32c::crc32c_append(crc32c::crc32c(&front.0), payload)
+/// The header words as stored in `header[8..32]`, reserved bytes included.
+pub(crate) fn stored_header_words(header: &[u8]) -> HeaderWords {
+    [
+        read_u64(header, record::SEQUENCE),
+        read_u64(header, record::TIMESTAMP),
+        read_u64(header, record::TYPE),
+    ]
 }
+
+/// CRC-32C over the length word, the header words and the payload, back to
+/// back (computed in [`checksum`](crate::checksum)).
+pub(crate) fn record_checksum(length: u32, words: &HeaderWords, payload: &[u8]) -> u32 {
+    crate::checksum::record_checksum(length, words, payload)
+}
+
+const _: () = assert!(RECORD_HEADER_SIZE - record::SEQUENCE == 8 * 3);
 
 /// Decodes a record header (length included) from 32 bytes.
 pub(crate) fn decode_record_header(bytes: &[u8]) -> RecordHeader {
@@ -253,30 +245,44 @@ mod tests {
     fn record_checksum_is_crc32c_of_length_header_tail_and_payload_in_order() {
         // The on-disk format: however it is computed, the checksum is one
         // CRC-32C over these bytes, back to back.
-        let mut header = [0u8; RECORD_HEADER_SIZE];
         let payload = b"a payload that is not a multiple of eight";
-        let checksum = encode_record_header(&mut header, 41, 1_700_000_000, 9, payload);
+        let words = header_words(41, 1_700_000_000, 9);
         let length = (RECORD_HEADER_SIZE + payload.len()) as u32;
+        let checksum = record_checksum(length, &words, payload);
         let mut covered = length.to_le_bytes().to_vec();
-        covered.extend_from_slice(&header[8..]);
+        covered.extend_from_slice(&41u64.to_le_bytes());
+        covered.extend_from_slice(&1_700_000_000u64.to_le_bytes());
+        covered.extend_from_slice(&[9, 0, 0, 0, 0, 0, 0, 0]);
         covered.extend_from_slice(payload);
         assert_eq!(checksum, crc32c::crc32c(&covered));
     }
 
     #[test]
-    fn record_checksum_covers_length_header_and_payload() {
+    fn stored_header_words_are_the_bytes_written() {
         let mut header = [0u8; RECORD_HEADER_SIZE];
-        let checksum = encode_record_header(&mut header, 7, 99, 2, b"hello");
+        header[record::SEQUENCE..record::SEQUENCE + 8].copy_from_slice(&7u64.to_le_bytes());
+        header[record::TIMESTAMP..record::TIMESTAMP + 8].copy_from_slice(&99u64.to_le_bytes());
+        header[record::TYPE..record::TYPE + 2].copy_from_slice(&0x0102u16.to_le_bytes());
+        assert_eq!(stored_header_words(&header), header_words(7, 99, 0x0102));
+        // A nonzero reserved byte is part of the words, so the checksum sees it.
+        header[RECORD_HEADER_SIZE - 1] = 1;
+        assert_ne!(stored_header_words(&header), header_words(7, 99, 0x0102));
+    }
+
+    #[test]
+    fn record_checksum_covers_length_header_and_payload() {
+        let words = header_words(7, 99, 2);
         let length = (RECORD_HEADER_SIZE + 5) as u32;
-        assert_eq!(record_checksum(length, &header[8..], b"hello"), checksum);
-        // Another length, payload or sequence changes it.
+        let checksum = record_checksum(length, &words, b"hello");
+        // Another length, payload, sequence or reserved byte changes it.
+        assert_ne!(record_checksum(length + 8, &words, b"hello"), checksum);
+        assert_ne!(record_checksum(length, &words, b"hellp"), checksum);
         assert_ne!(
-            record_checksum(length + 8, &header[8..], b"hello"),
+            record_checksum(length, &header_words(6, 99, 2), b"hello"),
             checksum
         );
-        assert_ne!(record_checksum(length, &header[8..], b"hellp"), checksum);
-        let mut other = header;
-        other[8] ^= 1;
-        assert_ne!(record_checksum(length, &other[8..], b"hello"), checksum);
+        let mut reserved = words;
+        reserved[2] |= 1 << 63;
+        assert_ne!(record_checksum(length, &reserved, b"hello"), checksum);
     }
 }

@@ -51,6 +51,7 @@
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod checksum;
 mod config;
 mod error;
 pub mod format;

@@ -1,6 +1,8 @@
 //! The journal's one window onto the operating system: preallocation,
 //! memory maps and the atomic length word. All of the journal's `unsafe`
-//! lives here, behind functions whose contracts the writer and readers keep.
+//! that touches memory lives here, behind functions whose contracts the
+//! writer and readers keep. (The one other block calls the checksum's
+//! CPU-specific code after detecting the CPU features it needs.)
 
 use std::fs::File;
 use std::io;
@@ -8,7 +10,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use memmap2::{MmapOptions, MmapRaw};
 
-use crate::format::{RECORD_ALIGNMENT, RECORD_HEADER_SIZE};
+use crate::format::{record, HeaderWords, RECORD_ALIGNMENT, RECORD_HEADER_SIZE};
 
 /// Reserves `bytes` of disk for `file`, so that writes through a map of it
 /// can never fail for want of space (which would raise SIGBUS, not an error).
@@ -176,13 +178,14 @@ impl Mapping {
         self.slot_below(offset, self.len)
     }
 
-    /// Appends a record at the published end: `header` (its length word is
-    /// ignored) and `payload`, then the length word, then the new end.
+    /// Appends a record at the published end: the checksum, the header
+    /// words and the payload, then the length word, then the new end.
     /// Returns the record's offset. The caller checked that it fits.
     pub(crate) fn append(
         &self,
         appender: &mut Appender,
-        header: &[u8; RECORD_HEADER_SIZE],
+        checksum: u32,
+        words: &HeaderWords,
         payload: &[u8],
         stride: usize,
     ) -> usize {
@@ -194,17 +197,25 @@ impl Mapping {
             stride >= length && offset + stride <= self.len,
             "record does not fit"
         );
+        assert!(
+            offset.is_multiple_of(RECORD_ALIGNMENT),
+            "record offsets are aligned"
+        );
         // SAFETY: `offset..offset + stride` is at or past the published end,
         // which no reader reads, and the `&mut Appender` makes this the only
-        // writer; in bounds (asserted). The length word (bytes 0..4) is left
-        // for the atomic store below.
+        // writer; in bounds (asserted). The map is page aligned and `offset`
+        // a multiple of 8 (asserted), so the word stores are aligned. The
+        // length word (bytes 0..4) is left for the atomic store below.
         unsafe {
             let base = self.raw.as_mut_ptr().add(offset);
-            std::ptr::copy_nonoverlapping(
-                header.as_ptr().add(4),
-                base.add(4),
-                RECORD_HEADER_SIZE - 4,
-            );
+            base.add(record::CHECKSUM)
+                .cast::<u32>()
+                .write(checksum.to_le());
+            for (index, word) in words.iter().enumerate() {
+                base.add(record::SEQUENCE + 8 * index)
+                    .cast::<u64>()
+                    .write(word.to_le());
+            }
             std::ptr::copy_nonoverlapping(
                 payload.as_ptr(),
                 base.add(RECORD_HEADER_SIZE),

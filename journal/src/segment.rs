@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
 use crate::format::{
-    decode_record_header, record_checksum, HeaderProblem, RecordHeader, SegmentHeader,
-    FORMAT_VERSION, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE,
+    decode_record_header, record_checksum, stored_header_words, HeaderProblem, RecordHeader,
+    SegmentHeader, FORMAT_VERSION, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE,
 };
 use crate::mmap::{preallocate, Appender, Mapping, Slot};
 use crate::JournalError;
@@ -400,7 +400,8 @@ fn check(slot: Slot<'_>) -> Read<'_> {
         Slot::Written(bytes) => {
             let header = decode_record_header(bytes);
             let payload = &bytes[RECORD_HEADER_SIZE..];
-            let checksum = record_checksum(header.length, &bytes[8..RECORD_HEADER_SIZE], payload);
+            let words = stored_header_words(&bytes[..RECORD_HEADER_SIZE]);
+            let checksum = record_checksum(header.length, &words, payload);
             if checksum != header.checksum {
                 return Read::Invalid(format!(
                     "checksum {:#010x} does not match the stored {:#010x}",

@@ -8,7 +8,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::format::{
-    encode_record_header, record_stride, PAYLOAD_SIZE_MAX, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE,
+    header_words, record_checksum, record_stride, PAYLOAD_SIZE_MAX, RECORD_HEADER_SIZE,
+    SEGMENT_HEADER_SIZE,
 };
 use crate::mmap::Appender;
 use crate::recovery::{recover, Recovered};
@@ -230,12 +231,13 @@ impl Journal {
             self.roll()?;
         }
         let sequence = self.next_sequence;
-        let mut header = [0u8; RECORD_HEADER_SIZE];
-        encode_record_header(&mut header, sequence, timestamp_ns, record_type, payload);
-        let offset = self
-            .active
-            .mapping()
-            .append(&mut self.appender, &header, payload, stride);
+        let words = header_words(sequence, timestamp_ns, record_type);
+        let length = (RECORD_HEADER_SIZE + payload.len()) as u32;
+        let checksum = record_checksum(length, &words, payload);
+        let offset =
+            self.active
+                .mapping()
+                .append(&mut self.appender, checksum, &words, payload, stride);
         debug_assert_eq!(offset, self.offset);
         self.offset += stride;
         self.next_sequence += 1;
