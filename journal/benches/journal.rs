@@ -11,7 +11,8 @@
 //! bytes and a memcpy into a pre-faulted `Vec`, the bound), `commit` (group
 //! commit: records/s and flush latency by batch size, 1 = an fsync per
 //! record), `latency` (each append's time, rolls included), `replay`
-//! (reading everything back with checksums, GB/s).
+//! (reading everything back with checksums, GB/s), `checksum` (a record
+//! checksum's latency beside the `crc32c` crate's).
 //! Files go to a temporary directory under `$TMPDIR` (default /tmp).
 //! `PREPARE_MB=N` sets how far ahead of the appender pages are made ready
 //! (`JournalConfig::prepare_ahead_bytes`, 4 MiB by default); `SEGMENT_MB=N`
@@ -330,5 +331,57 @@ fn main() {
     }
     if wants("replay") {
         replay(quick);
+    }
+    if wants("checksum") {
+        checksum(quick);
+    }
+}
+
+/// The record checksum's latency: each record's header takes the previous
+/// checksum, so every computation waits for the one before, as the
+/// appender's does (it needs the checksum before it can write the header).
+/// Beside it, the `crc32c` crate over the same bytes in the same chain.
+fn checksum(quick: bool) {
+    use courier_journal::format::record_checksum_of;
+    let iterations = if quick { 1_000_000 } else { 10_000_000 };
+    let rounds = if quick { 1 } else { 5 };
+    println!(
+        "\n### Record checksum latency: ns per record, each depending on the one before; median of {rounds} rounds\n"
+    );
+    println!("| payload B | crc32c crate | courier-journal | ratio |");
+    println!("| ---: | ---: | ---: | ---: |");
+    for payload_length in [64usize, 256, 1024] {
+        let payload: Vec<u8> = (0..payload_length).map(|i| i as u8).collect();
+        let mut header = [0u8; HEADER];
+        header[..4].copy_from_slice(&((HEADER + payload_length) as u32).to_le_bytes());
+        let crate_chain = |header: &mut [u8; HEADER]| {
+            let start = Instant::now();
+            for _ in 0..iterations {
+                let checksum = crc32c::crc32c_append(
+                    crc32c::crc32c_append(crc32c::crc32c(&header[..4]), &header[8..]),
+                    black_box(&payload),
+                );
+                header[8..12].copy_from_slice(&checksum.to_le_bytes());
+            }
+            start.elapsed().as_secs_f64() * 1e9 / iterations as f64
+        };
+        let journal_chain = |header: &mut [u8; HEADER]| {
+            let start = Instant::now();
+            for _ in 0..iterations {
+                let checksum = record_checksum_of(header, black_box(&payload));
+                header[8..12].copy_from_slice(&checksum.to_le_bytes());
+            }
+            start.elapsed().as_secs_f64() * 1e9 / iterations as f64
+        };
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            theirs.push(crate_chain(&mut header));
+            ours.push(journal_chain(&mut header));
+        }
+        let (ours, theirs) = (median(&mut ours), median(&mut theirs));
+        println!(
+            "| {payload_length} | {theirs:.1} | {ours:.1} | {:.2} |",
+            theirs / ours
+        );
     }
 }

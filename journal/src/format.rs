@@ -178,6 +178,17 @@ pub(crate) fn record_checksum(length: u32, words: &HeaderWords, payload: &[u8]) 
 
 const _: () = assert!(RECORD_HEADER_SIZE - record::SEQUENCE == 8 * 3);
 
+/// The checksum a record's header must hold: CRC-32C over its length word,
+/// its bytes 8..32 and `payload` (the stored checksum, bytes 4..8, is not
+/// read). For tools that write or check records outside this crate.
+pub fn record_checksum_of(header: &[u8; RECORD_HEADER_SIZE], payload: &[u8]) -> u32 {
+    record_checksum(
+        read_u32(header, record::LENGTH),
+        &stored_header_words(header),
+        payload,
+    )
+}
+
 /// Decodes a record header (length included) from 32 bytes.
 pub(crate) fn decode_record_header(bytes: &[u8]) -> RecordHeader {
     RecordHeader {
@@ -255,6 +266,19 @@ mod tests {
         covered.extend_from_slice(&[9, 0, 0, 0, 0, 0, 0, 0]);
         covered.extend_from_slice(payload);
         assert_eq!(checksum, crc32c::crc32c(&covered));
+    }
+
+    #[test]
+    fn the_public_checksum_reads_the_header_it_is_given() {
+        let mut header = [0u8; RECORD_HEADER_SIZE];
+        header[record::LENGTH..4].copy_from_slice(&37u32.to_le_bytes());
+        header[record::CHECKSUM..8].copy_from_slice(&[0xff; 4]);
+        header[record::SEQUENCE..record::SEQUENCE + 8].copy_from_slice(&7u64.to_le_bytes());
+        let words = header_words(7, 0, 0);
+        assert_eq!(
+            record_checksum_of(&header, b"hello"),
+            record_checksum(37, &words, b"hello")
+        );
     }
 
     #[test]

@@ -211,11 +211,15 @@ impl Mapping {
             base.add(record::CHECKSUM)
                 .cast::<u32>()
                 .write(checksum.to_le());
-            for (index, word) in words.iter().enumerate() {
-                base.add(record::SEQUENCE + 8 * index)
-                    .cast::<u64>()
-                    .write(word.to_le());
-            }
+            // Word by word, each an 8-byte store: copied as one block, the
+            // words would be read back from the stack with wider loads than
+            // they were written with, which waits for every store before
+            // them, the previous record's included, to reach the cache.
+            let [sequence, timestamp, record_type] = *words;
+            let header = base.add(record::SEQUENCE).cast::<u64>();
+            std::ptr::write_volatile(header, sequence.to_le());
+            std::ptr::write_volatile(header.add(1), timestamp.to_le());
+            std::ptr::write_volatile(header.add(2), record_type.to_le());
             std::ptr::copy_nonoverlapping(
                 payload.as_ptr(),
                 base.add(RECORD_HEADER_SIZE),
