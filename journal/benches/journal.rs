@@ -73,7 +73,28 @@ fn journal_append(
     }
     let seconds = start.elapsed().as_secs_f64();
     drop(journal);
+    keep_until_settled(dir);
     seconds
+}
+
+/// Journals written by earlier runs, deleted together between parts.
+static KEPT: std::sync::Mutex<Vec<tempfile::TempDir>> = std::sync::Mutex::new(Vec::new());
+
+/// Keeps a journal's files until [`settle`]. Deleting hundreds of megabytes
+/// of written blocks right away would make the file system (here ext4
+/// mounted with `discard`) free and discard them while the next contender
+/// runs, and that contender would pay for it: a durability-none run after a
+/// deletion measured up to a third slower than one after none.
+fn keep_until_settled(dir: tempfile::TempDir) {
+    KEPT.lock().expect("kept").push(dir);
+}
+
+/// Deletes the kept journals, syncs, and lets the disk settle.
+fn settle() {
+    KEPT.lock().expect("kept").clear();
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+    std::thread::sleep(Duration::from_secs(2));
 }
 
 /// The same bytes (a 32-byte header and the payload per record) through a
@@ -160,6 +181,7 @@ fn append(quick: bool) {
                 seconds[index].push(run());
             }
         }
+        settle();
         let medians: Vec<f64> = seconds.iter_mut().map(|s| median(s)).collect();
         for (index, (name, _)) in contenders.iter().enumerate() {
             let rate = count as f64 / medians[index];
