@@ -16,7 +16,9 @@
 //! Files go to a temporary directory under `$TMPDIR` (default /tmp).
 //! `PREPARE_MB=N` sets how far ahead of the appender pages are made ready
 //! (`JournalConfig::prepare_ahead_bytes`, 4 MiB by default); `SEGMENT_MB=N`
-//! the segment size (64 MiB by default).
+//! the segment size (64 MiB by default); `OPEN_WAIT_MS=N` waits that long
+//! after opening each journal before the append part's clock starts, so
+//! that with `PREPARE_MB` as large as the run every page is ready first.
 
 use std::hint::black_box;
 use std::io::Write;
@@ -61,6 +63,13 @@ fn journal_append(
 ) -> f64 {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut journal = Journal::open(dir.path(), config(durability)).expect("open");
+    if let Some(wait) = std::env::var("OPEN_WAIT_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        // Time for the preparing threads to get ahead before the clock starts.
+        std::thread::sleep(Duration::from_millis(wait));
+    }
     let bytes = vec![0x5au8; payload];
     let start = Instant::now();
     for n in 0..count {
@@ -81,10 +90,9 @@ fn journal_append(
 static KEPT: std::sync::Mutex<Vec<tempfile::TempDir>> = std::sync::Mutex::new(Vec::new());
 
 /// Keeps a journal's files until [`settle`]. Deleting hundreds of megabytes
-/// of written blocks right away would make the file system (here ext4
-/// mounted with `discard`) free and discard them while the next contender
-/// runs, and that contender would pay for it: a durability-none run after a
-/// deletion measured up to a third slower than one after none.
+/// of written blocks right away slows whatever runs next (ext4 mounted with
+/// `discard` frees and discards them in the background): durability-none
+/// runs that came after such a deletion measured about a third slower.
 fn keep_until_settled(dir: tempfile::TempDir) {
     KEPT.lock().expect("kept").push(dir);
 }

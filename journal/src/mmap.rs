@@ -211,10 +211,12 @@ impl Mapping {
             base.add(record::CHECKSUM)
                 .cast::<u32>()
                 .write(checksum.to_le());
-            // Word by word, each an 8-byte store: copied as one block, the
-            // words would be read back from the stack with wider loads than
-            // they were written with, which waits for every store before
-            // them, the previous record's included, to reach the cache.
+            // Word by word, each its own 8-byte store (volatile, so the
+            // compiler does not merge them into a block copy): a block copy
+            // reads the words back from the stack with wider loads than
+            // they were written with, and such a load waits until every
+            // store before it, the previous record's included, reaches the
+            // cache.
             let [sequence, timestamp, record_type] = *words;
             let header = base.add(record::SEQUENCE).cast::<u64>();
             std::ptr::write_volatile(header, sequence.to_le());
