@@ -57,7 +57,6 @@ pub(crate) struct Segment {
     /// Timestamp of the last record appended (or recovered), for retention.
     pub(crate) last_timestamp_ns: AtomicU64,
     index: RwLock<Vec<(u64, u32)>>,
-    _file: File,
 }
 
 impl Segment {
@@ -116,14 +115,7 @@ impl Segment {
         })
     }
 
-    fn assemble(
-        dir: &Path,
-        id: u64,
-        base_sequence: u64,
-        path: PathBuf,
-        mapping: Mapping,
-        file: File,
-    ) -> Self {
+    fn assemble(dir: &Path, id: u64, base_sequence: u64, path: PathBuf, mapping: Mapping) -> Self {
         Self {
             id,
             base_sequence,
@@ -132,7 +124,6 @@ impl Segment {
             mapping,
             last_timestamp_ns: AtomicU64::new(0),
             index: RwLock::new(Vec::new()),
-            _file: file,
         }
     }
 
@@ -192,7 +183,11 @@ impl Segment {
                 Mapping::read_only(&file, size as usize).map_err(|e| JournalError::io(&path, e))?;
             (mapping, None)
         };
-        let segment = Self::assemble(dir, id, header.base_sequence, path, mapping, file);
+        // The map keeps the file's pages; the descriptor is not needed, and
+        // a journal of thousands of segments would otherwise hold thousands
+        // of them, which a server needs for its connections.
+        drop(file);
+        let segment = Self::assemble(dir, id, header.base_sequence, path, mapping);
         Ok((segment, appender))
     }
 
@@ -459,14 +454,7 @@ impl Reserved {
         }
         let path = segment_path(&self.dir, self.id);
         std::fs::rename(&self.temporary, &path).map_err(|e| JournalError::io(&path, e))?;
-        let segment = Segment::assemble(
-            &self.dir,
-            self.id,
-            base_sequence,
-            path,
-            self.mapping,
-            self.file,
-        );
+        let segment = Segment::assemble(&self.dir, self.id, base_sequence, path, self.mapping);
         Ok((segment, self.appender))
     }
 
