@@ -126,3 +126,50 @@ fn a_taken_metrics_port_stops_the_server_from_starting() {
         "{error}"
     );
 }
+
+/// The endpoint answers one scrape at a time with limits: a request that is
+/// not HTTP gets 400, a head past 8 KiB gets 431, and a connection that
+/// sends nothing is closed after its time limit, after which the next
+/// scrape is served.
+#[test]
+fn bad_and_idle_scrapers_are_answered_or_dropped_and_others_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.metrics_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let server = courier::net::start(config).unwrap();
+    let metrics = server.metrics_addr().expect("metrics are served");
+    let exchange = |request: &[u8]| {
+        let mut stream = TcpStream::connect(metrics).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        // The peer may close before reading everything (431): ignore that.
+        let _ = stream.write_all(request);
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        response
+    };
+    assert!(
+        exchange(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n")
+            .starts_with("HTTP/1.1 400")
+    );
+    let long = format!(
+        "GET /metrics HTTP/1.1\r\nX-Long: {}\r\n\r\n",
+        "a".repeat(9000)
+    );
+    assert!(exchange(long.as_bytes()).starts_with("HTTP/1.1 431"));
+    assert!(exchange(b"POST /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
+
+    let started = Instant::now();
+    let mut idle = TcpStream::connect(metrics).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (status, body) = get(metrics, "/metrics");
+    assert_eq!(status, 200);
+    assert!(body.contains("courier_connections_accepted_total"));
+    // The idle one was closed by the server, unanswered, within its limit.
+    let mut nothing = Vec::new();
+    assert_eq!(idle.read_to_end(&mut nothing).unwrap(), 0);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    server.shutdown().unwrap();
+}

@@ -189,6 +189,92 @@ fn serve_refuses_what_the_open_files_limit_cannot_hold() {
     assert!(logs.contains("lowered_to=36"), "{logs}");
 }
 
+/// A server out of descriptors for reasons other than its connections
+/// (here, its open-files limit lowered under it) refuses new clients at
+/// once, closing them, instead of leaving them unanswered in the accept
+/// queue; its metrics endpoint waits it out; once descriptors free up, both
+/// serve again.
+#[cfg(target_os = "linux")]
+#[test]
+fn serve_out_of_descriptors_refuses_clients_at_once_and_recovers() {
+    use rustix::process::{prlimit, Pid, Resource, Rlimit};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", "ulimit -n 200 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_courier"))
+        .arg("serve")
+        .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")]);
+    let (child, address) = spawn_serve(command, dir.path());
+    let pid = Pid::from_raw(child.id() as i32).unwrap();
+    let set_soft_limit = |soft: u64| {
+        prlimit(
+            Some(pid),
+            Resource::Nofile,
+            Rlimit {
+                current: Some(soft),
+                maximum: Some(200),
+            },
+        )
+        .unwrap();
+    };
+    // It sized its connections for 200 files; now it has 40.
+    set_soft_limit(40);
+
+    let mut served = Vec::new();
+    let refused_after = loop {
+        assert!(served.len() < 40, "no client refused");
+        let started = Instant::now();
+        match courier::client::Client::connect(address.as_str()) {
+            Ok(client) => served.push(client),
+            Err(_) => break started.elapsed(),
+        }
+    };
+    assert!(
+        refused_after < Duration::from_secs(2),
+        "a refusal is prompt: {refused_after:?}"
+    );
+    // A scrape now waits in the metrics listener's queue.
+    let scrape = move || -> Option<String> {
+        use std::io::{Read, Write};
+        let mut stream = TcpStream::connect(("127.0.0.1", metrics_port)).ok()?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .ok()?;
+        stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        Some(response)
+    };
+    let waiting = std::thread::spawn(scrape);
+    std::thread::sleep(Duration::from_millis(300));
+
+    set_soft_limit(200);
+    let response = waiting
+        .join()
+        .unwrap()
+        .expect("the waiting scrape is answered");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response.contains("courier_connections_refused_total 1"),
+        "{response}"
+    );
+    let mut client = courier::client::Client::connect(address.as_str()).unwrap();
+    client.ping(1).unwrap();
+    drop((client, served));
+    let logs = stop(child);
+    assert!(logs.contains("out of file descriptors"), "{logs}");
+    assert!(logs.contains("refused=1"), "{logs}");
+}
+
 /// A second server on a data directory in use refuses to start, naming the
 /// process that has it, instead of appending to the same journal.
 #[test]

@@ -239,19 +239,29 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     ])
     .context("cannot install signal handlers")?;
     let (signal_sender, signal_received) = crossbeam_channel::bounded(1);
-    std::thread::spawn(move || {
-        if let Some(signal) = signals.forever().next() {
-            let _ = signal_sender.send(signal);
-        }
-    });
+    std::thread::Builder::new()
+        .name("courier-signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                let _ = signal_sender.send(signal);
+            }
+        })
+        .context("cannot start the signal thread")?;
     // A stage that fails (the journal cannot write: a full disk) panics on
     // its thread and stops the pipeline; this brings the server down with
     // it, with an error, instead of leaving it up and refusing everything.
+    // A panic on the metrics thread is the exception: whatever a scraper
+    // sends must not stop the server, so that panic loses one scrape (the
+    // thread catches it and goes on).
     let (failure_sender, failure) = crossbeam_channel::bounded(1);
     let print_panic = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         print_panic(info);
-        let _ = failure_sender.try_send(());
+        if std::thread::current().name() == Some(net::METRICS_THREAD) {
+            tracing::error!("a scrape of the metrics failed; serving goes on");
+        } else {
+            let _ = failure_sender.try_send(());
+        }
     }));
     let server = net::start(config.clone()).context("cannot start the server")?;
     // Scripts and tests read this line for the address (the port may be 0).

@@ -37,6 +37,11 @@ const LOCAL_SCRATCH_KEEP_BYTES: usize = 1 << 20;
 const EVENTS_MAX: usize = 1024;
 /// How long a stopping thread keeps trying to write what it still holds.
 const SHUTDOWN_WRITE_GRACE: Duration = Duration::from_secs(2);
+/// Out of descriptors with no spare to free: how soon to try accepting
+/// again (the listener's readiness, edge-triggered, will not say so).
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// Out of descriptors: at most one warning this often.
+const DESCRIPTOR_WARNING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A connection event that the ring had no room for yet.
 enum Pending {
@@ -95,6 +100,17 @@ struct Loop {
     local_scratch: FrameBatch,
     /// Counts since the last pass, added to the shared counters once a pass.
     tally: Tally,
+    /// The listening thread's spare descriptor (on /dev/null). Out of
+    /// descriptors, it is closed to accept a waiting connection and close it
+    /// at once, so clients are refused instead of left in the backlog
+    /// unanswered; then it is opened again.
+    spare_descriptor: Option<std::fs::File>,
+    /// When to try accepting again after running out of descriptors with no
+    /// spare left.
+    accept_retry_at: Option<Instant>,
+    /// Connections refused for want of descriptors since the last warning.
+    refused_for_descriptors: u64,
+    last_descriptor_warning: Option<Instant>,
 }
 
 impl IoThread {
@@ -116,7 +132,14 @@ impl IoThread {
             ranges: Vec::with_capacity(FRAMES_PER_BATCH_MAX),
             local_scratch: FrameBatch::default(),
             tally: Tally::default(),
+            spare_descriptor: None,
+            accept_retry_at: None,
+            refused_for_descriptors: 0,
+            last_descriptor_warning: None,
         };
+        if state.thread.listener.is_some() {
+            state.spare_descriptor = open_spare_descriptor();
+        }
         state.run();
     }
 }
@@ -143,6 +166,10 @@ impl Loop {
             }
             if self.reading && now >= self.next_heartbeat_check {
                 self.check_heartbeats(now);
+            }
+            if self.accept_retry_at.is_some_and(|at| now >= at) {
+                self.accept_retry_at = None;
+                self.accept(now);
             }
             self.tally.flush(&self.thread.counters);
             let timeout = self.timeout(now);
@@ -216,6 +243,9 @@ impl Loop {
         if let Some(Reverse((resume, _))) = self.paused.peek() {
             wake = wake.min(*resume);
         }
+        if let Some(retry) = self.accept_retry_at {
+            wake = wake.min(retry);
+        }
         Some(wake.saturating_duration_since(now))
     }
 
@@ -255,14 +285,70 @@ impl Loop {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // (Linux says so before it looks for a waiting connection.)
+                Err(error) if out_of_descriptors(&error) => {
+                    match self.refuse_for_descriptors() {
+                        Refusal::Refused => self.warn_out_of_descriptors(now, &error),
+                        Refusal::NoneWaiting => return,
+                        Refusal::NoSpare => {
+                            self.warn_out_of_descriptors(now, &error);
+                            // Try again soon: the listener will not report
+                            // the connections already waiting again.
+                            self.accept_retry_at = Some(now + ACCEPT_RETRY);
+                            return;
+                        }
+                    }
+                }
                 Err(error) => {
-                    // Out of file descriptors, say: the listener stays, and
-                    // the next readiness event tries again.
+                    // The listener stays, and the next readiness event
+                    // tries again.
                     tracing::warn!(%error, "accept failed");
                     return;
                 }
             }
         }
+    }
+
+    /// Out of descriptors: frees the spare, accepts one waiting connection
+    /// and closes it at once, and takes the spare back.
+    fn refuse_for_descriptors(&mut self) -> Refusal {
+        let Some(spare) = self.spare_descriptor.take() else {
+            self.spare_descriptor = open_spare_descriptor();
+            return Refusal::NoSpare;
+        };
+        drop(spare);
+        let refusal = match &self.thread.listener {
+            Some(listener) => match listener.accept() {
+                // Dropped: closed at once, so the client learns now.
+                Ok(_) => Refusal::Refused,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Refusal::NoneWaiting,
+                // Taken by another thread between the close and the accept.
+                Err(_) => Refusal::NoSpare,
+            },
+            None => Refusal::NoneWaiting,
+        };
+        self.spare_descriptor = open_spare_descriptor();
+        if refusal == Refusal::Refused {
+            self.tally.connections_refused += 1;
+            self.refused_for_descriptors += 1;
+        }
+        refusal
+    }
+
+    fn warn_out_of_descriptors(&mut self, now: Instant, error: &io::Error) {
+        if self
+            .last_descriptor_warning
+            .is_some_and(|at| now.duration_since(at) < DESCRIPTOR_WARNING_INTERVAL)
+        {
+            return;
+        }
+        self.last_descriptor_warning = Some(now);
+        tracing::warn!(
+            %error,
+            refused = std::mem::take(&mut self.refused_for_descriptors),
+            "out of file descriptors: refusing new connections until some close \
+             (raise the open files limit with ulimit -n or LimitNOFILE=)"
+        );
     }
 
     fn take_handoffs(&mut self, now: Instant) {
@@ -804,4 +890,28 @@ fn publish_within(
             return Published::All;
         }
     }
+}
+
+/// What [`Loop::refuse_for_descriptors`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// Accepted a waiting connection and closed it.
+    Refused,
+    /// Nothing was waiting.
+    NoneWaiting,
+    /// No spare descriptor to free for it.
+    NoSpare,
+}
+
+/// Whether `error` says the process or the system has no descriptor left.
+fn out_of_descriptors(error: &io::Error) -> bool {
+    matches!(
+        rustix::io::Errno::from_io_error(error),
+        Some(rustix::io::Errno::MFILE | rustix::io::Errno::NFILE)
+    )
+}
+
+/// A descriptor to hold in reserve; none if even that cannot be had.
+fn open_spare_descriptor() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
 }

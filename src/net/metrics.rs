@@ -2,19 +2,42 @@
 //! server's counters, the broker's census and per-stage latency histograms
 //! in the text exposition format. It runs on a thread of its own and only
 //! reads shared counters, so a scrape never touches the pipeline.
+//!
+//! One scrape at a time, each with a time limit and a size limit on its
+//! request, and the connection closed after the answer: a scraper (or
+//! anyone who reaches the port) holds at most one descriptor and this one
+//! thread, never more, and the endpoint outlives running out of file
+//! descriptors. (A general HTTP server library was tried first; it gave
+//! each connection a thread of its own with no time limit, stopped
+//! accepting for good after one failed accept, and panicked on another.)
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use super::stats::{Counters, ServerStats};
 use crate::broker::{BrokerWatch, LatencyHistogram, BUCKET_BOUNDS_NS};
 
+/// The metrics thread's name.
+pub const METRICS_THREAD: &str = "courier-metrics";
+/// How long a scraper may take to send its request, or to take the answer.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest request head read; a longer one gets 431.
+const REQUEST_BYTES_MAX: usize = 8 * 1024;
+/// After a failed accept (out of descriptors, say), the pause before the
+/// next, so that the thread does not spin while nothing can be accepted.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
 /// The running endpoint.
 pub(crate) struct MetricsServer {
     address: SocketAddr,
-    server: Arc<tiny_http::Server>,
+    listener: Option<Arc<TcpListener>>,
+    stopping: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -23,14 +46,11 @@ impl MetricsServer {
     /// (Binding comes first so that a taken port stops the server before
     /// anything else starts.)
     pub(crate) fn bind(address: SocketAddr) -> Result<Self, std::io::Error> {
-        let server = tiny_http::Server::http(address).map_err(std::io::Error::other)?;
-        let address = server
-            .server_addr()
-            .to_ip()
-            .ok_or_else(|| std::io::Error::other("the metrics listener has no IP address"))?;
+        let listener = TcpListener::bind(address)?;
         Ok(Self {
-            address,
-            server: Arc::new(server),
+            address: listener.local_addr()?,
+            listener: Some(Arc::new(listener)),
+            stopping: Arc::new(AtomicBool::new(false)),
             thread: None,
         })
     }
@@ -41,13 +61,37 @@ impl MetricsServer {
         counters: Arc<Counters>,
         broker: BrokerWatch,
     ) -> Result<(), std::io::Error> {
-        let serving = Arc::clone(&self.server);
+        let Some(listener) = self.listener.clone() else {
+            return Ok(());
+        };
+        let stopping = Arc::clone(&self.stopping);
         let thread = std::thread::Builder::new()
-            .name("courier-metrics".into())
+            .name(METRICS_THREAD.into())
             .spawn(move || {
-                // Ends when `stop` unblocks the server.
-                for request in serving.incoming_requests() {
-                    respond(request, &counters, &broker);
+                let mut last_warning: Option<Instant> = None;
+                loop {
+                    let accepted = listener.accept();
+                    if stopping.load(Ordering::Acquire) {
+                        return;
+                    }
+                    match accepted {
+                        Ok((stream, _)) => {
+                            // A panic loses this scrape, not the endpoint
+                            // (and, see `courier serve`, not the server).
+                            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                                scrape(stream, &counters, &broker)
+                            }));
+                        }
+                        Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(error) => {
+                            if last_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
+                            {
+                                last_warning = Some(Instant::now());
+                                tracing::warn!(%error, "metrics: accept failed; trying again");
+                            }
+                            std::thread::sleep(ACCEPT_RETRY);
+                        }
+                    }
                 }
             })?;
         self.thread = Some(thread);
@@ -58,8 +102,15 @@ impl MetricsServer {
         self.address
     }
 
+    /// Stops serving and closes the listener.
     pub(crate) fn stop(&mut self) {
-        self.server.unblock();
+        self.stopping.store(true, Ordering::Release);
+        if let Some(listener) = self.listener.take() {
+            // Wakes the thread from `accept` (Linux returns an error to it
+            // at once); a connection does the same elsewhere.
+            let _ = rustix::net::shutdown(&*listener, rustix::net::Shutdown::Read);
+            let _ = TcpStream::connect_timeout(&self.address, Duration::from_millis(200));
+        }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -72,26 +123,85 @@ impl Drop for MetricsServer {
     }
 }
 
-fn respond(request: tiny_http::Request, counters: &Counters, broker: &BrokerWatch) {
-    let response = match (request.method(), request.url()) {
-        (tiny_http::Method::Get, "/metrics") => {
-            let stats = counters.read_with(broker);
-            let text = render(&stats, &broker.stage_latencies());
-            let content_type = tiny_http::Header::from_bytes(
-                &b"Content-Type"[..],
-                &b"text/plain; version=0.0.4; charset=utf-8"[..],
-            )
-            .expect("a valid header");
-            tiny_http::Response::from_string(text).with_header(content_type)
-        }
-        (tiny_http::Method::Get, _) => {
-            tiny_http::Response::from_string("not found: the metrics are at /metrics\n")
-                .with_status_code(404)
-        }
-        _ => tiny_http::Response::from_string("only GET is served here\n").with_status_code(405),
+/// Reads one request from `stream`, answers it, and closes the connection.
+fn scrape(mut stream: TcpStream, counters: &Counters, broker: &BrokerWatch) {
+    let _ = stream.set_read_timeout(Some(SCRAPE_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(SCRAPE_TIMEOUT));
+    let (status, body) = match read_request(&mut stream) {
+        Ok(Some((method, path))) => respond(&method, &path, counters, broker),
+        Ok(None) => (431, "request header too large\n".to_owned()),
+        Err(RequestError::Malformed) => (400, "not an HTTP request\n".to_owned()),
+        // Timed out or gone: nobody to answer.
+        Err(RequestError::Io) => return,
     };
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Request Header Fields Too Large",
+    };
+    let content_type = if status == 200 {
+        "text/plain; version=0.0.4; charset=utf-8"
+    } else {
+        "text/plain; charset=utf-8"
+    };
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
     // A scraper that went away gets nothing; nothing else to do.
-    let _ = request.respond(response);
+    let _ = stream
+        .write_all(head.as_bytes())
+        .and_then(|()| stream.write_all(body.as_bytes()));
+}
+
+enum RequestError {
+    Malformed,
+    Io,
+}
+
+/// The method and path of the request on `stream`; `None` if its head is
+/// longer than [`REQUEST_BYTES_MAX`].
+fn read_request(stream: &mut TcpStream) -> Result<Option<(String, String)>, RequestError> {
+    let mut buffer = vec![0u8; REQUEST_BYTES_MAX];
+    let mut filled = 0;
+    loop {
+        if filled == buffer.len() {
+            return Ok(None);
+        }
+        let read = stream
+            .read(&mut buffer[filled..])
+            .map_err(|_| RequestError::Io)?;
+        if read == 0 {
+            return Err(RequestError::Io);
+        }
+        filled += read;
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut request = httparse::Request::new(&mut headers);
+        match request.parse(&buffer[..filled]) {
+            Ok(httparse::Status::Complete(_)) => {
+                let method = request.method.unwrap_or_default().to_owned();
+                let path = request.path.unwrap_or_default().to_owned();
+                return Ok(Some((method, path)));
+            }
+            Ok(httparse::Status::Partial) => {}
+            Err(httparse::Error::TooManyHeaders) => return Ok(None),
+            Err(_) => return Err(RequestError::Malformed),
+        }
+    }
+}
+
+/// The status and body for `method` and `path`.
+fn respond(method: &str, path: &str, counters: &Counters, broker: &BrokerWatch) -> (u16, String) {
+    match (method, path) {
+        ("GET", "/metrics") => {
+            let stats = counters.read_with(broker);
+            (200, render(&stats, &broker.stage_latencies()))
+        }
+        ("GET", _) => (404, "not found: the metrics are at /metrics\n".to_owned()),
+        _ => (405, "only GET is served here\n".to_owned()),
+    }
 }
 
 /// The exposition text for the counters and the latency histograms.

@@ -16,6 +16,7 @@ mod io;
 mod metrics;
 mod stats;
 
+pub use metrics::METRICS_THREAD;
 pub use stats::ServerStats;
 
 use std::net::SocketAddr;
