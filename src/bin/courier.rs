@@ -297,8 +297,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Descriptors the server needs besides its connections: the listener,
-/// polls and wakers, journal segments and indexes, SQLite, the metrics
-/// endpoint.
+/// polls and wakers (two per I/O thread), the journal's lock and the
+/// segment being made ahead, SQLite, the metrics endpoint (one scrape at a
+/// time). About 20 with one I/O thread. Should they run out anyway, the
+/// listener refuses clients at once (see `net::io`).
 const FILES_BESIDE_CONNECTIONS: u64 = 64;
 
 /// Raises the soft limit on open files to the hard limit, as a network

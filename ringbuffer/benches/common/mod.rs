@@ -139,6 +139,11 @@ pub trait Publish: Send {
     /// The end of a burst: a producer that runs the stages itself runs what
     /// it has left.
     fn flush(&mut self) {}
+
+    /// The end of this producer's share of a burst with several producers:
+    /// one that runs the stages itself keeps running them until the last
+    /// stage has finished `target` events (the others' included).
+    fn finish_share(&mut self, _done: &AtomicU64, _target: u64) {}
 }
 
 /// A contender running one shape.
@@ -186,6 +191,7 @@ impl Rig {
             producer.flush();
         } else {
             let producer_count = self.producers.len() as u64;
+            let done = &*self.done;
             thread::scope(|scope| {
                 for (index, producer) in self.producers.iter_mut().enumerate() {
                     // The first producer also takes the remainder.
@@ -198,6 +204,7 @@ impl Rig {
                         for value in 0..mine {
                             producer.publish(0, value);
                         }
+                        producer.finish_share(done, target);
                     });
                 }
             });
@@ -242,10 +249,10 @@ pub enum Layout {
     /// All stages run by the producer's own thread through the pipeline's
     /// driver (`Placement::Caller`), as courier's I/O thread runs them: a
     /// timed event at once, untimed ones once per 256 published. With two
-    /// producers the first drives and the second only publishes, so only
-    /// the latency parts (which publish from the first producer alone) run
-    /// it: in a burst from both, the second could wait on a full ring after
-    /// the first had finished.
+    /// producers the first drives and the second only publishes; in a burst
+    /// from both, the first goes on driving after its own share until the
+    /// second's events are through (as courier's first I/O thread runs the
+    /// stages for events the other I/O threads publish).
     Caller,
 }
 
@@ -350,6 +357,13 @@ impl Publish for CourierCaller {
 
     fn flush(&mut self) {
         self.run_all();
+    }
+
+    fn finish_share(&mut self, done: &AtomicU64, target: u64) {
+        while done.load(Ordering::Acquire) < target {
+            self.run_all();
+            std::hint::spin_loop();
+        }
     }
 }
 
@@ -640,9 +654,10 @@ pub fn crossbeam(shape: Shape, layout: Layout) -> Rig {
 }
 
 /// Every contender for `shape`, for a throughput run: this crate with busy-spin
-/// and blocking waits in both layouts (and, with one producer, run by the
-/// producer), the `disruptor` crate with busy-spin in both, and crossbeam
-/// channels in both.
+/// and blocking waits in both layouts and run by the producer (with two
+/// producers, by the first, which goes on running the stages after its
+/// share until the second's are through too), the `disruptor` crate with
+/// busy-spin in both, and crossbeam channels in both.
 pub fn throughput_contenders(shape: Shape) -> Vec<Box<dyn Fn() -> Rig>> {
     let mut rigs: Vec<Box<dyn Fn() -> Rig>> = Vec::new();
     for layout in [Layout::PerStage, Layout::Fused] {
@@ -660,15 +675,13 @@ pub fn throughput_contenders(shape: Shape) -> Vec<Box<dyn Fn() -> Rig>> {
         }));
         rigs.push(Box::new(move || crossbeam(shape, layout)));
     }
-    if shape.producers() == 1 {
-        rigs.push(Box::new(move || {
-            courier(
-                shape,
-                ring::WaitStrategy::BLOCKING,
-                Layout::Caller,
-                "blocking",
-            )
-        }));
-    }
+    rigs.push(Box::new(move || {
+        courier(
+            shape,
+            ring::WaitStrategy::BLOCKING,
+            Layout::Caller,
+            "blocking",
+        )
+    }));
     rigs
 }
