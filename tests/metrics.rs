@@ -29,6 +29,16 @@ fn get(address: SocketAddr, path: &str) -> (u16, String) {
     (status, body.to_owned())
 }
 
+/// A server with its metrics on a free loopback port; returns it and that
+/// port's address.
+fn start_with_metrics(data_dir: &std::path::Path) -> (courier::net::ServerHandle, SocketAddr) {
+    let mut config = config(data_dir);
+    config.metrics_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let server = courier::net::start(config).unwrap();
+    let metrics = server.metrics_addr().expect("metrics are served");
+    (server, metrics)
+}
+
 /// The samples of an exposition text, by name with labels.
 fn samples(text: &str) -> HashMap<String, f64> {
     text.lines()
@@ -43,11 +53,8 @@ fn samples(text: &str) -> HashMap<String, f64> {
 #[test]
 fn metrics_follow_the_traffic_and_only_metrics_is_served() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = config(dir.path());
-    config.metrics_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
-    let server = courier::net::start(config).unwrap();
+    let (server, metrics) = start_with_metrics(dir.path());
     let address = server.local_addr();
-    let metrics = server.metrics_addr().expect("metrics are served");
     register(address, "ana");
     register(address, "bo");
     let mut ana = login(address, "ana", "phone", DeliveryMode::PushMessage);
@@ -134,10 +141,7 @@ fn a_taken_metrics_port_stops_the_server_from_starting() {
 #[test]
 fn bad_and_idle_scrapers_are_answered_or_dropped_and_others_go_on() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = config(dir.path());
-    config.metrics_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
-    let server = courier::net::start(config).unwrap();
-    let metrics = server.metrics_addr().expect("metrics are served");
+    let (server, metrics) = start_with_metrics(dir.path());
     let exchange = |request: &[u8]| {
         let mut stream = TcpStream::connect(metrics).unwrap();
         stream

@@ -4,23 +4,13 @@
 
 #![cfg(target_os = "linux")]
 
+mod util;
+
 use courier_journal::{Durability, Journal, JournalConfig};
+use util::segment_count;
 
 fn open_descriptors() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
-fn segment_count(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "segment")
-        })
-        .count()
 }
 
 #[test]

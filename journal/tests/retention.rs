@@ -6,19 +6,7 @@ mod util;
 use std::time::{Duration, Instant};
 
 use courier_journal::{Durability, Journal, JournalConfig, Retention};
-
-fn segment_count(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "segment")
-        })
-        .count()
-}
+use util::segment_count;
 
 #[test]
 fn size_retention_deletes_the_oldest_segments_but_not_held_ones() {

@@ -59,3 +59,17 @@ pub fn expect_pattern(journal: &Journal) -> u64 {
     );
     expected
 }
+
+/// Segment files in `dir`.
+pub fn segment_count(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "segment")
+        })
+        .count()
+}
