@@ -285,7 +285,8 @@ impl Loop {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // (Linux says so before it looks for a waiting connection.)
+                // Out of descriptors (which Linux reports even when no
+                // connection is waiting).
                 Err(error) if out_of_descriptors(&error) => {
                     match self.refuse_for_descriptors() {
                         Refusal::Refused => self.warn_out_of_descriptors(now, &error),

@@ -146,14 +146,14 @@ fn scrape(mut stream: TcpStream, counters: &Counters, broker: &BrokerWatch) {
     } else {
         "text/plain; charset=utf-8"
     };
-    let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+    // One write: a second, small one could wait on the scraper's delayed
+    // acknowledgement of the first.
+    let response = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     // A scraper that went away gets nothing; nothing else to do.
-    let _ = stream
-        .write_all(head.as_bytes())
-        .and_then(|()| stream.write_all(body.as_bytes()));
+    let _ = stream.write_all(response.as_bytes());
 }
 
 enum RequestError {
