@@ -147,3 +147,48 @@ fn bytes_in_counts_every_byte_even_when_a_frame_arrives_in_pieces() {
     assert_eq!(after.bytes_in, start.bytes_in + bytes.len() as u64);
     server.shutdown().unwrap();
 }
+
+/// One address holds at most `connections_per_ip_max` connections: the
+/// next is refused (closed at once) and counted; when one closes, its place
+/// comes back, whichever I/O thread had it.
+#[test]
+fn an_address_over_connections_per_ip_max_is_refused_until_one_of_its_connections_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.connections_per_ip_max = 3;
+    config.io_threads = 2;
+    let server = courier::net::start(config).unwrap();
+    let address = server.local_addr();
+    let mut held: Vec<_> = (0..3)
+        .map(|_| courier::client::Client::connect(address).unwrap())
+        .collect();
+    for (nonce, client) in held.iter_mut().enumerate() {
+        client.ping(nonce as u64).unwrap();
+    }
+    let started = Instant::now();
+    assert!(courier::client::Client::connect(address).is_err());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "refused at once"
+    );
+    eventually(&server, |s| s.connections_refused == 1);
+
+    // Closing either thread's connection gives its place back.
+    for _ in 0..2 {
+        drop(held.remove(0));
+        let mut again = None;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while again.is_none() {
+            assert!(Instant::now() < deadline, "the place never came back");
+            again = courier::client::Client::connect(address).ok();
+            if again.is_none() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let mut client = again.unwrap();
+        client.ping(7).unwrap();
+        held.push(client);
+    }
+    drop(held);
+    server.shutdown().unwrap();
+}

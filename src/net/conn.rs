@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 
+use super::per_ip::IpSlot;
 use crate::broker::ConnId;
 use crate::codec::websocket::{self, CloseCode, Ending, Handshake, Masks, Role};
 
@@ -132,6 +133,9 @@ pub(crate) struct Connection {
     /// It sent faster than its allowance: its socket is not read until then.
     pub(crate) paused_until: Option<Instant>,
     pub(crate) transport: Transport,
+    /// Its place under `connections_per_ip_max`, given back when the
+    /// connection is dropped.
+    pub(crate) ip_slot: Option<IpSlot>,
 }
 
 /// What a read pass found.
@@ -173,6 +177,7 @@ impl Connection {
             } else {
                 Transport::Tcp
             },
+            ip_slot: None,
         }
     }
 

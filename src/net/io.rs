@@ -15,6 +15,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::conn::{CloseReason, Connection, ReadOutcome};
+use super::per_ip::{IpSlot, PerIp};
 use super::stats::{Counters, Tally};
 use super::{Control, FrameBatch, Outbound, ServerConfig};
 use crate::broker::{BrokerDriver, ConnId, Ingress};
@@ -40,8 +41,9 @@ const SHUTDOWN_WRITE_GRACE: Duration = Duration::from_secs(2);
 /// Out of descriptors with no spare to free: how soon to try accepting
 /// again (the listener's readiness, edge-triggered, will not say so).
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
-/// Out of descriptors: at most one warning this often.
-const DESCRIPTOR_WARNING_INTERVAL: Duration = Duration::from_secs(1);
+/// A warning that may repeat with every connection is logged at most this
+/// often, with how many times it happened meanwhile.
+const WARNING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A connection event that the ring had no room for yet.
 enum Pending {
@@ -49,9 +51,12 @@ enum Pending {
     Disconnected(ConnId),
 }
 
+/// An accepted connection and its place under `connections_per_ip_max`.
+pub(crate) type Accepted = (TcpStream, Option<IpSlot>);
+
 /// A thread's sibling, for handing accepted sockets over.
 pub(crate) struct Sibling {
-    pub(crate) sockets: Sender<TcpStream>,
+    pub(crate) sockets: Sender<Accepted>,
     pub(crate) waker: Arc<Waker>,
 }
 
@@ -61,7 +66,10 @@ pub(crate) struct IoThread {
     pub(crate) listener: Option<TcpListener>,
     /// Thread 0 hands accepted sockets round-robin to these (itself too).
     pub(crate) siblings: Vec<Sibling>,
-    pub(crate) handoff: Receiver<TcpStream>,
+    pub(crate) handoff: Receiver<Accepted>,
+    /// Connections by client address, under `connections_per_ip_max` (the
+    /// listening thread's, when there is a limit).
+    pub(crate) per_ip: Option<Arc<PerIp>>,
     pub(crate) outbound: Poller<Outbound>,
     /// Under the inline placement (first thread only): the broker's stages,
     /// run here after each read, and where their frames for this thread's
@@ -108,9 +116,41 @@ struct Loop {
     /// When to try accepting again after running out of descriptors with no
     /// spare left.
     accept_retry_at: Option<Instant>,
-    /// Connections refused for want of descriptors since the last warning.
-    refused_for_descriptors: u64,
-    last_descriptor_warning: Option<Instant>,
+    /// Connections refused for want of descriptors.
+    descriptor_warning: Warning,
+    /// Connections refused under `connections_per_ip_max`.
+    per_ip_warning: Warning,
+    /// Connections refused under `connections_max`.
+    full_warning: Warning,
+}
+
+/// A warning logged at most once per [`WARNING_INTERVAL`], with the count
+/// of what it stands for since it was last logged.
+#[derive(Default)]
+struct Warning {
+    last: Option<Instant>,
+    count: u64,
+}
+
+impl Warning {
+    /// Adds `count` and logs through `log` (given the count since the last
+    /// log) unless it logged less than an interval ago.
+    fn warn_counting(&mut self, now: Instant, count: u64, log: impl FnOnce(u64)) {
+        self.count += count;
+        if self
+            .last
+            .is_some_and(|at| now.duration_since(at) < WARNING_INTERVAL)
+        {
+            return;
+        }
+        self.last = Some(now);
+        log(std::mem::take(&mut self.count));
+    }
+
+    /// Counts one and logs as [`warn_counting`](Self::warn_counting).
+    fn warn(&mut self, now: Instant, log: impl FnOnce(u64)) {
+        self.warn_counting(now, 1, log);
+    }
 }
 
 impl IoThread {
@@ -134,8 +174,9 @@ impl IoThread {
             tally: Tally::default(),
             spare_descriptor: None,
             accept_retry_at: None,
-            refused_for_descriptors: 0,
-            last_descriptor_warning: None,
+            descriptor_warning: Warning::default(),
+            per_ip_warning: Warning::default(),
+            full_warning: Warning::default(),
         };
         if state.thread.listener.is_some() {
             state.spare_descriptor = open_spare_descriptor();
@@ -269,16 +310,36 @@ impl Loop {
                 return;
             };
             match listener.accept() {
-                Ok((stream, _)) => {
+                Ok((stream, peer)) => {
+                    let slot = match &self.thread.per_ip {
+                        Some(per_ip) => match per_ip.take(peer.ip()) {
+                            Some(slot) => Some(slot),
+                            None => {
+                                // Dropped: closed at once.
+                                self.tally.connections_refused += 1;
+                                let limit = self.thread.config.connections_per_ip_max;
+                                self.per_ip_warning.warn(now, |refused| {
+                                    tracing::warn!(
+                                        peer = %peer.ip(),
+                                        limit,
+                                        refused,
+                                        "connection refused: its address is at connections_per_ip_max"
+                                    )
+                                });
+                                continue;
+                            }
+                        },
+                        None => None,
+                    };
                     let sibling = self.accepted % self.thread.siblings.len().max(1);
                     self.accepted += 1;
                     if sibling == self.thread.index as usize || self.thread.siblings.is_empty() {
-                        self.register(stream, now);
+                        self.register((stream, slot), now);
                     } else {
                         let target = &self.thread.siblings[sibling];
                         // A sibling gone means the server is stopping; the
                         // socket is dropped (closed).
-                        if target.sockets.send(stream).is_ok() {
+                        if target.sockets.send((stream, slot)).is_ok() {
                             let _ = target.waker.wake();
                         }
                     }
@@ -289,10 +350,10 @@ impl Loop {
                 // connection is waiting).
                 Err(error) if out_of_descriptors(&error) => {
                     match self.refuse_for_descriptors() {
-                        Refusal::Refused => self.warn_out_of_descriptors(now, &error),
+                        Refusal::Refused => self.warn_out_of_descriptors(now, &error, 1),
                         Refusal::NoneWaiting => return,
                         Refusal::NoSpare => {
-                            self.warn_out_of_descriptors(now, &error);
+                            self.warn_out_of_descriptors(now, &error, 0);
                             // Try again soon: the listener will not report
                             // the connections already waiting again.
                             self.accept_retry_at = Some(now + ACCEPT_RETRY);
@@ -331,42 +392,37 @@ impl Loop {
         self.spare_descriptor = open_spare_descriptor();
         if refusal == Refusal::Refused {
             self.tally.connections_refused += 1;
-            self.refused_for_descriptors += 1;
         }
         refusal
     }
 
-    fn warn_out_of_descriptors(&mut self, now: Instant, error: &io::Error) {
-        if self
-            .last_descriptor_warning
-            .is_some_and(|at| now.duration_since(at) < DESCRIPTOR_WARNING_INTERVAL)
-        {
-            return;
-        }
-        self.last_descriptor_warning = Some(now);
-        tracing::warn!(
-            %error,
-            refused = std::mem::take(&mut self.refused_for_descriptors),
-            "out of file descriptors: refusing new connections until some close \
-             (raise the open files limit with ulimit -n or LimitNOFILE=)"
-        );
+    fn warn_out_of_descriptors(&mut self, now: Instant, error: &io::Error, refused: u64) {
+        self.descriptor_warning
+            .warn_counting(now, refused, |refused| {
+                tracing::warn!(
+                    %error,
+                    refused,
+                    "out of file descriptors: refusing new connections until some close \
+                     (raise the open files limit with ulimit -n or LimitNOFILE=)"
+                )
+            });
     }
 
     fn take_handoffs(&mut self, now: Instant) {
-        while let Ok(stream) = self.thread.handoff.try_recv() {
-            self.register(stream, now);
+        while let Ok(accepted) = self.thread.handoff.try_recv() {
+            self.register(accepted, now);
         }
     }
 
-    fn register(&mut self, mut stream: TcpStream, now: Instant) {
+    fn register(&mut self, (mut stream, ip_slot): Accepted, now: Instant) {
         if !self.reading {
             return;
         }
         if self.conns.len() >= self.thread.config.connections_max {
-            tracing::warn!(
-                limit = self.thread.config.connections_max,
-                "connection refused: at the limit"
-            );
+            let limit = self.thread.config.connections_max;
+            self.full_warning.warn(now, |refused| {
+                tracing::warn!(limit, refused, "connection refused: at connections_max")
+            });
             self.tally.connections_refused += 1;
             return;
         }
@@ -387,8 +443,9 @@ impl Loop {
         let id = ConnId::for_thread(self.thread.index, counter);
         let rate = self.thread.config.frames_per_second_max;
         let websocket = self.thread.config.websocket;
-        self.conns
-            .insert(counter, Connection::new(id, stream, rate, websocket, now));
+        let mut conn = Connection::new(id, stream, rate, websocket, now);
+        conn.ip_slot = ip_slot;
+        self.conns.insert(counter, conn);
         self.tally.connections_accepted += 1;
         self.pending.push_back(Pending::Connected(id));
         self.publish_pending();

@@ -14,6 +14,7 @@
 mod conn;
 mod io;
 mod metrics;
+mod per_ip;
 mod stats;
 
 pub use metrics::METRICS_THREAD;
@@ -52,6 +53,11 @@ pub struct ServerConfig {
     pub heartbeat_timeout_ms: u64,
     /// Connections per I/O thread beyond which new ones are refused.
     pub connections_max: usize,
+    /// Connections one client address may hold at once (an IPv4 address,
+    /// or an IPv6 /64); more are refused (closed at once). 0 for no limit,
+    /// the default: many users may share an address behind a carrier's or
+    /// an office's NAT.
+    pub connections_per_ip_max: usize,
     /// Frames a connection may send per second, on average; bursts of up
     /// to one second's worth pass at once. A client that sends faster is
     /// read more slowly (its socket is left unread until its allowance
@@ -81,6 +87,7 @@ impl Default for ServerConfig {
             outbound_ring_slots: 4096,
             heartbeat_timeout_ms: 90_000,
             connections_max: 100_000,
+            connections_per_ip_max: 0,
             frames_per_second_max: 10_000,
             stats_interval_s: 60,
             metrics_listen: None,
@@ -406,6 +413,11 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
                 Vec::new()
             },
             handoff,
+            per_ip: if index == 0 && config.connections_per_ip_max > 0 {
+                Some(per_ip::PerIp::new(config.connections_per_ip_max))
+            } else {
+                None
+            },
             outbound: poller,
             driver,
             local: if index == 0 { local.clone() } else { None },
