@@ -297,11 +297,20 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Descriptors the server needs besides its connections: the listener,
-/// polls and wakers (two per I/O thread), the journal's lock and the
-/// segment being made ahead, SQLite, the metrics endpoint (one scrape at a
-/// time). About 20 with one I/O thread. Should they run out anyway, the
-/// listener refuses clients at once (see `net::io`).
+/// the journal's lock and the segment being made ahead, SQLite, the metrics
+/// endpoint (one scrape at a time), with room to spare; about 20 are in use
+/// with one I/O thread. Each I/O thread adds its own (see
+/// [`FILES_PER_IO_THREAD`]). Should they run out anyway, the listener
+/// refuses clients at once (see `net::io`).
 const FILES_BESIDE_CONNECTIONS: u64 = 64;
+
+/// An I/O thread's own descriptors: its poll and its waker.
+const FILES_PER_IO_THREAD: u64 = 2;
+
+/// Descriptors the server needs besides its connections, for `io_threads`.
+fn files_beside_connections(io_threads: usize) -> u64 {
+    FILES_BESIDE_CONNECTIONS + FILES_PER_IO_THREAD * io_threads as u64
+}
 
 /// Raises the soft limit on open files to the hard limit, as a network
 /// server must (the usual soft limit, 1,024, would refuse connections long
@@ -333,14 +342,14 @@ fn raise_open_files_limit() -> Option<u64> {
 fn connections_within_open_files(config: &ServerConfig) -> Option<usize> {
     let limit = raise_open_files_limit()?;
     tracing::info!(open_files_max = limit, "open files limit");
+    let beside = files_beside_connections(config.io_threads);
     let wanted = (config.connections_max as u64)
         .saturating_mul(config.io_threads as u64)
-        .saturating_add(FILES_BESIDE_CONNECTIONS);
+        .saturating_add(beside);
     if limit >= wanted {
         return None;
     }
-    let fitting =
-        (limit.saturating_sub(FILES_BESIDE_CONNECTIONS) / config.io_threads as u64).max(1) as usize;
+    let fitting = (limit.saturating_sub(beside) / config.io_threads as u64).max(1) as usize;
     tracing::warn!(
         open_files_max = limit,
         connections_max = config.connections_max,
