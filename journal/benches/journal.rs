@@ -12,7 +12,8 @@
 //! commit: records/s and flush latency by batch size, 1 = an fsync per
 //! record), `latency` (each append's time, rolls included), `replay`
 //! (reading everything back with checksums, GB/s), `checksum` (a record
-//! checksum's latency beside the `crc32c` crate's).
+//! checksum's latency beside the `crc32c` crate's), `amplification` (bytes
+//! written to storage per byte appended under the interval policy).
 //! Files go to a temporary directory under `$TMPDIR` (default /tmp).
 //! `PREPARE_MB=N` sets how far ahead of the appender pages are made ready
 //! (`JournalConfig::prepare_ahead_bytes`, 4 MiB by default); `SEGMENT_MB=N`
@@ -364,6 +365,81 @@ fn main() {
     }
     if wants("checksum") {
         checksum(quick);
+    }
+    if wants("amplification") {
+        amplification(quick);
+    }
+}
+
+/// Bytes the process has caused to be written to storage (Linux).
+fn storage_bytes_written() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+    io.lines()
+        .find_map(|line| line.strip_prefix("write_bytes:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// CPU time of the whole process so far, in seconds (Linux).
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+    let ticks: f64 = fields[11].parse::<f64>().ok()? + fields[12].parse::<f64>().ok()?;
+    // USER_HZ is 100 on Linux.
+    Some(ticks / 100.0)
+}
+
+/// Write amplification under the interval policy: 256-byte records
+/// appended at a steady rate, each millisecond's share at once, and the
+/// bytes the journal's flushes wrote to storage per byte appended.
+fn amplification(quick: bool) {
+    let seconds = if quick { 1 } else { 3 };
+    println!(
+        "\n### Write amplification: interval 10 ms, 256-byte records at a steady rate for {seconds} s\n"
+    );
+    println!("| MB/s appended | MB appended | MB written to storage | written / appended | process CPU ms |");
+    println!("| ---: | ---: | ---: | ---: | ---: |");
+    for rate_mb in [2u64, 20, 100] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut journal = Journal::open(
+            dir.path(),
+            config(Durability::Interval(Duration::from_millis(10))),
+        )
+        .expect("open");
+        let payload = vec![0x5au8; 256];
+        let stride = (HEADER + payload.len()) as u64;
+        let per_ms = (rate_mb << 20) / stride / 1000;
+        let (Some(written_before), Some(cpu_before)) =
+            (storage_bytes_written(), process_cpu_seconds())
+        else {
+            println!("(needs Linux's /proc/self/io)");
+            return;
+        };
+        let start = Instant::now();
+        let mut appended = 0u64;
+        for ms in 0..seconds * 1000 {
+            for n in 0..per_ms {
+                journal.append(1, n, &payload).expect("append");
+                appended += stride;
+            }
+            let due = start + Duration::from_millis(ms + 1);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        // The last interval's flush.
+        std::thread::sleep(Duration::from_millis(50));
+        let written = storage_bytes_written().unwrap_or(0) - written_before;
+        let cpu = process_cpu_seconds().unwrap_or(0.0) - cpu_before;
+        drop(journal);
+        println!(
+            "| {rate_mb} | {:.1} | {:.1} | {:.2} | {:.0} |",
+            appended as f64 / 1e6,
+            written as f64 / 1e6,
+            written as f64 / appended as f64,
+            cpu * 1e3
+        );
     }
 }
 
