@@ -136,6 +136,15 @@ fn middle() -> impl FnMut(&Event) + Send {
 pub trait Publish: Send {
     fn publish(&mut self, stamp_ns: u64, value: u64);
 
+    /// Publishes untimed events for `values`. A contender built to claim
+    /// batches (see [`PUBLISH_BATCH`]) claims them all at once; the others
+    /// publish one event at a time.
+    fn publish_untimed(&mut self, values: std::ops::Range<u64>) {
+        for value in values {
+            self.publish(0, value);
+        }
+    }
+
     /// The end of a burst: a producer that runs the stages itself runs what
     /// it has left.
     fn flush(&mut self) {}
@@ -185,9 +194,7 @@ impl Rig {
         let start = Instant::now();
         if self.producers.len() == 1 {
             let producer = &mut self.producers[0];
-            for value in 0..count {
-                producer.publish(0, value);
-            }
+            publish_in_runs(producer.as_mut(), count);
             producer.flush();
         } else {
             let producer_count = self.producers.len() as u64;
@@ -201,9 +208,7 @@ impl Rig {
                         share
                     };
                     scope.spawn(move || {
-                        for value in 0..mine {
-                            producer.publish(0, value);
-                        }
+                        publish_in_runs(producer.as_mut(), mine);
                         producer.finish_share(done, target);
                     });
                 }
@@ -235,6 +240,20 @@ impl Rig {
 
 /// Slots in every ring, and capacity of every channel.
 pub const CAPACITY: usize = 4096;
+
+/// Events per claim for the contenders that publish in batches, as courier's
+/// I/O thread publishes the frames of one read together.
+pub const PUBLISH_BATCH: usize = 32;
+
+/// Publishes `count` untimed events in runs of [`PUBLISH_BATCH`].
+fn publish_in_runs(producer: &mut dyn Publish, count: u64) {
+    let mut value = 0;
+    while value < count {
+        let end = (value + PUBLISH_BATCH as u64).min(count);
+        producer.publish_untimed(value..end);
+        value = end;
+    }
+}
 
 /// Where this crate's stages run, for the benchmarks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -282,14 +301,43 @@ fn fill(event: &mut Event, stamp_ns: u64, value: u64) {
 
 // ----- this crate ---------------------------------------------------------
 
-struct CourierSingle(ring::SingleProducer<Event>);
-struct CourierMulti(ring::MultiProducer<Event>);
+/// This crate's producers; with `batched`, untimed events are claimed
+/// and published a run at a time.
+struct CourierSingle {
+    producer: ring::SingleProducer<Event>,
+    batched: bool,
+}
+
+struct CourierMulti {
+    producer: ring::MultiProducer<Event>,
+    batched: bool,
+}
+
+/// Fills a claimed run of slots with untimed events for `values`.
+fn fill_run<'a>(slots: impl Iterator<Item = &'a mut Event>, values: std::ops::Range<u64>) {
+    for (event, value) in slots.zip(values) {
+        fill(event, 0, value);
+    }
+}
 
 impl Publish for CourierSingle {
     #[inline]
     fn publish(&mut self, stamp_ns: u64, value: u64) {
-        self.0
+        self.producer
             .publish(|event| fill(event, stamp_ns, value))
+            .expect("the pipeline runs");
+    }
+
+    fn publish_untimed(&mut self, values: std::ops::Range<u64>) {
+        if !self.batched {
+            for value in values {
+                self.publish(0, value);
+            }
+            return;
+        }
+        let count = (values.end - values.start) as usize;
+        self.producer
+            .publish_batch(count, |slots| fill_run(slots, values))
             .expect("the pipeline runs");
     }
 }
@@ -297,8 +345,21 @@ impl Publish for CourierSingle {
 impl Publish for CourierMulti {
     #[inline]
     fn publish(&mut self, stamp_ns: u64, value: u64) {
-        self.0
+        self.producer
             .publish(|event| fill(event, stamp_ns, value))
+            .expect("the pipeline runs");
+    }
+
+    fn publish_untimed(&mut self, values: std::ops::Range<u64>) {
+        if !self.batched {
+            for value in values {
+                self.publish(0, value);
+            }
+            return;
+        }
+        let count = (values.end - values.start) as usize;
+        self.producer
+            .publish_batch(count, |slots| fill_run(slots, values))
             .expect("the pipeline runs");
     }
 }
@@ -369,6 +430,40 @@ impl Publish for CourierCaller {
 
 /// This crate running `shape` with `wait` and `layout`.
 pub fn courier(shape: Shape, wait: ring::WaitStrategy, layout: Layout, wait_name: &str) -> Rig {
+    courier_rig(shape, wait, layout, wait_name, false)
+}
+
+/// [`courier`], with untimed events claimed [`PUBLISH_BATCH`] at a time.
+pub fn courier_batched(
+    shape: Shape,
+    wait: ring::WaitStrategy,
+    layout: Layout,
+    wait_name: &str,
+) -> Rig {
+    assert_ne!(
+        layout,
+        Layout::Caller,
+        "the caller rig publishes one at a time"
+    );
+    courier_rig(shape, wait, layout, wait_name, true)
+}
+
+/// The name suffix of a rig that claims batches.
+fn batch_suffix(batched: bool) -> String {
+    if batched {
+        format!(", claims of {PUBLISH_BATCH}")
+    } else {
+        String::new()
+    }
+}
+
+fn courier_rig(
+    shape: Shape,
+    wait: ring::WaitStrategy,
+    layout: Layout,
+    wait_name: &str,
+    batched: bool,
+) -> Rig {
     let (done, mut sink, report) = sink_parts();
     let placement = match layout {
         Layout::PerStage => ring::Placement::ThreadPerStage,
@@ -414,7 +509,12 @@ pub fn courier(shape: Shape, wait: ring::WaitStrategy, layout: Layout, wait_name
             } else {
                 let (producer, pipeline) = builder.build_multi_producer().expect("valid pipeline");
                 let others = (1..shape.producers())
-                    .map(|_| Box::new(CourierMulti(producer.clone())) as Box<dyn Publish>)
+                    .map(|_| {
+                        Box::new(CourierMulti {
+                            producer: producer.clone(),
+                            batched: false,
+                        }) as Box<dyn Publish>
+                    })
                     .collect();
                 (others, (CallerProducer::Multi(producer), pipeline))
             };
@@ -447,17 +547,29 @@ pub fn courier(shape: Shape, wait: ring::WaitStrategy, layout: Layout, wait_name
     }
     let (producers, pipeline): (Vec<Box<dyn Publish>>, _) = if shape.producers() == 1 {
         let (producer, pipeline) = builder.build_single_producer().expect("valid pipeline");
-        (vec![Box::new(CourierSingle(producer))], pipeline)
+        (
+            vec![Box::new(CourierSingle { producer, batched })],
+            pipeline,
+        )
     } else {
         let (producer, pipeline) = builder.build_multi_producer().expect("valid pipeline");
         let producers: Vec<Box<dyn Publish>> = (0..shape.producers())
-            .map(|_| Box::new(CourierMulti(producer.clone())) as Box<dyn Publish>)
+            .map(|_| {
+                Box::new(CourierMulti {
+                    producer: producer.clone(),
+                    batched,
+                }) as Box<dyn Publish>
+            })
             .collect();
         (producers, pipeline)
     };
     Rig {
         producer_core: (layout == Layout::FusedSharedCore).then_some(0),
-        name: format!("courier/{wait_name}/{}", layout.name()),
+        name: format!(
+            "courier/{wait_name}/{}{}",
+            layout.name(),
+            batch_suffix(batched)
+        ),
         producers,
         done,
         stop: Box::new(move || pipeline.shutdown().expect("no stage panicked")),
@@ -467,12 +579,29 @@ pub fn courier(shape: Shape, wait: ring::WaitStrategy, layout: Layout, wait_name
 
 // ----- the disruptor crate ------------------------------------------------
 
-struct DisruptorProducer<P>(P);
+/// A producer of the `disruptor` crate; with `batched`, untimed events are
+/// claimed and published a run at a time (its `batch_publish`).
+struct DisruptorProducer<P> {
+    producer: P,
+    batched: bool,
+}
 
 impl<P: disruptor::Producer<Event> + Send> Publish for DisruptorProducer<P> {
     #[inline]
     fn publish(&mut self, stamp_ns: u64, value: u64) {
-        self.0.publish(|event| fill(event, stamp_ns, value));
+        self.producer.publish(|event| fill(event, stamp_ns, value));
+    }
+
+    fn publish_untimed(&mut self, values: std::ops::Range<u64>) {
+        if !self.batched {
+            for value in values {
+                self.publish(0, value);
+            }
+            return;
+        }
+        let count = (values.end - values.start) as usize;
+        self.producer
+            .batch_publish(count, |slots| fill_run(slots, values));
     }
 }
 
@@ -483,6 +612,21 @@ pub fn disruptor<W>(shape: Shape, wait: W, layout: Layout, wait_name: &str) -> R
 where
     W: disruptor::wait_strategies::WaitStrategy + Copy + Send + Sync + 'static,
 {
+    disruptor_rig(shape, wait, layout, wait_name, false)
+}
+
+/// [`disruptor`], with untimed events claimed [`PUBLISH_BATCH`] at a time.
+pub fn disruptor_batched<W>(shape: Shape, wait: W, layout: Layout, wait_name: &str) -> Rig
+where
+    W: disruptor::wait_strategies::WaitStrategy + Copy + Send + Sync + 'static,
+{
+    disruptor_rig(shape, wait, layout, wait_name, true)
+}
+
+fn disruptor_rig<W>(shape: Shape, wait: W, layout: Layout, wait_name: &str, batched: bool) -> Rig
+where
+    W: disruptor::wait_strategies::WaitStrategy + Copy + Send + Sync + 'static,
+{
     let (done, mut sink, report) = sink_parts();
     let producers: Vec<Box<dyn Publish>> = match (shape, layout) {
         (Shape::Mpsc, _) => {
@@ -490,15 +634,18 @@ where
                 .handle_events_with(move |e: &Event, _, end| sink.on_event(e, end))
                 .build();
             vec![
-                Box::new(DisruptorProducer(producer.clone())),
-                Box::new(DisruptorProducer(producer)),
+                Box::new(DisruptorProducer {
+                    producer: producer.clone(),
+                    batched,
+                }),
+                Box::new(DisruptorProducer { producer, batched }),
             ]
         }
         (Shape::Spsc, _) => {
             let producer = disruptor::build_single_producer(CAPACITY, Event::default, wait)
                 .handle_events_with(move |e: &Event, _, end| sink.on_event(e, end))
                 .build();
-            vec![Box::new(DisruptorProducer(producer))]
+            vec![Box::new(DisruptorProducer { producer, batched })]
         }
         (Shape::Pipeline3, Layout::PerStage) => {
             let (mut a, mut b) = (middle(), middle());
@@ -509,7 +656,7 @@ where
                 .and_then()
                 .handle_events_with(move |e: &Event, _, end| sink.on_event(e, end))
                 .build();
-            vec![Box::new(DisruptorProducer(producer))]
+            vec![Box::new(DisruptorProducer { producer, batched })]
         }
         (Shape::Diamond, Layout::PerStage) => {
             let (mut d, mut j, mut r) = (middle(), middle(), middle());
@@ -521,7 +668,7 @@ where
                 .and_then()
                 .handle_events_with(move |e: &Event, _, end| sink.on_event(e, end))
                 .build();
-            vec![Box::new(DisruptorProducer(producer))]
+            vec![Box::new(DisruptorProducer { producer, batched })]
         }
         (Shape::Pipeline3 | Shape::Diamond, Layout::Caller) => {
             panic!("the disruptor crate cannot run its handlers on the producer's thread")
@@ -537,12 +684,16 @@ where
                     sink.on_event(e, end)
                 })
                 .build();
-            vec![Box::new(DisruptorProducer(producer))]
+            vec![Box::new(DisruptorProducer { producer, batched })]
         }
     };
     Rig {
         producer_core: None,
-        name: format!("disruptor/{wait_name}/{}", layout.name()),
+        name: format!(
+            "disruptor/{wait_name}/{}{}",
+            layout.name(),
+            batch_suffix(batched)
+        ),
         producers,
         done,
         // Dropping the producers stops and joins the consumers.
@@ -657,7 +808,9 @@ pub fn crossbeam(shape: Shape, layout: Layout) -> Rig {
 /// and blocking waits in both layouts and run by the producer (with two
 /// producers, by the first, which goes on running the stages after its
 /// share until the second's are through too), the `disruptor` crate with
-/// busy-spin in both, and crossbeam channels in both.
+/// busy-spin in both, and crossbeam channels in both; then this crate and
+/// the `disruptor` crate again claiming [`PUBLISH_BATCH`] events at a time
+/// (crossbeam's channels have no batch send).
 pub fn throughput_contenders(shape: Shape) -> Vec<Box<dyn Fn() -> Rig>> {
     let mut rigs: Vec<Box<dyn Fn() -> Rig>> = Vec::new();
     for layout in [Layout::PerStage, Layout::Fused] {
@@ -674,6 +827,15 @@ pub fn throughput_contenders(shape: Shape) -> Vec<Box<dyn Fn() -> Rig>> {
             disruptor(shape, disruptor::BusySpin, layout, "busy-spin")
         }));
         rigs.push(Box::new(move || crossbeam(shape, layout)));
+        rigs.push(Box::new(move || {
+            courier_batched(shape, ring::WaitStrategy::BusySpin, layout, "busy-spin")
+        }));
+        rigs.push(Box::new(move || {
+            courier_batched(shape, ring::WaitStrategy::BLOCKING, layout, "blocking")
+        }));
+        rigs.push(Box::new(move || {
+            disruptor_batched(shape, disruptor::BusySpin, layout, "busy-spin")
+        }));
     }
     rigs.push(Box::new(move || {
         courier(
