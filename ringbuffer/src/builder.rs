@@ -199,7 +199,19 @@ impl<E: Send + Sync + 'static> Builder<E> {
                 .cloned()
                 .collect(),
         );
-        let shared = Arc::new(Shared::new(self.slots, multi_producer, gating, waiter));
+        // With several producers, each consumer that reads the publication
+        // marks (one with no upstream) keeps where its reading got to.
+        let run_ends: Vec<Option<Arc<Cursor>>> = self
+            .nodes
+            .iter()
+            .map(|node| (multi_producer && node.after.is_empty()).then(|| Arc::new(Cursor::new(0))))
+            .collect();
+        let shared = Arc::new(Shared::new(
+            self.slots,
+            run_ends.iter().flatten().cloned().collect(),
+            gating,
+            waiter,
+        ));
 
         let mut runs: Vec<Option<StageNode<E>>> = Vec::with_capacity(node_count);
         let mut pollers = Vec::new();
@@ -209,6 +221,7 @@ impl<E: Send + Sync + 'static> Builder<E> {
                     .iter()
                     .map(|d| Arc::clone(&cursors[d.0]))
                     .collect(),
+                run_ends[index].clone(),
             );
             match node.kind {
                 NodeKind::Stage(run) => runs.push(Some(StageNode {

@@ -151,13 +151,7 @@ impl<E> Pipeline<E> {
         }
         self.stopped = true;
         if !self.owned.is_empty() {
-            let from = self
-                .owned
-                .iter()
-                .map(|cursor| cursor.load())
-                .min()
-                .unwrap_or(0);
-            let target = self.shared.published_end(from);
+            let target = self.shared.published_end();
             let drained = || {
                 self.shared.is_halted() || self.owned.iter().all(|cursor| cursor.load() >= target)
             };

@@ -179,8 +179,9 @@ impl<E> SingleProducer<E> {
 }
 
 /// Publishes from any number of threads: clone it, one per thread. A claim is
-/// one compare-and-swap; each slot then carries a publication mark, so a consumer
-/// never reads a slot whose producer is still writing it, however slow.
+/// one compare-and-swap; each claimed run then gets a publication mark (one
+/// store, however long the run), so a consumer never reads a slot whose
+/// producer is still writing it, however slow.
 pub struct MultiProducer<E> {
     shared: Arc<Shared<E>>,
     gating_cache: Sequence,
@@ -326,9 +327,7 @@ impl<E> MultiProducer<E> {
             .marks
             .as_ref()
             .expect("multi-producer ring has publish marks");
-        for sequence in range {
-            marks.publish(sequence);
-        }
+        marks.publish(range.start, range.end);
         self.shared.waiter.signal();
     }
 }

@@ -14,7 +14,11 @@ use crate::{Sequence, StageFailure};
 /// # Invariants
 /// - `cursor` is the producer side: the published count for a single producer,
 ///   the claimed count for several (then `marks` is `Some` and says which
-///   claimed sequences are published).
+///   claimed runs are published).
+/// - `run_ends` holds, with several producers, one cursor per consumer that
+///   reads the marks (a stage or poller with no upstream): the end of the
+///   published runs it has seen, always a run start, below which everything
+///   is published. Empty with one producer.
 /// - `gating` holds the cursors of the consumers nobody depends on. Every
 ///   consumer is upstream of (or is) one of them, so once all of them pass `s`,
 ///   nobody touches slot `s` any more and the producer may reuse it.
@@ -23,6 +27,7 @@ pub(crate) struct Shared<E> {
     pub(crate) slots: Slots<E>,
     pub(crate) cursor: Cursor,
     pub(crate) marks: Option<PublishMarks>,
+    run_ends: Vec<Arc<Cursor>>,
     pub(crate) gating: Vec<Arc<Cursor>>,
     pub(crate) waiter: Waiter,
     halted: AtomicBool,
@@ -30,9 +35,11 @@ pub(crate) struct Shared<E> {
 }
 
 impl<E> Shared<E> {
+    /// `run_ends` as in the invariants: one per marks-reading consumer with
+    /// several producers, none with one.
     pub(crate) fn new(
         slots: Slots<E>,
-        multi_producer: bool,
+        run_ends: Vec<Arc<Cursor>>,
         gating: Vec<Arc<Cursor>>,
         waiter: Waiter,
     ) -> Self {
@@ -40,11 +47,12 @@ impl<E> Shared<E> {
             !gating.is_empty(),
             "a ring needs at least one gating consumer"
         );
-        let marks = multi_producer.then(|| PublishMarks::new(slots.slot_count() as usize));
+        let marks = (!run_ends.is_empty()).then(|| PublishMarks::new(slots.slot_count() as usize));
         Self {
             slots,
             cursor: Cursor::new(0),
             marks,
+            run_ends,
             gating,
             waiter,
             halted: AtomicBool::new(false),
@@ -52,12 +60,17 @@ impl<E> Shared<E> {
         }
     }
 
-    /// The end (exclusive) of the published run that starts at `next`.
-    #[inline]
-    pub(crate) fn published_end(&self, next: Sequence) -> Sequence {
+    /// The end (exclusive) of what is published without a gap: the sequence
+    /// a drain must reach. For the consumers, [`Barrier::available`].
+    pub(crate) fn published_end(&self) -> Sequence {
         match &self.marks {
             None => self.cursor.load(),
-            Some(marks) => marks.published_end(next, self.cursor.load()),
+            Some(marks) => {
+                // Every run end a consumer saw starts a run, and everything
+                // below it is published: scan on from the furthest.
+                let from = self.run_ends.iter().map(|c| c.load()).max().unwrap_or(0);
+                marks.published_end(from)
+            }
         }
     }
 
@@ -100,21 +113,42 @@ impl<E> Shared<E> {
 }
 
 /// What a consumer waits on: the producer, or the stages it depends on.
+///
+/// # Invariants
+/// - `run_end` is `Some` exactly for a consumer with no upstream on a ring with
+///   several producers; it is one of the ring's `run_ends`, stored only here.
 pub(crate) struct Barrier {
     upstream: Vec<Arc<Cursor>>,
+    run_end: Option<Arc<Cursor>>,
 }
 
 impl Barrier {
-    /// A barrier on `upstream` stages, or on the producer when that is empty.
-    pub(crate) fn new(upstream: Vec<Arc<Cursor>>) -> Self {
-        Self { upstream }
+    /// A barrier on `upstream` stages, or on the producer when that is empty;
+    /// `run_end` as in the invariants.
+    pub(crate) fn new(upstream: Vec<Arc<Cursor>>, run_end: Option<Arc<Cursor>>) -> Self {
+        debug_assert!(upstream.is_empty() || run_end.is_none());
+        Self { upstream, run_end }
     }
 
     /// The end (exclusive) of what a consumer at `next` may process now.
+    /// Only the consumer that owns the barrier calls it.
     #[inline]
     pub(crate) fn available<E>(&self, shared: &Shared<E>, next: Sequence) -> Sequence {
         if self.upstream.is_empty() {
-            shared.published_end(next)
+            match (&shared.marks, &self.run_end) {
+                (Some(marks), Some(run_end)) => {
+                    // Resume from the end of the runs seen so far, which may be
+                    // past `next` when a batch was cut at its maximum size.
+                    let known = run_end.load_own();
+                    debug_assert!(next <= known, "a consumer never passes what it saw");
+                    let end = marks.published_end(known);
+                    if end != known {
+                        run_end.store(end);
+                    }
+                    end
+                }
+                _ => shared.cursor.load(),
+            }
         } else {
             // Every upstream stage is itself gated on the producer, so the
             // lowest upstream cursor never passes what was published.

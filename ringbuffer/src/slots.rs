@@ -1,4 +1,4 @@
-//! Preallocated slot storage, and the per-slot publication marks that the
+//! Preallocated slot storage, and the publication marks that the
 //! multi-producer claim needs.
 
 use std::sync::atomic::Ordering;
@@ -89,24 +89,30 @@ impl<E> Slots<E> {
     }
 }
 
-/// Per-slot marks saying which sequence a slot last had published into it; the
-/// multi-producer counterpart of a single cursor.
+/// Publication marks: the multi-producer counterpart of a single cursor.
 ///
 /// With several producers, claims complete out of order: the claim counter can
-/// be ahead of a slot whose producer is still writing. A consumer therefore
-/// trusts sequence `s` only once `marks[s & mask] == s`.
+/// be ahead of a run whose producer is still writing it. Each claim is a run
+/// of sequences `start..end`, and the claims tile the sequence space: each
+/// run starts where the one claimed before it ends. Publishing a run is one
+/// store, `marks[start & mask] = end`, however long the run. A consumer that
+/// knows everything below `start` is published reads that one mark to learn
+/// whether the run from `start` is, and where it ends; it never reads the
+/// claim counter, the line the producers fight over.
 ///
 /// # Invariants
-/// - A mark only ever holds `UNPUBLISHED` or a sequence whose slot index is its
-///   own index; it is stored once per publication, by the producer that claimed
-///   that sequence.
+/// - A mark is only stored by the producer that claimed the run starting at
+///   its slot, once, after writing every slot of the run.
+/// - A run is never longer than `mask + 1` slots. So a mark left from an
+///   earlier lap holds a value at most the current sequence of its slot, and
+///   "`marks[s & mask] > s`" means exactly "the run from `s` is published"
+///   for any `s` that starts a run. The initial 0 reads as unpublished too.
+/// - Marks are read only at run starts: a consumer resumes from the end of
+///   the last run it saw, which is where the next run starts.
 pub(crate) struct PublishMarks {
     marks: Box<[AtomicU64]>,
     mask: u64,
 }
-
-/// The initial mark: no sequence below `u64::MAX` ever equals it.
-const UNPUBLISHED: u64 = u64::MAX;
 
 impl PublishMarks {
     pub(crate) fn new(slot_count: usize) -> Self {
@@ -115,33 +121,38 @@ impl PublishMarks {
             "slot count must be a power of two"
         );
         Self {
-            marks: (0..slot_count)
-                .map(|_| AtomicU64::new(UNPUBLISHED))
-                .collect(),
+            marks: (0..slot_count).map(|_| AtomicU64::new(0)).collect(),
             mask: slot_count as u64 - 1,
         }
     }
 
-    /// Marks `sequence` as published, with `Release` ordering so the event
-    /// written before it is visible to whoever observes the mark.
+    /// Marks the run `start..end` as published, with `Release` ordering so
+    /// the events written before it are visible to whoever observes the mark.
     #[inline]
-    pub(crate) fn publish(&self, sequence: Sequence) {
-        self.marks[(sequence & self.mask) as usize].store(sequence, Ordering::Release);
+    pub(crate) fn publish(&self, start: Sequence, end: Sequence) {
+        debug_assert!(start < end && end - start <= self.mask + 1);
+        self.marks[(start & self.mask) as usize].store(end, Ordering::Release);
     }
 
-    /// Whether `sequence` is published, with `Acquire` ordering.
+    /// The end of the run that starts at `start`, if it is published; with
+    /// `Acquire` ordering. `start` must start a run.
     #[inline]
-    pub(crate) fn is_published(&self, sequence: Sequence) -> bool {
-        self.marks[(sequence & self.mask) as usize].load(Ordering::Acquire) == sequence
+    pub(crate) fn run_end(&self, start: Sequence) -> Option<Sequence> {
+        let end = self.marks[(start & self.mask) as usize].load(Ordering::Acquire);
+        (end > start).then_some(end)
     }
 
-    /// The end of the contiguous run of published sequences that starts at
-    /// `from`, looking no further than `claimed` (exclusive).
+    /// The end of the published runs that follow one another from `from`,
+    /// which must start a run (or be 0), looking about one lap ahead at most.
     #[inline]
-    pub(crate) fn published_end(&self, from: Sequence, claimed: Sequence) -> Sequence {
+    pub(crate) fn published_end(&self, from: Sequence) -> Sequence {
+        let limit = from + self.mask + 1;
         let mut end = from;
-        while end < claimed && self.is_published(end) {
-            end += 1;
+        while end < limit {
+            match self.run_end(end) {
+                Some(next) => end = next,
+                None => break,
+            }
         }
         end
     }
@@ -190,22 +201,32 @@ mod tests {
     #[test]
     fn publish_marks_report_the_contiguous_published_run() {
         let marks = PublishMarks::new(8);
-        // Nothing published: the run from 0 is empty whatever was claimed.
-        assert_eq!(marks.published_end(0, 5), 0);
-        // 0, 1 and 3 published, 2 still being written: the run stops at 2.
-        marks.publish(0);
-        marks.publish(1);
-        marks.publish(3);
-        assert_eq!(marks.published_end(0, 5), 2);
-        // 2 lands: the run reaches 4, where nothing is published.
-        marks.publish(2);
-        assert_eq!(marks.published_end(0, 5), 4);
-        // The claim bounds the scan even where marks would allow more.
-        assert_eq!(marks.published_end(0, 3), 3);
-        // A mark from the previous lap does not count for this one.
-        assert!(!marks.is_published(8));
-        marks.publish(8);
-        assert!(marks.is_published(8));
-        assert!(!marks.is_published(0), "slot 0 now holds sequence 8");
+        // Nothing published: the run from 0 is empty.
+        assert_eq!(marks.published_end(0), 0);
+        // Runs 0..2, 2..3 and 3..6 claimed; 0..2 and 3..6 published, 2..3
+        // still being written: the known run stops at 2.
+        marks.publish(0, 2);
+        marks.publish(3, 6);
+        assert_eq!(marks.published_end(0), 2);
+        assert_eq!(marks.run_end(3), Some(6));
+        // 2..3 lands: the run reaches 6, where nothing is published.
+        marks.publish(2, 3);
+        assert_eq!(marks.published_end(0), 6);
+        assert_eq!(marks.published_end(2), 6);
+        // 6..8 and then a whole lap, 8..16, in one run.
+        marks.publish(6, 8);
+        assert_eq!(marks.published_end(0), 8, "the scan stops one lap on");
+        assert_eq!(
+            marks.run_end(8),
+            None,
+            "slot 0's mark is from the lap before"
+        );
+        marks.publish(8, 16);
+        assert_eq!(marks.run_end(8), Some(16));
+        assert_eq!(marks.published_end(8), 16);
+        // The next lap starts unpublished everywhere, whatever was left.
+        for start in 16..24 {
+            assert_eq!(marks.run_end(start), None, "sequence {start}");
+        }
     }
 }

@@ -78,6 +78,46 @@ fn multi_producer_never_exposes_an_unwritten_slot() {
 }
 
 #[test]
+fn multi_producer_runs_are_read_whole_or_one_event_at_a_time() {
+    loom::model(|| {
+        let mut builder = Builder::new(4, || 0u64).wait_strategy(WaitStrategy::BusySpin);
+        let out = builder.poller("out", &[]);
+        let (producer, mut pipeline) = builder.build_multi_producer().unwrap();
+        let mut poller = pipeline.take_poller(out).unwrap();
+        // One producer publishes a run of two (one mark), the other a run of one.
+        let mut pair = producer.clone();
+        let a = thread::spawn(move || {
+            pair.publish_batch(2, |slots| {
+                for (slot, value) in slots.zip([1, 2]) {
+                    *slot = value;
+                }
+            })
+            .unwrap();
+        });
+        let mut single = producer.clone();
+        let b = thread::spawn(move || {
+            single.publish(|slot| *slot = 3).unwrap();
+        });
+        // Taking one event at a time stops the poller inside the run of two:
+        // it must resume there, not take the run's other slot for unpublished.
+        let mut values = Vec::new();
+        while values.len() < 3 {
+            poller.poll(1, |value, _, _| values.push(*value)).unwrap();
+            if values.len() < 3 {
+                poller.wait();
+            }
+        }
+        a.join().unwrap();
+        b.join().unwrap();
+        assert!(
+            values == [1, 2, 3] || values == [3, 1, 2],
+            "runs arrive whole and in claim order: {values:?}"
+        );
+        drop(pipeline);
+    });
+}
+
+#[test]
 fn a_stage_never_runs_ahead_of_the_stage_it_follows() {
     loom::model(|| {
         let mut builder = Builder::new(2, || (0u64, 0u64)).wait_strategy(WaitStrategy::BusySpin);
