@@ -298,13 +298,14 @@ impl<E> MultiProducer<E> {
     #[inline]
     fn try_claim(&mut self, count: u64) -> Result<Range<Sequence>, TryPublishError> {
         let slot_count = self.shared.slots.slot_count();
+        let mut start = self.shared.cursor.load();
+        let mut backoff = 1u32;
         // Bounded: each failed exchange means another producer claimed, and a
         // ring only has so many slots to claim before it is full.
         loop {
             if self.shared.is_halted() {
                 return Err(Halted.into());
             }
-            let start = self.shared.cursor.load();
             let end = start + count;
             if end > self.gating_cache + slot_count {
                 self.gating_cache = self.shared.gating_minimum();
@@ -312,8 +313,17 @@ impl<E> MultiProducer<E> {
                     return Err(TryPublishError::Full);
                 }
             }
-            if self.shared.cursor.compare_exchange(start, end).is_ok() {
-                return Ok(start..end);
+            match self.shared.cursor.compare_exchange(start, end) {
+                Ok(()) => return Ok(start..end),
+                Err(current) => {
+                    // Another producer won the line: let it have it a moment
+                    // rather than fight over it again at once.
+                    start = current;
+                    for _ in 0..backoff {
+                        crate::sync::spin_hint();
+                    }
+                    backoff = (backoff * 2).min(CLAIM_BACKOFF_MAX);
+                }
             }
         }
     }
@@ -331,6 +341,9 @@ impl<E> MultiProducer<E> {
         self.shared.waiter.signal();
     }
 }
+
+/// The most spin hints between two claim attempts of a multi-producer.
+const CLAIM_BACKOFF_MAX: u32 = 64;
 
 /// Waits until the gating consumers leave room for sequences below `end`;
 /// returns the gating minimum it saw.
