@@ -267,7 +267,7 @@ fn paced(quick: bool, shapes: &[Shape]) {
     let rounds = if quick { 1 } else { 3 };
     latency_heading("Paced producer", rate, "spinning", count, rounds);
     for &shape in shapes {
-        let contenders = common::throughput_contenders(shape);
+        let contenders = common::per_event_contenders(shape);
         for outcomes in interleaved(&contenders, rounds, rate, count, &Pacing::Spin) {
             print_median_row(shape, &outcomes);
         }

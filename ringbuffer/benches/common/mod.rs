@@ -804,14 +804,12 @@ pub fn crossbeam(shape: Shape, layout: Layout) -> Rig {
     }
 }
 
-/// Every contender for `shape`, for a throughput run: this crate with busy-spin
-/// and blocking waits in both layouts and run by the producer (with two
-/// producers, by the first, which goes on running the stages after its
-/// share until the second's are through too), the `disruptor` crate with
-/// busy-spin in both, and crossbeam channels in both; then this crate and
-/// the `disruptor` crate again claiming [`PUBLISH_BATCH`] events at a time
-/// (crossbeam's channels have no batch send).
-pub fn throughput_contenders(shape: Shape) -> Vec<Box<dyn Fn() -> Rig>> {
+/// Every contender for `shape` that publishes one event at a time: this
+/// crate with busy-spin and blocking waits in both layouts and run by the
+/// producer (with two producers, by the first, which goes on running the
+/// stages after its share until the second's are through too), the
+/// `disruptor` crate with busy-spin in both, and crossbeam channels in both.
+pub fn per_event_contenders(shape: Shape) -> Vec<Box<dyn Fn() -> Rig>> {
     let mut rigs: Vec<Box<dyn Fn() -> Rig>> = Vec::new();
     for layout in [Layout::PerStage, Layout::Fused] {
         if layout == Layout::Fused && matches!(shape, Shape::Spsc | Shape::Mpsc) {
@@ -827,6 +825,28 @@ pub fn throughput_contenders(shape: Shape) -> Vec<Box<dyn Fn() -> Rig>> {
             disruptor(shape, disruptor::BusySpin, layout, "busy-spin")
         }));
         rigs.push(Box::new(move || crossbeam(shape, layout)));
+    }
+    rigs.push(Box::new(move || {
+        courier(
+            shape,
+            ring::WaitStrategy::BLOCKING,
+            Layout::Caller,
+            "blocking",
+        )
+    }));
+    rigs
+}
+
+/// Every contender for `shape`, for a throughput run: the
+/// [`per_event_contenders`], then this crate and the `disruptor` crate again
+/// claiming [`PUBLISH_BATCH`] events at a time (crossbeam's channels have no
+/// batch send).
+pub fn throughput_contenders(shape: Shape) -> Vec<Box<dyn Fn() -> Rig>> {
+    let mut rigs = per_event_contenders(shape);
+    for layout in [Layout::PerStage, Layout::Fused] {
+        if layout == Layout::Fused && matches!(shape, Shape::Spsc | Shape::Mpsc) {
+            continue;
+        }
         rigs.push(Box::new(move || {
             courier_batched(shape, ring::WaitStrategy::BusySpin, layout, "busy-spin")
         }));
@@ -837,13 +857,5 @@ pub fn throughput_contenders(shape: Shape) -> Vec<Box<dyn Fn() -> Rig>> {
             disruptor_batched(shape, disruptor::BusySpin, layout, "busy-spin")
         }));
     }
-    rigs.push(Box::new(move || {
-        courier(
-            shape,
-            ring::WaitStrategy::BLOCKING,
-            Layout::Caller,
-            "blocking",
-        )
-    }));
     rigs
 }
