@@ -320,49 +320,36 @@ fn fill_run<'a>(slots: impl Iterator<Item = &'a mut Event>, values: std::ops::Ra
     }
 }
 
-impl Publish for CourierSingle {
-    #[inline]
-    fn publish(&mut self, stamp_ns: u64, value: u64) {
-        self.producer
-            .publish(|event| fill(event, stamp_ns, value))
-            .expect("the pipeline runs");
-    }
-
-    fn publish_untimed(&mut self, values: std::ops::Range<u64>) {
-        if !self.batched {
-            for value in values {
-                self.publish(0, value);
+/// The same `Publish` for both of this crate's producers, whose methods
+/// share names and shapes but no trait.
+macro_rules! courier_publish {
+    ($producer:ident) => {
+        impl Publish for $producer {
+            #[inline]
+            fn publish(&mut self, stamp_ns: u64, value: u64) {
+                self.producer
+                    .publish(|event| fill(event, stamp_ns, value))
+                    .expect("the pipeline runs");
             }
-            return;
+
+            fn publish_untimed(&mut self, values: std::ops::Range<u64>) {
+                if !self.batched {
+                    for value in values {
+                        self.publish(0, value);
+                    }
+                    return;
+                }
+                let count = (values.end - values.start) as usize;
+                self.producer
+                    .publish_batch(count, |slots| fill_run(slots, values))
+                    .expect("the pipeline runs");
+            }
         }
-        let count = (values.end - values.start) as usize;
-        self.producer
-            .publish_batch(count, |slots| fill_run(slots, values))
-            .expect("the pipeline runs");
-    }
+    };
 }
 
-impl Publish for CourierMulti {
-    #[inline]
-    fn publish(&mut self, stamp_ns: u64, value: u64) {
-        self.producer
-            .publish(|event| fill(event, stamp_ns, value))
-            .expect("the pipeline runs");
-    }
-
-    fn publish_untimed(&mut self, values: std::ops::Range<u64>) {
-        if !self.batched {
-            for value in values {
-                self.publish(0, value);
-            }
-            return;
-        }
-        let count = (values.end - values.start) as usize;
-        self.producer
-            .publish_batch(count, |slots| fill_run(slots, values))
-            .expect("the pipeline runs");
-    }
-}
+courier_publish!(CourierSingle);
+courier_publish!(CourierMulti);
 
 /// Untimed events a [`CourierCaller`] publishes before it runs them.
 const CALLER_BATCH: usize = 256;
