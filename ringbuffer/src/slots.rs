@@ -136,10 +136,15 @@ impl PublishMarks {
 
     /// The end of the run that starts at `start`, if it is published; with
     /// `Acquire` ordering. `start` must start a run.
+    ///
+    /// A mark from a later lap (its run starting at `start` plus the ring's
+    /// capacity or more) reads as unpublished too: a consumer at `start`
+    /// never sees one, but the drain at shutdown scans from where a consumer
+    /// was, and the consumers may have moved on a lap by the time it reads.
     #[inline]
     pub(crate) fn run_end(&self, start: Sequence) -> Option<Sequence> {
         let end = self.marks[(start & self.mask) as usize].load(Ordering::Acquire);
-        (end > start).then_some(end)
+        (end > start && end - start <= self.mask + 1).then_some(end)
     }
 
     /// The end of the published runs that follow one another from `from`,
@@ -228,5 +233,9 @@ mod tests {
         for start in 16..24 {
             assert_eq!(marks.run_end(start), None, "sequence {start}");
         }
+        // A run from a later lap is not taken for one from this lap.
+        marks.publish(16, 20);
+        assert_eq!(marks.run_end(16), Some(20));
+        assert_eq!(marks.run_end(8), None, "slot 0 now holds the run from 16");
     }
 }
