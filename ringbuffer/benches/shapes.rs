@@ -12,8 +12,10 @@
 //! times against throughput and sleeping-producer latency), `paced` (a
 //! producer that spins to publish at a fixed rate), `sleep`
 //! (a producer that sleeps between events, as an epoll thread does, at 10,000
-//! events/s), `idle` (CPU of a built pipeline with nothing to do). Each event
-//! is stamped at publish and recorded at the last stage in an hdrhistogram.
+//! events/s), `idle` (CPU of a built pipeline with nothing to do). In the
+//! throughput part, `CONTENDER=text` keeps the contenders whose name contains
+//! `text`. Each event is stamped at publish and recorded at the last stage
+//! in an hdrhistogram.
 //! CPU is this process's user + system time over the run's wall time, so it
 //! counts the producer too.
 
@@ -180,8 +182,21 @@ fn throughput(quick: bool, shapes: &[Shape]) {
     println!("\n### Throughput: bursts of about {seconds} s, {rounds} rounds, median (min–max) in M events/s\n");
     println!("| shape | contender | median | min | max |");
     println!("| --- | --- | ---: | ---: | ---: |");
+    // `CONTENDER=text` keeps the contenders whose name contains it (to
+    // profile one, say).
+    let only = std::env::var("CONTENDER").ok();
     for &shape in shapes {
-        let contenders = common::throughput_contenders(shape);
+        let contenders: Vec<_> = common::throughput_contenders(shape)
+            .into_iter()
+            .filter(|make| {
+                only.as_ref().is_none_or(|text| {
+                    let rig = make();
+                    let keep = rig.name.contains(text.as_str());
+                    drop(rig.finish());
+                    keep
+                })
+            })
+            .collect();
         let mut rates: Vec<(String, Vec<f64>)> = Vec::new();
         for _ in 0..rounds {
             for (index, make) in contenders.iter().enumerate() {
