@@ -140,9 +140,7 @@ pub trait Publish: Send {
     /// batches (see [`PUBLISH_BATCH`]) claims them all at once; the others
     /// publish one event at a time.
     fn publish_untimed(&mut self, values: std::ops::Range<u64>) {
-        for value in values {
-            self.publish(0, value);
-        }
+        publish_each(self, values);
     }
 
     /// The end of a burst: a producer that runs the stages itself runs what
@@ -153,6 +151,13 @@ pub trait Publish: Send {
     /// one that runs the stages itself keeps running them until the last
     /// stage has finished `target` events (the others' included).
     fn finish_share(&mut self, _done: &AtomicU64, _target: u64) {}
+}
+
+/// Publishes untimed events for `values`, one at a time.
+fn publish_each<P: Publish + ?Sized>(producer: &mut P, values: std::ops::Range<u64>) {
+    for value in values {
+        producer.publish(0, value);
+    }
 }
 
 /// A contender running one shape.
@@ -334,10 +339,7 @@ macro_rules! courier_publish {
 
             fn publish_untimed(&mut self, values: std::ops::Range<u64>) {
                 if !self.batched {
-                    for value in values {
-                        self.publish(0, value);
-                    }
-                    return;
+                    return publish_each(self, values);
                 }
                 let count = (values.end - values.start) as usize;
                 self.producer
@@ -581,10 +583,7 @@ impl<P: disruptor::Producer<Event> + Send> Publish for DisruptorProducer<P> {
 
     fn publish_untimed(&mut self, values: std::ops::Range<u64>) {
         if !self.batched {
-            for value in values {
-                self.publish(0, value);
-            }
-            return;
+            return publish_each(self, values);
         }
         let count = (values.end - values.start) as usize;
         self.producer
