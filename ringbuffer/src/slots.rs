@@ -1,10 +1,21 @@
 //! Preallocated slot storage, and the publication marks that the
 //! multi-producer claim needs.
 
+use std::alloc::{self, Layout};
+use std::marker::PhantomData;
+use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
 
 use crate::sync::{AtomicU64, SlotCell};
 use crate::Sequence;
+
+/// Where the slot array starts: on a boundary of this many bytes. Two cache
+/// lines, since x86 processors fetch lines in adjacent pairs. From the
+/// allocator the array starts wherever its 16-byte alignment put it, so a
+/// 64-byte event would straddle two lines, one of them shared with the next
+/// event: the producer writing event `s + 1` and a stage reading event `s`
+/// would fight over it.
+const SLOTS_ALIGN: usize = 128;
 
 /// The ring's events, allocated once and reused in place.
 ///
@@ -18,7 +29,7 @@ use crate::Sequence;
 ///   every terminal stage has passed `s`, the producer that claims
 ///   `s + slot_count`.
 pub(crate) struct Slots<E> {
-    cells: Box<[SlotCell<E>]>,
+    cells: AlignedArray<SlotCell<E>>,
     mask: u64,
 }
 
@@ -42,7 +53,7 @@ impl<E> Slots<E> {
             slot_count.is_power_of_two(),
             "ring capacity must be a power of two, got {slot_count}"
         );
-        let cells: Box<[SlotCell<E>]> = (0..slot_count).map(|_| SlotCell::new(factory())).collect();
+        let cells = AlignedArray::new(slot_count, || SlotCell::new(factory()));
         Self {
             cells,
             mask: slot_count as u64 - 1,
@@ -57,11 +68,12 @@ impl<E> Slots<E> {
     #[inline]
     fn cell(&self, sequence: Sequence) -> &SlotCell<E> {
         let index = (sequence & self.mask) as usize;
-        debug_assert!(index < self.cells.len());
+        let cells = self.cells.as_slice();
+        debug_assert!(index < cells.len());
         // SAFETY: `mask == cells.len() - 1` with `cells.len()` a power of two
         // (invariant), so `sequence & mask` is always in bounds. This runs per
         // event per stage, where the bounds check measured as a cost.
-        unsafe { self.cells.get_unchecked(index) }
+        unsafe { cells.get_unchecked(index) }
     }
 
     /// Runs `f` on the event of `sequence`, shared.
@@ -86,6 +98,115 @@ impl<E> Slots<E> {
         // SAFETY: the caller guarantees exclusive access, so this is the only
         // reference to the event for the duration of `f`.
         unsafe { self.cell(sequence).with_mut(|ptr| f(&mut *ptr)) }
+    }
+}
+
+/// A fixed-length heap array that starts on a [`SLOTS_ALIGN`] boundary.
+///
+/// # Invariants
+/// - `ptr` points to `len` initialised values of `T`, allocated with
+///   `layout(len)`, owned by this array; or, when that layout has size zero,
+///   it is dangling and nothing was allocated.
+struct AlignedArray<T> {
+    ptr: NonNull<T>,
+    len: usize,
+    /// Owns the values, for the drop check.
+    _values: PhantomData<T>,
+}
+
+impl<T> AlignedArray<T> {
+    fn layout(len: usize) -> Layout {
+        Layout::array::<T>(len)
+            .and_then(|layout| layout.align_to(SLOTS_ALIGN))
+            .expect("the ring's slots fit in the address space")
+    }
+
+    /// `len` values made by `make`, in order. If `make` panics, the values
+    /// made so far are dropped and the memory freed.
+    fn new(len: usize, mut make: impl FnMut() -> T) -> Self {
+        let layout = Self::layout(len);
+        if layout.size() == 0 {
+            // Zero-sized values (or none): nothing to allocate, and writing
+            // one through a dangling pointer writes nothing.
+            let ptr = NonNull::dangling();
+            for index in 0..len {
+                // SAFETY: a write of a zero-sized value through a non-null,
+                // aligned pointer touches no memory.
+                unsafe { ptr.add(index).write(make()) };
+            }
+            return Self {
+                ptr,
+                len,
+                _values: PhantomData,
+            };
+        }
+        // SAFETY: the layout's size is not zero.
+        let raw = unsafe { alloc::alloc(layout) };
+        let Some(ptr) = NonNull::new(raw.cast::<T>()) else {
+            alloc::handle_alloc_error(layout)
+        };
+        // Frees what was made if `make` panics part way.
+        struct Partial<T> {
+            ptr: NonNull<T>,
+            made: usize,
+            layout: Layout,
+        }
+        impl<T> Drop for Partial<T> {
+            fn drop(&mut self) {
+                // SAFETY: the first `made` values are initialised and owned
+                // here, and the memory came from `alloc` with `layout`.
+                unsafe {
+                    std::ptr::drop_in_place(std::ptr::slice_from_raw_parts_mut(
+                        self.ptr.as_ptr(),
+                        self.made,
+                    ));
+                    alloc::dealloc(self.ptr.as_ptr().cast(), self.layout);
+                }
+            }
+        }
+        let mut partial = Partial {
+            ptr,
+            made: 0,
+            layout,
+        };
+        while partial.made < len {
+            let value = make();
+            // SAFETY: `made < len`, so the slot is inside the allocation, and
+            // it is not initialised yet.
+            unsafe { ptr.add(partial.made).write(value) };
+            partial.made += 1;
+        }
+        std::mem::forget(partial);
+        Self {
+            ptr,
+            len,
+            _values: PhantomData,
+        }
+    }
+
+    #[inline]
+    fn as_slice(&self) -> &[T] {
+        // SAFETY: `ptr` points to `len` initialised values (invariant), which
+        // live as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T> Drop for AlignedArray<T> {
+    fn drop(&mut self) {
+        let layout = Self::layout(self.len);
+        // SAFETY: the values are initialised and owned here (invariant), and
+        // nothing uses them after this.
+        unsafe {
+            std::ptr::drop_in_place(std::ptr::slice_from_raw_parts_mut(
+                self.ptr.as_ptr(),
+                self.len,
+            ))
+        };
+        if layout.size() != 0 {
+            // SAFETY: the memory came from `alloc` with this layout.
+            unsafe { alloc::dealloc(self.ptr.as_ptr().cast(), layout) };
+        }
     }
 }
 
@@ -201,6 +322,51 @@ mod tests {
     #[should_panic(expected = "at least one slot")]
     fn capacity_must_not_be_zero() {
         let _ = Slots::new(0, || 0u8);
+    }
+
+    #[test]
+    fn slots_start_on_a_line_pair_boundary() {
+        // Each allocation of 64-byte events, whatever the allocator would
+        // have given, starts on a 128-byte boundary, so each event sits in
+        // one cache line of its own.
+        let mut held = Vec::new();
+        for round in 0..8 {
+            // Allocations of odd sizes between the rings move where the
+            // allocator would put the next one.
+            held.push(Vec::<u8>::with_capacity(8 + 16 * round));
+            let slots = Slots::new(64, || [0u64; 8]);
+            let base = slots.cells.as_slice().as_ptr() as usize;
+            assert_eq!(base % SLOTS_ALIGN, 0, "base {base:#x}");
+        }
+        // Zero-sized events allocate nothing and still count.
+        let slots = Slots::new(8, || ());
+        assert_eq!(slots.cells.as_slice().len(), 8);
+    }
+
+    #[test]
+    fn slots_drop_every_event_once() {
+        use std::rc::Rc;
+        let token = Rc::new(());
+        let slots = Slots::new(16, || Rc::clone(&token));
+        assert_eq!(Rc::strong_count(&token), 17);
+        drop(slots);
+        assert_eq!(Rc::strong_count(&token), 1);
+    }
+
+    #[test]
+    fn a_panicking_factory_drops_the_events_made_so_far() {
+        use std::rc::Rc;
+        let token = Rc::new(());
+        let mut made = 0;
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Slots::new(16, || {
+                made += 1;
+                assert!(made <= 5, "the factory fails at its sixth event");
+                Rc::clone(&token)
+            })
+        }));
+        assert!(outcome.is_err());
+        assert_eq!(Rc::strong_count(&token), 1, "the five made were dropped");
     }
 
     #[test]
