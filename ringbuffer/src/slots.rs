@@ -104,84 +104,50 @@ impl<E> Slots<E> {
 /// A fixed-length heap array that starts on a [`SLOTS_ALIGN`] boundary.
 ///
 /// # Invariants
-/// - `ptr` points to `len` initialised values of `T`, allocated with
-///   `layout(len)`, owned by this array; or, when that layout has size zero,
-///   it is dangling and nothing was allocated.
+/// - `ptr` points to an allocation made with `layout` and owned by this
+///   array, whose first `len` values of `T` are initialised; or, when
+///   `layout` has size zero, it is dangling and nothing was allocated.
 struct AlignedArray<T> {
     ptr: NonNull<T>,
     len: usize,
+    layout: Layout,
     /// Owns the values, for the drop check.
     _values: PhantomData<T>,
 }
 
 impl<T> AlignedArray<T> {
-    fn layout(len: usize) -> Layout {
-        Layout::array::<T>(len)
-            .and_then(|layout| layout.align_to(SLOTS_ALIGN))
-            .expect("the ring's slots fit in the address space")
-    }
-
     /// `len` values made by `make`, in order. If `make` panics, the values
     /// made so far are dropped and the memory freed.
     fn new(len: usize, mut make: impl FnMut() -> T) -> Self {
-        let layout = Self::layout(len);
-        if layout.size() == 0 {
+        let layout = Layout::array::<T>(len)
+            .and_then(|layout| layout.align_to(SLOTS_ALIGN))
+            .expect("the ring's slots fit in the address space");
+        let ptr = if layout.size() == 0 {
             // Zero-sized values (or none): nothing to allocate, and writing
             // one through a dangling pointer writes nothing.
-            let ptr = NonNull::dangling();
-            for index in 0..len {
-                // SAFETY: a write of a zero-sized value through a non-null,
-                // aligned pointer touches no memory.
-                unsafe { ptr.add(index).write(make()) };
-            }
-            return Self {
-                ptr,
-                len,
-                _values: PhantomData,
-            };
-        }
-        // SAFETY: the layout's size is not zero.
-        let raw = unsafe { alloc::alloc(layout) };
-        let Some(ptr) = NonNull::new(raw.cast::<T>()) else {
-            alloc::handle_alloc_error(layout)
+            NonNull::dangling()
+        } else {
+            // SAFETY: the layout's size is not zero.
+            let raw = unsafe { alloc::alloc(layout) };
+            NonNull::new(raw.cast::<T>()).unwrap_or_else(|| alloc::handle_alloc_error(layout))
         };
-        // Frees what was made if `make` panics part way.
-        struct Partial<T> {
-            ptr: NonNull<T>,
-            made: usize,
-            layout: Layout,
-        }
-        impl<T> Drop for Partial<T> {
-            fn drop(&mut self) {
-                // SAFETY: the first `made` values are initialised and owned
-                // here, and the memory came from `alloc` with `layout`.
-                unsafe {
-                    std::ptr::drop_in_place(std::ptr::slice_from_raw_parts_mut(
-                        self.ptr.as_ptr(),
-                        self.made,
-                    ));
-                    alloc::dealloc(self.ptr.as_ptr().cast(), self.layout);
-                }
-            }
-        }
-        let mut partial = Partial {
+        // Counts the values as they are made, so that a panic in `make`
+        // drops exactly those.
+        let mut array = Self {
             ptr,
-            made: 0,
+            len: 0,
             layout,
-        };
-        while partial.made < len {
-            let value = make();
-            // SAFETY: `made < len`, so the slot is inside the allocation, and
-            // it is not initialised yet.
-            unsafe { ptr.add(partial.made).write(value) };
-            partial.made += 1;
-        }
-        std::mem::forget(partial);
-        Self {
-            ptr,
-            len,
             _values: PhantomData,
+        };
+        while array.len < len {
+            let value = make();
+            // SAFETY: `array.len` is below the `len` values the layout holds,
+            // and that slot is not initialised yet (for a zero-sized `T`,
+            // the write touches no memory).
+            unsafe { ptr.add(array.len).write(value) };
+            array.len += 1;
         }
+        array
     }
 
     #[inline]
@@ -194,18 +160,17 @@ impl<T> AlignedArray<T> {
 
 impl<T> Drop for AlignedArray<T> {
     fn drop(&mut self) {
-        let layout = Self::layout(self.len);
-        // SAFETY: the values are initialised and owned here (invariant), and
-        // nothing uses them after this.
+        // SAFETY: the first `len` values are initialised and owned here
+        // (invariant), and nothing uses them after this.
         unsafe {
             std::ptr::drop_in_place(std::ptr::slice_from_raw_parts_mut(
                 self.ptr.as_ptr(),
                 self.len,
             ))
         };
-        if layout.size() != 0 {
+        if self.layout.size() != 0 {
             // SAFETY: the memory came from `alloc` with this layout.
-            unsafe { alloc::dealloc(self.ptr.as_ptr().cast(), layout) };
+            unsafe { alloc::dealloc(self.ptr.as_ptr().cast(), self.layout) };
         }
     }
 }
