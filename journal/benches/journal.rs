@@ -13,7 +13,10 @@
 //! record), `latency` (each append's time, rolls included), `replay`
 //! (reading everything back with checksums, GB/s), `checksum` (a record
 //! checksum's latency beside the `crc32c` crate's), `amplification` (bytes
-//! written to storage per byte appended under the interval policy).
+//! written to storage per byte appended under the interval policy),
+//! `fresh` (what the machine charges for memory the process has not touched
+//! yet: anonymous pages, 4 KiB and huge, and file pages made ready the way
+//! the journal makes them, against writing the same memory a second time).
 //! Files go to a temporary directory under `$TMPDIR` (default /tmp).
 //! `PREPARE_MB=N` sets how far ahead of the appender pages are made ready
 //! (`JournalConfig::prepare_ahead_bytes`, 4 MiB by default); `SEGMENT_MB=N`
@@ -368,6 +371,97 @@ fn main() {
     }
     if wants("amplification") {
         amplification(quick);
+    }
+    if wants("fresh") {
+        fresh(quick);
+    }
+}
+
+/// GB/s of filling `map` with `value`.
+fn fill_rate(map: &mut [u8], value: u8) -> f64 {
+    let start = Instant::now();
+    map.fill(value);
+    black_box(&map);
+    map.len() as f64 / start.elapsed().as_secs_f64() / 1e9
+}
+
+/// The cost of fresh memory: the journal's appends write pages the process
+/// has never touched, which the kernel must find and zero first (the memcpy
+/// bound of the append part writes a `Vec` it has already touched).
+fn fresh(quick: bool) {
+    use memmap2::{Advice, MmapMut, MmapOptions};
+    let bytes = if quick { 32 << 20 } else { 256 << 20 };
+    let rounds = if quick { 1 } else { 3 };
+    println!(
+        "\n### Fresh memory: {} MiB written twice, median of {rounds} rounds\n",
+        bytes >> 20
+    );
+    println!("| memory | first write GB/s | second write GB/s | first / second |");
+    println!("| --- | ---: | ---: | ---: |");
+    let anonymous = |advice: Advice| {
+        let mut map = MmapMut::map_anon(bytes).expect("map");
+        // Best effort: without transparent huge pages both rows are 4 KiB.
+        let _ = map.advise(advice);
+        let first = fill_rate(&mut map, 1);
+        (first, fill_rate(&mut map, 2))
+    };
+    let file = || {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("fresh"))
+            .expect("create");
+        use std::os::fd::AsRawFd;
+        // SAFETY: posix_fallocate reads no memory of ours; the descriptor is
+        // open for writing.
+        let code = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, bytes as libc::off_t) };
+        assert_eq!(code, 0, "fallocate");
+        // SAFETY: the file is this function's own, in a fresh directory;
+        // nothing else maps or truncates it.
+        let mut map = unsafe { MmapOptions::new().len(bytes).map_mut(&file) }.expect("map");
+        let start = Instant::now();
+        map.advise(Advice::PopulateWrite).expect("populate");
+        let first = bytes as f64 / start.elapsed().as_secs_f64() / 1e9;
+        let second = fill_rate(&mut map, 2);
+        drop(map);
+        keep_until_settled(dir);
+        (first, second)
+    };
+    type Probe<'a> = (&'a str, Box<dyn Fn() -> (f64, f64) + 'a>);
+    let probes: Vec<Probe> = vec![
+        (
+            "anonymous, 4 KiB pages",
+            Box::new(move || anonymous(Advice::NoHugePage)),
+        ),
+        (
+            "anonymous, huge pages (`MADV_HUGEPAGE`)",
+            Box::new(move || anonymous(Advice::HugePage)),
+        ),
+        (
+            "file, made ready by `MADV_POPULATE_WRITE` (first), then filled",
+            Box::new(file),
+        ),
+    ];
+    let mut firsts: Vec<Vec<f64>> = probes.iter().map(|_| Vec::new()).collect();
+    let mut seconds: Vec<Vec<f64>> = probes.iter().map(|_| Vec::new()).collect();
+    for _ in 0..rounds {
+        for (index, (_, probe)) in probes.iter().enumerate() {
+            let (first, second) = probe();
+            firsts[index].push(first);
+            seconds[index].push(second);
+        }
+    }
+    settle();
+    for (index, (name, _)) in probes.iter().enumerate() {
+        let first = median(&mut firsts[index]);
+        let second = median(&mut seconds[index]);
+        println!(
+            "| {name} | {first:.2} | {second:.2} | {:.2} |",
+            first / second
+        );
     }
 }
 
