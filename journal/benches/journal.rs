@@ -390,6 +390,7 @@ fn fill_rate(map: &mut [u8], value: u8) -> f64 {
 /// bound of the append part writes a `Vec` it has already touched).
 fn fresh(quick: bool) {
     use memmap2::{Advice, MmapMut, MmapOptions};
+    use std::os::fd::AsRawFd;
     let bytes = if quick { 32 << 20 } else { 256 << 20 };
     let rounds = if quick { 1 } else { 3 };
     println!(
@@ -414,7 +415,6 @@ fn fresh(quick: bool) {
             .truncate(true)
             .open(dir.path().join("fresh"))
             .expect("create");
-        use std::os::fd::AsRawFd;
         // SAFETY: posix_fallocate reads no memory of ours; the descriptor is
         // open for writing.
         let code = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, bytes as libc::off_t) };
@@ -445,19 +445,18 @@ fn fresh(quick: bool) {
             Box::new(file),
         ),
     ];
-    let mut firsts: Vec<Vec<f64>> = probes.iter().map(|_| Vec::new()).collect();
-    let mut seconds: Vec<Vec<f64>> = probes.iter().map(|_| Vec::new()).collect();
+    // Per probe: the first writes' rates, then the second writes'.
+    let mut rates: Vec<[Vec<f64>; 2]> = probes.iter().map(|_| Default::default()).collect();
     for _ in 0..rounds {
-        for (index, (_, probe)) in probes.iter().enumerate() {
+        for ((_, probe), [firsts, seconds]) in probes.iter().zip(&mut rates) {
             let (first, second) = probe();
-            firsts[index].push(first);
-            seconds[index].push(second);
+            firsts.push(first);
+            seconds.push(second);
         }
     }
     settle();
-    for (index, (name, _)) in probes.iter().enumerate() {
-        let first = median(&mut firsts[index]);
-        let second = median(&mut seconds[index]);
+    for ((name, _), [firsts, seconds]) in probes.iter().zip(&mut rates) {
+        let (first, second) = (median(firsts), median(seconds));
         println!(
             "| {name} | {first:.2} | {second:.2} | {:.2} |",
             first / second
