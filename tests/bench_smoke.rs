@@ -105,3 +105,61 @@ fn every_connection_through_a_websocket() {
     assert!(latency_count(&summary, 0) > 0, "messages were delivered");
     assert!(latency_count(&summary, 1) > 0, "devices reconnected");
 }
+
+/// Whether `nats-server` can be started. `.ci/run` installs it and sets
+/// `COURIER_REQUIRE_NATS`, so there its absence fails the test.
+fn nats_server_present() -> bool {
+    let found = Command::new("nats-server")
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    assert!(
+        found || std::env::var_os("COURIER_REQUIRE_NATS").is_none(),
+        "COURIER_REQUIRE_NATS is set but nats-server does not run"
+    );
+    found
+}
+
+#[test]
+fn one_to_one_against_a_nats_server() {
+    if !nats_server_present() {
+        eprintln!("nats-server is not installed: the run against it is left out");
+        return;
+    }
+    let (table, summary) = run(&["--nats", "one-to-one", "--pairs", "2", "--rate", "0"]);
+    assert!(table.contains("NATS core"), "{table}");
+    assert!(latency_count(&summary, 0) > 0, "messages were delivered");
+    assert_eq!(summary["errors"], 0);
+    assert!(summary["server_cpu_us_per_op"].as_f64().unwrap() > 0.0);
+    // NATS acknowledges no send: the delivery latency is the only one.
+    assert_eq!(summary["latencies"].as_array().unwrap().len(), 1);
+    let (_, summary) = run(&["--nats", "one-to-one", "--pairs", "2", "--rate", "2000"]);
+    let count = latency_count(&summary, 0);
+    assert!((500..=1500).contains(&count), "{count} deliveries");
+}
+
+#[test]
+fn nats_runs_are_refused_clearly_where_they_cannot_run() {
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &[
+                "--nats-server-bin",
+                "/nonexistent/nats-server",
+                "one-to-one",
+            ],
+            "apt-get install nats-server",
+        ),
+        (&["group"], "one-to-one scenario only"),
+        (&["--websocket", "one-to-one"], "do not go together"),
+    ];
+    for (args, expected) in cases {
+        let output = Command::new(env!("CARGO_BIN_EXE_courier-bench"))
+            .args(["--spawn", "--nats", "--quiet"])
+            .args(args)
+            .output()
+            .expect("courier-bench runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} ran");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}

@@ -48,7 +48,16 @@ impl Conn {
             masks: Masks::new(Role::Client),
             framed_until: 0,
         });
-        let stream = client.into_stream()?;
+        let mut conn = Self::from_stream(client.into_stream()?, recipient)?;
+        conn.websocket = websocket;
+        Ok(conn)
+    }
+
+    /// Takes over a plain TCP socket that has done its handshake.
+    pub fn from_stream(
+        stream: std::net::TcpStream,
+        recipient: Option<String>,
+    ) -> anyhow::Result<Self> {
         stream.set_nonblocking(true)?;
         Ok(Self {
             stream: TcpStream::from_std(stream),
@@ -59,7 +68,7 @@ impl Conn {
             written: 0,
             recipient,
             in_flight: VecDeque::new(),
-            websocket,
+            websocket: None,
         })
     }
 
@@ -95,6 +104,28 @@ impl Conn {
         decoder: &FrameDecoder,
         mut handle: impl FnMut(&mut VecDeque<u64>, MessageType, &[u8]) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
+        self.receive_units(|in_flight, input| {
+            let total = match decoder.frame_bytes(input)? {
+                Some(total) if total <= input.len() => total,
+                _ => return Ok(None),
+            };
+            let frame = &input[LENGTH_PREFIX_BYTES..total];
+            let message_type =
+                MessageType::try_from(i32::from(u16::from_be_bytes([frame[0], frame[1]])))
+                    .unwrap_or(MessageType::Unspecified);
+            handle(in_flight, message_type, &frame[FRAME_HEADER_BYTES..])?;
+            Ok(Some(total))
+        })
+    }
+
+    /// Reads what the socket has and hands the bytes not yet taken to
+    /// `take`, again and again: it handles one whole unit of the protocol
+    /// at their start and says how many bytes that was, or `None` if the
+    /// unit is not all there yet. Fails if the server closed the connection.
+    pub fn receive_units(
+        &mut self,
+        mut take: impl FnMut(&mut VecDeque<u64>, &[u8]) -> anyhow::Result<Option<usize>>,
+    ) -> anyhow::Result<()> {
         loop {
             if self.input_start > 0 {
                 self.input.copy_within(self.input_start..self.input_end, 0);
@@ -104,22 +135,11 @@ impl Conn {
             let Some((n, space)) = self.fill()? else {
                 return Ok(());
             };
-            loop {
-                let input = &self.input[self.input_start..self.input_end];
-                let total = match decoder.frame_bytes(input)? {
-                    Some(total) if total <= input.len() => total,
-                    _ => break,
-                };
-                let frame = &input[LENGTH_PREFIX_BYTES..total];
-                let message_type =
-                    MessageType::try_from(i32::from(u16::from_be_bytes([frame[0], frame[1]])))
-                        .unwrap_or(MessageType::Unspecified);
-                handle(
-                    &mut self.in_flight,
-                    message_type,
-                    &frame[FRAME_HEADER_BYTES..],
-                )?;
-                self.input_start += total;
+            while let Some(used) = take(
+                &mut self.in_flight,
+                &self.input[self.input_start..self.input_end],
+            )? {
+                self.input_start += used;
             }
             if n < space {
                 return Ok(());

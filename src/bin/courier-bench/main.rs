@@ -10,6 +10,7 @@ mod group;
 mod idle;
 mod load;
 mod mixed;
+mod nats;
 mod one_to_one;
 mod server;
 mod storm;
@@ -59,6 +60,16 @@ pub struct Common {
     /// browsers do, instead of plain TCP.
     #[arg(long, global = true)]
     pub websocket: bool,
+    /// Run the load against a NATS server instead (core NATS: nothing
+    /// persisted, no send acknowledgements), the baseline of courier's CPU
+    /// target; one-to-one only. With --spawn it starts --nats-server-bin on
+    /// a free loopback port; with --server it connects to a running one.
+    #[arg(long, global = true)]
+    pub nats: bool,
+    /// With --nats --spawn: the NATS server to start (Debian: `apt-get
+    /// install nats-server`).
+    #[arg(long, global = true, default_value = "nats-server")]
+    pub nats_server_bin: PathBuf,
     /// With --spawn: the durability (batch, interval, none).
     #[arg(long, global = true, default_value = "batch")]
     pub durability: String,
@@ -119,6 +130,8 @@ pub struct Target {
     /// Connect through WebSocket upgrades (`--websocket`).
     pub websocket: bool,
     pub pid: Option<u32>,
+    /// A NATS server, not courier (`--nats`).
+    pub nats: bool,
     _spawned: Option<server::Spawned>,
 }
 
@@ -126,11 +139,16 @@ impl Target {
     fn open(common: &Common) -> anyhow::Result<Self> {
         match (common.spawn, common.server) {
             (true, _) => {
-                let (spawned, address) = server::spawn(common)?;
+                let (spawned, address) = if common.nats {
+                    nats::spawn(common)?
+                } else {
+                    server::spawn(common)?
+                };
                 Ok(Self {
                     address,
                     websocket: common.websocket,
                     pid: Some(spawned.pid()),
+                    nats: common.nats,
                     _spawned: Some(spawned),
                 })
             }
@@ -138,6 +156,7 @@ impl Target {
                 address,
                 websocket: common.websocket,
                 pid: common.server_pid,
+                nats: common.nats,
                 _spawned: None,
             }),
             (false, None) => bail!("give --spawn, or --server ADDRESS for a running server"),
@@ -342,10 +361,18 @@ fn main() -> anyhow::Result<()> {
     if common.threads == 0 {
         bail!("--threads must be positive");
     }
-    let target = Target::open(common)?;
     let scenario = cli
         .scenario
         .unwrap_or_else(|| Scenario::OneToOne(one_to_one::Args::default()));
+    if common.nats {
+        if !matches!(scenario, Scenario::OneToOne(_)) {
+            bail!("--nats runs the one-to-one scenario only");
+        }
+        if common.websocket {
+            bail!("--nats and --websocket do not go together");
+        }
+    }
+    let target = Target::open(common)?;
     let (summary, latencies) = match scenario {
         Scenario::OneToOne(args) => one_to_one::run(common, &args, &target)?,
         Scenario::Group(args) => group::run(common, &args, &target)?,

@@ -11,6 +11,7 @@ use courier::codec::{FrameDecoder, Message};
 use mio::{Events, Interest, Poll, Token};
 
 use crate::load::{deliver_fields, settle, Conn, Pacer};
+use crate::nats::{self, Op};
 use crate::{progress, register_and_login, user_name, Common, Meter, Target};
 
 /// Options of the 1:1 scenario.
@@ -56,6 +57,8 @@ struct Plan {
     body: usize,
     warmup: Duration,
     end: Duration,
+    /// Speak NATS: publish to the subject in each sender's `recipient`.
+    nats: bool,
 }
 
 pub fn run(
@@ -72,16 +75,27 @@ pub fn run(
     let threads = common.threads.min(args.pairs);
     let mut groups: Vec<Vec<(Conn, Conn)>> = (0..threads).map(|_| Vec::new()).collect();
     for i in 0..args.pairs {
-        let sender = user_name(common, "s", i);
         let receiver = user_name(common, "r", i);
-        let (sender_client, _) =
-            register_and_login(target.endpoint(), &sender, DeliveryMode::PushMessage)?;
-        let (receiver_client, _) =
-            register_and_login(target.endpoint(), &receiver, DeliveryMode::PushMessage)?;
-        groups[i % threads].push((
-            Conn::from_client(sender_client, Some(receiver))?,
-            Conn::from_client(receiver_client, None)?,
-        ));
+        let pair = if target.nats {
+            let subject = format!("courier-bench.{receiver}");
+            let receiver = nats::connect(target.address, Some(&subject))?;
+            let sender = nats::connect(target.address, None)?;
+            (
+                Conn::from_stream(sender, Some(subject))?,
+                Conn::from_stream(receiver, None)?,
+            )
+        } else {
+            let sender = user_name(common, "s", i);
+            let (sender_client, _) =
+                register_and_login(target.endpoint(), &sender, DeliveryMode::PushMessage)?;
+            let (receiver_client, _) =
+                register_and_login(target.endpoint(), &receiver, DeliveryMode::PushMessage)?;
+            (
+                Conn::from_client(sender_client, Some(receiver))?,
+                Conn::from_client(receiver_client, None)?,
+            )
+        };
+        groups[i % threads].push(pair);
     }
     let delivered = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicU64::new(0));
@@ -105,6 +119,7 @@ pub fn run(
                 body: args.body,
                 warmup,
                 end,
+                nats: target.nats,
             };
             let delivered = Arc::clone(&delivered);
             std::thread::spawn(move || drive(pairs, &plan, epoch, &delivered))
@@ -132,18 +147,24 @@ pub fn run(
     } else {
         format!("closed loop, window {}", args.window)
     };
+    let mut latencies = vec![("delivery".to_owned(), total.deliver)];
+    // NATS acknowledges no send.
+    if !target.nats {
+        latencies.push(("send-ack".into(), total.ack));
+    }
+    let server = if target.nats { "NATS core, " } else { "" };
     let summary = Summary {
         scenario: "one-to-one".into(),
         shape: format!(
-            "{} pairs, {}-byte bodies, {mode}, {threads} load threads",
+            "{server}{} pairs, {}-byte bodies, {mode}, {threads} load threads",
             args.pairs, args.body
         ),
         seconds,
         rate_per_s: delivered_measured as f64 / seconds,
-        latencies: vec![
-            ("delivery".into(), Percentiles::of(&total.deliver)),
-            ("send ack".into(), Percentiles::of(&total.ack)),
-        ],
+        latencies: latencies
+            .iter()
+            .map(|(name, histogram)| (name.replace('-', " "), Percentiles::of(histogram)))
+            .collect(),
         errors: total.errors,
         server_cores: cpu_ns.map(|ns| ns as f64 / 1e9 / seconds),
         server_cpu_us_per_op: cpu_ns
@@ -151,13 +172,7 @@ pub fn run(
         server_rss_bytes: target.rss_bytes(),
         extra: Vec::new(),
     };
-    Ok((
-        summary,
-        vec![
-            ("delivery".into(), total.deliver),
-            ("send-ack".into(), total.ack),
-        ],
-    ))
+    Ok((summary, latencies))
 }
 
 /// One load thread: its pairs on one mio loop.
@@ -214,14 +229,19 @@ fn drive(
                 }
             };
             body[..8].copy_from_slice(&due_ns.to_le_bytes());
-            if let Message::Send(message) = &mut send {
+            if plan.nats {
+                let subject = sender.recipient.as_deref().context("a sender")?;
+                nats::publish(&mut sender.output, subject, &body);
+            } else if let Message::Send(message) = &mut send {
                 message
                     .recipient
                     .clone_from(sender.recipient.as_ref().context("a sender")?);
                 message.client_message_id = next_message;
                 message.body.clone_from(&body);
             }
-            send.encode_frame(next_message, &mut sender.output);
+            if !plan.nats {
+                send.encode_frame(next_message, &mut sender.output);
+            }
             sender.in_flight.push_back(due_ns);
             next_message += 1;
             queued += 1;
@@ -244,7 +264,11 @@ fn drive(
             }
             let index = event.token().0;
             let (sender, receiver) = &mut pairs[index / 2];
-            let conn = if index % 2 == 0 { sender } else { receiver };
+            let (conn, sender_in_flight) = if index % 2 == 0 {
+                (sender, None)
+            } else {
+                (receiver, Some(&mut sender.in_flight))
+            };
             if event.is_writable() {
                 conn.flush()?;
             }
@@ -253,6 +277,38 @@ fn drive(
             }
             let arrived = epoch.elapsed().as_nanos() as u64;
             let mut count = 0;
+            if plan.nats {
+                let mut in_flight = sender_in_flight;
+                let mut pings = 0;
+                conn.receive_units(|_, input| {
+                    let Some((op, used)) = nats::parse(input)? else {
+                        return Ok(None);
+                    };
+                    match op {
+                        Op::Msg(body) => {
+                            let due = body.get(..8).context("a message under 8 bytes")?;
+                            tally
+                                .deliver
+                                .record(u64::from_le_bytes(due.try_into()?), arrived);
+                            count += 1;
+                            // In order: one publisher, one subscriber.
+                            in_flight
+                                .as_mut()
+                                .and_then(|in_flight| in_flight.pop_front())
+                                .context("a message nobody sent to this connection")?;
+                        }
+                        Op::Ping => pings += 1,
+                        Op::Other => {}
+                    }
+                    Ok(Some(used))
+                })?;
+                if pings > 0 {
+                    conn.output.extend_from_slice(&b"PONG\r\n".repeat(pings));
+                    conn.flush()?;
+                }
+                delivered.fetch_add(count, Ordering::Relaxed);
+                continue;
+            }
             conn.receive(&decoder, |in_flight, message_type, payload| {
                 match message_type {
                     MessageType::Deliver => {

@@ -17,8 +17,18 @@ pub struct Spawned {
 }
 
 impl Spawned {
+    /// Takes charge of a started server and the directory it writes in.
+    pub fn new(child: Child, dir: PathBuf) -> Self {
+        Self { child, dir }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The exit status if the server has exited.
+    pub fn exited(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        self.child.try_wait()
     }
 }
 
@@ -78,7 +88,7 @@ pub fn spawn(common: &Common) -> anyhow::Result<(Spawned, SocketAddr)> {
         .spawn()
         .with_context(|| format!("cannot run {}", courier.display()))?;
     let mut stdout = child.stdout.take().context("the server has no stdout")?;
-    let spawned = Spawned { child, dir };
+    let spawned = Spawned::new(child, dir);
     // Read the first line byte by byte: nothing past it is consumed.
     let mut line = Vec::new();
     let mut byte = [0u8];

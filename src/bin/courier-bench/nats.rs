@@ -1,0 +1,247 @@
+//! The baseline: the same 1:1 load against a NATS server (core NATS: no
+//! persistence, no acknowledgements), so that courier's figures can be read
+//! against it from one run of one generator on one machine.
+//!
+//! Receiver *i* subscribes to a subject of its own and sender *i* publishes
+//! to it. NATS has no send acknowledgement, so a closed-loop sender's
+//! message stays in flight until its receiver has it.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::server::Spawned;
+use crate::Common;
+
+/// The longest protocol line accepted before its end (`INFO` carries a JSON
+/// object of a few hundred bytes; a `MSG` line a subject and three numbers).
+const LINE_MAX: usize = 64 * 1024;
+
+/// One unit of what a NATS server sends a client.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Op<'a> {
+    /// A message on a subscription: its payload.
+    Msg(&'a [u8]),
+    /// The server's keep-alive, to be answered with `PONG`.
+    Ping,
+    /// `PONG`, `+OK` or `INFO`: nothing to do.
+    Other,
+}
+
+/// Parses the unit at the start of `input`: `Some((op, bytes))`, or `None`
+/// if it is not all there yet. A `-ERR` from the server, or anything that is
+/// not the protocol, is an error.
+pub fn parse(input: &[u8]) -> anyhow::Result<Option<(Op<'_>, usize)>> {
+    let Some(newline) = input.iter().position(|&b| b == b'\n') else {
+        if input.len() > LINE_MAX {
+            bail!("a NATS protocol line longer than {LINE_MAX} bytes");
+        }
+        return Ok(None);
+    };
+    let line = input[..newline]
+        .strip_suffix(b"\r")
+        .context("a NATS protocol line not ended by CRLF")?;
+    let after = newline + 1;
+    if let Some(arguments) = line.strip_prefix(b"MSG ") {
+        // MSG <subject> <sid> [reply-to] <bytes>
+        let size: usize = arguments
+            .rsplit(|&b| b == b' ')
+            .next()
+            .and_then(|field| std::str::from_utf8(field).ok())
+            .and_then(|field| field.parse().ok())
+            .with_context(|| format!("a MSG line without a size: {:?}", text(line)))?;
+        let end = after + size + 2;
+        if input.len() < end {
+            return Ok(None);
+        }
+        if &input[after + size..end] != b"\r\n" {
+            bail!("a MSG payload not followed by CRLF");
+        }
+        return Ok(Some((Op::Msg(&input[after..after + size]), end)));
+    }
+    let op = match line {
+        b"PING" => Op::Ping,
+        b"PONG" | b"+OK" => Op::Other,
+        _ if line.starts_with(b"INFO ") => Op::Other,
+        _ if line.starts_with(b"-ERR") => bail!("the NATS server said {:?}", text(line)),
+        _ => bail!("not NATS protocol: {:?}", text(line)),
+    };
+    Ok(Some((op, after)))
+}
+
+fn text(line: &[u8]) -> String {
+    String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned()
+}
+
+/// Appends a `PUB` of `payload` to `subject`.
+pub fn publish(output: &mut Vec<u8>, subject: &str, payload: &[u8]) {
+    output.extend_from_slice(b"PUB ");
+    output.extend_from_slice(subject.as_bytes());
+    output.push(b' ');
+    output.extend_from_slice(payload.len().to_string().as_bytes());
+    output.extend_from_slice(b"\r\n");
+    output.extend_from_slice(payload);
+    output.extend_from_slice(b"\r\n");
+}
+
+/// A connection that has said `CONNECT` (no `+OK` replies, no echo of its
+/// own messages) and, if given a subject, subscribed to it; returned once
+/// the server has answered a `PING`, so the subscription is in place.
+pub fn connect(address: SocketAddr, subscribe: Option<&str>) -> anyhow::Result<TcpStream> {
+    let mut stream = TcpStream::connect(address)
+        .with_context(|| format!("cannot connect to the NATS server at {address}"))?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut hello = Vec::from(
+        &b"CONNECT {\"verbose\":false,\"pedantic\":false,\"echo\":false,\"name\":\"courier-bench\"}\r\n"[..],
+    );
+    if let Some(subject) = subscribe {
+        hello.extend_from_slice(format!("SUB {subject} 1\r\n").as_bytes());
+    }
+    hello.extend_from_slice(b"PING\r\n");
+    stream.write_all(&hello)?;
+    let mut input = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        while let Some((op, used)) = parse(&input)? {
+            let ping = op == Op::Ping;
+            let pong = input[..used].starts_with(b"PONG");
+            input.drain(..used);
+            if ping {
+                stream.write_all(b"PONG\r\n")?;
+            }
+            if pong {
+                stream.set_read_timeout(None)?;
+                return Ok(stream);
+            }
+        }
+        let n = stream
+            .read(&mut chunk)
+            .context("no PONG from the NATS server")?;
+        if n == 0 {
+            bail!("the NATS server closed the connection during the handshake");
+        }
+        input.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Starts `nats-server` (from PATH, or `--nats-server-bin`) on a free
+/// loopback port and waits until it takes connections.
+pub fn spawn(common: &Common) -> anyhow::Result<(Spawned, SocketAddr)> {
+    let dir = std::env::temp_dir().join(format!("courier-bench-nats-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    // A port the kernel just handed out and took back: free unless another
+    // program takes it in the next few milliseconds.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let child = Command::new(&common.nats_server_bin)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-l"])
+        .arg(dir.join("nats.log"))
+        .stdout(Stdio::null())
+        .spawn()
+        .with_context(|| {
+            format!(
+                "cannot run {} (Debian: apt-get install nats-server)",
+                common.nats_server_bin.display()
+            )
+        })?;
+    let mut spawned = Spawned::new(child, dir);
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    let started = Instant::now();
+    loop {
+        if let Some(status) = spawned.exited()? {
+            bail!("nats-server exited at start ({status}); its log is lost with its directory");
+        }
+        if TcpStream::connect(address).is_ok() {
+            return Ok((spawned, address));
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            bail!("nats-server took no connection on {address} within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a server might send: every kind of unit, a payload holding CRLF
+    /// and protocol words, and a MSG with a reply subject.
+    const STREAM: &[u8] = b"INFO {\"server_id\":\"x\",\"max_payload\":1048576}\r\n\
+        +OK\r\nPONG\r\nMSG a.b 1 5\r\nhello\r\nPING\r\n\
+        MSG a.b 1 9\r\nPING\r\nMSG\r\nMSG a.b 1 _INBOX.7 0\r\n\r\n";
+
+    fn all(input: &[u8]) -> anyhow::Result<(Vec<String>, usize)> {
+        let mut ops = Vec::new();
+        let mut at = 0;
+        while let Some((op, used)) = parse(&input[at..])? {
+            ops.push(match op {
+                Op::Msg(payload) => format!("msg {}", String::from_utf8_lossy(payload)),
+                Op::Ping => "ping".into(),
+                Op::Other => "other".into(),
+            });
+            at += used;
+        }
+        Ok((ops, at))
+    }
+
+    #[test]
+    fn parses_every_unit_and_waits_for_the_rest_at_every_cut() {
+        let (ops, used) = all(STREAM).unwrap();
+        assert_eq!(
+            ops,
+            [
+                "other",
+                "other",
+                "other",
+                "msg hello",
+                "ping",
+                "msg PING\r\nMSG",
+                "msg "
+            ]
+        );
+        assert_eq!(used, STREAM.len());
+        // Cut anywhere, the part before parses to a prefix of the units and
+        // stops at the cut unit's start.
+        for cut in 0..STREAM.len() {
+            let (prefix_ops, used) = all(&STREAM[..cut]).unwrap();
+            assert_eq!(prefix_ops[..], ops[..prefix_ops.len()], "cut at {cut}");
+            assert!(used <= cut);
+            let (rest, _) = all(&STREAM[used..]).unwrap();
+            assert_eq!(prefix_ops.len() + rest.len(), ops.len(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn refuses_errors_and_what_is_not_the_protocol() {
+        for bad in [
+            &b"-ERR 'Slow Consumer'\r\n"[..],
+            b"HTTP/1.1 200 OK\r\n",
+            b"PING\n",
+            b"MSG a 1 x\r\n",
+            b"MSG a 1 3\r\nabcde\r\n",
+        ] {
+            assert!(parse(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+        assert!(parse(&vec![b'x'; LINE_MAX + 1]).is_err());
+        assert!(parse(&vec![b'x'; LINE_MAX]).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_publish_parses_as_the_message_it_carries() {
+        let mut output = Vec::new();
+        publish(&mut output, "r.7", b"body\r\nbytes");
+        assert_eq!(&output[..], b"PUB r.7 11\r\nbody\r\nbytes\r\n");
+        // The server relays it as MSG with the same framing after the line.
+        let relayed = [&b"MSG r.7 1 11\r\n"[..], &output[12..]].concat();
+        assert_eq!(
+            parse(&relayed).unwrap(),
+            Some((Op::Msg(b"body\r\nbytes"), relayed.len()))
+        );
+    }
+}
