@@ -121,7 +121,7 @@ fn nats_server_present() -> bool {
 }
 
 #[test]
-fn one_to_one_against_a_nats_server() {
+fn one_to_one_and_groups_against_a_nats_server() {
     if !nats_server_present() {
         eprintln!("nats-server is not installed: the run against it is left out");
         return;
@@ -136,6 +136,18 @@ fn one_to_one_against_a_nats_server() {
     let (_, summary) = run(&["--nats", "one-to-one", "--pairs", "2", "--rate", "2000"]);
     let count = latency_count(&summary, 0);
     assert!((500..=1500).contains(&count), "{count} deliveries");
+    // A group is a subject its members subscribe to.
+    let (table, summary) = run(&[
+        "--nats", "group", "--size", "5", "--groups", "2", "--rate", "0",
+    ]);
+    assert!(table.contains("NATS core"), "{table}");
+    let (each, last) = (latency_count(&summary, 0), latency_count(&summary, 1));
+    assert!(last > 0, "messages reached every member");
+    assert!(each >= 4 * last, "{each} deliveries for {last} messages");
+    assert_eq!(summary["latencies"].as_array().unwrap().len(), 2);
+    let (_, summary) = run(&["--nats", "group", "--size", "3", "--rate", "1000"]);
+    let last = latency_count(&summary, 1);
+    assert!((250..=750).contains(&last), "{last} messages");
 }
 
 #[test]
@@ -149,7 +161,7 @@ fn nats_runs_are_refused_clearly_where_they_cannot_run() {
             ],
             "apt-get install nats-server",
         ),
-        (&["group"], "one-to-one scenario only"),
+        (&["storm"], "one-to-one and group scenarios only"),
         (&["--websocket", "one-to-one"], "do not go together"),
     ];
     for (args, expected) in cases {

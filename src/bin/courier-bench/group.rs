@@ -6,6 +6,10 @@
 //! Against a running server (--server) the members must be allowed into a
 //! group without being friends: run that server with
 //! `open_messaging = true` (--spawn does).
+//!
+//! With --nats, a group is a subject every member but the owner subscribes
+//! to, and a closed-loop post stays in flight until its last member has it
+//! (NATS acknowledges no post).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -18,7 +22,7 @@ use courier::codec::FrameDecoder;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::load::{deliver_fields, settle, Conn, Pacer};
-use crate::{register_and_login, user_name, Common, Target, Window};
+use crate::{nats, register_and_login, user_name, Common, Target, Window};
 
 /// Options of the group scenario.
 #[derive(Debug, Clone, clap::Args)]
@@ -33,7 +37,8 @@ pub struct Args {
     /// each post's due time); 0 for a closed loop, which finds the maximum.
     #[arg(long, default_value_t = 200)]
     pub rate: u64,
-    /// Closed loop: messages in flight (posted, not acknowledged) per group.
+    /// Closed loop: messages in flight (posted, not acknowledged) per group;
+    /// with --nats, posted and not yet at their last member.
     #[arg(long, default_value_t = 8)]
     pub window: usize,
     /// Message body bytes (at least 16: the due time and the message
@@ -66,11 +71,28 @@ pub fn run(
     let mut poll = Poll::new()?;
     // conns[g * size + i]: member i of group g; member 0 owns and posts.
     let mut conns = Vec::with_capacity(args.groups * args.size);
+    // Over NATS: each group's subject.
+    let mut subjects = Vec::new();
     let mut group_ids = Vec::with_capacity(args.groups);
     for g in 0..args.groups {
         let names: Vec<String> = (0..args.size)
             .map(|i| user_name(common, &format!("g{g}m"), i))
             .collect();
+        if target.nats {
+            let subject = format!("courier-bench.{}", names[0]);
+            for i in 0..args.size {
+                let stream = nats::connect(target.address, (i > 0).then_some(subject.as_str()))?;
+                let mut conn = Conn::from_stream(stream, None)?;
+                poll.registry().register(
+                    &mut conn.stream,
+                    Token(conns.len()),
+                    Interest::READABLE | Interest::WRITABLE,
+                )?;
+                conns.push(conn);
+            }
+            subjects.push(subject);
+            continue;
+        }
         let mut clients = Vec::with_capacity(args.size);
         for name in &names {
             clients.push(register_and_login(target.endpoint(), name, DeliveryMode::PushMessage)?.0);
@@ -106,11 +128,14 @@ pub fn run(
     let pacer_token = Token(usize::MAX);
     let mut pacer = Pacer::new(&poll, pacer_token)?;
     let receivers = args.size - 1;
+    // Messages numbered below this were posted in the warm-up: not measured.
+    let mut first_measured = 0;
+    // Over NATS: per group, posts not yet at their last member.
+    let mut open = vec![0usize; args.groups];
     while let Some(measuring_starts) = window.tick(target) {
         if measuring_starts {
             tally = Tally::default();
-            // Messages posted in the warm-up are not measured.
-            pending.clear();
+            first_measured = next_message;
         }
         let now = epoch.elapsed().as_nanos() as u64;
         loop {
@@ -121,14 +146,20 @@ pub fn run(
                     schedule.due_ns(next_message)
                 }
                 Some(_) => break,
-                None if owner.in_flight.len() < args.window => now,
+                None if target.nats && open[g] < args.window => now,
+                None if !target.nats && owner.in_flight.len() < args.window => now,
                 None => break,
             };
             body[..8].copy_from_slice(&due.to_le_bytes());
             body[8..16].copy_from_slice(&next_message.to_le_bytes());
-            group_message(group_ids[g], next_message, &body)
-                .encode_frame(next_message, &mut owner.output);
-            owner.in_flight.push_back(due);
+            if target.nats {
+                nats::publish(&mut owner.output, &subjects[g], &body);
+                open[g] += 1;
+            } else {
+                group_message(group_ids[g], next_message, &body)
+                    .encode_frame(next_message, &mut owner.output);
+                owner.in_flight.push_back(due);
+            }
             owner.flush()?;
             pending.insert(next_message, (due, receivers, 0));
             next_message += 1;
@@ -152,23 +183,34 @@ pub fn run(
                 continue;
             }
             let arrived = epoch.elapsed().as_nanos() as u64;
-            conn.receive(&decoder, |in_flight, message_type, payload| {
-                match message_type {
-                    MessageType::Deliver => {
-                        let (_, body) = deliver_fields(payload)?;
-                        let due = u64::from_le_bytes(body[..8].try_into()?);
-                        let number = u64::from_le_bytes(body[8..16].try_into()?);
-                        tally.deliver.record(due, arrived);
-                        tally.deliveries += 1;
-                        if let Some(entry) = pending.get_mut(&number) {
-                            entry.1 -= 1;
-                            entry.2 = entry.2.max(arrived);
-                            if entry.1 == 0 {
-                                tally.last.record(entry.0, entry.2);
-                                pending.remove(&number);
-                            }
+            let mut delivered = |body: &[u8]| -> anyhow::Result<()> {
+                let stamp = body.get(..16).context("a body under 16 bytes")?;
+                let due = u64::from_le_bytes(stamp[..8].try_into()?);
+                let number = u64::from_le_bytes(stamp[8..].try_into()?);
+                tally.deliver.record(due, arrived);
+                tally.deliveries += 1;
+                if let Some(entry) = pending.get_mut(&number) {
+                    entry.1 -= 1;
+                    entry.2 = entry.2.max(arrived);
+                    if entry.1 == 0 {
+                        if number >= first_measured {
+                            tally.last.record(entry.0, entry.2);
+                        }
+                        pending.remove(&number);
+                        if target.nats {
+                            open[(number % args.groups as u64) as usize] -= 1;
                         }
                     }
+                }
+                Ok(())
+            };
+            if target.nats {
+                nats::receive(conn, delivered)?;
+                continue;
+            }
+            conn.receive(&decoder, |in_flight, message_type, payload| {
+                match message_type {
+                    MessageType::Deliver => delivered(deliver_fields(payload)?.1)?,
                     other => settle(in_flight, other, arrived, &mut tally.ack, &mut tally.errors)?,
                 }
                 Ok(())
@@ -181,19 +223,33 @@ pub fn run(
         rate => format!("open loop at {rate} messages/s"),
     };
     let messages = tally.last.count();
+    let mut latencies = vec![
+        ("member-delivery".to_owned(), tally.deliver),
+        ("last-member".into(), tally.last),
+    ];
+    // NATS acknowledges no post.
+    if !target.nats {
+        latencies.push(("send-ack".into(), tally.ack));
+    }
+    let server = if target.nats { "NATS core, " } else { "" };
     let summary = Summary {
         scenario: "group".into(),
         shape: format!(
-            "{} group(s) of {}, {}-byte bodies, {mode}",
+            "{server}{} group(s) of {}, {}-byte bodies, {mode}",
             args.groups, args.size, args.body
         ),
         seconds,
         rate_per_s: tally.deliveries as f64 / seconds,
-        latencies: vec![
-            ("each member".into(), Percentiles::of(&tally.deliver)),
-            ("last member".into(), Percentiles::of(&tally.last)),
-            ("send ack".into(), Percentiles::of(&tally.ack)),
-        ],
+        latencies: latencies
+            .iter()
+            .map(|(name, histogram)| {
+                let name = match name.as_str() {
+                    "member-delivery" => "each member".to_owned(),
+                    other => other.replace('-', " "),
+                };
+                (name, Percentiles::of(histogram))
+            })
+            .collect(),
         errors: tally.errors,
         server_cores: cpu_ns.map(|ns| ns as f64 / 1e9 / seconds),
         server_cpu_us_per_op: cpu_ns.map(|ns| ns as f64 / 1000.0 / tally.deliveries.max(1) as f64),
@@ -209,12 +265,5 @@ pub fn run(
             ),
         ],
     };
-    Ok((
-        summary,
-        vec![
-            ("member-delivery".into(), tally.deliver),
-            ("last-member".into(), tally.last),
-            ("send-ack".into(), tally.ack),
-        ],
-    ))
+    Ok((summary, latencies))
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+use crate::load::Conn;
 use crate::server::Spawned;
 use crate::Common;
 
@@ -85,6 +86,32 @@ pub fn publish(output: &mut Vec<u8>, subject: &str, payload: &[u8]) {
     output.extend_from_slice(b"\r\n");
     output.extend_from_slice(payload);
     output.extend_from_slice(b"\r\n");
+}
+
+/// Reads what a load connection's socket has, handing each message's
+/// payload to `on_message` and answering the server's keep-alives. Fails if
+/// the server closed the connection or sent an error.
+pub fn receive(
+    conn: &mut Conn,
+    mut on_message: impl FnMut(&[u8]) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut pings = 0;
+    conn.receive_units(|_, input| {
+        let Some((op, used)) = parse(input)? else {
+            return Ok(None);
+        };
+        match op {
+            Op::Msg(payload) => on_message(payload)?,
+            Op::Ping => pings += 1,
+            Op::Other => {}
+        }
+        Ok(Some(used))
+    })?;
+    if pings > 0 {
+        conn.output.extend_from_slice(&b"PONG\r\n".repeat(pings));
+        conn.flush()?;
+    }
+    Ok(())
 }
 
 /// A connection that has said `CONNECT` (no `+OK` replies, no echo of its

@@ -11,7 +11,7 @@ use courier::codec::{FrameDecoder, Message};
 use mio::{Events, Interest, Poll, Token};
 
 use crate::load::{deliver_fields, settle, Conn, Pacer};
-use crate::nats::{self, Op};
+use crate::nats;
 use crate::{progress, register_and_login, user_name, Common, Meter, Target};
 
 /// Options of the 1:1 scenario.
@@ -279,33 +279,19 @@ fn drive(
             let mut count = 0;
             if plan.nats {
                 let mut in_flight = sender_in_flight;
-                let mut pings = 0;
-                conn.receive_units(|_, input| {
-                    let Some((op, used)) = nats::parse(input)? else {
-                        return Ok(None);
-                    };
-                    match op {
-                        Op::Msg(body) => {
-                            let due = body.get(..8).context("a message under 8 bytes")?;
-                            tally
-                                .deliver
-                                .record(u64::from_le_bytes(due.try_into()?), arrived);
-                            count += 1;
-                            // In order: one publisher, one subscriber.
-                            in_flight
-                                .as_mut()
-                                .and_then(|in_flight| in_flight.pop_front())
-                                .context("a message nobody sent to this connection")?;
-                        }
-                        Op::Ping => pings += 1,
-                        Op::Other => {}
-                    }
-                    Ok(Some(used))
+                nats::receive(conn, |body| {
+                    let due = body.get(..8).context("a message under 8 bytes")?;
+                    tally
+                        .deliver
+                        .record(u64::from_le_bytes(due.try_into()?), arrived);
+                    count += 1;
+                    // In order: one publisher, one subscriber.
+                    in_flight
+                        .as_mut()
+                        .and_then(|in_flight| in_flight.pop_front())
+                        .context("a message nobody sent to this connection")?;
+                    Ok(())
                 })?;
-                if pings > 0 {
-                    conn.output.extend_from_slice(&b"PONG\r\n".repeat(pings));
-                    conn.flush()?;
-                }
                 delivered.fetch_add(count, Ordering::Relaxed);
                 continue;
             }
