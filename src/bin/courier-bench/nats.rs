@@ -165,23 +165,29 @@ pub fn spawn(common: &Common) -> anyhow::Result<(Spawned, SocketAddr)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let child = Command::new(&common.nats_server_bin)
+    let log = dir.join("nats.log");
+    let child = match Command::new(&common.nats_server_bin)
         .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-l"])
-        .arg(dir.join("nats.log"))
+        .arg(&log)
         .stdout(Stdio::null())
         .spawn()
-        .with_context(|| {
-            format!(
-                "cannot run {} (Debian: apt-get install nats-server)",
+    {
+        Ok(child) => child,
+        Err(error) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            bail!(
+                "cannot run {}: {error} (Debian: apt-get install nats-server)",
                 common.nats_server_bin.display()
-            )
-        })?;
+            );
+        }
+    };
     let mut spawned = Spawned::new(child, dir);
     let address = SocketAddr::from(([127, 0, 0, 1], port));
     let started = Instant::now();
     loop {
         if let Some(status) = spawned.exited()? {
-            bail!("nats-server exited at start ({status}); its log is lost with its directory");
+            let said = std::fs::read_to_string(&log).unwrap_or_default();
+            bail!("nats-server exited at start ({status}); its log:\n{said}");
         }
         if TcpStream::connect(address).is_ok() {
             return Ok((spawned, address));
