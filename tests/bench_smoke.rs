@@ -121,7 +121,7 @@ fn nats_server_present() -> bool {
 }
 
 #[test]
-fn one_to_one_and_groups_against_a_nats_server() {
+fn every_nats_scenario_against_a_nats_server() {
     if !nats_server_present() {
         eprintln!("nats-server is not installed: the run against it is left out");
         return;
@@ -148,6 +148,9 @@ fn one_to_one_and_groups_against_a_nats_server() {
     let (_, summary) = run(&["--nats", "group", "--size", "3", "--rate", "1000"]);
     let last = latency_count(&summary, 1);
     assert!((250..=750).contains(&last), "{last} messages");
+    // Idle connections ping with the protocol's PING.
+    let (_, summary) = run(&["--nats", "idle", "--connections", "10", "--ping-ms", "100"]);
+    assert!(latency_count(&summary, 0) > 0, "pings were answered");
 }
 
 #[test]
@@ -161,7 +164,7 @@ fn nats_runs_are_refused_clearly_where_they_cannot_run() {
             ],
             "apt-get install nats-server",
         ),
-        (&["storm"], "one-to-one and group scenarios only"),
+        (&["mixed"], "one-to-one, group and idle scenarios only"),
         (&["--websocket", "one-to-one"], "do not go together"),
     ];
     for (args, expected) in cases {

@@ -205,7 +205,10 @@ pub fn run(
                 Ok(())
             };
             if target.nats {
-                nats::receive(conn, delivered)?;
+                nats::receive(conn, |op| match op {
+                    nats::Op::Msg(body) => delivered(body),
+                    _ => Ok(()),
+                })?;
                 continue;
             }
             conn.receive(&decoder, |in_flight, message_type, payload| {

@@ -1,5 +1,9 @@
 //! Idle connections: what they cost the server in memory, and in CPU while
 //! they only send heartbeats.
+//!
+//! With --nats, each connection subscribes to a subject of its own (as a
+//! logged-in device has an inbox) and its heartbeat is the protocol's
+//! `PING`.
 
 use std::time::Duration;
 
@@ -10,7 +14,7 @@ use courier::codec::{FrameDecoder, Message};
 use mio::{Events, Interest, Poll, Token};
 
 use crate::load::{Conn, Pacer};
-use crate::{register_and_login, user_name, Common, Target, Window};
+use crate::{nats, register_and_login, user_name, Common, Target, Window};
 
 /// Options of the idle scenario.
 #[derive(Debug, Clone, clap::Args)]
@@ -34,11 +38,14 @@ pub fn run(
     let rss_before = target.rss_bytes();
     let mut conns = Vec::with_capacity(args.connections);
     for i in 0..args.connections {
-        let (client, _) = register_and_login(
-            target.endpoint(),
-            &user_name(common, "i", i),
-            DeliveryMode::PushNotice,
-        )?;
+        let user = user_name(common, "i", i);
+        if target.nats {
+            let subject = format!("courier-bench.{user}");
+            let stream = nats::connect(target.address, Some(&subject))?;
+            conns.push(Conn::from_stream(stream, None)?);
+            continue;
+        }
+        let (client, _) = register_and_login(target.endpoint(), &user, DeliveryMode::PushNotice)?;
         conns.push(Conn::from_client(client, None)?);
     }
     let rss_connected = target.rss_bytes();
@@ -73,7 +80,11 @@ pub fn run(
             }
             let count = conns.len() as u64;
             let conn = &mut conns[(next_ping % count) as usize];
-            Message::Ping(proto::Ping { nonce: due }).encode_frame(0, &mut conn.output);
+            if target.nats {
+                conn.output.extend_from_slice(b"PING\r\n");
+            } else {
+                Message::Ping(proto::Ping { nonce: due }).encode_frame(0, &mut conn.output);
+            }
             conn.in_flight.push_back(due);
             conn.flush()?;
             next_ping += 1;
@@ -92,6 +103,22 @@ pub fn run(
             }
             if event.is_readable() {
                 let arrived = epoch.elapsed().as_nanos() as u64;
+                if target.nats {
+                    let mut pongs = 0;
+                    nats::receive(conn, |op| {
+                        if op == nats::Op::Pong {
+                            pongs += 1;
+                        }
+                        Ok(())
+                    })?;
+                    // PONGs answer PINGs in order.
+                    for _ in 0..pongs {
+                        if let Some(due) = conn.in_flight.pop_front() {
+                            rtt.record(due, arrived);
+                        }
+                    }
+                    continue;
+                }
                 conn.receive(&decoder, |in_flight, message_type, _| {
                     if message_type == MessageType::Pong {
                         if let Some(due) = in_flight.pop_front() {
@@ -115,7 +142,8 @@ pub fn run(
     let summary = Summary {
         scenario: "idle".into(),
         shape: format!(
-            "{} connections, a ping each per {} ms",
+            "{}{} connections, a ping each per {} ms",
+            if target.nats { "NATS core, " } else { "" },
             conns.len(),
             args.ping_ms
         ),

@@ -62,7 +62,7 @@ pub struct Common {
     pub websocket: bool,
     /// Run the load against a NATS server instead (core NATS: nothing
     /// persisted, no send acknowledgements), the baseline of courier's CPU
-    /// target; one-to-one and group only. With --spawn it starts --nats-server-bin on
+    /// target; one-to-one, group and idle only. With --spawn it starts --nats-server-bin on
     /// a free loopback port; with --server it connects to a running one.
     #[arg(long, global = true)]
     pub nats: bool,
@@ -365,8 +365,11 @@ fn main() -> anyhow::Result<()> {
         .scenario
         .unwrap_or_else(|| Scenario::OneToOne(one_to_one::Args::default()));
     if common.nats {
-        if !matches!(scenario, Scenario::OneToOne(_) | Scenario::Group(_)) {
-            bail!("--nats runs the one-to-one and group scenarios only");
+        if !matches!(
+            scenario,
+            Scenario::OneToOne(_) | Scenario::Group(_) | Scenario::Idle(_)
+        ) {
+            bail!("--nats runs the one-to-one, group and idle scenarios only");
         }
         if common.websocket {
             bail!("--nats and --websocket do not go together");

@@ -28,7 +28,9 @@ pub enum Op<'a> {
     Msg(&'a [u8]),
     /// The server's keep-alive, to be answered with `PONG`.
     Ping,
-    /// `PONG`, `+OK` or `INFO`: nothing to do.
+    /// The answer to a `PING` of ours.
+    Pong,
+    /// `+OK` or `INFO`: nothing to do.
     Other,
 }
 
@@ -65,7 +67,8 @@ pub fn parse(input: &[u8]) -> anyhow::Result<Option<(Op<'_>, usize)>> {
     }
     let op = match line {
         b"PING" => Op::Ping,
-        b"PONG" | b"+OK" => Op::Other,
+        b"PONG" => Op::Pong,
+        b"+OK" => Op::Other,
         _ if line.starts_with(b"INFO ") => Op::Other,
         _ if line.starts_with(b"-ERR") => bail!("the NATS server said {:?}", text(line)),
         _ => bail!("not NATS protocol: {:?}", text(line)),
@@ -88,12 +91,12 @@ pub fn publish(output: &mut Vec<u8>, subject: &str, payload: &[u8]) {
     output.extend_from_slice(b"\r\n");
 }
 
-/// Reads what a load connection's socket has, handing each message's
-/// payload to `on_message` and answering the server's keep-alives. Fails if
-/// the server closed the connection or sent an error.
+/// Reads what a load connection's socket has, handing each unit to `on_op`
+/// but the server's keep-alives, which it answers. Fails if the server
+/// closed the connection or sent an error.
 pub fn receive(
     conn: &mut Conn,
-    mut on_message: impl FnMut(&[u8]) -> anyhow::Result<()>,
+    mut on_op: impl FnMut(Op<'_>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let mut pings = 0;
     conn.receive_units(|_, input| {
@@ -101,9 +104,8 @@ pub fn receive(
             return Ok(None);
         };
         match op {
-            Op::Msg(payload) => on_message(payload)?,
             Op::Ping => pings += 1,
-            Op::Other => {}
+            op => on_op(op)?,
         }
         Ok(Some(used))
     })?;
@@ -135,7 +137,7 @@ pub fn connect(address: SocketAddr, subscribe: Option<&str>) -> anyhow::Result<T
     loop {
         while let Some((op, used)) = parse(&input)? {
             let ping = op == Op::Ping;
-            let pong = input[..used].starts_with(b"PONG");
+            let pong = op == Op::Pong;
             input.drain(..used);
             if ping {
                 stream.write_all(b"PONG\r\n")?;
@@ -216,6 +218,7 @@ mod tests {
             ops.push(match op {
                 Op::Msg(payload) => format!("msg {}", String::from_utf8_lossy(payload)),
                 Op::Ping => "ping".into(),
+                Op::Pong => "pong".into(),
                 Op::Other => "other".into(),
             });
             at += used;
@@ -231,7 +234,7 @@ mod tests {
             [
                 "other",
                 "other",
-                "other",
+                "pong",
                 "msg hello",
                 "ping",
                 "msg PING\r\nMSG",

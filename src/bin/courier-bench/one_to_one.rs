@@ -279,7 +279,10 @@ fn drive(
             let mut count = 0;
             if plan.nats {
                 let mut in_flight = sender_in_flight;
-                nats::receive(conn, |body| {
+                nats::receive(conn, |op| {
+                    let nats::Op::Msg(body) = op else {
+                        return Ok(());
+                    };
                     let due = body.get(..8).context("a message under 8 bytes")?;
                     tally
                         .deliver
