@@ -4,7 +4,8 @@
 //! if asked), registers and logs them in, runs a named scenario and reports
 //! throughput, latency percentiles (hdrhistogram, corrected for coordinated
 //! omission in the open loop) and the server's CPU and memory when it runs
-//! on this machine.
+//! on this machine. With `--nats` it drives a NATS server with the same
+//! load instead (`nats.rs`), so the two can be compared in one sitting.
 
 mod group;
 mod idle;
@@ -30,7 +31,8 @@ use courier::codec::proto::DeliveryMode;
 /// Load generator for courier.
 ///
 /// Every scenario connects real TCP clients to a server (one started here
-/// with --spawn, or one at --server), then prints a summary table: the rate,
+/// with --spawn, or one at --server; courier, or with --nats a NATS server
+/// for comparison), then prints a summary table: the rate,
 /// latency percentiles, errors, and with --spawn or --server-pid the
 /// server's CPU time and memory. --out DIR also writes summary.json, an
 /// HdrHistogram percentile file per latency (.hgrm) and latency.svg.
@@ -61,8 +63,8 @@ pub struct Common {
     #[arg(long, global = true)]
     pub websocket: bool,
     /// Run the load against a NATS server instead (core NATS: nothing
-    /// persisted, no send acknowledgements), the baseline of courier's CPU
-    /// target; one-to-one, group and idle only. With --spawn it starts --nats-server-bin on
+    /// persisted, no send acknowledgements), to compare courier with it on
+    /// the same machine; one-to-one, group and idle only. With --spawn it starts --nats-server-bin on
     /// a free loopback port; with --server it connects to a running one.
     #[arg(long, global = true)]
     pub nats: bool,

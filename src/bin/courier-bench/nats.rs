@@ -1,10 +1,12 @@
-//! The baseline: the same 1:1 load against a NATS server (core NATS: no
+//! The baseline: the bench's loads against a NATS server (core NATS: no
 //! persistence, no acknowledgements), so that courier's figures can be read
-//! against it from one run of one generator on one machine.
+//! against it from one generator on one machine. This is the client side of
+//! the NATS text protocol the scenarios need, and the server's start.
 //!
-//! Receiver *i* subscribes to a subject of its own and sender *i* publishes
-//! to it. NATS has no send acknowledgement, so a closed-loop sender's
-//! message stays in flight until its receiver has it.
+//! In the 1:1 scenario receiver *i* subscribes to a subject of its own and
+//! sender *i* publishes to it. NATS has no send acknowledgement, so a
+//! closed-loop sender's message stays in flight until its receiver has it.
+//! (The group and idle scenarios say how they use it.)
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -20,6 +22,9 @@ use crate::Common;
 /// The longest protocol line accepted before its end (`INFO` carries a JSON
 /// object of a few hundred bytes; a `MSG` line a subject and three numbers).
 const LINE_MAX: usize = 64 * 1024;
+
+/// The largest message payload accepted (NATS's own default limit is 1 MiB).
+const PAYLOAD_MAX: usize = 64 << 20;
 
 /// One unit of what a NATS server sends a client.
 #[derive(Debug, PartialEq, Eq)]
@@ -56,6 +61,9 @@ pub fn parse(input: &[u8]) -> anyhow::Result<Option<(Op<'_>, usize)>> {
             .and_then(|field| std::str::from_utf8(field).ok())
             .and_then(|field| field.parse().ok())
             .with_context(|| format!("a MSG line without a size: {:?}", text(line)))?;
+        if size > PAYLOAD_MAX {
+            bail!("a MSG of {size} bytes, over {PAYLOAD_MAX}");
+        }
         let end = after + size + 2;
         if input.len() < end {
             return Ok(None);
@@ -261,6 +269,7 @@ mod tests {
             b"PING\n",
             b"MSG a 1 x\r\n",
             b"MSG a 1 3\r\nabcde\r\n",
+            b"MSG a 1 18446744073709551615\r\n",
         ] {
             assert!(parse(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
