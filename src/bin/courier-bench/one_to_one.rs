@@ -232,14 +232,14 @@ fn drive(
             if plan.nats {
                 let subject = sender.recipient.as_deref().context("a sender")?;
                 nats::publish(&mut sender.output, subject, &body);
-            } else if let Message::Send(message) = &mut send {
-                message
-                    .recipient
-                    .clone_from(sender.recipient.as_ref().context("a sender")?);
-                message.client_message_id = next_message;
-                message.body.clone_from(&body);
-            }
-            if !plan.nats {
+            } else {
+                if let Message::Send(message) = &mut send {
+                    message
+                        .recipient
+                        .clone_from(sender.recipient.as_ref().context("a sender")?);
+                    message.client_message_id = next_message;
+                    message.body.clone_from(&body);
+                }
                 send.encode_frame(next_message, &mut sender.output);
             }
             sender.in_flight.push_back(due_ns);
