@@ -148,6 +148,23 @@ fn every_nats_scenario_against_a_nats_server() {
     let (_, summary) = run(&["--nats", "group", "--size", "3", "--rate", "1000"]);
     let last = latency_count(&summary, 1);
     assert!((250..=750).contains(&last), "{last} messages");
+    // With JetStream every publish is kept and acknowledged.
+    let (table, summary) = run(&[
+        "--nats",
+        "--jetstream",
+        "one-to-one",
+        "--pairs",
+        "2",
+        "--rate",
+        "0",
+    ]);
+    assert!(table.contains("JetStream"), "{table}");
+    assert!(latency_count(&summary, 0) > 0, "messages were delivered");
+    assert!(
+        latency_count(&summary, 1) > 0,
+        "publishes were acknowledged"
+    );
+    assert_eq!(summary["errors"], 0);
     // Idle connections ping with the protocol's PING.
     let (_, summary) = run(&["--nats", "idle", "--connections", "10", "--ping-ms", "100"]);
     assert!(latency_count(&summary, 0) > 0, "pings were answered");
@@ -155,7 +172,7 @@ fn every_nats_scenario_against_a_nats_server() {
 
 #[test]
 fn nats_runs_are_refused_clearly_where_they_cannot_run() {
-    let cases: [(&[&str], &str); 3] = [
+    let cases: [(&[&str], &str); 4] = [
         (
             &[
                 "--nats-server-bin",
@@ -166,6 +183,7 @@ fn nats_runs_are_refused_clearly_where_they_cannot_run() {
         ),
         (&["mixed"], "one-to-one, group and idle scenarios only"),
         (&["--websocket", "one-to-one"], "do not go together"),
+        (&["--jetstream", "group"], "one-to-one scenario only"),
     ];
     for (args, expected) in cases {
         let output = Command::new(env!("CARGO_BIN_EXE_courier-bench"))

@@ -79,7 +79,7 @@ pub fn run(
             .map(|i| user_name(common, &format!("g{g}m"), i))
             .collect();
         if target.nats {
-            let subject = format!("courier-bench.{}", names[0]);
+            let subject = nats::subject(&names[0]);
             for i in 0..args.size {
                 let stream = nats::connect(target.address, (i > 0).then_some(subject.as_str()))?;
                 let mut conn = Conn::from_stream(stream, None)?;
@@ -153,7 +153,7 @@ pub fn run(
             body[..8].copy_from_slice(&due.to_le_bytes());
             body[8..16].copy_from_slice(&next_message.to_le_bytes());
             if target.nats {
-                nats::publish(&mut owner.output, &subjects[g], &body);
+                nats::publish(&mut owner.output, &subjects[g], None, &body);
                 open[g] += 1;
             } else {
                 group_message(group_ids[g], next_message, &body)

@@ -40,7 +40,7 @@ pub fn run(
     for i in 0..args.connections {
         let user = user_name(common, "i", i);
         if target.nats {
-            let subject = format!("courier-bench.{user}");
+            let subject = nats::subject(&user);
             let stream = nats::connect(target.address, Some(&subject))?;
             conns.push(Conn::from_stream(stream, None)?);
             continue;

@@ -68,6 +68,12 @@ pub struct Common {
     /// a free loopback port; with --server it connects to a running one.
     #[arg(long, global = true)]
     pub nats: bool,
+    /// With --nats: keep every message in a JetStream stream (in files) and
+    /// have each sender wait for JetStream's acknowledgement of it, as
+    /// courier's journal and SendAck do (a --server must run with -js);
+    /// one-to-one only.
+    #[arg(long, global = true, requires = "nats")]
+    pub jetstream: bool,
     /// With --nats --spawn: the NATS server to start (Debian: `apt-get
     /// install nats-server`).
     #[arg(long, global = true, default_value = "nats-server")]
@@ -134,6 +140,8 @@ pub struct Target {
     pub pid: Option<u32>,
     /// A NATS server, not courier (`--nats`).
     pub nats: bool,
+    /// With `nats`: publishes go to a JetStream stream and are acknowledged.
+    pub jetstream: bool,
     _spawned: Option<server::Spawned>,
 }
 
@@ -151,6 +159,7 @@ impl Target {
                     websocket: common.websocket,
                     pid: Some(spawned.pid()),
                     nats: common.nats,
+                    jetstream: common.jetstream,
                     _spawned: Some(spawned),
                 })
             }
@@ -159,6 +168,7 @@ impl Target {
                 websocket: common.websocket,
                 pid: common.server_pid,
                 nats: common.nats,
+                jetstream: common.jetstream,
                 _spawned: None,
             }),
             (false, None) => bail!("give --spawn, or --server ADDRESS for a running server"),
@@ -376,8 +386,14 @@ fn main() -> anyhow::Result<()> {
         if common.websocket {
             bail!("--nats and --websocket do not go together");
         }
+        if common.jetstream && !matches!(scenario, Scenario::OneToOne(_)) {
+            bail!("--jetstream runs the one-to-one scenario only");
+        }
     }
     let target = Target::open(common)?;
+    if target.jetstream {
+        nats::create_stream(target.address)?;
+    }
     let (summary, latencies) = match scenario {
         Scenario::OneToOne(args) => one_to_one::run(common, &args, &target)?,
         Scenario::Group(args) => group::run(common, &args, &target)?,

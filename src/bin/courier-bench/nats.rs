@@ -88,11 +88,30 @@ fn text(line: &[u8]) -> String {
     String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned()
 }
 
-/// Appends a `PUB` of `payload` to `subject`.
-pub fn publish(output: &mut Vec<u8>, subject: &str, payload: &[u8]) {
+/// The JetStream stream of `--jetstream` runs: every subject the load
+/// publishes to, kept in files.
+pub const STREAM: &str = "COURIER_BENCH";
+
+/// The subject that load messages to `name` go to.
+pub fn subject(name: &str) -> String {
+    format!("courier-bench.{name}")
+}
+
+/// Where JetStream acknowledges what a sender publishes to `subject`.
+pub fn reply_inbox(subject: &str) -> String {
+    format!("_INBOX.{subject}")
+}
+
+/// Appends a `PUB` of `payload` to `subject`, with the subject a reply (a
+/// JetStream acknowledgement) should go to, if any.
+pub fn publish(output: &mut Vec<u8>, subject: &str, reply: Option<&str>, payload: &[u8]) {
     output.extend_from_slice(b"PUB ");
     output.extend_from_slice(subject.as_bytes());
     output.push(b' ');
+    if let Some(reply) = reply {
+        output.extend_from_slice(reply.as_bytes());
+        output.push(b' ');
+    }
     output.extend_from_slice(payload.len().to_string().as_bytes());
     output.extend_from_slice(b"\r\n");
     output.extend_from_slice(payload);
@@ -131,7 +150,6 @@ pub fn connect(address: SocketAddr, subscribe: Option<&str>) -> anyhow::Result<T
     let mut stream = TcpStream::connect(address)
         .with_context(|| format!("cannot connect to the NATS server at {address}"))?;
     stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut hello = Vec::from(
         &b"CONNECT {\"verbose\":false,\"pedantic\":false,\"echo\":false,\"name\":\"courier-bench\"}\r\n"[..],
     );
@@ -140,29 +158,76 @@ pub fn connect(address: SocketAddr, subscribe: Option<&str>) -> anyhow::Result<T
     }
     hello.extend_from_slice(b"PING\r\n");
     stream.write_all(&hello)?;
+    await_op(&mut stream, "PONG", |op| (op == Op::Pong).then_some(()))?;
+    Ok(stream)
+}
+
+/// Reads a blocking connection (answering the server's `PING`s) until
+/// `take` accepts a unit, and returns what it made of it. Nothing else may
+/// arrive after that unit: it would be lost.
+fn await_op<T>(
+    stream: &mut TcpStream,
+    what: &str,
+    mut take: impl FnMut(Op<'_>) -> Option<T>,
+) -> anyhow::Result<T> {
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut input = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
         while let Some((op, used)) = parse(&input)? {
             let ping = op == Op::Ping;
-            let pong = op == Op::Pong;
+            let taken = take(op);
             input.drain(..used);
             if ping {
                 stream.write_all(b"PONG\r\n")?;
             }
-            if pong {
+            if let Some(taken) = taken {
                 stream.set_read_timeout(None)?;
-                return Ok(stream);
+                return Ok(taken);
             }
         }
         let n = stream
             .read(&mut chunk)
-            .context("no PONG from the NATS server")?;
+            .with_context(|| format!("no {what} from the NATS server"))?;
         if n == 0 {
-            bail!("the NATS server closed the connection during the handshake");
+            bail!("the NATS server closed the connection while the bench waited for {what}");
         }
         input.extend_from_slice(&chunk[..n]);
     }
+}
+
+/// Makes the JetStream stream of `--jetstream` runs, kept in files, over
+/// every subject the load publishes to (a running server may have it from
+/// an earlier run already, with the same settings).
+pub fn create_stream(address: SocketAddr) -> anyhow::Result<()> {
+    let inbox = reply_inbox("courier-bench-setup");
+    let mut stream = connect(address, Some(&inbox))?;
+    let config = format!(
+        "{{\"name\":\"{STREAM}\",\"subjects\":[\"{}\"],\"storage\":\"file\"}}",
+        subject(">")
+    );
+    let mut request = Vec::new();
+    let api = format!("$JS.API.STREAM.CREATE.{STREAM}");
+    publish(&mut request, &api, Some(&inbox), config.as_bytes());
+    stream.write_all(&request)?;
+    let reply = await_op(
+        &mut stream,
+        "answer to the stream's creation",
+        |op| match op {
+            Op::Msg(payload) => Some(String::from_utf8_lossy(payload).into_owned()),
+            _ => None,
+        },
+    )?;
+    if is_error(reply.as_bytes()) {
+        bail!("JetStream did not make the stream (is the server running with -js?): {reply}");
+    }
+    Ok(())
+}
+
+/// Whether a JetStream reply (JSON) reports an error.
+pub fn is_error(reply: &[u8]) -> bool {
+    const FIELD: &[u8] = b"\"error\"";
+    reply.windows(FIELD.len()).any(|window| window == FIELD)
 }
 
 /// Starts `nats-server` (from PATH, or `--nats-server-bin`) on a free
@@ -176,12 +241,15 @@ pub fn spawn(common: &Common) -> anyhow::Result<(Spawned, SocketAddr)> {
         .local_addr()?
         .port();
     let log = dir.join("nats.log");
-    let child = match Command::new(&common.nats_server_bin)
+    let mut command = Command::new(&common.nats_server_bin);
+    command
         .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-l"])
         .arg(&log)
-        .stdout(Stdio::null())
-        .spawn()
-    {
+        .stdout(Stdio::null());
+    if common.jetstream {
+        command.arg("-js").arg("-sd").arg(dir.join("jetstream"));
+    }
+    let child = match command.spawn() {
         Ok(child) => child,
         Err(error) => {
             let _ = std::fs::remove_dir_all(&dir);
@@ -279,8 +347,11 @@ mod tests {
 
     #[test]
     fn a_publish_parses_as_the_message_it_carries() {
+        let mut with_reply = Vec::new();
+        publish(&mut with_reply, "r.7", Some("_INBOX.r.7"), b"x");
+        assert_eq!(&with_reply[..], b"PUB r.7 _INBOX.r.7 1\r\nx\r\n");
         let mut output = Vec::new();
-        publish(&mut output, "r.7", b"body\r\nbytes");
+        publish(&mut output, "r.7", None, b"body\r\nbytes");
         assert_eq!(&output[..], b"PUB r.7 11\r\nbody\r\nbytes\r\n");
         // The server relays it as MSG with the same framing after the line.
         let relayed = [&b"MSG r.7 1 11\r\n"[..], &output[12..]].concat();
@@ -288,5 +359,21 @@ mod tests {
             parse(&relayed).unwrap(),
             Some((Op::Msg(b"body\r\nbytes"), relayed.len()))
         );
+    }
+}
+
+#[cfg(test)]
+mod jetstream_tests {
+    use super::*;
+
+    #[test]
+    fn replies_with_an_error_field_are_errors() {
+        assert!(!is_error(br#"{"stream":"COURIER_BENCH","seq":12}"#));
+        assert!(is_error(
+            br#"{"error":{"code":503,"description":"no responders"}}"#
+        ));
+        assert!(is_error(
+            br#"{"type":"io.nats.jetstream.api.v1.stream_create_response","error":{"code":400}}"#
+        ));
     }
 }

@@ -59,6 +59,8 @@ struct Plan {
     end: Duration,
     /// Speak NATS: publish to the subject in each sender's `recipient`.
     nats: bool,
+    /// With `nats`: ask JetStream to acknowledge each publish.
+    jetstream: bool,
 }
 
 pub fn run(
@@ -77,9 +79,11 @@ pub fn run(
     for i in 0..args.pairs {
         let receiver = user_name(common, "r", i);
         let pair = if target.nats {
-            let subject = format!("courier-bench.{receiver}");
+            let subject = nats::subject(&receiver);
             let receiver = nats::connect(target.address, Some(&subject))?;
-            let sender = nats::connect(target.address, None)?;
+            // A JetStream sender hears its acknowledgements on an inbox.
+            let inbox = target.jetstream.then(|| nats::reply_inbox(&subject));
+            let sender = nats::connect(target.address, inbox.as_deref())?;
             (
                 Conn::from_stream(sender, Some(subject))?,
                 Conn::from_stream(receiver, None)?,
@@ -120,6 +124,7 @@ pub fn run(
                 warmup,
                 end,
                 nats: target.nats,
+                jetstream: target.jetstream,
             };
             let delivered = Arc::clone(&delivered);
             std::thread::spawn(move || drive(pairs, &plan, epoch, &delivered))
@@ -148,11 +153,15 @@ pub fn run(
         format!("closed loop, window {}", args.window)
     };
     let mut latencies = vec![("delivery".to_owned(), total.deliver)];
-    // NATS acknowledges no send.
-    if !target.nats {
+    // NATS core acknowledges no send.
+    if !target.nats || target.jetstream {
         latencies.push(("send-ack".into(), total.ack));
     }
-    let server = if target.nats { "NATS core, " } else { "" };
+    let server = match (target.nats, target.jetstream) {
+        (true, true) => "NATS JetStream (file storage), ",
+        (true, false) => "NATS core, ",
+        (false, _) => "",
+    };
     let summary = Summary {
         scenario: "one-to-one".into(),
         shape: format!(
@@ -191,6 +200,14 @@ fn drive(
             .register(&mut receiver.stream, Token(2 * index + 1), interest)?;
     }
     let decoder = FrameDecoder::new(16 << 20);
+    // Over JetStream: each sender's acknowledgement inbox.
+    let replies: Vec<Option<String>> = pairs
+        .iter()
+        .map(|(sender, _)| {
+            let subject = sender.recipient.as_deref().filter(|_| plan.jetstream);
+            subject.map(nats::reply_inbox)
+        })
+        .collect();
     let mut tally = Tally::default();
     let mut measuring = false;
     let mut next_message = 0u64;
@@ -212,7 +229,8 @@ fn drive(
         // Queue what is due (open loop) or what the windows allow (closed).
         let mut queued = 0;
         loop {
-            let sender = &mut pairs[(next_message % senders) as usize].0;
+            let index = (next_message % senders) as usize;
+            let sender = &mut pairs[index].0;
             let due_ns = match &plan.schedule {
                 Some(schedule) => {
                     let due = schedule.due_ns(next_message);
@@ -231,7 +249,12 @@ fn drive(
             body[..8].copy_from_slice(&due_ns.to_le_bytes());
             if plan.nats {
                 let subject = sender.recipient.as_deref().context("a sender")?;
-                nats::publish(&mut sender.output, subject, &body);
+                nats::publish(
+                    &mut sender.output,
+                    subject,
+                    replies[index].as_deref(),
+                    &body,
+                );
             } else {
                 if let Message::Send(message) = &mut send {
                     message
@@ -277,8 +300,30 @@ fn drive(
             }
             let arrived = epoch.elapsed().as_nanos() as u64;
             let mut count = 0;
+            if plan.nats && index % 2 == 0 {
+                // A sender hears only JetStream's acknowledgements.
+                let (mut acks, mut refused) = (0, 0);
+                nats::receive(conn, |op| {
+                    if let nats::Op::Msg(reply) = op {
+                        acks += 1;
+                        refused += u64::from(nats::is_error(reply));
+                    }
+                    Ok(())
+                })?;
+                // In order: one publisher, one stream.
+                for _ in 0..acks {
+                    let due = conn
+                        .in_flight
+                        .pop_front()
+                        .context("an unexpected acknowledgement")?;
+                    tally.ack.record(due, arrived);
+                }
+                tally.errors += refused;
+                continue;
+            }
             if plan.nats {
-                let mut in_flight = sender_in_flight;
+                // Without JetStream a message is in flight until delivered.
+                let mut in_flight = sender_in_flight.filter(|_| !plan.jetstream);
                 nats::receive(conn, |op| {
                     let nats::Op::Msg(body) = op else {
                         return Ok(());
@@ -289,10 +334,11 @@ fn drive(
                         .record(u64::from_le_bytes(due.try_into()?), arrived);
                     count += 1;
                     // In order: one publisher, one subscriber.
-                    in_flight
-                        .as_mut()
-                        .and_then(|in_flight| in_flight.pop_front())
-                        .context("a message nobody sent to this connection")?;
+                    if let Some(in_flight) = in_flight.as_mut() {
+                        in_flight
+                            .pop_front()
+                            .context("a message nobody sent to this connection")?;
+                    }
                     Ok(())
                 })?;
                 delivered.fetch_add(count, Ordering::Relaxed);
