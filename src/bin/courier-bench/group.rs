@@ -82,13 +82,7 @@ pub fn run(
             let subject = nats::subject(&names[0]);
             for i in 0..args.size {
                 let stream = nats::connect(target.address, (i > 0).then_some(subject.as_str()))?;
-                let mut conn = Conn::from_stream(stream, None)?;
-                poll.registry().register(
-                    &mut conn.stream,
-                    Token(conns.len()),
-                    Interest::READABLE | Interest::WRITABLE,
-                )?;
-                conns.push(conn);
+                conns.push(Conn::from_stream(stream, None)?);
             }
             subjects.push(subject);
             continue;
@@ -107,14 +101,15 @@ pub fn run(
             if i > 0 {
                 client.next_push(Duration::from_secs(5))?;
             }
-            let mut conn = Conn::from_client(client, None)?;
-            poll.registry().register(
-                &mut conn.stream,
-                Token(conns.len()),
-                Interest::READABLE | Interest::WRITABLE,
-            )?;
-            conns.push(conn);
+            conns.push(Conn::from_client(client, None)?);
         }
+    }
+    for (index, conn) in conns.iter_mut().enumerate() {
+        poll.registry().register(
+            &mut conn.stream,
+            Token(index),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
     }
     let decoder = FrameDecoder::new(16 << 20);
     let schedule = (args.rate > 0).then(|| Schedule::new(args.rate));

@@ -64,8 +64,9 @@ pub struct Common {
     pub websocket: bool,
     /// Run the load against a NATS server instead (core NATS: nothing
     /// persisted, no send acknowledgements), to compare courier with it on
-    /// the same machine; one-to-one, group and idle only. With --spawn it starts --nats-server-bin on
-    /// a free loopback port; with --server it connects to a running one.
+    /// the same machine; one-to-one, group and idle only. With --spawn it
+    /// starts --nats-server-bin on a free loopback port; with --server it
+    /// connects to a running one.
     #[arg(long, global = true)]
     pub nats: bool,
     /// With --nats: keep every message in a JetStream stream (in files) and
