@@ -212,7 +212,7 @@ pub fn create_stream(address: SocketAddr) -> anyhow::Result<()> {
     stream.write_all(&request)?;
     let reply = await_op(
         &mut stream,
-        "answer to the stream's creation",
+        "answer to the stream's creation (is JetStream on? nats-server -js)",
         |op| match op {
             Op::Msg(payload) => Some(String::from_utf8_lossy(payload).into_owned()),
             _ => None,
