@@ -196,3 +196,81 @@ fn nats_runs_are_refused_clearly_where_they_cannot_run() {
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
 }
+
+/// Runs `compare` with tiny counts; returns its table.
+fn compare(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_courier-bench"))
+        .args(["--quiet", "--seconds", "0.5", "--warmup", "0.2", "compare"])
+        .args(args)
+        .output()
+        .expect("courier-bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "{args:?} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn compare_runs_every_server_each_round_and_sets_them_against_the_first() {
+    let table = compare(&[
+        "--rounds",
+        "2",
+        "--servers",
+        "courier-none,courier-batch",
+        "--",
+        "one-to-one",
+        "--pairs",
+        "2",
+        "--rate",
+        "0",
+    ]);
+    assert!(table.contains("CPU vs courier-none"), "{table}");
+    let row = |name: &str| {
+        table
+            .lines()
+            .find(|line| line.starts_with(&format!("| {name} |")))
+            .unwrap_or_else(|| panic!("no {name} row in {table}"))
+            .to_owned()
+    };
+    // The first server against itself, and two runs (rounds) of each.
+    assert!(row("courier-none").ends_with("| 1.00 |"), "{table}");
+    for name in ["courier-none", "courier-batch"] {
+        let runs = row(name)
+            .split('[')
+            .nth(1)
+            .unwrap()
+            .split(']')
+            .next()
+            .unwrap()
+            .to_owned();
+        assert_eq!(runs.split(", ").count(), 2, "{table}");
+    }
+    if nats_server_present() {
+        let table = compare(&[
+            "--rounds",
+            "1",
+            "--servers",
+            "nats,courier-none",
+            "--",
+            "one-to-one",
+            "--pairs",
+            "2",
+            "--rate",
+            "0",
+        ]);
+        assert!(
+            table.contains("| nats |") && table.contains("| courier-none |"),
+            "{table}"
+        );
+    }
+    // It starts the servers itself.
+    let output = Command::new(env!("CARGO_BIN_EXE_courier-bench"))
+        .args(["--server", "127.0.0.1:9", "compare", "--", "one-to-one"])
+        .output()
+        .expect("courier-bench runs");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("starts each server itself"));
+}

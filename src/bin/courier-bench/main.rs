@@ -7,6 +7,7 @@
 //! on this machine. With `--nats` it drives a NATS server with the same
 //! load instead (`nats.rs`), so the two can be compared in one sitting.
 
+mod compare;
 mod group;
 mod idle;
 mod load;
@@ -131,6 +132,13 @@ enum Scenario {
     /// posts to groups, while devices drop, reconnect with their token and
     /// sync what they missed (one load thread, whatever --threads says).
     Mixed(mixed::Args),
+    /// Run a scenario in interleaved rounds against several servers, each
+    /// started afresh, and print a Markdown table of medians with each
+    /// server's CPU per operation against the first's in the same round:
+    /// `courier-bench compare --servers nats,courier-none -- one-to-one
+    /// --rate 0`. --seconds, --warmup, --threads and the courier settings
+    /// apply to every run; --out DIR keeps each run's files.
+    Compare(compare::Args),
 }
 
 /// The server under load.
@@ -377,6 +385,9 @@ fn main() -> anyhow::Result<()> {
     let scenario = cli
         .scenario
         .unwrap_or_else(|| Scenario::OneToOne(one_to_one::Args::default()));
+    if let Scenario::Compare(args) = &scenario {
+        return compare::run(common, args);
+    }
     if common.nats {
         if !matches!(
             scenario,
@@ -401,6 +412,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Storm(args) => storm::run(common, &args, &target)?,
         Scenario::Idle(args) => idle::run(common, &args, &target)?,
         Scenario::Mixed(args) => mixed::run(common, &args, &target)?,
+        Scenario::Compare(_) => unreachable!("compare returned above"),
     };
     let named: Vec<(&str, &Latencies)> = latencies.iter().map(|(n, l)| (n.as_str(), l)).collect();
     publish(common, &summary, &named)
