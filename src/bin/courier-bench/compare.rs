@@ -129,7 +129,7 @@ fn run_once(
     common: &Common,
     server: Server,
     scenario: &[String],
-    dir: &PathBuf,
+    dir: &Path,
 ) -> anyhow::Result<Run> {
     let mut command = Command::new(exe);
     command
@@ -138,7 +138,7 @@ fn run_once(
         .args(["--seconds", &common.seconds.to_string()])
         .args(["--warmup", &common.warmup.to_string()])
         .args(["--threads", &common.threads.to_string()])
-        .args(["--nats-server-bin"])
+        .arg("--nats-server-bin")
         .arg(&common.nats_server_bin)
         .args(server.flags());
     if !matches!(server, Server::Nats | Server::Jetstream) {
@@ -153,8 +153,8 @@ fn run_once(
     let output = command.args(scenario).output()?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(20).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        let lines: Vec<&str> = stderr.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(20)..];
         bail!("the {} run failed:\n{}", server.name(), tail.join("\n"));
     }
     let path = dir.join("summary.json");
@@ -165,15 +165,14 @@ fn run_once(
 
 fn parse_summary(text: &str) -> anyhow::Result<Run> {
     let json: serde_json::Value = serde_json::from_str(text)?;
-    let number = |value: &serde_json::Value| value.as_f64();
     let first = &json["latencies"][0];
     Ok(Run {
-        rate: number(&json["rate_per_s"]).context("no rate")?,
+        rate: json["rate_per_s"].as_f64().context("no rate")?,
         latency_name: first[0].as_str().context("no latency")?.to_owned(),
-        p50_us: number(&first[1]["p50_us"]).context("no p50")?,
-        p99_us: number(&first[1]["p99_us"]).context("no p99")?,
-        cores: number(&json["server_cores"]),
-        cpu_us_per_op: number(&json["server_cpu_us_per_op"]),
+        p50_us: first[1]["p50_us"].as_f64().context("no p50")?,
+        p99_us: first[1]["p99_us"].as_f64().context("no p99")?,
+        cores: json["server_cores"].as_f64(),
+        cpu_us_per_op: json["server_cpu_us_per_op"].as_f64(),
     })
 }
 
