@@ -165,6 +165,18 @@ fn every_nats_scenario_against_a_nats_server() {
         "publishes were acknowledged"
     );
     assert_eq!(summary["errors"], 0);
+    let (_, summary) = run(&[
+        "--nats",
+        "--jetstream",
+        "group",
+        "--size",
+        "4",
+        "--rate",
+        "0",
+    ]);
+    assert!(latency_count(&summary, 1) > 0, "posts reached every member");
+    assert!(latency_count(&summary, 2) > 0, "posts were acknowledged");
+    assert_eq!(summary["errors"], 0);
     // Idle connections ping with the protocol's PING.
     let (_, summary) = run(&["--nats", "idle", "--connections", "10", "--ping-ms", "100"]);
     assert!(latency_count(&summary, 0) > 0, "pings were answered");
@@ -183,7 +195,10 @@ fn nats_runs_are_refused_clearly_where_they_cannot_run() {
         ),
         (&["mixed"], "one-to-one, group and idle scenarios only"),
         (&["--websocket", "one-to-one"], "do not go together"),
-        (&["--jetstream", "group"], "one-to-one scenario only"),
+        (
+            &["--jetstream", "idle"],
+            "one-to-one and group scenarios only",
+        ),
     ];
     for (args, expected) in cases {
         let output = Command::new(env!("CARGO_BIN_EXE_courier-bench"))

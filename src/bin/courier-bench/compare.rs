@@ -22,7 +22,7 @@ pub struct Args {
     /// The servers, comma-separated; the others are compared with the
     /// first. courier-none, courier-interval and courier-batch are courier
     /// with that durability; nats is NATS core; jetstream is NATS keeping
-    /// each message in a JetStream stream (one-to-one only).
+    /// each message in a JetStream stream (one-to-one and group only).
     #[arg(
         long,
         value_delimiter = ',',

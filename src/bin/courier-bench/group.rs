@@ -9,7 +9,9 @@
 //!
 //! With --nats, a group is a subject every member but the owner subscribes
 //! to, and a closed-loop post stays in flight until its last member has it
-//! (NATS acknowledges no post).
+//! (NATS core acknowledges no post); with --jetstream as well, the owner
+//! publishes with a reply inbox and a post is in flight until JetStream
+//! acknowledges it, as a courier post is until its SendAck.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -71,8 +73,11 @@ pub fn run(
     let mut poll = Poll::new()?;
     // conns[g * size + i]: member i of group g; member 0 owns and posts.
     let mut conns = Vec::with_capacity(args.groups * args.size);
-    // Over NATS: each group's subject.
+    // Over NATS: each group's subject, and over JetStream the owner's inbox
+    // for acknowledgements.
     let mut subjects = Vec::new();
+    let mut replies = Vec::new();
+    let core_nats = target.nats && !target.jetstream;
     let mut group_ids = Vec::with_capacity(args.groups);
     for g in 0..args.groups {
         let names: Vec<String> = (0..args.size)
@@ -80,11 +85,18 @@ pub fn run(
             .collect();
         if target.nats {
             let subject = nats::subject(&names[0]);
+            let inbox = target.jetstream.then(|| nats::reply_inbox(&subject));
             for i in 0..args.size {
-                let stream = nats::connect(target.address, (i > 0).then_some(subject.as_str()))?;
+                let listens = if i == 0 {
+                    inbox.as_deref()
+                } else {
+                    Some(subject.as_str())
+                };
+                let stream = nats::connect(target.address, listens)?;
                 conns.push(Conn::from_stream(stream, None)?);
             }
             subjects.push(subject);
+            replies.push(inbox);
             continue;
         }
         let mut clients = Vec::with_capacity(args.size);
@@ -141,18 +153,26 @@ pub fn run(
                     schedule.due_ns(next_message)
                 }
                 Some(_) => break,
-                None if target.nats && open[g] < args.window => now,
-                None if !target.nats && owner.in_flight.len() < args.window => now,
+                None if core_nats && open[g] < args.window => now,
+                None if !core_nats && owner.in_flight.len() < args.window => now,
                 None => break,
             };
             body[..8].copy_from_slice(&due.to_le_bytes());
             body[8..16].copy_from_slice(&next_message.to_le_bytes());
             if target.nats {
-                nats::publish(&mut owner.output, &subjects[g], None, &body);
-                open[g] += 1;
+                nats::publish(
+                    &mut owner.output,
+                    &subjects[g],
+                    replies[g].as_deref(),
+                    &body,
+                );
             } else {
                 group_message(group_ids[g], next_message, &body)
                     .encode_frame(next_message, &mut owner.output);
+            }
+            if core_nats {
+                open[g] += 1;
+            } else {
                 owner.in_flight.push_back(due);
             }
             owner.flush()?;
@@ -170,7 +190,8 @@ pub fn run(
                 pacer.clear();
                 continue;
             }
-            let conn = &mut conns[event.token().0];
+            let index = event.token().0;
+            let conn = &mut conns[index];
             if event.is_writable() {
                 conn.flush()?;
             }
@@ -192,13 +213,33 @@ pub fn run(
                             tally.last.record(entry.0, entry.2);
                         }
                         pending.remove(&number);
-                        if target.nats {
+                        if core_nats {
                             open[(number % args.groups as u64) as usize] -= 1;
                         }
                     }
                 }
                 Ok(())
             };
+            if target.jetstream && index % args.size == 0 {
+                // An owner hears only JetStream's acknowledgements, in order.
+                let (mut acks, mut refused) = (0, 0);
+                nats::receive(conn, |op| {
+                    if let nats::Op::Msg(reply) = op {
+                        acks += 1;
+                        refused += u64::from(nats::is_error(reply));
+                    }
+                    Ok(())
+                })?;
+                for _ in 0..acks {
+                    let due = conn
+                        .in_flight
+                        .pop_front()
+                        .context("an unexpected acknowledgement")?;
+                    tally.ack.record(due, arrived);
+                }
+                tally.errors += refused;
+                continue;
+            }
             if target.nats {
                 nats::receive(conn, |op| match op {
                     nats::Op::Msg(body) => delivered(body),
@@ -225,11 +266,15 @@ pub fn run(
         ("member-delivery".to_owned(), tally.deliver),
         ("last-member".into(), tally.last),
     ];
-    // NATS acknowledges no post.
-    if !target.nats {
+    // NATS core acknowledges no post.
+    if !core_nats {
         latencies.push(("send-ack".into(), tally.ack));
     }
-    let server = if target.nats { "NATS core, " } else { "" };
+    let server = match (target.nats, target.jetstream) {
+        (true, true) => "NATS JetStream (file storage), ",
+        (true, false) => "NATS core, ",
+        (false, _) => "",
+    };
     let summary = Summary {
         scenario: "group".into(),
         shape: format!(

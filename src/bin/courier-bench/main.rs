@@ -73,7 +73,7 @@ pub struct Common {
     /// With --nats: keep every message in a JetStream stream (in files) and
     /// have each sender wait for JetStream's acknowledgement of it, as
     /// courier's journal and SendAck do (a --server must run with -js);
-    /// one-to-one only.
+    /// one-to-one and group only.
     #[arg(long, global = true, requires = "nats")]
     pub jetstream: bool,
     /// With --nats --spawn: the NATS server to start (Debian: `apt-get
@@ -398,8 +398,8 @@ fn main() -> anyhow::Result<()> {
         if common.websocket {
             bail!("--nats and --websocket do not go together");
         }
-        if common.jetstream && !matches!(scenario, Scenario::OneToOne(_)) {
-            bail!("--jetstream runs the one-to-one scenario only");
+        if common.jetstream && !matches!(scenario, Scenario::OneToOne(_) | Scenario::Group(_)) {
+            bail!("--jetstream runs the one-to-one and group scenarios only");
         }
     }
     let target = Target::open(common)?;
