@@ -2,6 +2,15 @@
 //! starts itself: the harness runs end to end and reports what it measured.
 
 use std::process::Command;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// One test at a time: each starts servers and drives load, and on a
+/// two-core machine the open-loop checks (what arrived in half a second)
+/// would count a sibling test's load as the server's slowness.
+fn serial() -> MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 fn run(args: &[&str]) -> (String, serde_json::Value) {
     let out = tempfile::tempdir().unwrap();
@@ -49,6 +58,7 @@ fn latency_count(summary: &serde_json::Value, index: usize) -> u64 {
 
 #[test]
 fn one_to_one_closed_and_open_loop() {
+    let _serial = serial();
     let (table, summary) = run(&["one-to-one", "--pairs", "2", "--rate", "0"]);
     assert!(table.contains("delivery"), "{table}");
     assert!(latency_count(&summary, 0) > 0, "messages were delivered");
@@ -70,6 +80,7 @@ fn one_to_one_closed_and_open_loop() {
 
 #[test]
 fn storm_idle_and_mixed() {
+    let _serial = serial();
     let (_, summary) = run(&["storm", "--connections", "20"]);
     assert_eq!(latency_count(&summary, 0), 20, "every connection logged in");
     let (_, summary) = run(&["idle", "--connections", "10", "--ping-ms", "100"]);
@@ -82,6 +93,7 @@ fn storm_idle_and_mixed() {
 
 #[test]
 fn group_closed_and_open_loop() {
+    let _serial = serial();
     let (table, summary) = run(&["group", "--size", "5", "--groups", "2", "--rate", "0"]);
     assert!(table.contains("last member"), "{table}");
     // Each message reaches the 4 members other than its poster.
@@ -98,6 +110,7 @@ fn group_closed_and_open_loop() {
 
 #[test]
 fn every_connection_through_a_websocket() {
+    let _serial = serial();
     let (_, summary) = run(&["--websocket", "one-to-one", "--pairs", "2", "--rate", "0"]);
     assert!(latency_count(&summary, 0) > 0, "messages were delivered");
     assert_eq!(summary["errors"], 0);
@@ -122,6 +135,7 @@ fn nats_server_present() -> bool {
 
 #[test]
 fn every_nats_scenario_against_a_nats_server() {
+    let _serial = serial();
     if !nats_server_present() {
         eprintln!("nats-server is not installed: the run against it is left out");
         return;
@@ -184,6 +198,7 @@ fn every_nats_scenario_against_a_nats_server() {
 
 #[test]
 fn nats_runs_are_refused_clearly_where_they_cannot_run() {
+    let _serial = serial();
     let cases: [(&[&str], &str); 4] = [
         (
             &[
@@ -230,6 +245,7 @@ fn compare(args: &[&str]) -> String {
 
 #[test]
 fn compare_runs_every_server_each_round_and_sets_them_against_the_first() {
+    let _serial = serial();
     let table = compare(&[
         "--rounds",
         "2",
