@@ -203,11 +203,16 @@ impl Target {
 
 /// A user name unique to this run.
 pub fn user_name(common: &Common, role: &str, index: usize) -> String {
-    let prefix = common.prefix.clone().unwrap_or_else(|| {
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() % 100_000);
-        format!("b{stamp}p{}", std::process::id() % 100_000)
+    // Read off the clock once: a run's users share one prefix, even when
+    // making them takes past the turn of a second.
+    static FROM_THE_CLOCK: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let prefix = common.prefix.as_deref().unwrap_or_else(|| {
+        FROM_THE_CLOCK.get_or_init(|| {
+            let stamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() % 100_000);
+            format!("b{stamp}p{}", std::process::id() % 100_000)
+        })
     });
     format!("{prefix}{role}{index}")
 }
