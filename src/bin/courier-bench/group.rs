@@ -21,9 +21,9 @@ use courier::bench::{Latencies, Percentiles, Schedule, Summary};
 use courier::client::group_message;
 use courier::codec::proto::{DeliveryMode, MessageType};
 use courier::codec::FrameDecoder;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Poll, Token};
 
-use crate::load::{deliver_fields, settle, Conn, Pacer};
+use crate::load::{deliver_fields, register, settle, Conn, Pacer};
 use crate::{nats, register_and_login, user_name, Common, Target, Window};
 
 /// Options of the group scenario.
@@ -116,13 +116,7 @@ pub fn run(
             conns.push(Conn::from_client(client, None)?);
         }
     }
-    for (index, conn) in conns.iter_mut().enumerate() {
-        poll.registry().register(
-            &mut conn.stream,
-            Token(index),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
-    }
+    register(&poll, &mut conns)?;
     let decoder = FrameDecoder::new(16 << 20);
     let schedule = (args.rate > 0).then(|| Schedule::new(args.rate));
     let mut window = Window::new(common);
@@ -221,23 +215,8 @@ pub fn run(
                 Ok(())
             };
             if target.jetstream && index % args.size == 0 {
-                // An owner hears only JetStream's acknowledgements, in order.
-                let (mut acks, mut refused) = (0, 0);
-                nats::receive(conn, |op| {
-                    if let nats::Op::Msg(reply) = op {
-                        acks += 1;
-                        refused += u64::from(nats::is_error(reply));
-                    }
-                    Ok(())
-                })?;
-                for _ in 0..acks {
-                    let due = conn
-                        .in_flight
-                        .pop_front()
-                        .context("an unexpected acknowledgement")?;
-                    tally.ack.record(due, arrived);
-                }
-                tally.errors += refused;
+                // An owner hears only JetStream's acknowledgements.
+                tally.errors += nats::settle_acks(conn, arrived, &mut tally.ack)?;
                 continue;
             }
             if target.nats {

@@ -11,9 +11,9 @@ use anyhow::bail;
 use courier::bench::{Latencies, Percentiles, Summary};
 use courier::codec::proto::{self, DeliveryMode, MessageType};
 use courier::codec::{FrameDecoder, Message};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Poll, Token};
 
-use crate::load::{Conn, Pacer};
+use crate::load::{register, Conn, Pacer};
 use crate::{nats, register_and_login, user_name, Common, Target, Window};
 
 /// Options of the idle scenario.
@@ -50,13 +50,7 @@ pub fn run(
     }
     let rss_connected = target.rss_bytes();
     let mut poll = Poll::new()?;
-    for (index, conn) in conns.iter_mut().enumerate() {
-        poll.registry().register(
-            &mut conn.stream,
-            Token(index),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
-    }
+    register(&poll, &mut conns)?;
     let decoder = FrameDecoder::new(16 << 20);
     let mut window = Window::new(common);
     let epoch = window.epoch;

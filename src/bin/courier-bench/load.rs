@@ -200,6 +200,19 @@ impl Conn {
     }
 }
 
+/// Registers each connection with `poll` for reading and writing, its
+/// index in `conns` as its token.
+pub fn register(poll: &mio::Poll, conns: &mut [Conn]) -> io::Result<()> {
+    for (index, conn) in conns.iter_mut().enumerate() {
+        poll.registry().register(
+            &mut conn.stream,
+            mio::Token(index),
+            mio::Interest::READABLE | mio::Interest::WRITABLE,
+        )?;
+    }
+    Ok(())
+}
+
 /// One read: `Some(bytes)`, `None` if the socket has nothing now; an error
 /// if the server closed the connection.
 fn read_some(stream: &mut TcpStream, buffer: &mut [u8]) -> anyhow::Result<Option<usize>> {

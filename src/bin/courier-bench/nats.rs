@@ -143,6 +143,33 @@ pub fn receive(
     Ok(())
 }
 
+/// Reads a publisher's connection, which hears only JetStream's
+/// acknowledgements of what it published, in order (one publisher, one
+/// stream): settles that many of its messages in flight, recording each
+/// one's latency from its due time, and returns how many JetStream refused.
+pub fn settle_acks(
+    conn: &mut Conn,
+    arrived_ns: u64,
+    acks: &mut courier::bench::Latencies,
+) -> anyhow::Result<u64> {
+    let (mut count, mut refused) = (0, 0);
+    receive(conn, |op| {
+        if let Op::Msg(reply) = op {
+            count += 1;
+            refused += u64::from(is_error(reply));
+        }
+        Ok(())
+    })?;
+    for _ in 0..count {
+        let due = conn
+            .in_flight
+            .pop_front()
+            .context("an acknowledgement of nothing in flight")?;
+        acks.record(due, arrived_ns);
+    }
+    Ok(refused)
+}
+
 /// A connection that has said `CONNECT` (no `+OK` replies, no echo of its
 /// own messages) and, if given a subject, subscribed to it; returned once
 /// the server has answered a `PING`, so the subscription is in place.

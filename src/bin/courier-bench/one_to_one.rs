@@ -301,24 +301,7 @@ fn drive(
             let arrived = epoch.elapsed().as_nanos() as u64;
             let mut count = 0;
             if plan.nats && index % 2 == 0 {
-                // A sender hears only JetStream's acknowledgements.
-                let (mut acks, mut refused) = (0, 0);
-                nats::receive(conn, |op| {
-                    if let nats::Op::Msg(reply) = op {
-                        acks += 1;
-                        refused += u64::from(nats::is_error(reply));
-                    }
-                    Ok(())
-                })?;
-                // In order: one publisher, one stream.
-                for _ in 0..acks {
-                    let due = conn
-                        .in_flight
-                        .pop_front()
-                        .context("an unexpected acknowledgement")?;
-                    tally.ack.record(due, arrived);
-                }
-                tally.errors += refused;
+                tally.errors += nats::settle_acks(conn, arrived, &mut tally.ack)?;
                 continue;
             }
             if plan.nats {
