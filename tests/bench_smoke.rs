@@ -12,28 +12,34 @@ fn serial() -> MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn run(args: &[&str]) -> (String, serde_json::Value) {
-    let out = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_courier-bench"))
-        .args([
-            "--spawn",
-            "--quiet",
-            "--seconds",
-            "0.5",
-            "--warmup",
-            "0.2",
-            "--out",
-        ])
-        .arg(out.path())
+/// Runs courier-bench with `args`.
+fn bench(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_courier-bench"))
         .args(args)
         .output()
-        .expect("courier-bench runs");
+        .expect("courier-bench runs")
+}
+
+/// Runs courier-bench with tiny counts (half a second measured), expecting
+/// it to succeed; returns what it printed.
+fn succeed(args: &[&str]) -> String {
+    let all = [&["--quiet", "--seconds", "0.5", "--warmup", "0.2"], args].concat();
+    let output = bench(&all);
     let stdout = String::from_utf8_lossy(&output.stdout).to_string();
     assert!(
         output.status.success(),
         "{args:?} failed: {stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    stdout
+}
+
+/// One scenario against a server it starts; returns the table and the
+/// summary.json.
+fn run(args: &[&str]) -> (String, serde_json::Value) {
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().to_str().unwrap();
+    let stdout = succeed(&[&["--spawn", "--out", dir], args].concat());
     let json = std::fs::read_to_string(out.path().join("summary.json")).unwrap();
     assert!(out.path().join("latency.svg").exists());
     (stdout, serde_json::from_str(&json).unwrap())
@@ -216,11 +222,7 @@ fn nats_runs_are_refused_clearly_where_they_cannot_run() {
         ),
     ];
     for (args, expected) in cases {
-        let output = Command::new(env!("CARGO_BIN_EXE_courier-bench"))
-            .args(["--spawn", "--nats", "--quiet"])
-            .args(args)
-            .output()
-            .expect("courier-bench runs");
+        let output = bench(&[&["--spawn", "--nats", "--quiet"], args].concat());
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{args:?} ran");
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
@@ -229,18 +231,7 @@ fn nats_runs_are_refused_clearly_where_they_cannot_run() {
 
 /// Runs `compare` with tiny counts; returns its table.
 fn compare(args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_courier-bench"))
-        .args(["--quiet", "--seconds", "0.5", "--warmup", "0.2", "compare"])
-        .args(args)
-        .output()
-        .expect("courier-bench runs");
-    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    assert!(
-        output.status.success(),
-        "{args:?} failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
+    succeed(&[&["compare"], args].concat())
 }
 
 #[test]
@@ -298,10 +289,7 @@ fn compare_runs_every_server_each_round_and_sets_them_against_the_first() {
         );
     }
     // It starts the servers itself.
-    let output = Command::new(env!("CARGO_BIN_EXE_courier-bench"))
-        .args(["--server", "127.0.0.1:9", "compare", "--", "one-to-one"])
-        .output()
-        .expect("courier-bench runs");
+    let output = bench(&["--server", "127.0.0.1:9", "compare", "--", "one-to-one"]);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("starts each server itself"));
 }
