@@ -66,6 +66,9 @@ pub enum WaitSetting {
     Spin,
 }
 
+/// The longest message retention accepted: 100 years, in seconds.
+const MESSAGE_RETENTION_S_MAX: u64 = 100 * 366 * 24 * 3600;
+
 /// Everything the broker (without its network layer) is configured by.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -98,6 +101,11 @@ pub struct BrokerConfig {
     pub dedup_window: usize,
     /// Most messages in one SyncBatch.
     pub sync_limit_max: u32,
+    /// How long a message stays in the inboxes, in seconds (0, the default:
+    /// for ever). Older messages leave memory, and Sync no longer returns
+    /// them; journal segments that hold only expired messages are deleted
+    /// at the next start that writes a snapshot.
+    pub message_retention_s: u64,
     /// Let any user send 1:1 messages to any other, as a plain broker does.
     /// Off by default: messages go to friends only. It also lets any user
     /// invite any other into a group.
@@ -131,6 +139,7 @@ impl Default for BrokerConfig {
             heartbeat_interval_ms: 30_000,
             dedup_window: 4096,
             sync_limit_max: 500,
+            message_retention_s: 0,
             open_messaging: false,
             group_members_max: 500,
             snapshots: true,
@@ -171,6 +180,13 @@ impl BrokerConfig {
         }
         if self.heartbeat_interval_ms == 0 {
             return Err("heartbeat_interval_ms must be positive".into());
+        }
+        if self.message_retention_s > MESSAGE_RETENTION_S_MAX {
+            return Err(format!(
+                "message_retention_s must be at most {MESSAGE_RETENTION_S_MAX} (100 years; 0 keeps \
+                 messages for ever), is {}",
+                self.message_retention_s
+            ));
         }
         if self.sync_limit_max == 0 {
             return Err("sync_limit_max must be positive".into());
@@ -240,7 +256,8 @@ mod tests {
         assert_eq!(BrokerConfig::default().validate(), Ok(()));
         // Each case: a change to the defaults and a word its error names.
         type Change = fn(&mut BrokerConfig);
-        let cases: [(Change, &str); 6] = [
+        let cases: [(Change, &str); 7] = [
+            (|c| c.message_retention_s = u64::MAX, "message_retention_s"),
             (|c| c.group_members_max = 1, "group_members_max"),
             (|c| c.group_members_max = 2000, "group_members_max"),
             (|c| c.ring_slots = 1000, "ring_slots"),

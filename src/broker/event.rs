@@ -307,9 +307,12 @@ pub(crate) enum Projection {
 /// answers syncs. Each refers to the event's connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Intent {
-    /// A run started: every device is offline; with a window, the run's
-    /// dedup window applies from here on.
-    Start { dedup_window: Option<usize> },
+    /// A run started: every device is offline; with the run's settings,
+    /// its dedup window and message retention apply from here on.
+    Start {
+        dedup_window: Option<usize>,
+        message_retention_ms: Option<u64>,
+    },
     /// An account was created, with the next user id.
     Account { name: String },
     /// The connection logged in as `user`; answer `LoginOk`.

@@ -379,6 +379,7 @@ impl Broker {
             frame_size_max: config.frame_size_max_bytes,
             dedup_window: config.dedup_window,
             sync_limit_max: config.sync_limit_max,
+            message_retention_ms: config.message_retention_s * 1000,
         };
         let store_behind = journal
             .next_sequence()
@@ -419,6 +420,7 @@ impl Broker {
             open_messaging: config.open_messaging,
             group_members_max: config.group_members_max as u32,
             dedup_window: config.dedup_window as u32,
+            message_retention_ms: config.message_retention_s * 1000,
         };
         let run_settings_bytes = prost::Message::encode_to_vec(&run_settings);
         let mut payload = Vec::new();

@@ -16,7 +16,8 @@
 //! ```text
 //!  offset  size  field
 //!       0     8  magic "CRSNAPSH"
-//!       8     4  format version (1)
+//!       8     4  format version (2; version 1, before message expiry,
+//!                is skipped and the journal replayed)
 //!      12     4  reserved (0)
 //!      16     8  sequence: the start marker's journal sequence; replay
 //!                resumes after it
@@ -37,7 +38,7 @@ use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"CRSNAPSH";
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
 pub(crate) const HEADER_BYTES: usize = 48;
 const SUFFIX: &str = "snapshot";
 

@@ -104,24 +104,30 @@ struct State {
     delivery: Delivery,
 }
 
-fn configs() -> (LogicConfig, DeliveryConfig) {
+/// The configurations of a history's state; messages expire after
+/// `retention_ms` of journaled time (each record is a millisecond later).
+/// With a retention, any user may message any other (`open_messaging`),
+/// so that random histories send often enough for expiry to meet unread
+/// entries.
+fn configs(retention_ms: u64) -> (LogicConfig, DeliveryConfig) {
     let logic = LogicConfig {
         frame_size_max: 64 * 1024,
         heartbeat_interval_ms: 1000,
-        open_messaging: false,
+        open_messaging: retention_ms > 0,
         group_members_max: 3,
     };
     let delivery = DeliveryConfig {
         frame_size_max: 64 * 1024,
         dedup_window: 3,
         sync_limit_max: 4,
+        message_retention_ms: retention_ms,
     };
     (logic, delivery)
 }
 
 impl State {
-    fn new(journal: &Journal) -> Self {
-        let (logic, delivery) = configs();
+    fn new(journal: &Journal, retention_ms: u64) -> Self {
+        let (logic, delivery) = configs(retention_ms);
         Self {
             logic: Logic::new(logic),
             delivery: Delivery::new(delivery, journal.reader()),
@@ -136,8 +142,12 @@ impl State {
         body.finish().unwrap()
     }
 
-    fn from_snapshot(journal: &Journal, (body, length, checksum): &SnapshotBody) -> Self {
-        let (logic, delivery) = configs();
+    fn from_snapshot(
+        journal: &Journal,
+        (body, length, checksum): &SnapshotBody,
+        retention_ms: u64,
+    ) -> Self {
+        let (logic, delivery) = configs(retention_ms);
         let mut input = Decoder::new(&body[..], *length, *checksum);
         let state = Self {
             logic: Logic::decode(logic, &mut input).unwrap(),
@@ -170,8 +180,8 @@ impl State {
         self.logic.digest() + &self.delivery.digest()
     }
 
-    fn replayed(journal: &Journal, store: &mut Store) -> Self {
-        let mut state = Self::new(journal);
+    fn replayed(journal: &Journal, store: &mut Store, retention_ms: u64) -> Self {
+        let mut state = Self::new(journal, retention_ms);
         replay(journal, None, &mut state.logic, &mut state.delivery, store).unwrap();
         state
     }
@@ -205,6 +215,11 @@ fn apply_live(
 /// Applies `history` live, checks that replay agrees, and returns the
 /// state's digest.
 fn run(history: &[Step]) -> String {
+    run_with_retention(history, 0)
+}
+
+/// [`run`], with messages expiring after `retention_ms`.
+fn run_with_retention(history: &[Step], retention_ms: u64) -> String {
     let dir = tempfile::tempdir().unwrap();
     let journal_config = JournalConfig {
         segment_size_bytes: 64 * 1024,
@@ -213,7 +228,7 @@ fn run(history: &[Step]) -> String {
         ..JournalConfig::default()
     };
     let mut journal = Journal::open(dir.path().join("journal"), journal_config.clone()).unwrap();
-    let mut live = State::new(&journal);
+    let mut live = State::new(&journal, retention_ms);
     let (auth, _jobs) = crossbeam_channel::bounded(1000);
     live.logic.set_auth(auth);
     let mut clock = 0u64;
@@ -465,7 +480,7 @@ fn run(history: &[Step]) -> String {
     // A snapshot at the last start, and the journal after it, give the
     // same state as the whole journal.
     if let Some((sequence, body)) = &snapshot {
-        let mut state = State::from_snapshot(&journal, body);
+        let mut state = State::from_snapshot(&journal, body, retention_ms);
         let mut store = Store::open(&dir.path().join("snapshot-check.db")).unwrap();
         replay(
             &journal,
@@ -478,12 +493,12 @@ fn run(history: &[Step]) -> String {
         assert_eq!(state.digest(), live.digest());
     }
     let mut store = Store::open(&dir.path().join("courier.db")).unwrap();
-    let replayed = State::replayed(&journal, &mut store);
+    let replayed = State::replayed(&journal, &mut store, retention_ms);
     assert_eq!(replayed.digest(), live.digest());
     // The journal as reopened from disk replays to the same state too.
     drop(journal);
     let journal = Journal::open(dir.path().join("journal"), journal_config).unwrap();
-    let reopened = State::replayed(&journal, &mut store);
+    let reopened = State::replayed(&journal, &mut store, retention_ms);
     assert_eq!(reopened.digest(), live.digest());
     live.digest()
 }
@@ -597,6 +612,72 @@ fn read_marks_count_unread_from_scratch_and_replay() {
 }
 
 #[test]
+fn expired_messages_leave_the_inboxes_and_the_unread_counts() {
+    let login = |c: u8| Step::Login {
+        conn: c,
+        user: c,
+        device: 0,
+        notice: false,
+    };
+    let send = |client_id| Step::Send {
+        conn: 1,
+        to: 0,
+        client_id,
+    };
+    let mark = |up_to| Step::MarkRead {
+        conn: 0,
+        peer: 1,
+        up_to,
+    };
+    // bo sends ana three messages a millisecond apart; ana reads the
+    // first. Five records later (connections opening) bo sends a fourth:
+    // with a retention of 3 ms the first three have expired by then. The
+    // last mark changes nothing, but checks the counts from scratch.
+    let mut history = vec![
+        Step::Register(0),
+        Step::Register(1),
+        Step::Connect(0),
+        Step::Connect(1),
+        login(0),
+        login(1),
+        Step::Contact {
+            conn: 0,
+            user: 1,
+            op: 0,
+        },
+        Step::Contact {
+            conn: 1,
+            user: 0,
+            op: 1,
+        },
+        send(1),
+        send(2),
+        send(3),
+        mark(1),
+    ];
+    history.extend((0..5).map(|_| Step::Connect(2)));
+    history.extend([send(4), mark(1), Step::Restart, mark(1)]);
+    let digest = run_with_retention(&history, 3);
+    let line = |user: u8| {
+        digest
+            .lines()
+            .find(|l| l.starts_with(&format!("mailbox {} ", user + 1)))
+            .unwrap()
+            .to_owned()
+    };
+    // Sequences 1 to 3 are gone from both inboxes; ana's read mark stays
+    // at 1, and of her unread entries only the fourth is left.
+    assert!(line(0).contains("expired 3 inbox [(17,"), "{digest}");
+    assert!(line(0).contains("read [(2, 1, 1, 4)] unread 1"), "{digest}");
+    assert!(line(1).contains("expired 3 inbox [(17,"), "{digest}");
+    assert!(digest.contains("messages from 3 held 1"), "{digest}");
+    // Without a retention, nothing expires.
+    let kept = run(&history);
+    assert!(kept.contains("expired 0"), "{kept}");
+    assert!(kept.contains("messages from 0 held 4"), "{kept}");
+}
+
+#[test]
 fn a_group_history_replays_to_the_same_state() {
     let login = |c: u8| Step::Login {
         conn: c,
@@ -674,6 +755,16 @@ proptest! {
     #[test]
     fn random_histories_replay_to_the_same_state(history in proptest::collection::vec(step(), 0..60)) {
         run(&history);
+    }
+
+    /// The same with messages expiring after a few records, so that
+    /// expiry meets sends, syncs, read marks, groups and restarts.
+    #[test]
+    fn random_histories_with_expiry_replay_to_the_same_state(
+        history in proptest::collection::vec(step(), 0..60),
+        retention_ms in 1u64..30,
+    ) {
+        run_with_retention(&history, retention_ms);
     }
 }
 

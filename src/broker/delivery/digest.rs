@@ -10,10 +10,18 @@ impl Delivery {
         use std::fmt::Write as _;
         let mut out = String::new();
         for (index, user) in self.users.iter().enumerate() {
+            // The counts agree with a count from scratch, in every state a
+            // replay test looks at.
+            let owner = super::UserId(index as u64 + 1);
+            for &peer in user.conversations.keys() {
+                self.check_conversation(owner, peer);
+            }
+            let unread: u64 = user.conversations.values().map(|c| c.unread).sum();
+            assert_eq!(unread, user.unread_count, "{}", user.name);
             let inbox: Vec<_> = user
                 .inbox
                 .iter()
-                .map(|index| &self.messages[index.0 as usize])
+                .map(|&index| self.stored(index))
                 .map(|e| {
                     (
                         e.server_message_id,
@@ -38,9 +46,10 @@ impl Delivery {
             devices.sort();
             let _ = writeln!(
                 out,
-                "mailbox {} {} inbox {:?} read {:?} unread {} devices {:?} sent {:?}",
+                "mailbox {} {} expired {} inbox {:?} read {:?} unread {} devices {:?} sent {:?}",
                 index + 1,
                 user.name,
+                user.expired,
                 inbox,
                 conversations,
                 user.unread_count,
@@ -48,6 +57,13 @@ impl Delivery {
                 user.sent.ids(),
             );
         }
+        let _ = writeln!(
+            out,
+            "messages from {} held {} next expiry {}",
+            self.first,
+            self.messages.len(),
+            self.next_expiry_ms
+        );
         for (index, members) in self.groups.iter().enumerate() {
             let members: Vec<_> = members.iter().map(|m| m.0).collect();
             let _ = writeln!(out, "group {} members {members:?}", index + 1);

@@ -12,6 +12,14 @@
 //! Like logic, it is deterministic: it learns accounts, sessions and group
 //! members only from intents, and takes ids and times from the journaled
 //! record, so replay (logic, then this, record by record) rebuilds it.
+//!
+//! With a message retention (`message_retention_s`), messages older than it
+//! leave memory: every inbox drops its expired entries from the front, so
+//! inbox sequences never change, and an expired unread entry no longer
+//! counts as unread. Expiry, too, goes by the journaled times (see
+//! [`Delivery::expire`]).
+
+use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap as HashMap;
 
@@ -39,7 +47,14 @@ pub(crate) struct DeliveryConfig {
     pub(crate) frame_size_max: usize,
     pub(crate) dedup_window: usize,
     pub(crate) sync_limit_max: u32,
+    /// How long a message stays in the inboxes, by journaled time; 0 keeps
+    /// it for ever.
+    pub(crate) message_retention_ms: u64,
 }
+
+/// The longest time between two expiry passes: a pass visits every user,
+/// so it runs at most this often (and at least 16 times per retention).
+const EXPIRY_PASS_EVERY_MS_MAX: u64 = 60_000;
 
 /// A message, stored once for every inbox it is in.
 #[derive(Debug, Clone, Copy)]
@@ -53,9 +68,11 @@ struct Stored {
     position: Position,
 }
 
-/// An inbox entry: where its message is in [`Delivery::messages`]. Four
-/// bytes, because a group message makes one per member: 2^32 messages of
-/// 48 bytes each would need 192 GiB before this could overflow.
+/// An inbox entry: its message's number among all messages ever stored,
+/// modulo 2^32 (see [`Delivery::stored`]). Four bytes, because a group
+/// message makes one per member; the numbers in memory at once always span
+/// less than 2^32 (that many messages of 48 bytes would need 192 GiB), so
+/// the wrap never makes two of them equal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct MessageIndex(u32);
 
@@ -84,11 +101,16 @@ struct Device {
     lz4: bool,
 }
 
+/// # Invariants
+/// - The entry `inbox[i]` has inbox sequence `expired + i + 1`.
+/// - No entry refers to an expired message (below [`Delivery::first`]).
 #[derive(Debug, Default)]
 struct Mailbox {
     name: String,
-    /// Its inbox sequence is the entry's index plus one.
-    inbox: Vec<MessageIndex>,
+    /// The entries not expired, oldest first.
+    inbox: VecDeque<MessageIndex>,
+    /// Entries dropped from the front by expiry.
+    expired: u64,
     /// Read state per conversation.
     conversations: HashMap<Peer, Conversation>,
     /// Unread entries over all conversations.
@@ -99,13 +121,24 @@ struct Mailbox {
 
 impl Mailbox {
     fn head(&self) -> u64 {
-        self.inbox.len() as u64
+        self.expired + self.inbox.len() as u64
+    }
+
+    /// The entries with sequences in `from + 1..=to` that are still held,
+    /// with their sequences.
+    fn entries(&self, from: u64, to: u64) -> impl Iterator<Item = (u64, MessageIndex)> + '_ {
+        let start = from.max(self.expired);
+        let end = to.min(self.head()).max(start);
+        self.inbox
+            .range((start - self.expired) as usize..(end - self.expired) as usize)
+            .zip(start + 1..)
+            .map(|(&index, sequence)| (sequence, index))
     }
 
     /// Appends the message at `index`; counts it unread unless the owner
     /// sent it.
     fn append(&mut self, owner: UserId, index: MessageIndex, message: &Stored) -> u64 {
-        self.inbox.push(index);
+        self.inbox.push_back(index);
         if message.sender != owner {
             let sequence = self.head();
             self.unread_count += 1;
@@ -123,11 +156,20 @@ impl Mailbox {
 }
 
 /// Every user's inbox and online devices, and every group's members.
+///
+/// # Invariants
+/// - `messages[i]` is message number `first + i`.
+/// - Every inbox entry refers to a message in `messages`.
 pub(crate) struct Delivery {
     config: DeliveryConfig,
     users: Vec<Mailbox>,
-    /// Every message in an inbox, in journal order.
-    messages: Vec<Stored>,
+    /// Every message not expired, in journal order.
+    messages: VecDeque<Stored>,
+    /// How many messages have expired: the number of `messages[0]`.
+    first: u64,
+    /// The journaled time (ms) from which the next event runs an expiry
+    /// pass.
+    next_expiry_ms: u64,
     /// Members of each group (index = id - 1), in the order they joined.
     groups: Vec<Vec<UserId>>,
     /// Where message bodies are read from for Sync.
@@ -139,10 +181,73 @@ impl Delivery {
         Self {
             config,
             users: Vec::new(),
-            messages: Vec::new(),
+            messages: VecDeque::new(),
+            first: 0,
+            next_expiry_ms: 0,
             groups: Vec::new(),
             reader,
         }
+    }
+
+    /// The message an inbox entry refers to.
+    fn stored(&self, index: MessageIndex) -> &Stored {
+        let offset = index.0.wrapping_sub(self.first as u32);
+        &self.messages[offset as usize]
+    }
+
+    /// Drops the messages older than the retention at journaled time
+    /// `now_ms`, and every inbox's entries for them, when a pass is due. An
+    /// expired entry that was unread stops counting as unread. Passes go by
+    /// journaled times only, so replay expires exactly what the live run
+    /// did.
+    fn expire(&mut self, now_ms: u64) {
+        let retention = self.config.message_retention_ms;
+        if retention == 0 || now_ms < self.next_expiry_ms {
+            return;
+        }
+        self.next_expiry_ms = now_ms + (retention / 16).clamp(1, EXPIRY_PASS_EVERY_MS_MAX);
+        let cutoff = now_ms.saturating_sub(retention);
+        // Journaled times follow the clock, which may step back: stop at
+        // the first message that is not expired, and keep the ones after it.
+        let gone = self
+            .messages
+            .iter()
+            .take_while(|message| message.timestamp_ms < cutoff)
+            .count();
+        if gone == 0 {
+            return;
+        }
+        let first = self.first as u32;
+        let messages = &self.messages;
+        for (at, user) in self.users.iter_mut().enumerate() {
+            let owner = UserId(at as u64 + 1);
+            // Every entry refers to a message numbered `first` or later, so
+            // the expired ones are those less than `gone` past it.
+            while let Some(&MessageIndex(index)) = user.inbox.front() {
+                let offset = index.wrapping_sub(first) as usize;
+                if offset >= gone {
+                    break;
+                }
+                user.inbox.pop_front();
+                user.expired += 1;
+                let message = &messages[offset];
+                if message.sender == owner {
+                    continue;
+                }
+                // An entry from another user made its conversation's
+                // read state when it was appended.
+                let conversation = user.conversations.get_mut(&message.conversation(owner));
+                debug_assert!(conversation.is_some());
+                if let Some(conversation) = conversation {
+                    if user.expired > conversation.read_up_to {
+                        conversation.unread -= 1;
+                        user.unread_count -= 1;
+                    }
+                }
+            }
+        }
+        self.messages.drain(..gone);
+        self.first += gone as u64;
     }
 
     fn user(&self, id: UserId) -> &Mailbox {
@@ -165,12 +270,25 @@ impl Delivery {
         out: &mut Outbox,
     ) {
         match intent {
-            Intent::Start { dedup_window } => {
+            Intent::Start {
+                dedup_window,
+                message_retention_ms,
+            } => {
                 for user in &mut self.users {
                     user.devices.clear();
                 }
                 if let Some(window) = dedup_window {
                     self.config.dedup_window = *window;
+                }
+                if let Some(retention) = message_retention_ms {
+                    self.config.message_retention_ms = *retention;
+                }
+                // Every start runs a pass under the run's retention. Replay
+                // from a snapshot applies the start marker it was taken at
+                // once more; a second pass at the same time finds nothing.
+                if let Some(journaled) = journaled {
+                    self.next_expiry_ms = 0;
+                    self.expire(journaled.timestamp_ns / 1_000_000);
                 }
             }
             Intent::Account { name } => self.users.push(Mailbox {
@@ -289,10 +407,14 @@ impl Delivery {
             timestamp_ms: journaled.timestamp_ns / 1_000_000,
             position: journaled.position,
         };
-        let index = MessageIndex(
-            u32::try_from(self.messages.len()).expect("2^32 messages do not fit in memory"),
+        self.expire(stored.timestamp_ms);
+        assert!(
+            self.messages.len() < u32::MAX as usize,
+            "2^32 messages do not fit in memory"
         );
-        self.messages.push(stored);
+        // Numbered modulo 2^32 (see `MessageIndex`).
+        let index = MessageIndex((self.first + self.messages.len() as u64) as u32);
+        self.messages.push_back(stored);
         // The sender's own entry first, so the acknowledgement leads the
         // frames this message makes (a large group's come after it).
         let sender_sequence = self.user_mut(sender).append(sender, index, &stored);
@@ -434,8 +556,10 @@ impl Delivery {
             more: false,
         };
         let mut size = 0;
-        for (index, &MessageIndex(message)) in user.inbox.iter().enumerate().skip(after as usize) {
-            let entry = &self.messages[message as usize];
+        // Expired entries are gone: a sync from before them starts at the
+        // oldest one held.
+        for (sequence, index) in user.entries(after, head) {
+            let entry = self.stored(index);
             if batch.messages.len() as u32 == limit {
                 batch.more = true;
                 break;
@@ -447,7 +571,7 @@ impl Delivery {
                     return;
                 }
             };
-            let deliver = self.deliver(entry, index as u64 + 1, body);
+            let deliver = self.deliver(entry, sequence, body);
             let encoded = prost::Message::encoded_len(&deliver) + 4;
             if size + encoded > budget {
                 if batch.messages.is_empty() {
@@ -455,7 +579,6 @@ impl Delivery {
                     // frame limit they were sent under; only a limit
                     // lowered since can leave one too large. Say which, so
                     // the device can skip it.
-                    let sequence = index as u64 + 1;
                     out.error(
                         conn,
                         correlation_id,

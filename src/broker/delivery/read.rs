@@ -45,8 +45,9 @@ impl Delivery {
         let mut newly_read = 0;
         let from = read_up_to.max(known.unread_from.saturating_sub(1));
         if up_to > from && known.unread > 0 {
-            for index in &user.inbox[from as usize..up_to as usize] {
-                let message = &self.messages[index.0 as usize];
+            // Expired entries no longer count as unread.
+            for (_, index) in user.entries(from, up_to) {
+                let message = self.stored(index);
                 if message.sender != user_id && message.conversation(user_id) == peer {
                     newly_read += 1;
                     if newly_read == known.unread {
@@ -92,23 +93,20 @@ impl Delivery {
     }
 
     /// Checks a conversation's counts against a count from scratch: its
-    /// `unread` is the entries from others above `read_up_to`, none of them
-    /// below `unread_from`. The replay property tests run every mark
+    /// `unread` is the entries from others above `read_up_to` and not
+    /// expired, none of them below `unread_from`. The replay property tests run every mark
     /// through it.
     #[cfg(test)]
-    fn check_conversation(&self, user_id: UserId, peer: Peer) {
+    pub(super) fn check_conversation(&self, user_id: UserId, peer: Peer) {
         let user = self.user(user_id);
         let conversation = user.conversations.get(&peer).copied().unwrap_or_default();
         let unread: Vec<u64> = user
-            .inbox
-            .iter()
-            .enumerate()
-            .skip(conversation.read_up_to as usize)
-            .filter(|(_, index)| {
-                let message = &self.messages[index.0 as usize];
+            .entries(conversation.read_up_to, user.head())
+            .filter(|&(_, index)| {
+                let message = self.stored(index);
                 message.sender != user_id && message.conversation(user_id) == peer
             })
-            .map(|(at, _)| at as u64 + 1)
+            .map(|(sequence, _)| sequence)
             .collect();
         assert_eq!(unread.len() as u64, conversation.unread, "{peer:?}");
         assert!(

@@ -1,6 +1,9 @@
 //! The inboxes' part of a snapshot: messages, inboxes, read state, recent
-//! client ids and group members. Devices are not in it: a snapshot is
-//! taken at a run's start, when none is online.
+//! client ids and group members, and how far messages have expired.
+//! Devices are not in it: a snapshot is taken at a run's start, when none
+//! is online.
+
+use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap as HashMap;
 
@@ -23,6 +26,8 @@ impl Delivery {
         out.count(self.users.len());
         out.count(self.groups.len());
         out.count(self.messages.len());
+        out.u64(self.first);
+        out.u64(self.next_expiry_ms);
         for message in &self.messages {
             out.u64(message.server_message_id);
             out.u64(message.sender.0);
@@ -43,6 +48,7 @@ impl Delivery {
                 "a snapshot is taken without devices"
             );
             out.str(&user.name);
+            out.u64(user.expired);
             out.count(user.inbox.len());
             for index in &user.inbox {
                 out.u32(index.0);
@@ -74,6 +80,8 @@ impl Delivery {
         let user_count = input.count(40)?;
         let group_count = input.count(8)?;
         let message_count = input.count(48)?;
+        delivery.first = input.u64()?;
+        delivery.next_expiry_ms = input.u64()?;
         for _ in 0..message_count {
             let server_message_id = input.u64()?;
             let sender = UserId(input.id(user_count)?);
@@ -86,7 +94,7 @@ impl Delivery {
             if to_id == 0 || to_id > to_max as u64 {
                 return Err(input.error("a message to an id out of range"));
             }
-            delivery.messages.push(Stored {
+            delivery.messages.push_back(Stored {
                 server_message_id,
                 sender,
                 to,
@@ -106,13 +114,15 @@ impl Delivery {
         }
         for _ in 0..user_count {
             let name = input.str()?;
-            let mut inbox = Vec::new();
+            let expired = input.u64()?;
+            let mut inbox = VecDeque::new();
             for _ in 0..input.count(4)? {
                 let index = input.u32()?;
-                if index as usize >= message_count {
+                // Numbered modulo 2^32 from `first` (see `MessageIndex`).
+                if index.wrapping_sub(delivery.first as u32) as usize >= message_count {
                     return Err(input.error("an inbox entry out of range"));
                 }
-                inbox.push(MessageIndex(index));
+                inbox.push_back(MessageIndex(index));
             }
             let mut conversations = HashMap::default();
             for _ in 0..input.count(32)? {
@@ -132,6 +142,7 @@ impl Delivery {
             delivery.users.push(Mailbox {
                 name,
                 inbox,
+                expired,
                 conversations,
                 unread_count,
                 devices: Vec::new(),

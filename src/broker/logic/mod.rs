@@ -202,6 +202,7 @@ impl Logic {
                 }
                 out.intents.push(Intent::Start {
                     dedup_window: started.as_ref().map(|s| s.dedup_window as usize),
+                    message_retention_ms: started.as_ref().map(|s| s.message_retention_ms),
                 });
             }
             Command::Connected => {
