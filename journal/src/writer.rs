@@ -322,6 +322,44 @@ impl Journal {
         if retention.size_bytes_max.is_none() && retention.age_max.is_none() {
             return Ok(Vec::new());
         }
+        let newest_ns = self.newest_timestamp_ns;
+        self.delete_oldest_while(|oldest, total| {
+            let too_big = retention.size_bytes_max.is_some_and(|max| total > max);
+            let too_old = retention.age_max.is_some_and(|age| {
+                let newest = oldest.last_timestamp_ns.load(Ordering::Relaxed);
+                newest_ns.saturating_sub(newest) > age.as_nanos() as u64
+            });
+            too_big || too_old
+        })
+    }
+
+    /// Deletes the sealed segments with ids below `segment`, for a caller
+    /// that keeps its own retention (one that knows which records it still
+    /// needs). Returns the ids deleted. Like [`Journal::retain`], it never
+    /// deletes the active segment or one that a live reader holds, and
+    /// stops there.
+    pub fn delete_before(&mut self, segment: u64) -> Result<Vec<u64>, JournalError> {
+        self.delete_oldest_while(|oldest, _| oldest.id < segment)
+    }
+
+    /// The sequence of the oldest record held: 0 until retention deletes a
+    /// segment, then the base sequence of the oldest segment left.
+    pub fn first_sequence(&self) -> u64 {
+        self.shared
+            .segments
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .first()
+            .map_or(0, |segment| segment.base_sequence)
+    }
+
+    /// Deletes the oldest segment while `doomed(oldest, total bytes held)`
+    /// says so, stopping at the active segment and at one a live reader
+    /// holds; returns the ids deleted.
+    fn delete_oldest_while(
+        &mut self,
+        mut doomed: impl FnMut(&Segment, u64) -> bool,
+    ) -> Result<Vec<u64>, JournalError> {
         let mut deleted = Vec::new();
         let mut segments = self
             .shared
@@ -333,16 +371,11 @@ impl Journal {
             let Some(oldest) = segments.first() else {
                 break;
             };
-            if oldest.id == self.active.id {
-                break;
-            }
-            let too_big = retention.size_bytes_max.is_some_and(|max| total > max);
-            let too_old = retention.age_max.is_some_and(|age| {
-                let newest = oldest.last_timestamp_ns.load(Ordering::Relaxed);
-                self.newest_timestamp_ns.saturating_sub(newest) > age.as_nanos() as u64
-            });
             // One holder is this list; more are live readers.
-            if !(too_big || too_old) || Arc::strong_count(oldest) > 1 {
+            if oldest.id == self.active.id
+                || !doomed(oldest, total)
+                || Arc::strong_count(oldest) > 1
+            {
                 break;
             }
             oldest.delete_files()?;

@@ -1,5 +1,6 @@
-//! Retention deletes whole old segments, never the active one and never one
-//! a live reader holds; the interval policy flushes on its own.
+//! Retention (the journal's own, or a caller's `delete_before`) deletes
+//! whole old segments, never the active one and never one a live reader
+//! holds; the interval policy flushes on its own.
 
 mod util;
 
@@ -72,6 +73,34 @@ fn age_retention_uses_record_timestamps() {
     let oldest = cursor.next().unwrap().unwrap();
     assert!(oldest.sequence() > 0, "old segments were deleted");
     assert!(300 - oldest.sequence() < 120, "only recent segments remain");
+}
+
+#[test]
+fn delete_before_removes_older_sealed_segments_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut journal = Journal::open(dir.path(), util::small(Durability::None)).unwrap();
+    util::append_pattern(&mut journal, 0, 200);
+    let segments = segment_count(dir.path());
+    assert!(segments > 4, "{segments} segments");
+    assert_eq!(journal.first_sequence(), 0);
+    // A reader on segment 2 stops the deletion there.
+    let held = journal.reader().cursor_at_sequence(0).unwrap();
+    assert!(journal.delete_before(2).unwrap().is_empty());
+    drop(held);
+    assert_eq!(journal.delete_before(2).unwrap(), [0, 1]);
+    assert_eq!(segment_count(dir.path()), segments - 2);
+    let oldest = journal.reader().cursor_at_start().next().unwrap().unwrap();
+    assert_eq!(journal.first_sequence(), oldest.sequence());
+    assert!(oldest.sequence() > 0);
+    drop(oldest);
+    // Never the active segment, whatever the caller asks.
+    let deleted = journal.delete_before(u64::MAX).unwrap();
+    assert_eq!(segment_count(dir.path()), 1, "deleted {deleted:?}");
+    util::append_pattern(&mut journal, 200, 210);
+    drop(journal);
+    let journal = Journal::open(dir.path(), util::small(Durability::None)).unwrap();
+    assert_eq!(journal.next_sequence(), 210);
+    assert!(journal.first_sequence() > 0);
 }
 
 #[test]

@@ -177,6 +177,10 @@ pub enum BrokerError {
     /// write): the broker stopped so that nothing unjournaled is acknowledged.
     #[error("stage failed: {0}")]
     Stage(#[from] StageFailure),
+    /// The journal's oldest records were deleted (message retention), and
+    /// what replaced them (a snapshot, the SQLite projection) is missing.
+    #[error("{0}")]
+    History(String),
 }
 
 /// What [`Broker::open`] found and rebuilt.
@@ -195,6 +199,9 @@ pub struct OpenReport {
     pub torn_bytes_truncated: u64,
     /// Journal records the SQLite projection was behind by.
     pub store_records_caught_up: u64,
+    /// Journal segments deleted at this start: with a message retention,
+    /// those before both the snapshot and the oldest message held.
+    pub segments_deleted: usize,
 }
 
 /// Pushes connection events and frames into the broker. Clone one per
@@ -396,6 +403,7 @@ impl Broker {
         } else {
             None
         };
+        check_history(&journal, &store, &snapshots_dir, loaded.is_some())?;
         let (mut logic, mut delivery, snapshot_loaded) = match loaded {
             Some((sequence, logic, delivery)) => (logic, delivery, Some(sequence)),
             None => (
@@ -475,6 +483,33 @@ impl Broker {
             None
         };
 
+        let segments_deleted = if config.message_retention_s > 0 {
+            // The snapshot stands in for the records before it; the
+            // messages held need theirs for Sync.
+            let covered = match (snapshot_written, snapshot_loaded) {
+                (Some(_), _) => Some(start.position.segment),
+                (None, Some(sequence)) => Some(
+                    journal
+                        .reader()
+                        .cursor_at_sequence(sequence)?
+                        .position()
+                        .segment,
+                ),
+                (None, None) => None,
+            };
+            match covered {
+                Some(segment) => {
+                    let needed = delivery
+                        .oldest_message_position()
+                        .map_or(segment, |position| position.segment.min(segment));
+                    journal.delete_before(needed)?.len()
+                }
+                None => 0,
+            }
+        } else {
+            0
+        };
+
         let report = OpenReport {
             snapshot_loaded,
             records_replayed,
@@ -482,6 +517,7 @@ impl Broker {
             users: logic.user_count(),
             torn_bytes_truncated: journal.recovery().truncated_bytes,
             store_records_caught_up: store_behind,
+            segments_deleted,
         };
         let (jobs_sender, jobs) = auth::AuthPool::queue(&config.auth);
         logic.set_auth(jobs_sender);
@@ -633,6 +669,43 @@ impl Broker {
         auth.join();
         outcome.map_err(BrokerError::Stage)
     }
+}
+
+/// Refuses to start when the journal no longer begins at its first record
+/// (message retention deleted old segments) and what stands in for those
+/// records is missing: the SQLite projection must be past them, and the
+/// state must come from a snapshot. Replaying the rest alone would build
+/// state without the accounts, contacts and groups made before it.
+fn check_history(
+    journal: &Journal,
+    store: &Store,
+    snapshots_dir: &std::path::Path,
+    snapshot_loaded: bool,
+) -> Result<(), BrokerError> {
+    let first = journal.first_sequence();
+    if first == 0 {
+        return Ok(());
+    }
+    let journal_dir = journal.dir().display();
+    if store.applied_until() < first {
+        return Err(BrokerError::History(format!(
+            "the journal in {journal_dir} starts at record {first} (message retention deleted \
+             the segments before it), but the SQLite projection has applied only the records \
+             before {}: restore the data directory's courier.db, or start with an empty data \
+             directory",
+            store.applied_until()
+        )));
+    }
+    if !snapshot_loaded {
+        return Err(BrokerError::History(format!(
+            "the journal in {journal_dir} starts at record {first} (message retention deleted \
+             the segments before it), and no usable snapshot is in {} to stand in for them \
+             (see the warnings above): restore the snapshot, or start with an empty data \
+             directory",
+            snapshots_dir.display()
+        )));
+    }
+    Ok(())
 }
 
 /// The newest snapshot in `dir` that matches the journal and the store:

@@ -460,6 +460,7 @@ fn log_report(report: &OpenReport, address: SocketAddr) {
         users = report.users,
         torn_bytes_truncated = report.torn_bytes_truncated,
         store_records_caught_up = report.store_records_caught_up,
+        segments_deleted = report.segments_deleted,
         "courier is serving"
     );
 }

@@ -189,6 +189,12 @@ impl Delivery {
         }
     }
 
+    /// Where the oldest message held is in the journal: no record before
+    /// it is needed for Sync.
+    pub(crate) fn oldest_message_position(&self) -> Option<Position> {
+        self.messages.front().map(|message| message.position)
+    }
+
     /// The message an inbox entry refers to.
     fn stored(&self, index: MessageIndex) -> &Stored {
         let offset = index.0.wrapping_sub(self.first as u32);

@@ -1,0 +1,158 @@
+//! Message retention over real restarts: messages older than
+//! `message_retention_s` leave the inboxes and the unread counts, the next
+//! start that has a snapshot deletes the journal segments nothing needs
+//! any more, and a start refuses to go on when what stands in for the
+//! deleted records (the snapshot, the SQLite projection) is gone.
+
+mod util;
+
+use std::time::Duration;
+
+use courier::codec::proto::DeliveryMode;
+use courier::net::{self, ServerConfig};
+use util::*;
+
+const RETENTION_S: u64 = 3;
+
+fn retention_config(dir: &std::path::Path) -> ServerConfig {
+    let mut config = config(dir);
+    config.broker.message_retention_s = RETENTION_S;
+    // Small segments, so that the old messages fill several; a snapshot
+    // at every start.
+    config.broker.segment_size_mb = 1;
+    config.broker.snapshot_min_records = 1;
+    config
+}
+
+fn segments(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join("journal"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "segment")
+        })
+        .count()
+}
+
+#[test]
+fn old_messages_expire_and_their_segments_go_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = retention_config(dir.path());
+    let server = net::start(config.clone()).unwrap();
+    let address = server.local_addr();
+    register(address, "ana");
+    register(address, "bo");
+    let mut ana = login(address, "ana", "phone", DeliveryMode::PushNotice);
+    // 200 messages of 16 KiB: about three 1 MiB segments.
+    let body = vec![7u8; 16 * 1024];
+    for n in 1..=200u64 {
+        ana.send("bo", n, &body).unwrap();
+    }
+    let full = segments(dir.path());
+    assert!(full >= 4, "{full} segments");
+    std::thread::sleep(Duration::from_millis(RETENTION_S * 1000 + 500));
+    // The next message's journaled time is past the retention of all
+    // the others: it runs the expiry pass.
+    let fresh = ana.send("bo", 201, b"fresh").unwrap();
+    assert_eq!(fresh.inbox_sequence, 201, "sequences never change");
+    let mut bo = courier::client::Client::connect(address).unwrap();
+    let ok = bo
+        .login("bo", &password("bo"), "phone", DeliveryMode::PushNotice)
+        .unwrap();
+    assert_eq!((ok.head_sequence, ok.unread_count), (201, 1));
+    let synced = bo.sync_all(0).unwrap();
+    assert_eq!(synced.len(), 1, "only the fresh message is held");
+    assert_eq!(
+        (synced[0].inbox_sequence, synced[0].body.as_slice()),
+        (201, &b"fresh"[..])
+    );
+    // A resend of an expired message's client id is still recognised.
+    let again = ana.send("bo", 5, &body).unwrap();
+    assert_eq!(again.inbox_sequence, 5);
+    drop((ana, bo));
+    server.shutdown().unwrap();
+
+    // The next start writes a snapshot and deletes the segments before
+    // the fresh message, which it still holds.
+    let server = net::start(config.clone()).unwrap();
+    let report = server.report().clone();
+    assert!(report.snapshot_written.is_some());
+    assert!(
+        report.segments_deleted >= 3,
+        "{} of {full} segments deleted",
+        report.segments_deleted
+    );
+    assert_eq!(segments(dir.path()), full - report.segments_deleted);
+    let mut bo = login(
+        server.local_addr(),
+        "bo",
+        "laptop",
+        DeliveryMode::PushNotice,
+    );
+    let synced = bo.sync_all(0).unwrap();
+    assert_eq!(
+        synced
+            .iter()
+            .map(|m| (m.inbox_sequence, m.body.clone()))
+            .collect::<Vec<_>>(),
+        [(201, b"fresh".to_vec())]
+    );
+    drop(bo);
+    server.shutdown().unwrap();
+
+    // Starts go on loading the snapshot, and account logins still work.
+    let server = net::start(config.clone()).unwrap();
+    assert!(server.report().snapshot_loaded.is_some());
+    login(
+        server.local_addr(),
+        "ana",
+        "tablet",
+        DeliveryMode::PushNotice,
+    );
+    server.shutdown().unwrap();
+
+    // Without the snapshot the rest of the journal cannot rebuild the
+    // accounts: the start refuses, naming what is missing.
+    let kept = dir.path().join("kept-snapshots");
+    std::fs::rename(dir.path().join("snapshots"), &kept).unwrap();
+    let error = net::start(config.clone()).err().expect("the start refuses");
+    let message = error.to_string();
+    assert!(
+        message.contains("no usable snapshot") && message.contains("message retention"),
+        "{message}"
+    );
+    std::fs::rename(&kept, dir.path().join("snapshots")).unwrap();
+    // Nor can the SQLite projection be rebuilt from it.
+    std::fs::remove_file(dir.path().join("courier.db")).unwrap();
+    let error = net::start(config.clone()).err().expect("the start refuses");
+    assert!(error.to_string().contains("courier.db"), "{error}");
+}
+
+#[test]
+fn without_a_retention_nothing_expires_or_is_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = retention_config(dir.path());
+    config.broker.message_retention_s = 0;
+    let server = net::start(config.clone()).unwrap();
+    let address = server.local_addr();
+    register(address, "ana");
+    register(address, "bo");
+    let mut ana = login(address, "ana", "phone", DeliveryMode::PushNotice);
+    let body = vec![7u8; 16 * 1024];
+    for n in 1..=100u64 {
+        ana.send("bo", n, &body).unwrap();
+    }
+    drop(ana);
+    server.shutdown().unwrap();
+    let full = segments(dir.path());
+    let server = net::start(config.clone()).unwrap();
+    assert_eq!(server.report().segments_deleted, 0);
+    assert_eq!(segments(dir.path()), full);
+    let mut bo = login(server.local_addr(), "bo", "phone", DeliveryMode::PushNotice);
+    assert_eq!(bo.sync_all(0).unwrap().len(), 100);
+    drop(bo);
+    server.shutdown().unwrap();
+}
