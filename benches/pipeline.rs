@@ -10,6 +10,11 @@
 //! cargo bench --bench pipeline -- --quick   # one short round
 //! ```
 //!
+//! A second table prices message retention: each run sends as many
+//! messages again as it measures, waits past a retention of one second,
+//! then measures while those expire (inboxes trimmed as the new messages
+//! arrive), against the same runs with no retention.
+//!
 //! The publishing thread and the fused pipeline thread share the machine's
 //! cores; time is wall time from the first publish to the last frame out,
 //! and "broker CPU" is the CPU time of every thread but the publisher's
@@ -53,11 +58,12 @@ struct Setup {
 }
 
 impl Setup {
-    fn new(durability: DurabilitySetting, users: usize) -> Self {
+    fn new(durability: DurabilitySetting, users: usize, retention_s: u64) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = BrokerConfig {
             data_dir: dir.path().to_path_buf(),
             durability,
+            message_retention_s: retention_s,
             open_messaging: true,
             auth: AuthConfig::insecure_fast(),
             ..BrokerConfig::default()
@@ -148,11 +154,27 @@ fn name(user: usize) -> String {
     format!("user{user}")
 }
 
+/// How a run warms up.
+#[derive(Clone, Copy)]
+enum Warmup {
+    /// A tenth of the measured messages.
+    Short,
+    /// As many messages as are measured, then a pause of 1.2 s: under a
+    /// retention of 1 s they all expire during the measured run.
+    Expiring,
+}
+
 /// (messages per second, broker CPU µs per message) for one shape: a post
 /// to a `group` of that many members, or a 1:1 message for `None`.
-fn measure(durability: DurabilitySetting, group: Option<usize>, deliveries: usize) -> (f64, f64) {
+fn measure(
+    durability: DurabilitySetting,
+    group: Option<usize>,
+    deliveries: usize,
+    retention_s: u64,
+    warmup: Warmup,
+) -> (f64, f64) {
     let users = group.unwrap_or(2);
-    let mut setup = Setup::new(durability, users);
+    let mut setup = Setup::new(durability, users, retention_s);
     let body = [0x5a; 128];
     let (per_message, count, make): (u64, usize, Box<dyn Fn(u64) -> Message>) = match group {
         None => (
@@ -181,8 +203,15 @@ fn measure(durability: DurabilitySetting, group: Option<usize>, deliveries: usiz
     };
     // Warm up, then measure: new client ids each time (a resend would be
     // acknowledged without a fan-out).
-    let warmup: Vec<Vec<u8>> = (0..count as u64 / 10).map(|id| frame(&make(id))).collect();
-    setup.run(&warmup, per_message);
+    let warmup_count = match warmup {
+        Warmup::Short => count as u64 / 10,
+        Warmup::Expiring => count as u64,
+    };
+    let warmup_messages: Vec<Vec<u8>> = (0..warmup_count).map(|id| frame(&make(id))).collect();
+    setup.run(&warmup_messages, per_message);
+    if let Warmup::Expiring = warmup {
+        std::thread::sleep(Duration::from_millis(1200));
+    }
     let messages: Vec<Vec<u8>> = (0..count as u64)
         .map(|id| frame(&make(1_000_000 + id)))
         .collect();
@@ -218,7 +247,7 @@ fn main() {
         let mut cpus: Vec<Vec<f64>> = shapes.iter().map(|_| Vec::new()).collect();
         for _ in 0..rounds {
             for (index, (_, group)) in shapes.iter().enumerate() {
-                let (rate, cpu) = measure(policy, *group, deliveries);
+                let (rate, cpu) = measure(policy, *group, deliveries, 0, Warmup::Short);
                 rates[index].push(rate);
                 cpus[index].push(cpu);
             }
@@ -233,5 +262,45 @@ fn main() {
                 cpu * 1e3 / per_message
             );
         }
+    }
+    retention(rounds, deliveries);
+}
+
+/// Durability none, with no retention and with one of 1 s, the runs
+/// interleaved; the ratio is of the medians.
+fn retention(rounds: usize, deliveries: usize) {
+    let shapes: [(&str, Option<usize>); 2] = [("1:1", None), ("group of 500", Some(500))];
+    println!("\n### Message retention: durability none, about {deliveries} deliveries per run expiring while as many are measured, median of {rounds} rounds\n");
+    println!(
+        "| shape | retention | messages/s | broker CPU µs per message | CPU vs no retention |"
+    );
+    println!("| --- | --- | ---: | ---: | ---: |");
+    for (shape, group) in shapes {
+        let mut runs: [(Vec<f64>, Vec<f64>); 2] = Default::default();
+        for _ in 0..rounds {
+            for (index, retention_s) in [0, 1].into_iter().enumerate() {
+                let (rate, cpu) = measure(
+                    DurabilitySetting::None,
+                    group,
+                    deliveries,
+                    retention_s,
+                    Warmup::Expiring,
+                );
+                runs[index].0.push(rate);
+                runs[index].1.push(cpu);
+            }
+        }
+        let [(mut kept_rates, mut kept_cpus), (mut expiring_rates, mut expiring_cpus)] = runs;
+        let kept_cpu = median(&mut kept_cpus);
+        let expiring_cpu = median(&mut expiring_cpus);
+        println!(
+            "| {shape} | none | {:.0} | {kept_cpu:.2} | 1.00 |",
+            median(&mut kept_rates)
+        );
+        println!(
+            "| {shape} | 1 s | {:.0} | {expiring_cpu:.2} | {:.2} |",
+            median(&mut expiring_rates),
+            expiring_cpu / kept_cpu
+        );
     }
 }

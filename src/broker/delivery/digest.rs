@@ -57,10 +57,25 @@ impl Delivery {
                 user.sent.ids(),
             );
         }
+        // The expiry index holds each non-empty inbox's front, and only that.
+        let mut fronts: Vec<_> = self.fronts.iter().map(|front| front.0).collect();
+        fronts.sort();
+        let mut expected: Vec<_> = self
+            .users
+            .iter()
+            .zip(1..)
+            .filter_map(|(user, id)| {
+                let &front = user.inbox.front()?;
+                Some((self.first + self.offset(front) as u64, id))
+            })
+            .collect();
+        expected.sort();
+        assert_eq!(fronts, expected, "the expiry index");
         let _ = writeln!(
             out,
-            "messages from {} held {} next expiry {}",
+            "messages from {} expired to {} held {} next expiry {}",
             self.first,
+            self.expire_end,
             self.messages.len(),
             self.next_expiry_ms
         );

@@ -19,7 +19,8 @@
 //! counts as unread. Expiry, too, goes by the journaled times (see
 //! [`Delivery::expire`]).
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 
 use rustc_hash::FxHashMap as HashMap;
 
@@ -52,9 +53,19 @@ pub(crate) struct DeliveryConfig {
     pub(crate) message_retention_ms: u64,
 }
 
-/// The longest time between two expiry passes: a pass visits every user,
-/// so it runs at most this often (and at least 16 times per retention).
-const EXPIRY_PASS_EVERY_MS_MAX: u64 = 60_000;
+/// The longest time between two expiry passes (a pass runs at least 16
+/// times per retention, and at most this far apart), so that a message
+/// outlasts its retention by at most this much.
+const EXPIRY_PASS_EVERY_MS_MAX: u64 = 1_000;
+
+/// The most inboxes one event trims of expired entries: a pass that
+/// expires many messages at once (a large group's, say) is spread over
+/// the events after it instead of stalling one. One in unit tests, so
+/// that their few users leave a backlog to carry over.
+#[cfg(not(test))]
+const EXPIRY_INBOXES_PER_EVENT: usize = 256;
+#[cfg(test)]
+const EXPIRY_INBOXES_PER_EVENT: usize = 1;
 
 /// A message, stored once for every inbox it is in.
 #[derive(Debug, Clone, Copy)]
@@ -165,11 +176,19 @@ pub(crate) struct Delivery {
     users: Vec<Mailbox>,
     /// Every message not expired, in journal order.
     messages: VecDeque<Stored>,
-    /// How many messages have expired: the number of `messages[0]`.
+    /// The number of `messages[0]`: how many messages have left memory.
     first: u64,
+    /// Messages numbered below this have expired; an inbox may still hold
+    /// some of them until it is trimmed (see [`Delivery::trim`]).
+    expire_end: u64,
     /// The journaled time (ms) from which the next event runs an expiry
     /// pass.
     next_expiry_ms: u64,
+    /// (number of the oldest message in the inbox, user id), once for each
+    /// user whose inbox holds an entry: an expiry pass visits only the
+    /// users with an expired entry, not every user. Derived from the
+    /// inboxes (not in snapshots).
+    fronts: BinaryHeap<Reverse<(u64, u64)>>,
     /// Members of each group (index = id - 1), in the order they joined.
     groups: Vec<Vec<UserId>>,
     /// Where message bodies are read from for Sync.
@@ -183,7 +202,9 @@ impl Delivery {
             users: Vec::new(),
             messages: VecDeque::new(),
             first: 0,
+            expire_end: 0,
             next_expiry_ms: 0,
+            fronts: BinaryHeap::new(),
             groups: Vec::new(),
             reader,
         }
@@ -197,46 +218,85 @@ impl Delivery {
 
     /// The message an inbox entry refers to.
     fn stored(&self, index: MessageIndex) -> &Stored {
-        let offset = index.0.wrapping_sub(self.first as u32);
-        &self.messages[offset as usize]
+        &self.messages[self.offset(index)]
     }
 
-    /// Drops the messages older than the retention at journaled time
-    /// `now_ms`, and every inbox's entries for them, when a pass is due. An
-    /// expired entry that was unread stops counting as unread. Passes go by
-    /// journaled times only, so replay expires exactly what the live run
-    /// did.
-    fn expire(&mut self, now_ms: u64) {
-        let retention = self.config.message_retention_ms;
-        if retention == 0 || now_ms < self.next_expiry_ms {
-            return;
+    /// Where in `messages` an inbox entry's message is.
+    fn offset(&self, index: MessageIndex) -> usize {
+        index.0.wrapping_sub(self.first as u32) as usize
+    }
+
+    /// Appends the message at `index` to `user`'s inbox (see
+    /// [`Mailbox::append`]); returns its inbox sequence.
+    fn append(&mut self, user: UserId, index: MessageIndex, message: &Stored) -> u64 {
+        let number = self.first + self.offset(index) as u64;
+        if self.user(user).inbox.is_empty() {
+            self.fronts.push(Reverse((number, user.0)));
         }
-        self.next_expiry_ms = now_ms + (retention / 16).clamp(1, EXPIRY_PASS_EVERY_MS_MAX);
-        let cutoff = now_ms.saturating_sub(retention);
-        // Journaled times follow the clock, which may step back: stop at
-        // the first message that is not expired, and keep the ones after it.
-        let gone = self
-            .messages
+        self.user_mut(user).append(user, index, message)
+    }
+
+    /// Rebuilds [`Delivery::fronts`] from the inboxes.
+    fn index_fronts(&mut self) {
+        let fronts: Vec<_> = self
+            .users
             .iter()
-            .take_while(|message| message.timestamp_ms < cutoff)
-            .count();
-        if gone == 0 {
-            return;
+            .zip(1..)
+            .filter_map(|(user, id)| {
+                let &front = user.inbox.front()?;
+                Some(Reverse((self.first + self.offset(front) as u64, id)))
+            })
+            .collect();
+        self.fronts = fronts.into();
+    }
+
+    /// Expires the messages older than the retention at journaled time
+    /// `now_ms`, when a pass is due, and trims inboxes of expired entries:
+    /// at most `budget` inboxes (all for `None`). Goes by journaled times
+    /// and events only, so replay expires exactly what the live run did.
+    fn expire(&mut self, now_ms: u64, budget: Option<usize>) {
+        let retention = self.config.message_retention_ms;
+        if retention > 0 && now_ms >= self.next_expiry_ms {
+            self.next_expiry_ms = now_ms + (retention / 16).clamp(1, EXPIRY_PASS_EVERY_MS_MAX);
+            let cutoff = now_ms.saturating_sub(retention);
+            // Journaled times follow the clock, which may step back: stop
+            // at the first message that is not expired, and keep the ones
+            // after it.
+            let expired = self
+                .messages
+                .range((self.expire_end - self.first) as usize..)
+                .take_while(|message| message.timestamp_ms < cutoff)
+                .count();
+            self.expire_end += expired as u64;
         }
-        let first = self.first as u32;
-        let messages = &self.messages;
-        for (at, user) in self.users.iter_mut().enumerate() {
-            let owner = UserId(at as u64 + 1);
-            // Every entry refers to a message numbered `first` or later, so
-            // the expired ones are those less than `gone` past it.
+        self.trim(budget);
+    }
+
+    /// Drops expired entries from the front of the inboxes that hold some
+    /// (at most `budget` inboxes), oldest first; an expired entry that was
+    /// unread stops counting. Then drops the messages no inbox refers to.
+    fn trim(&mut self, budget: Option<usize>) {
+        let first = self.first;
+        let end = self.expire_end;
+        let mut trimmed = 0;
+        while let Some(&Reverse((front, user_id))) = self.fronts.peek() {
+            if front >= end || budget.is_some_and(|budget| trimmed == budget) {
+                break;
+            }
+            trimmed += 1;
+            self.fronts.pop();
+            let owner = UserId(user_id);
+            let user = &mut self.users[(user_id - 1) as usize];
             while let Some(&MessageIndex(index)) = user.inbox.front() {
-                let offset = index.wrapping_sub(first) as usize;
-                if offset >= gone {
+                // Every entry refers to a message numbered `first` or later.
+                let number = first + u64::from(index.wrapping_sub(first as u32));
+                if number >= end {
+                    self.fronts.push(Reverse((number, user_id)));
                     break;
                 }
                 user.inbox.pop_front();
                 user.expired += 1;
-                let message = &messages[offset];
+                let message = &self.messages[(number - first) as usize];
                 if message.sender == owner {
                     continue;
                 }
@@ -252,8 +312,14 @@ impl Delivery {
                 }
             }
         }
-        self.messages.drain(..gone);
-        self.first += gone as u64;
+        // Every message is in its sender's inbox, so the oldest front is
+        // the oldest message still referred to.
+        let keep_from = self
+            .fronts
+            .peek()
+            .map_or(end, |&Reverse((front, _))| front.min(end));
+        self.messages.drain(..(keep_from - first) as usize);
+        self.first = keep_from;
     }
 
     fn user(&self, id: UserId) -> &Mailbox {
@@ -289,12 +355,14 @@ impl Delivery {
                 if let Some(retention) = message_retention_ms {
                     self.config.message_retention_ms = *retention;
                 }
-                // Every start runs a pass under the run's retention. Replay
-                // from a snapshot applies the start marker it was taken at
-                // once more; a second pass at the same time finds nothing.
+                // Every start runs a pass under the run's retention and
+                // trims every inbox it concerns (nobody waits on a start).
+                // Replay from a snapshot applies the start marker it was
+                // taken at once more; a second pass at the same time finds
+                // nothing.
                 if let Some(journaled) = journaled {
                     self.next_expiry_ms = 0;
-                    self.expire(journaled.timestamp_ns / 1_000_000);
+                    self.expire(journaled.timestamp_ns / 1_000_000, None);
                 }
             }
             Intent::Account { name } => self.users.push(Mailbox {
@@ -413,7 +481,7 @@ impl Delivery {
             timestamp_ms: journaled.timestamp_ns / 1_000_000,
             position: journaled.position,
         };
-        self.expire(stored.timestamp_ms);
+        self.expire(stored.timestamp_ms, Some(EXPIRY_INBOXES_PER_EVENT));
         assert!(
             self.messages.len() < u32::MAX as usize,
             "2^32 messages do not fit in memory"
@@ -423,7 +491,7 @@ impl Delivery {
         self.messages.push_back(stored);
         // The sender's own entry first, so the acknowledgement leads the
         // frames this message makes (a large group's come after it).
-        let sender_sequence = self.user_mut(sender).append(sender, index, &stored);
+        let sender_sequence = self.append(sender, index, &stored);
         let window = self.config.dedup_window;
         self.user_mut(sender).sent.insert(
             client_message_id,
@@ -451,7 +519,7 @@ impl Delivery {
     ) {
         let sender = stored.sender;
         let mut deliver_to = |this: &mut Self, user: UserId| {
-            let sequence = this.user_mut(user).append(user, index, stored);
+            let sequence = this.append(user, index, stored);
             this.push(user, conn, stored, sequence, body, out);
         };
         match (stored.to.as_user(), stored.to.as_group()) {

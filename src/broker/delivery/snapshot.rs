@@ -27,6 +27,7 @@ impl Delivery {
         out.count(self.groups.len());
         out.count(self.messages.len());
         out.u64(self.first);
+        out.u64(self.expire_end);
         out.u64(self.next_expiry_ms);
         for message in &self.messages {
             out.u64(message.server_message_id);
@@ -81,6 +82,12 @@ impl Delivery {
         let group_count = input.count(8)?;
         let message_count = input.count(48)?;
         delivery.first = input.u64()?;
+        delivery.expire_end = input.u64()?;
+        if delivery.expire_end < delivery.first
+            || delivery.expire_end - delivery.first > message_count as u64
+        {
+            return Err(input.error("an expiry mark out of range"));
+        }
         delivery.next_expiry_ms = input.u64()?;
         for _ in 0..message_count {
             let server_message_id = input.u64()?;
@@ -149,6 +156,7 @@ impl Delivery {
                 sent: Dedup::from_entries(sent),
             });
         }
+        delivery.index_fronts();
         Ok(delivery)
     }
 }
