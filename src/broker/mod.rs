@@ -502,6 +502,11 @@ impl Broker {
                     let needed = delivery
                         .oldest_message_position()
                         .map_or(segment, |position| position.segment.min(segment));
+                    if journal.reader().cursor_at_start().position().segment < needed {
+                        // From here on the projection stands in for the
+                        // records: it must outlive a power loss first.
+                        store.make_durable()?;
+                    }
                     journal.delete_before(needed)?.len()
                 }
                 None => 0,

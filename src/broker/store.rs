@@ -129,6 +129,30 @@ impl Store {
         self.write()
     }
 
+    /// Makes every commit so far survive a power loss (with WAL and
+    /// `synchronous = NORMAL` the last ones may not): a full checkpoint
+    /// syncs the log and the database. Before journal records the
+    /// projection came from are deleted.
+    pub(crate) fn make_durable(&mut self) -> Result<(), StoreError> {
+        let fail = |source| StoreError {
+            path: self.path.clone(),
+            source,
+        };
+        let (busy, _, _): (i64, i64, i64) = self
+            .connection
+            .query_row("PRAGMA wal_checkpoint(FULL)", [], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .map_err(fail)?;
+        if busy != 0 {
+            return Err(fail(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                Some("the checkpoint was blocked by another connection".into()),
+            )));
+        }
+        Ok(())
+    }
+
     /// Commits what was noted and records the newest sequence seen even
     /// without changes: at a clean stop, so the next start knows the
     /// projection is not behind.

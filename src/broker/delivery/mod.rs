@@ -33,6 +33,8 @@ use crate::journal::{JournalReader, Position};
 mod dedup;
 #[cfg(test)]
 mod digest;
+#[cfg(test)]
+mod expiry_probe;
 mod read;
 mod snapshot;
 
@@ -62,8 +64,9 @@ const EXPIRY_PASS_EVERY_MS_MAX: u64 = 1_000;
 /// expires many messages at once (a large group's, say) is spread over
 /// the events after it instead of stalling one. One in unit tests, so
 /// that their few users leave a backlog to carry over.
+const EXPIRY_INBOXES_PER_EVENT_SERVED: usize = 256;
 #[cfg(not(test))]
-const EXPIRY_INBOXES_PER_EVENT: usize = 256;
+const EXPIRY_INBOXES_PER_EVENT: usize = EXPIRY_INBOXES_PER_EVENT_SERVED;
 #[cfg(test)]
 const EXPIRY_INBOXES_PER_EVENT: usize = 1;
 
@@ -114,7 +117,8 @@ struct Device {
 
 /// # Invariants
 /// - The entry `inbox[i]` has inbox sequence `expired + i + 1`.
-/// - No entry refers to an expired message (below [`Delivery::first`]).
+/// - Every entry refers to a message still held (numbered
+///   [`Delivery::first`] or later).
 #[derive(Debug, Default)]
 struct Mailbox {
     name: String,
@@ -171,10 +175,13 @@ impl Mailbox {
 /// # Invariants
 /// - `messages[i]` is message number `first + i`.
 /// - Every inbox entry refers to a message in `messages`.
+/// - `first <= expire_end <= first + messages.len()`.
+/// - `fronts` holds, for each non-empty inbox, its first entry's number.
 pub(crate) struct Delivery {
     config: DeliveryConfig,
     users: Vec<Mailbox>,
-    /// Every message not expired, in journal order.
+    /// Every message an inbox may still refer to, in journal order: those
+    /// not expired, and expired ones in inboxes not trimmed yet.
     messages: VecDeque<Stored>,
     /// The number of `messages[0]`: how many messages have left memory.
     first: u64,
