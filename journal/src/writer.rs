@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -89,8 +89,9 @@ impl Shared {
 }
 
 /// A stretch of a segment for the preparer thread to make ready:
-/// (segment, offset, length).
-type PrepareRequest = (Arc<Segment>, usize, usize);
+/// (segment, offset, length). The segment is held weakly: a request still
+/// queued is not a reader, and must not keep retention from deleting it.
+type PrepareRequest = (Weak<Segment>, usize, usize);
 
 /// Flushes a journal from another thread than its appender's (see
 /// [`Journal::flusher`]).
@@ -469,7 +470,10 @@ impl Journal {
             .name("journal-prepare".into())
             .spawn(move || {
                 for (segment, offset, len) in receiver {
-                    segment.mapping().prepare(offset, len);
+                    // A segment deleted meanwhile needs no pages.
+                    if let Some(segment) = segment.upgrade() {
+                        segment.mapping().prepare(offset, len);
+                    }
                 }
             });
         // Without the thread, pages are simply faulted in by the appender.
@@ -486,7 +490,7 @@ impl Journal {
         }
         if let Some((sender, _)) = &self.preparer {
             let _ = sender.send((
-                Arc::clone(&self.active),
+                Arc::downgrade(&self.active),
                 self.prepared_until,
                 target - self.prepared_until,
             ));
