@@ -62,6 +62,10 @@ pub struct Summary {
     pub server_cpu_us_per_op: Option<f64>,
     /// The server's resident memory at the end, in bytes.
     pub server_rss_bytes: Option<u64>,
+    /// The anonymous part of it (the server's own; the rest is file pages
+    /// it maps, such as courier's journal, which the page cache holds
+    /// either way), in bytes.
+    pub server_anon_bytes: Option<u64>,
     /// Scenario-specific figures (name, value).
     pub extra: Vec<(String, f64)>,
 }
@@ -100,11 +104,19 @@ impl Summary {
             let _ = writeln!(out);
         }
         if let Some(rss) = self.server_rss_bytes {
-            let _ = writeln!(
+            let _ = write!(
                 out,
                 "  server memory: {:.1} MiB resident",
                 rss as f64 / 1048576.0
             );
+            if let Some(anon) = self.server_anon_bytes {
+                let _ = write!(
+                    out,
+                    ", {:.1} MiB of it anonymous (the rest is mapped file pages)",
+                    anon as f64 / 1048576.0
+                );
+            }
+            let _ = writeln!(out);
         }
         for (name, value) in &self.extra {
             let _ = writeln!(out, "  {name}: {value:.1}");
@@ -337,6 +349,7 @@ mod tests {
             server_cores: Some(0.5),
             server_cpu_us_per_op: Some(2.0),
             server_rss_bytes: None,
+            server_anon_bytes: None,
             extra: vec![],
         };
         let json = serde_json::to_string(&summary).unwrap();

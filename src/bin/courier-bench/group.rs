@@ -276,6 +276,7 @@ pub fn run(
         server_cores: cpu_ns.map(|ns| ns as f64 / 1e9 / seconds),
         server_cpu_us_per_op: cpu_ns.map(|ns| ns as f64 / 1000.0 / tally.deliveries.max(1) as f64),
         server_rss_bytes: target.rss_bytes(),
+        server_anon_bytes: target.anon_bytes(),
         extra: vec![
             (
                 "group messages/s (to every member)".into(),

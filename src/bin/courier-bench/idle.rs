@@ -148,6 +148,7 @@ pub fn run(
         server_cores: cpu_ns.map(|ns| ns as f64 / 1e9 / seconds),
         server_cpu_us_per_op: cpu_ns.map(|ns| ns as f64 / 1000.0 / pings.max(1.0)),
         server_rss_bytes: target.rss_bytes(),
+        server_anon_bytes: target.anon_bytes(),
         extra,
     };
     Ok((summary, vec![("ping".into(), rtt)]))

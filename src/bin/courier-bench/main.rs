@@ -199,6 +199,10 @@ impl Target {
     pub fn rss_bytes(&self) -> Option<u64> {
         self.pid.and_then(server::rss_bytes)
     }
+
+    pub fn anon_bytes(&self) -> Option<u64> {
+        self.pid.and_then(server::anon_bytes)
+    }
 }
 
 /// A user name unique to this run.

@@ -179,6 +179,7 @@ pub fn run(
         server_cpu_us_per_op: cpu_ns
             .map(|ns| ns as f64 / 1000.0 / delivered_measured.max(1) as f64),
         server_rss_bytes: target.rss_bytes(),
+        server_anon_bytes: target.anon_bytes(),
         extra: Vec::new(),
     };
     Ok((summary, latencies))

@@ -116,8 +116,20 @@ pub fn cpu_ns(pid: u32) -> Option<u64> {
 
 /// A process's resident memory, in bytes.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
+    status_bytes(pid, "VmRSS:")
+}
+
+/// A process's resident anonymous memory (its heap and stacks, not the
+/// file pages it maps, such as courier's journal), in bytes.
+pub fn anon_bytes(pid: u32) -> Option<u64> {
+    status_bytes(pid, "RssAnon:")
+}
+
+/// A size in kB that /proc/PID/status gives on the line starting `key`,
+/// in bytes.
+fn status_bytes(pid: u32, key: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }

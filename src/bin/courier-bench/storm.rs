@@ -96,6 +96,7 @@ pub fn run(
         server_cores: cpu_ns.map(|ns| ns as f64 / 1e9 / seconds),
         server_cpu_us_per_op: cpu_ns.map(|ns| ns as f64 / 1000.0 / count),
         server_rss_bytes: rss_after,
+        server_anon_bytes: target.anon_bytes(),
         extra,
     };
     drop(clients);
