@@ -364,6 +364,13 @@ impl Broker {
     /// the pipeline, sending out through `egress`.
     pub fn open(config: &BrokerConfig, egress: impl Egress) -> Result<Self, BrokerError> {
         config.validate().map_err(BrokerError::Config)?;
+        if config.message_retention_s > 0 && !config.snapshots {
+            tracing::warn!(
+                message_retention_s = config.message_retention_s,
+                "messages expire from memory, but without snapshots no journal segment is ever \
+                 deleted: the journal grows without bound (set snapshots = true)"
+            );
+        }
         std::fs::create_dir_all(&config.data_dir).map_err(|source| BrokerError::DataDir {
             path: config.data_dir.clone(),
             source,
