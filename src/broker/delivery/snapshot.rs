@@ -122,6 +122,10 @@ impl Delivery {
         for _ in 0..user_count {
             let name = input.str()?;
             let expired = input.u64()?;
+            // Far past any real count, and no sequence can overflow.
+            if expired > 1 << 62 {
+                return Err(input.error("an expired count out of range"));
+            }
             let mut inbox = VecDeque::new();
             for _ in 0..input.count(4)? {
                 let index = input.u32()?;
