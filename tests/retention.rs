@@ -6,8 +6,10 @@
 
 mod util;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use courier::client::Client;
 use courier::codec::proto::DeliveryMode;
 use courier::net::{self, ServerConfig};
 use util::*;
@@ -24,17 +26,26 @@ fn retention_config(dir: &std::path::Path) -> ServerConfig {
     config
 }
 
+/// The journal's segments, as `courier journal inspect` lists them.
 fn segments(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir.join("journal"))
+    courier::journal::inspect(dir.join("journal"))
         .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "segment")
-        })
-        .count()
+        .len()
+}
+
+/// The 16 KiB body of every message ana sends.
+const BODY: [u8; 16 * 1024] = [7; 16 * 1024];
+
+/// Registers ana and bo, and has ana send bo `count` messages (client ids
+/// from 1); returns ana's connection.
+fn ana_sends_bo(address: SocketAddr, count: u64) -> Client {
+    register(address, "ana");
+    register(address, "bo");
+    let mut ana = login(address, "ana", "phone", DeliveryMode::PushNotice);
+    for n in 1..=count {
+        ana.send("bo", n, &BODY).unwrap();
+    }
+    ana
 }
 
 #[test]
@@ -43,14 +54,8 @@ fn old_messages_expire_and_their_segments_go_at_the_next_start() {
     let config = retention_config(dir.path());
     let server = net::start(config.clone()).unwrap();
     let address = server.local_addr();
-    register(address, "ana");
-    register(address, "bo");
-    let mut ana = login(address, "ana", "phone", DeliveryMode::PushNotice);
     // 200 messages of 16 KiB: about three 1 MiB segments.
-    let body = vec![7u8; 16 * 1024];
-    for n in 1..=200u64 {
-        ana.send("bo", n, &body).unwrap();
-    }
+    let mut ana = ana_sends_bo(address, 200);
     let full = segments(dir.path());
     assert!(full >= 4, "{full} segments");
     std::thread::sleep(Duration::from_millis(RETENTION_S * 1000 + 500));
@@ -58,7 +63,7 @@ fn old_messages_expire_and_their_segments_go_at_the_next_start() {
     // the others: it runs the expiry pass.
     let fresh = ana.send("bo", 201, b"fresh").unwrap();
     assert_eq!(fresh.inbox_sequence, 201, "sequences never change");
-    let mut bo = courier::client::Client::connect(address).unwrap();
+    let mut bo = Client::connect(address).unwrap();
     let ok = bo
         .login("bo", &password("bo"), "phone", DeliveryMode::PushNotice)
         .unwrap();
@@ -70,7 +75,7 @@ fn old_messages_expire_and_their_segments_go_at_the_next_start() {
         (201, &b"fresh"[..])
     );
     // A resend of an expired message's client id is still recognised.
-    let again = ana.send("bo", 5, &body).unwrap();
+    let again = ana.send("bo", 5, &BODY).unwrap();
     assert_eq!(again.inbox_sequence, 5);
     drop((ana, bo));
     server.shutdown().unwrap();
@@ -137,15 +142,7 @@ fn without_a_retention_nothing_expires_or_is_deleted() {
     let mut config = retention_config(dir.path());
     config.broker.message_retention_s = 0;
     let server = net::start(config.clone()).unwrap();
-    let address = server.local_addr();
-    register(address, "ana");
-    register(address, "bo");
-    let mut ana = login(address, "ana", "phone", DeliveryMode::PushNotice);
-    let body = vec![7u8; 16 * 1024];
-    for n in 1..=100u64 {
-        ana.send("bo", n, &body).unwrap();
-    }
-    drop(ana);
+    drop(ana_sends_bo(server.local_addr(), 100));
     server.shutdown().unwrap();
     let full = segments(dir.path());
     let server = net::start(config.clone()).unwrap();

@@ -562,27 +562,16 @@ fn a_known_history_replays_to_the_same_state() {
     run(&history);
 }
 
-#[test]
-fn read_marks_count_unread_from_scratch_and_replay() {
+/// ana (user 0) and bo (user 1) registered, logged in on connections 0
+/// and 1, and friends.
+fn ana_and_bo_friends() -> Vec<Step> {
     let login = |c: u8| Step::Login {
         conn: c,
         user: c,
         device: 0,
         notice: false,
     };
-    let send = |client_id| Step::Send {
-        conn: 1,
-        to: 0,
-        client_id,
-    };
-    let mark = |up_to| Step::MarkRead {
-        conn: 0,
-        peer: 1,
-        up_to,
-    };
-    // bo sends ana three messages; ana reads the first, then one more,
-    // then all: each mark is checked against a count from scratch.
-    let history = [
+    vec![
         Step::Register(0),
         Step::Register(1),
         Step::Connect(0),
@@ -599,64 +588,55 @@ fn read_marks_count_unread_from_scratch_and_replay() {
             user: 0,
             op: 1,
         },
-        send(1),
-        send(2),
-        send(3),
-        mark(1),
-        mark(2),
-        send(4),
-        mark(4),
-    ];
+    ]
+}
+
+/// bo sends ana a message with `client_id`.
+fn bo_sends(client_id: u8) -> Step {
+    Step::Send {
+        conn: 1,
+        to: 0,
+        client_id,
+    }
+}
+
+/// ana marks her conversation with bo read up to `up_to`.
+fn ana_marks(up_to: u8) -> Step {
+    Step::MarkRead {
+        conn: 0,
+        peer: 1,
+        up_to,
+    }
+}
+
+#[test]
+fn read_marks_count_unread_from_scratch_and_replay() {
+    // bo sends ana three messages; ana reads the first, then one more,
+    // then all: each mark is checked against a count from scratch.
+    let mut history = ana_and_bo_friends();
+    history.extend([
+        bo_sends(1),
+        bo_sends(2),
+        bo_sends(3),
+        ana_marks(1),
+        ana_marks(2),
+        bo_sends(4),
+        ana_marks(4),
+    ]);
     let digest = run(&history);
     assert!(digest.contains("read [(2, 4, 0, 5)]"), "{digest}");
 }
 
 #[test]
 fn expired_messages_leave_the_inboxes_and_the_unread_counts() {
-    let login = |c: u8| Step::Login {
-        conn: c,
-        user: c,
-        device: 0,
-        notice: false,
-    };
-    let send = |client_id| Step::Send {
-        conn: 1,
-        to: 0,
-        client_id,
-    };
-    let mark = |up_to| Step::MarkRead {
-        conn: 0,
-        peer: 1,
-        up_to,
-    };
     // bo sends ana three messages a millisecond apart; ana reads the
     // first. Five records later (connections opening) bo sends a fourth:
     // with a retention of 3 ms the first three have expired by then. The
     // last mark changes nothing, but checks the counts from scratch.
-    let mut history = vec![
-        Step::Register(0),
-        Step::Register(1),
-        Step::Connect(0),
-        Step::Connect(1),
-        login(0),
-        login(1),
-        Step::Contact {
-            conn: 0,
-            user: 1,
-            op: 0,
-        },
-        Step::Contact {
-            conn: 1,
-            user: 0,
-            op: 1,
-        },
-        send(1),
-        send(2),
-        send(3),
-        mark(1),
-    ];
+    let mut history = ana_and_bo_friends();
+    history.extend([bo_sends(1), bo_sends(2), bo_sends(3), ana_marks(1)]);
     history.extend((0..5).map(|_| Step::Connect(2)));
-    history.extend([send(4), mark(1), Step::Restart, mark(1)]);
+    history.extend([bo_sends(4), ana_marks(1), Step::Restart, ana_marks(1)]);
     let digest = run_with_retention(&history, 3);
     let line = |user: u8| {
         digest
