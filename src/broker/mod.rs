@@ -491,9 +491,9 @@ impl Broker {
         };
 
         let segments_deleted = if config.message_retention_s > 0 {
-            // The snapshot stands in for the records before it; the
-            // messages held need theirs for Sync.
-            let covered = match (snapshot_written, snapshot_loaded) {
+            // The newest snapshot now on disk: the one written, else the
+            // one loaded.
+            let snapshot = match (snapshot_written, snapshot_loaded) {
                 (Some(_), _) => Some(start.position.segment),
                 (None, Some(sequence)) => Some(
                     journal
@@ -504,17 +504,9 @@ impl Broker {
                 ),
                 (None, None) => None,
             };
-            match covered {
+            match snapshot {
                 Some(segment) => {
-                    let needed = delivery
-                        .oldest_message_position()
-                        .map_or(segment, |position| position.segment.min(segment));
-                    if journal.reader().cursor_at_start().position().segment < needed {
-                        // From here on the projection stands in for the
-                        // records: it must outlive a power loss first.
-                        store.make_durable()?;
-                    }
-                    journal.delete_before(needed)?.len()
+                    delete_unneeded_segments(&mut journal, &mut store, &delivery, segment)?
                 }
                 None => 0,
             }
@@ -681,6 +673,25 @@ impl Broker {
         auth.join();
         outcome.map_err(BrokerError::Stage)
     }
+}
+
+/// Deletes the journal segments before both `snapshot_segment` (where the
+/// snapshot stands in for the records) and the oldest message held (which
+/// Sync reads its body from); returns how many. The SQLite projection is
+/// made durable first: it, too, stands in for the deleted records.
+fn delete_unneeded_segments(
+    journal: &mut Journal,
+    store: &mut Store,
+    delivery: &Delivery,
+    snapshot_segment: u64,
+) -> Result<usize, BrokerError> {
+    let needed = delivery
+        .oldest_message_position()
+        .map_or(snapshot_segment, |position| {
+            position.segment.min(snapshot_segment)
+        });
+    store.make_durable()?;
+    Ok(journal.delete_before(needed)?.len())
 }
 
 /// Refuses to start when the journal no longer begins at its first record
