@@ -73,7 +73,10 @@ fn metrics_follow_the_traffic_and_only_metrics_is_served() {
         let (status, body) = get(metrics, "/metrics");
         assert_eq!(status, 200);
         let values = samples(&body);
-        if values["courier_users_online"] == 2.0 && values["courier_frames_in_total"] >= 54.0 {
+        if values["courier_users_online"] == 2.0
+            && values["courier_frames_in_total"] >= 54.0
+            && values["courier_messages_held"] == MESSAGES as f64
+        {
             break values;
         }
         assert!(
@@ -84,6 +87,8 @@ fn metrics_follow_the_traffic_and_only_metrics_is_served() {
     };
     assert_eq!(values["courier_users_registered"], 2.0);
     assert_eq!(values["courier_devices_online"], 2.0);
+    // Each 1:1 message is in two inboxes: the recipient's and the sender's.
+    assert_eq!(values["courier_inbox_entries"], 2.0 * MESSAGES as f64);
     assert!(values["courier_journal_records_total"] >= MESSAGES as f64);
     assert!(values["courier_bytes_out_total"] > 0.0);
     assert!(values["courier_journal_bytes"] > 0.0);

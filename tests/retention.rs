@@ -77,6 +77,22 @@ fn old_messages_expire_and_their_segments_go_at_the_next_start() {
     // A resend of an expired message's client id is still recognised.
     let again = ana.send("bo", 5, &BODY).unwrap();
     assert_eq!(again.inbox_sequence, 5);
+    // The census counts what memory holds: the fresh message, in two
+    // inboxes (published once per batch, so wait for it).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let stats = server.stats();
+        if (stats.messages_held, stats.inbox_entries) == (1, 2) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "held {} messages in {} entries",
+            stats.messages_held,
+            stats.inbox_entries
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     drop((ana, bo));
     server.shutdown().unwrap();
 

@@ -372,6 +372,8 @@ fn log_stats(
         users_registered = stats.users_registered,
         users_online = stats.users_online,
         devices_online = stats.devices_online,
+        messages_held = stats.messages_held,
+        inbox_entries = stats.inbox_entries,
         connections_open = stats.connections_open,
         frames_in_per_s = rate(stats.frames_in, before.frames_in),
         bytes_in_per_s = rate(stats.bytes_in, before.bytes_in),

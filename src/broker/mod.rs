@@ -531,6 +531,7 @@ impl Broker {
         let [journal_latency, flush_latency, logic_latency, fan_out_latency] =
             ["journal", "flush", "logic", "fan-out"].map(StageLatency::new);
         census.store(logic.census());
+        census.store_held(&delivery);
         let mut builder = Builder::new(config.ring_slots, Inbound::default)
             .wait_strategy(config.wait_strategy())
             .placement(config.ring_placement());
@@ -572,6 +573,7 @@ impl Broker {
             FanOut {
                 egress: Box::new(egress),
                 delivery,
+                census: Arc::clone(&census),
                 out: Outbox::default(),
                 scratch: Vec::new(),
                 latency: LatencyRecorder::new(Arc::clone(&fan_out_latency)),

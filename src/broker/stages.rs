@@ -155,15 +155,19 @@ impl MutHandler<Inbound> for LogicStage {
     }
 }
 
-/// The latest [`Census`], readable from any thread.
+/// The latest [`Census`], readable from any thread: its user counts from
+/// logic, its message counts from the fan-out stage.
 #[derive(Debug, Default)]
 pub(crate) struct CensusCell {
     users_registered: AtomicU64,
     users_online: AtomicU64,
     devices_online: AtomicU64,
+    messages_held: AtomicU64,
+    inbox_entries: AtomicU64,
 }
 
 impl CensusCell {
+    /// Stores logic's user counts.
     pub(crate) fn store(&self, census: Census) {
         // Relaxed: three gauges for people, read together only loosely.
         self.users_registered
@@ -174,11 +178,20 @@ impl CensusCell {
             .store(census.devices_online, Ordering::Relaxed);
     }
 
+    /// Stores the inboxes' message counts.
+    pub(crate) fn store_held(&self, delivery: &Delivery) {
+        let (messages, entries) = delivery.held();
+        self.messages_held.store(messages, Ordering::Relaxed);
+        self.inbox_entries.store(entries, Ordering::Relaxed);
+    }
+
     pub(crate) fn load(&self) -> Census {
         Census {
             users_registered: self.users_registered.load(Ordering::Relaxed),
             users_online: self.users_online.load(Ordering::Relaxed),
             devices_online: self.devices_online.load(Ordering::Relaxed),
+            messages_held: self.messages_held.load(Ordering::Relaxed),
+            inbox_entries: self.inbox_entries.load(Ordering::Relaxed),
         }
     }
 }
@@ -204,6 +217,8 @@ pub(crate) fn carry_out(
 pub(crate) struct FanOut {
     pub(crate) egress: Box<dyn Egress>,
     pub(crate) delivery: Delivery,
+    /// Where the message counts are published, once per batch.
+    pub(crate) census: std::sync::Arc<CensusCell>,
     /// The frames the intents of one event produce.
     pub(crate) out: Outbox,
     pub(crate) scratch: Vec<u8>,
@@ -244,6 +259,7 @@ impl Handler<Inbound> for FanOut {
         }
         if end_of_batch {
             self.egress.flush();
+            self.census.store_held(&self.delivery);
             self.latency.end_batch();
         }
     }

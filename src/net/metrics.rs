@@ -231,6 +231,18 @@ pub(crate) fn render(stats: &ServerStats, latencies: &[LatencyHistogram]) -> Str
         stats.devices_online,
     );
     metric(
+        "messages_held",
+        "gauge",
+        "Messages held in memory (48 bytes each; bodies stay in the journal).",
+        stats.messages_held,
+    );
+    metric(
+        "inbox_entries",
+        "gauge",
+        "Inbox entries held in memory (4 bytes each).",
+        stats.inbox_entries,
+    );
+    metric(
         "connections_open",
         "gauge",
         "Client connections open.",

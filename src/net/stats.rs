@@ -102,6 +102,10 @@ pub struct ServerStats {
     pub users_online: u64,
     /// Devices logged in (from login to logout or the connection's close).
     pub devices_online: u64,
+    /// Messages held in memory (see `message_retention_s`).
+    pub messages_held: u64,
+    /// Inbox entries held in memory.
+    pub inbox_entries: u64,
     /// Bytes of the journal's files (0 if they could not be listed).
     pub journal_bytes: u64,
     /// Bytes free on the data directory's file system (0 if unknown).
@@ -142,6 +146,8 @@ impl Counters {
             users_registered: census.users_registered,
             users_online: census.users_online,
             devices_online: census.devices_online,
+            messages_held: census.messages_held,
+            inbox_entries: census.inbox_entries,
             journal_bytes: 0,
             disk_free_bytes: 0,
         }

@@ -57,6 +57,8 @@ impl Delivery {
                 user.sent.ids(),
             );
         }
+        let entries: u64 = self.users.iter().map(|u| u.inbox.len() as u64).sum();
+        assert_eq!(entries, self.entries_held, "the entries counted");
         // The expiry index holds each non-empty inbox's front, and only that.
         let mut fronts: Vec<_> = self.fronts.iter().map(|front| front.0).collect();
         fronts.sort();

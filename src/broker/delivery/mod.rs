@@ -191,6 +191,8 @@ pub(crate) struct Delivery {
     /// The journaled time (ms) from which the next event runs an expiry
     /// pass.
     next_expiry_ms: u64,
+    /// Entries over all inboxes.
+    entries_held: u64,
     /// (number of the oldest message in the inbox, user id), once for each
     /// user whose inbox holds an entry: an expiry pass visits only the
     /// users with an expired entry, not every user. Derived from the
@@ -211,10 +213,16 @@ impl Delivery {
             first: 0,
             expire_end: 0,
             next_expiry_ms: 0,
+            entries_held: 0,
             fronts: BinaryHeap::new(),
             groups: Vec::new(),
             reader,
         }
+    }
+
+    /// (messages, inbox entries) held in memory.
+    pub(crate) fn held(&self) -> (u64, u64) {
+        (self.messages.len() as u64, self.entries_held)
     }
 
     /// Where the oldest message held is in the journal: no record before
@@ -240,6 +248,7 @@ impl Delivery {
         if self.user(user).inbox.is_empty() {
             self.fronts.push(Reverse((number, user.0)));
         }
+        self.entries_held += 1;
         self.user_mut(user).append(user, index, message)
     }
 
@@ -303,6 +312,7 @@ impl Delivery {
                 }
                 user.inbox.pop_front();
                 user.expired += 1;
+                self.entries_held -= 1;
                 let message = &self.messages[(number - first) as usize];
                 if message.sender == owner {
                     continue;

@@ -135,6 +135,7 @@ impl Delivery {
                 }
                 inbox.push_back(MessageIndex(index));
             }
+            delivery.entries_held += inbox.len() as u64;
             let mut conversations = HashMap::default();
             for _ in 0..input.count(32)? {
                 let peer = Peer::from_raw(input.u64()?);

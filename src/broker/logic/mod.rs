@@ -112,7 +112,8 @@ pub(crate) struct Logic {
     devices_online: u64,
 }
 
-/// How many users there are and how many are online, as logic counts them.
+/// How many users there are and how many are online, as logic counts them,
+/// and how many messages the inboxes hold, as the fan-out stage counts them.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Census {
     /// Registered accounts.
@@ -121,6 +122,12 @@ pub struct Census {
     pub users_online: u64,
     /// Devices logged in (a user on a phone and a laptop counts twice).
     pub devices_online: u64,
+    /// Messages held in memory (48 bytes each; their bodies stay in the
+    /// journal). Without a message retention, every message ever sent.
+    pub messages_held: u64,
+    /// Inbox entries held in memory (4 bytes each; one per member a
+    /// message went to).
+    pub inbox_entries: u64,
 }
 
 impl Logic {
@@ -144,6 +151,7 @@ impl Logic {
             users_registered: self.users.len() as u64,
             users_online: self.users_online,
             devices_online: self.devices_online,
+            ..Census::default()
         }
     }
 
