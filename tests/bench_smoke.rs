@@ -230,25 +230,28 @@ fn nats_runs_are_refused_clearly_where_they_cannot_run() {
 }
 
 /// Runs `compare` with tiny counts; returns its table.
-fn compare(args: &[&str]) -> String {
-    succeed(&[&["compare"], args].concat())
-}
-
-#[test]
-fn compare_runs_every_server_each_round_and_sets_them_against_the_first() {
-    let _serial = serial();
-    let table = compare(&[
+/// `courier-bench compare` over `rounds` rounds of `servers`, each running
+/// two closed-loop 1:1 pairs.
+fn compare(rounds: &str, servers: &str) -> String {
+    succeed(&[
+        "compare",
         "--rounds",
-        "2",
+        rounds,
         "--servers",
-        "courier-none,courier-batch",
+        servers,
         "--",
         "one-to-one",
         "--pairs",
         "2",
         "--rate",
         "0",
-    ]);
+    ])
+}
+
+#[test]
+fn compare_runs_every_server_each_round_and_sets_them_against_the_first() {
+    let _serial = serial();
+    let table = compare("2", "courier-none,courier-batch");
     assert!(table.contains("CPU vs courier-none"), "{table}");
     let row = |name: &str| {
         table
@@ -271,18 +274,7 @@ fn compare_runs_every_server_each_round_and_sets_them_against_the_first() {
         assert_eq!(runs.split(", ").count(), 2, "{table}");
     }
     if nats_server_present() {
-        let table = compare(&[
-            "--rounds",
-            "1",
-            "--servers",
-            "nats,courier-none",
-            "--",
-            "one-to-one",
-            "--pairs",
-            "2",
-            "--rate",
-            "0",
-        ]);
+        let table = compare("1", "nats,courier-none");
         assert!(
             table.contains("| nats |") && table.contains("| courier-none |"),
             "{table}"
