@@ -94,8 +94,8 @@ impl Delivery {
 
     /// Checks a conversation's counts against a count from scratch: its
     /// `unread` is the entries from others above `read_up_to` and not
-    /// expired, none of them below `unread_from`. The replay property tests run every mark
-    /// through it.
+    /// expired, none of them below `unread_from`. The replay property tests
+    /// run every mark, and every state they compare, through it.
     #[cfg(test)]
     pub(super) fn check_conversation(&self, user_id: UserId, peer: Peer) {
         let user = self.user(user_id);

@@ -1,7 +1,9 @@
 //! The inboxes' part of a snapshot: messages, inboxes, read state, recent
 //! client ids and group members, and how far messages have expired.
 //! Devices are not in it: a snapshot is taken at a run's start, when none
-//! is online.
+//! is online. Nor is the expiry pass's schedule: the start marker the
+//! snapshot was taken at is applied again at replay, and its pass leaves
+//! every inbox trimmed and sets the schedule afresh.
 
 use std::collections::VecDeque;
 
@@ -20,15 +22,18 @@ impl Delivery {
     /// Writes the state into `out`.
     ///
     /// # Panics
-    /// If a device is online: a snapshot is only taken at a run's start.
+    /// If a device is online, or an inbox holds an expired entry: a
+    /// snapshot is only taken at a run's start, after its expiry pass.
     pub(crate) fn encode<W: Write>(&self, out: &mut Encoder<W>) {
+        assert_eq!(
+            self.first, self.expire_end,
+            "a snapshot is taken with every inbox trimmed"
+        );
         // The counts first, so that every id can be checked as it is read.
         out.count(self.users.len());
         out.count(self.groups.len());
         out.count(self.messages.len());
         out.u64(self.first);
-        out.u64(self.expire_end);
-        out.u64(self.next_expiry_ms);
         for message in &self.messages {
             out.u64(message.server_message_id);
             out.u64(message.sender.0);
@@ -82,13 +87,7 @@ impl Delivery {
         let group_count = input.count(8)?;
         let message_count = input.count(48)?;
         delivery.first = input.u64()?;
-        delivery.expire_end = input.u64()?;
-        if delivery.expire_end < delivery.first
-            || delivery.expire_end - delivery.first > message_count as u64
-        {
-            return Err(input.error("an expiry mark out of range"));
-        }
-        delivery.next_expiry_ms = input.u64()?;
+        delivery.expire_end = delivery.first;
         for _ in 0..message_count {
             let server_message_id = input.u64()?;
             let sender = UserId(input.id(user_count)?);
