@@ -68,7 +68,7 @@ pub use format::RecordHeader;
 pub use inspect::{dump, inspect, SegmentSummary};
 pub use reader::{Cursor, JournalReader, Record};
 pub use recovery::Recovery;
-pub use writer::{Appended, Flusher, Journal};
+pub use writer::{Appended, Flusher, Journal, Pruner};
 
 /// Where a record is: a segment and a byte offset in it. Positions order as
 /// the log does.

@@ -44,6 +44,47 @@ impl Shared {
             .clone()
     }
 
+    fn first_sequence(&self) -> u64 {
+        self.segments
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .first()
+            .map_or(0, |segment| segment.base_sequence)
+    }
+
+    fn delete_before(&self, segment: u64) -> Result<Vec<u64>, JournalError> {
+        self.delete_oldest_while(|oldest, _| oldest.id < segment)
+    }
+
+    /// Deletes the oldest segment while `doomed(oldest, total bytes held)`
+    /// says so, stopping at the active segment (which the appender holds)
+    /// and at one a live reader holds; returns the ids deleted.
+    fn delete_oldest_while(
+        &self,
+        mut doomed: impl FnMut(&Segment, u64) -> bool,
+    ) -> Result<Vec<u64>, JournalError> {
+        let mut deleted = Vec::new();
+        let mut segments = self
+            .segments
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        loop {
+            let total: u64 = segments.iter().map(|s| s.size_bytes() as u64).sum();
+            let Some(oldest) = segments.first() else {
+                break;
+            };
+            // One holder is this list; more are the appender (of the active
+            // segment) or live readers.
+            if segments.len() == 1 || !doomed(oldest, total) || Arc::strong_count(oldest) > 1 {
+                break;
+            }
+            oldest.delete_files()?;
+            deleted.push(oldest.id);
+            segments.remove(0);
+        }
+        Ok(deleted)
+    }
+
     pub(crate) fn durable(&self) -> Position {
         *self.durable.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -111,6 +152,39 @@ impl Flusher {
     /// As [`Journal::durable_position`].
     pub fn durable_position(&self) -> Position {
         self.shared.durable()
+    }
+}
+
+/// Deletes old segments from another thread than the appender's (see
+/// [`Journal::pruner`]): for a caller that keeps its own retention and
+/// learns which records it no longer needs away from the appending thread.
+#[derive(Clone)]
+pub struct Pruner {
+    shared: Arc<Shared>,
+}
+
+impl Pruner {
+    /// As [`Journal::delete_before`]: deletes the sealed segments with ids
+    /// below `segment`, never the active one or one a live reader holds,
+    /// and returns the ids deleted.
+    pub fn delete_before(&self, segment: u64) -> Result<Vec<u64>, JournalError> {
+        self.shared.delete_before(segment)
+    }
+
+    /// As [`Journal::first_sequence`].
+    pub fn first_sequence(&self) -> u64 {
+        self.shared.first_sequence()
+    }
+
+    /// The ids of the oldest and the active segment.
+    pub fn segment_range(&self) -> (u64, u64) {
+        let segments = self
+            .shared
+            .segments
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let id = |segment: Option<&Arc<Segment>>| segment.map_or(0, |s| s.id);
+        (id(segments.first()), id(segments.last()))
     }
 }
 
@@ -324,7 +398,7 @@ impl Journal {
             return Ok(Vec::new());
         }
         let newest_ns = self.newest_timestamp_ns;
-        self.delete_oldest_while(|oldest, total| {
+        self.shared.delete_oldest_while(|oldest, total| {
             let too_big = retention.size_bytes_max.is_some_and(|max| total > max);
             let too_old = retention.age_max.is_some_and(|age| {
                 let newest = oldest.last_timestamp_ns.load(Ordering::Relaxed);
@@ -340,50 +414,21 @@ impl Journal {
     /// deletes the active segment or one that a live reader holds, and
     /// stops there.
     pub fn delete_before(&mut self, segment: u64) -> Result<Vec<u64>, JournalError> {
-        self.delete_oldest_while(|oldest, _| oldest.id < segment)
+        self.shared.delete_before(segment)
+    }
+
+    /// A handle that deletes old segments from another thread (see
+    /// [`Pruner`]).
+    pub fn pruner(&self) -> Pruner {
+        Pruner {
+            shared: Arc::clone(&self.shared),
+        }
     }
 
     /// The sequence of the oldest record held: 0 until retention deletes a
     /// segment, then the base sequence of the oldest segment left.
     pub fn first_sequence(&self) -> u64 {
-        self.shared
-            .segments
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .first()
-            .map_or(0, |segment| segment.base_sequence)
-    }
-
-    /// Deletes the oldest segment while `doomed(oldest, total bytes held)`
-    /// says so, stopping at the active segment and at one a live reader
-    /// holds; returns the ids deleted.
-    fn delete_oldest_while(
-        &mut self,
-        mut doomed: impl FnMut(&Segment, u64) -> bool,
-    ) -> Result<Vec<u64>, JournalError> {
-        let mut deleted = Vec::new();
-        let mut segments = self
-            .shared
-            .segments
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        loop {
-            let total: u64 = segments.iter().map(|s| s.size_bytes() as u64).sum();
-            let Some(oldest) = segments.first() else {
-                break;
-            };
-            // One holder is this list; more are live readers.
-            if oldest.id == self.active.id
-                || !doomed(oldest, total)
-                || Arc::strong_count(oldest) > 1
-            {
-                break;
-            }
-            oldest.delete_files()?;
-            deleted.push(oldest.id);
-            segments.remove(0);
-        }
-        Ok(deleted)
+        self.shared.first_sequence()
     }
 
     /// Starts making the segment after the active one, so a roll finds it

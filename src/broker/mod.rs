@@ -734,7 +734,7 @@ fn check_history(
 }
 
 /// The newest snapshot in `dir` that matches the journal and the store:
-/// its start marker is in the journal, with the same time, and the SQLite
+/// its record is in the journal, with the same time, and the SQLite
 /// projection is past it. One that does not is skipped with a warning.
 fn load_snapshot(
     dir: &std::path::Path,
@@ -751,19 +751,36 @@ fn load_snapshot(
         }
     };
     for (_, path) in candidates {
-        let loaded = snapshot::open(&path).and_then(|(point, mut input)| {
-            check_snapshot_point(journal, store, point)?;
-            let logic = Logic::decode(logic_config.clone(), &mut input)?;
-            let delivery = Delivery::decode(delivery_config.clone(), journal.reader(), &mut input)?;
-            input.finish()?;
-            Ok((point.sequence, logic, delivery))
-        });
+        let loaded = read_snapshot(
+            &path,
+            &journal.reader(),
+            logic_config,
+            delivery_config,
+            |point| check_snapshot_point(journal, store, point),
+        );
         match loaded {
-            Ok(loaded) => return Some(loaded),
+            Ok((point, logic, delivery)) => return Some((point.sequence, logic, delivery)),
             Err(error) => tracing::warn!(%error, path = %path.display(), "snapshot skipped"),
         }
     }
     None
+}
+
+/// Reads the state in the snapshot at `path`, once `check` accepts its
+/// point.
+fn read_snapshot(
+    path: &std::path::Path,
+    reader: &crate::journal::JournalReader,
+    logic_config: &LogicConfig,
+    delivery_config: &DeliveryConfig,
+    check: impl FnOnce(snapshot::SnapshotPoint) -> Result<(), snapshot::SnapshotError>,
+) -> Result<(snapshot::SnapshotPoint, Logic, Delivery), snapshot::SnapshotError> {
+    let (point, mut input) = snapshot::open(path)?;
+    check(point)?;
+    let logic = Logic::decode(logic_config.clone(), &mut input)?;
+    let delivery = Delivery::decode(delivery_config.clone(), reader.clone(), &mut input)?;
+    input.finish()?;
+    Ok((point, logic, delivery))
 }
 
 fn check_snapshot_point(
@@ -787,9 +804,9 @@ fn check_snapshot_point(
         .and_then(|mut cursor| cursor.next())
         .map_err(|e| fail(format!("its journal record: {e}")))?
         .ok_or_else(|| fail("its journal record is missing".into()))?;
-    if record.record_type() != RECORD_START || record.timestamp_ns() != point.timestamp_ns {
+    if record.sequence() != point.sequence || record.timestamp_ns() != point.timestamp_ns {
         return Err(fail(format!(
-            "journal record {} is not the start marker it was taken at",
+            "journal record {} is not the record it was taken at",
             point.sequence
         )));
     }
@@ -806,16 +823,60 @@ fn replay(
     delivery: &mut Delivery,
     store: &mut Store,
 ) -> Result<u64, BrokerError> {
-    // After a snapshot, from its own start marker: applying it again changes
-    // nothing but restores that run's settings, which the records after it
-    // were decided under.
-    let mut cursor = match after {
-        Some(sequence) => journal.reader().cursor_at_sequence(sequence)?,
-        None => journal.reader().cursor_at_start(),
-    };
+    let mut cursor = cursor_after(&journal.reader(), after)?;
+    let mut count = 0u64;
+    apply_records(
+        &mut cursor,
+        None,
+        logic,
+        delivery,
+        |sequence, projections| {
+            store.note(sequence, projections);
+            count += 1;
+            if count.is_multiple_of(4096) {
+                store.commit()?;
+            }
+            Ok(true)
+        },
+    )?;
+    store.commit()?;
+    Ok(count)
+}
+
+/// A cursor at the record after `after` (at the first record for `None`).
+fn cursor_after(
+    reader: &crate::journal::JournalReader,
+    after: Option<u64>,
+) -> Result<crate::journal::Cursor, BrokerError> {
+    Ok(match after {
+        Some(sequence) => {
+            let mut cursor = reader.cursor_at_sequence(sequence)?;
+            match cursor.next()? {
+                Some(record) if record.sequence() == sequence => {}
+                _ => {
+                    return Err(BrokerError::History(format!(
+                        "journal record {sequence}, which a snapshot was taken at, is missing"
+                    )))
+                }
+            }
+            cursor
+        }
+        None => reader.cursor_at_start(),
+    })
+}
+
+/// Applies the records from `cursor`, up to and including `until` (to the
+/// journal's end for `None`), to the state, as the stages do; after each
+/// one, `each(sequence, projections)` says whether to go on.
+fn apply_records(
+    cursor: &mut crate::journal::Cursor,
+    until: Option<u64>,
+    logic: &mut Logic,
+    delivery: &mut Delivery,
+    mut each: impl FnMut(u64, &[event::Projection]) -> Result<bool, BrokerError>,
+) -> Result<(), BrokerError> {
     let mut scratch = Outbox::default();
     let mut discarded = Outbox::default();
-    let mut count = 0u64;
     while let Some(record) = cursor.next()? {
         let (conn, command) =
             decode_record(record.sequence(), record.record_type(), record.payload())?;
@@ -836,12 +897,11 @@ fn replay(
             Some(journaled),
             &mut discarded,
         );
-        store.note(record.sequence(), &scratch.projections);
-        count += 1;
-        if count.is_multiple_of(4096) {
-            store.commit()?;
+        if !each(record.sequence(), &scratch.projections)?
+            || until.is_some_and(|until| record.sequence() >= until)
+        {
+            break;
         }
     }
-    store.commit()?;
-    Ok(count)
+    Ok(())
 }

@@ -1,13 +1,16 @@
-//! Snapshots: all state as of a run's start marker, so that the next start
+//! Snapshots: all state as of one journal record, so that the next start
 //! replays only the journal after it.
 //!
 //! The broker takes one as it opens, after replay and the new start marker,
-//! when replay had many records to go through (`snapshot_min_records`): at
-//! that moment no connection exists and nothing runs, so the state is
-//! small to describe (accounts, contacts, groups, messages and inboxes;
-//! no sessions) and nothing has to be paused. The journal stays the source
-//! of truth: a snapshot that is damaged, or that does not match the journal
-//! beside it, is skipped (with a warning) for an older one or a full replay.
+//! when replay had many records to go through (`snapshot_min_records`);
+//! under a message retention, a background thread also takes them while
+//! the broker runs (see `compactor`), by replaying the journal from the
+//! last snapshot into state of its own, so the running stages never pause.
+//! Both describe replayed state as of a record: accounts, contacts, groups,
+//! messages and inboxes, the connections and sessions open at that record,
+//! and the run's settings. The journal stays the source of truth: a
+//! snapshot that is damaged, or that does not match the journal beside it,
+//! is skipped (with a warning) for an older one or a full replay.
 //!
 //! # File layout
 //!
@@ -16,13 +19,13 @@
 //! ```text
 //!  offset  size  field
 //!       0     8  magic "CRSNAPSH"
-//!       8     4  format version (2; version 1, before message expiry,
-//!                is skipped and the journal replayed)
+//!       8     4  format version (3; versions 1 and 2, taken only at start
+//!                markers, are skipped and the journal replayed)
 //!      12     4  reserved (0)
-//!      16     8  sequence: the start marker's journal sequence; replay
+//!      16     8  sequence: the last journal record in the state; replay
 //!                resumes after it
-//!      24     8  the start marker's timestamp (ns): ties the snapshot to
-//!                its journal
+//!      24     8  that record's timestamp (ns): ties the snapshot to its
+//!                journal
 //!      32     8  body length (bytes)
 //!      40     4  body checksum (crc32c)
 //!      44     4  reserved (0)
@@ -38,7 +41,7 @@ use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"CRSNAPSH";
-const FORMAT_VERSION: u32 = 2;
+const FORMAT_VERSION: u32 = 3;
 pub(crate) const HEADER_BYTES: usize = 48;
 const SUFFIX: &str = "snapshot";
 
@@ -50,9 +53,9 @@ pub(crate) struct SnapshotError(pub(crate) String);
 /// Where a snapshot stands in the journal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SnapshotPoint {
-    /// The start marker's sequence.
+    /// The last record in the state.
     pub(crate) sequence: u64,
-    /// The start marker's timestamp.
+    /// That record's timestamp.
     pub(crate) timestamp_ns: u64,
 }
 

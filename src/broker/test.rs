@@ -11,10 +11,10 @@ use super::event::{
 };
 use super::ids::ConnId;
 use super::logic::{Logic, LogicConfig};
-use super::replay;
 use super::snapshot::{Decoder, Encoder};
 use super::stages::carry_out;
 use super::store::Store;
+use super::{apply_records, cursor_after, replay};
 use crate::codec::journal_proto::{LoginVerified, Registered};
 use crate::codec::proto::{self, DeliveryMode};
 use crate::codec::{Message, LENGTH_PREFIX_BYTES};
@@ -210,6 +210,41 @@ fn apply_live(
         }
     });
     logic.apply(conn, &command, body, journaled);
+}
+
+/// A snapshot may be taken at any record, as the compactor takes them:
+/// for each record, the state replayed up to it survives a snapshot's
+/// round trip, and that snapshot and the journal after it give the live
+/// state (`live_digest`).
+fn check_snapshots_at_every_record(journal: &Journal, retention_ms: u64, live_digest: &str) {
+    for point in 0..journal.next_sequence() {
+        let mut state = State::new(journal, retention_ms);
+        let mut cursor = journal.reader().cursor_at_start();
+        apply_records(
+            &mut cursor,
+            Some(point),
+            &mut state.logic,
+            &mut state.delivery,
+            |_, _| Ok(true),
+        )
+        .unwrap();
+        let mut restored = State::from_snapshot(journal, &state.snapshot(), retention_ms);
+        assert_eq!(restored.digest(), state.digest(), "snapshot at {point}");
+        let mut rest = cursor_after(&journal.reader(), Some(point)).unwrap();
+        apply_records(
+            &mut rest,
+            None,
+            &mut restored.logic,
+            &mut restored.delivery,
+            |_, _| Ok(true),
+        )
+        .unwrap();
+        assert_eq!(
+            restored.digest(),
+            live_digest,
+            "snapshot at {point}, then the rest"
+        );
+    }
 }
 
 /// Applies `history` live, checks that replay agrees, and returns the
@@ -492,6 +527,7 @@ fn run_with_retention(history: &[Step], retention_ms: u64) -> String {
         .unwrap();
         assert_eq!(state.digest(), live.digest());
     }
+    check_snapshots_at_every_record(&journal, retention_ms, &live.digest());
     let mut store = Store::open(&dir.path().join("courier.db")).unwrap();
     let replayed = State::replayed(&journal, &mut store, retention_ms);
     assert_eq!(replayed.digest(), live.digest());

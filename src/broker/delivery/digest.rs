@@ -75,11 +75,13 @@ impl Delivery {
         assert_eq!(fronts, expected, "the expiry index");
         let _ = writeln!(
             out,
-            "messages from {} expired to {} held {} next expiry {}",
+            "messages from {} expired to {} held {} next expiry {}; settings: dedup {}, retention {}",
             self.first,
             self.expire_end,
             self.messages.len(),
-            self.next_expiry_ms
+            self.next_expiry_ms,
+            self.config.dedup_window,
+            self.config.message_retention_ms,
         );
         for (index, members) in self.groups.iter().enumerate() {
             let members: Vec<_> = members.iter().map(|m| m.0).collect();

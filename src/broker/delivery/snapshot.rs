@@ -1,9 +1,8 @@
-//! The inboxes' part of a snapshot: messages, inboxes, read state, recent
-//! client ids and group members, and how far messages have expired.
-//! Devices are not in it: a snapshot is taken at a run's start, when none
-//! is online. Nor is the expiry pass's schedule: the start marker the
-//! snapshot was taken at is applied again at replay, and its pass leaves
-//! every inbox trimmed and sets the schedule afresh.
+//! The inboxes' part of a snapshot: the run's settings, messages, inboxes,
+//! read state, recent client ids, group members, online devices and how
+//! far messages have expired, with the expiry schedule: a snapshot may be
+//! taken at any record, and the records after it expire as they did.
+//! (The index of inbox fronts is rebuilt from the inboxes.)
 
 use std::collections::VecDeque;
 
@@ -11,8 +10,10 @@ use rustc_hash::FxHashMap as HashMap;
 
 use super::dedup::Dedup;
 use super::read::Conversation;
-use super::{Delivery, DeliveryConfig, Mailbox, MessageIndex, Stored};
+use super::{Delivery, DeliveryConfig, Device, Mailbox, MessageIndex, Stored};
+use crate::broker::ids::ConnId;
 use crate::broker::ids::{Peer, UserId};
+use crate::codec::proto::DeliveryMode;
 use std::io::{Read, Write};
 
 use crate::broker::snapshot::{Decoder, Encoder, SnapshotError};
@@ -20,20 +21,16 @@ use crate::journal::{JournalReader, Position};
 
 impl Delivery {
     /// Writes the state into `out`.
-    ///
-    /// # Panics
-    /// If a device is online, or an inbox holds an expired entry: a
-    /// snapshot is only taken at a run's start, after its expiry pass.
     pub(crate) fn encode<W: Write>(&self, out: &mut Encoder<W>) {
-        assert_eq!(
-            self.first, self.expire_end,
-            "a snapshot is taken with every inbox trimmed"
-        );
+        out.u64(self.config.dedup_window as u64);
+        out.u64(self.config.message_retention_ms);
         // The counts first, so that every id can be checked as it is read.
         out.count(self.users.len());
         out.count(self.groups.len());
         out.count(self.messages.len());
         out.u64(self.first);
+        out.u64(self.expire_end);
+        out.u64(self.next_expiry_ms);
         for message in &self.messages {
             out.u64(message.server_message_id);
             out.u64(message.sender.0);
@@ -49,10 +46,6 @@ impl Delivery {
             }
         }
         for user in &self.users {
-            assert!(
-                user.devices.is_empty(),
-                "a snapshot is taken without devices"
-            );
             out.str(&user.name);
             out.u64(user.expired);
             out.count(user.inbox.len());
@@ -73,6 +66,13 @@ impl Delivery {
                 out.u64(server_message_id);
                 out.u64(sequence);
             }
+            // In the order they logged in.
+            out.count(user.devices.len());
+            for device in &user.devices {
+                out.u64(device.conn.0);
+                out.u32(device.mode as u32);
+                out.u32(u32::from(device.lz4));
+            }
         }
     }
 
@@ -83,11 +83,20 @@ impl Delivery {
         input: &mut Decoder<R>,
     ) -> Result<Self, SnapshotError> {
         let mut delivery = Delivery::new(config, reader);
-        let user_count = input.count(40)?;
+        // Windows and retentions far past any configured one are damage.
+        delivery.config.dedup_window = input.u64()?.min(1 << 32) as usize;
+        delivery.config.message_retention_ms = input.u64()?;
+        let user_count = input.count(48)?;
         let group_count = input.count(8)?;
         let message_count = input.count(48)?;
         delivery.first = input.u64()?;
-        delivery.expire_end = delivery.first;
+        delivery.expire_end = input.u64()?;
+        delivery.next_expiry_ms = input.u64()?;
+        if delivery.expire_end < delivery.first
+            || delivery.expire_end - delivery.first > message_count as u64
+        {
+            return Err(input.error("messages expired out of range"));
+        }
         for _ in 0..message_count {
             let server_message_id = input.u64()?;
             let sender = UserId(input.id(user_count)?);
@@ -150,13 +159,21 @@ impl Delivery {
             for _ in 0..input.count(24)? {
                 sent.push((input.u64()?, (input.u64()?, input.u64()?)));
             }
+            let mut devices = Vec::new();
+            for _ in 0..input.count(16)? {
+                let conn = ConnId(input.u64()?);
+                let mode = DeliveryMode::try_from(input.u32()? as i32)
+                    .map_err(|_| input.error("an unknown delivery mode"))?;
+                let lz4 = input.u32()? != 0;
+                devices.push(Device { conn, mode, lz4 });
+            }
             delivery.users.push(Mailbox {
                 name,
                 inbox,
                 expired,
                 conversations,
                 unread_count,
-                devices: Vec::new(),
+                devices,
                 sent: Dedup::from_entries(sent),
             });
         }

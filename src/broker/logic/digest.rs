@@ -57,6 +57,15 @@ impl Logic {
             .collect();
         sessions.sort();
         let _ = writeln!(out, "sessions {sessions:?}");
+        let _ = writeln!(
+            out,
+            "online: {} users, {} devices; settings: frames {}, open {}, group members {}",
+            self.users_online,
+            self.devices_online,
+            self.config.frame_size_max,
+            self.config.open_messaging,
+            self.config.group_members_max,
+        );
         out
     }
 }

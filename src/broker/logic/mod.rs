@@ -214,6 +214,10 @@ impl Logic {
                 });
             }
             Command::Connected => {
+                // A connection id is new (a gateway that announces one twice
+                // opens it afresh): a session left on it would stay online
+                // with no connection to end it.
+                self.end_session(conn, out);
                 self.conns.insert(conn, Conn::default());
             }
             Command::Disconnected => {

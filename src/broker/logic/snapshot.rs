@@ -1,6 +1,6 @@
-//! Logic's part of a snapshot: accounts, tokens, contacts and groups.
-//! Sessions are not in it: a snapshot is taken at a run's start, when
-//! there are none.
+//! Logic's part of a snapshot: the run's settings, accounts, tokens,
+//! contacts, groups and the connections open at the snapshot's record
+//! (with their sessions), since a snapshot may be taken at any record.
 
 use std::collections::BTreeSet;
 
@@ -8,7 +8,7 @@ use rustc_hash::FxHashMap as HashMap;
 
 use super::contacts::ContactEntry;
 use super::groups::Group;
-use super::{GroupId, Logic, LogicConfig, User, UserId};
+use super::{Conn, ConnId, GroupId, Logic, LogicConfig, Session, User, UserId};
 use std::io::{Read, Write};
 
 use crate::broker::snapshot::{Decoder, Encoder, SnapshotError};
@@ -18,22 +18,23 @@ impl Logic {
     /// Writes the state into `out`.
     ///
     /// # Panics
-    /// If a session or a pending registration exists: a snapshot is only
-    /// taken at a run's start.
+    /// If a registration is under way: a snapshot is taken of replayed
+    /// state, and replay never sees one (a password is hashed before its
+    /// registration is journaled).
     pub(crate) fn encode<W: Write>(&self, out: &mut Encoder<W>) {
         assert!(
-            self.conns.is_empty(),
-            "a snapshot is taken without sessions"
+            self.pending_names.is_empty(),
+            "a snapshot is taken of replayed state, without registrations under way"
         );
-        assert!(self.pending_names.is_empty(), "nor registrations under way");
+        // The run's settings, which the records after the snapshot were
+        // decided under.
+        out.u64(self.config.frame_size_max as u64);
+        out.u32(u32::from(self.config.open_messaging));
+        out.u64(self.config.group_members_max as u64);
         // The counts first, so that every id can be checked as it is read.
         out.count(self.users.len());
         out.count(self.groups.len());
         for user in &self.users {
-            assert!(
-                user.online.is_empty(),
-                "a snapshot is taken without sessions"
-            );
             out.str(&user.name);
             out.str(&user.password_hash);
             out.count(user.tokens.len());
@@ -54,6 +55,11 @@ impl Logic {
                     out.u64(group.0);
                 }
             }
+            // In the order the devices logged in.
+            out.count(user.online.len());
+            for conn in &user.online {
+                out.u64(conn.0);
+            }
         }
         for group in &self.groups {
             out.str(&group.name);
@@ -65,6 +71,21 @@ impl Logic {
                 }
             }
         }
+        // Sorted, so that equal states write equal bytes.
+        let mut conns: Vec<_> = self.conns.iter().collect();
+        conns.sort_unstable_by_key(|(conn, _)| **conn);
+        out.count(conns.len());
+        for (conn, state) in conns {
+            out.u64(conn.0);
+            match &state.session {
+                None => out.u64(0),
+                Some(session) => {
+                    out.u64(session.user.0);
+                    out.str(&session.device_id);
+                    out.u32(u32::from(session.lz4));
+                }
+            }
+        }
     }
 
     /// Reads what [`Logic::encode`] wrote.
@@ -73,7 +94,10 @@ impl Logic {
         input: &mut Decoder<R>,
     ) -> Result<Self, SnapshotError> {
         let mut logic = Logic::new(config);
-        let user_count = input.count(40)?;
+        logic.config.frame_size_max = input.u64()? as usize;
+        logic.config.open_messaging = input.u32()? != 0;
+        logic.config.group_members_max = input.u64()? as usize;
+        let user_count = input.count(48)?;
         let group_count = input.count(32)?;
         for _ in 0..user_count {
             let name = input.str()?;
@@ -99,6 +123,10 @@ impl Logic {
                 }
             }
             let [groups, invitations] = sets;
+            let mut online = Vec::new();
+            for _ in 0..input.count(8)? {
+                online.push(ConnId(input.u64()?));
+            }
             let user_id = UserId(logic.users.len() as u64 + 1);
             if logic.by_name.insert(name.clone(), user_id).is_some() {
                 return Err(input.error("a user name twice"));
@@ -107,7 +135,7 @@ impl Logic {
                 name,
                 password_hash,
                 tokens,
-                online: Vec::new(),
+                online,
                 contacts,
                 contact_version,
                 groups,
@@ -131,6 +159,48 @@ impl Logic {
                 invited,
             });
         }
+        for _ in 0..input.count(16)? {
+            let conn = ConnId(input.u64()?);
+            let session = match input.u64()? {
+                0 => None,
+                user => {
+                    if user > user_count as u64 {
+                        return Err(input.error("a session of a user out of range"));
+                    }
+                    Some(Session {
+                        user: UserId(user),
+                        device_id: input.str()?,
+                        lz4: input.u32()? != 0,
+                    })
+                }
+            };
+            if logic.conns.insert(conn, Conn { session }).is_some() {
+                return Err(input.error("a connection twice"));
+            }
+        }
+        // Each device in its user's list, once, and nowhere else.
+        let mut listed = rustc_hash::FxHashSet::default();
+        for (index, user) in logic.users.iter().enumerate() {
+            for conn in &user.online {
+                if !listed.insert(*conn) {
+                    return Err(input.error("a device online twice"));
+                }
+                let owner = logic
+                    .conns
+                    .get(conn)
+                    .and_then(|c| c.session.as_ref())
+                    .map(|session| session.user.0);
+                if owner != Some(index as u64 + 1) {
+                    return Err(input.error("a device online without its session"));
+                }
+            }
+        }
+        let sessions = logic.conns.values().filter(|c| c.session.is_some()).count();
+        if listed.len() != sessions {
+            return Err(input.error("a session without its device online"));
+        }
+        logic.devices_online = sessions as u64;
+        logic.users_online = logic.users.iter().filter(|u| !u.online.is_empty()).count() as u64;
         Ok(logic)
     }
 }
