@@ -2,7 +2,8 @@
 //! `message_retention_s` leave the inboxes and the unread counts, the next
 //! start that has a snapshot deletes the journal segments nothing needs
 //! any more, and a start refuses to go on when what stands in for the
-//! deleted records (the snapshot, the SQLite projection) is gone.
+//! deleted records (the snapshot, the SQLite projection) is gone. While
+//! the server runs, snapshots taken in the background delete them too.
 
 mod util;
 
@@ -23,6 +24,9 @@ fn retention_config(dir: &std::path::Path) -> ServerConfig {
     // at every start.
     config.broker.segment_size_mb = 1;
     config.broker.snapshot_min_records = 1;
+    // Only the starts delete segments here (the last test covers the
+    // snapshots taken while serving).
+    config.broker.snapshot_every_segments = 0;
     config
 }
 
@@ -167,5 +171,77 @@ fn without_a_retention_nothing_expires_or_is_deleted() {
     let mut bo = login(server.local_addr(), "bo", "phone", DeliveryMode::PushNotice);
     assert_eq!(bo.sync_all(0).unwrap().len(), 100);
     drop(bo);
+    server.shutdown().unwrap();
+}
+
+/// The ids of the journal's oldest and newest segments.
+fn segment_ids(dir: &std::path::Path) -> (u64, u64) {
+    let found = courier::journal::inspect(dir.join("journal")).unwrap();
+    (found[0].id, found[found.len() - 1].id)
+}
+
+#[test]
+fn snapshots_taken_while_serving_delete_old_segments_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = retention_config(dir.path());
+    config.broker.message_retention_s = 1;
+    config.broker.snapshot_every_segments = 1;
+    let server = net::start(config.clone()).unwrap();
+    let address = server.local_addr();
+    // 100 messages of 16 KiB: segments 0 and 1 fill.
+    let mut ana = ana_sends_bo(address, 100);
+    assert!(segment_ids(dir.path()).1 >= 1);
+    // New messages go on (each runs an expiry pass) until the background
+    // snapshot, once the old ones expired, deletes segment 0.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut client_id = 100;
+    while segment_ids(dir.path()).0 == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "segment 0 is still there; segments {:?}",
+            segment_ids(dir.path())
+        );
+        client_id += 1;
+        ana.send("bo", client_id, b"fresh").unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let snapshots: Vec<_> = std::fs::read_dir(dir.path().join("snapshots"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(snapshots.len(), 1, "the newest only: {snapshots:?}");
+    // Nothing still held was lost: bo's inbox holds the recent messages,
+    // and sequences never change.
+    let mut bo = login(address, "bo", "phone", DeliveryMode::PushNotice);
+    let synced = bo.sync_all(0).unwrap();
+    assert!(!synced.is_empty());
+    assert_eq!(synced.last().unwrap().inbox_sequence, client_id);
+    assert!(synced.iter().all(|m| m.body == b"fresh"));
+    drop(bo);
+
+    // The next start loads the snapshot taken while serving (the journal
+    // no longer holds the accounts).
+    drop(ana);
+    server.shutdown().unwrap();
+    let server = net::start(config.clone()).unwrap();
+    let report = server.report().clone();
+    assert!(report.snapshot_loaded.is_some(), "{report:?}");
+    let mut bo = login(
+        server.local_addr(),
+        "bo",
+        "laptop",
+        DeliveryMode::PushNotice,
+    );
+    let synced = bo.sync_all(0).unwrap();
+    assert_eq!(synced.last().unwrap().inbox_sequence, client_id);
+    let mut ana = login(
+        server.local_addr(),
+        "ana",
+        "phone",
+        DeliveryMode::PushNotice,
+    );
+    let again = ana.send("bo", client_id, b"fresh").unwrap();
+    assert_eq!(again.inbox_sequence, client_id, "a resend is recognised");
+    drop((ana, bo));
     server.shutdown().unwrap();
 }

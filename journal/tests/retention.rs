@@ -104,6 +104,47 @@ fn delete_before_removes_older_sealed_segments_only() {
 }
 
 #[test]
+fn a_pruner_deletes_from_another_thread_while_the_appender_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut journal = Journal::open(dir.path(), util::small(Durability::None)).unwrap();
+    let pruner = journal.pruner();
+    util::append_pattern(&mut journal, 0, 100);
+    let (first, active) = pruner.segment_range();
+    assert!(first == 0 && active > 2, "segments {first}..={active}");
+    // Another thread deletes while this one appends and rolls: each
+    // deletion stops before the segment it is given and the active one.
+    let deleting = std::thread::spawn(move || {
+        let mut deleted = Vec::new();
+        for _ in 0..200 {
+            let (_, active) = pruner.segment_range();
+            deleted.extend(pruner.delete_before(active.saturating_sub(1)).unwrap());
+            std::thread::yield_now();
+        }
+        (deleted, pruner)
+    });
+    util::append_pattern(&mut journal, 100, 400);
+    let (deleted, pruner) = deleting.join().unwrap();
+    assert!(!deleted.is_empty());
+    assert!(
+        deleted.windows(2).all(|pair| pair[0] + 1 == pair[1]),
+        "{deleted:?}"
+    );
+    assert_eq!(pruner.first_sequence(), journal.first_sequence());
+    // What is left reads back in order to the end, and reopens.
+    let mut cursor = journal.reader().cursor_at_start();
+    let mut expected = journal.first_sequence();
+    while let Some(record) = cursor.next().unwrap() {
+        assert_eq!(record.sequence(), expected);
+        expected += 1;
+    }
+    assert_eq!(expected, 400);
+    drop(cursor);
+    drop(journal);
+    let journal = Journal::open(dir.path(), util::small(Durability::None)).unwrap();
+    assert_eq!(journal.next_sequence(), 400);
+}
+
+#[test]
 fn interval_policy_makes_appends_durable_on_its_own() {
     let dir = tempfile::tempdir().unwrap();
     let mut journal = Journal::open(

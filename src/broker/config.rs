@@ -68,6 +68,8 @@ pub enum WaitSetting {
 
 /// The longest message retention accepted: 100 years, in seconds.
 const MESSAGE_RETENTION_S_MAX: u64 = 100 * 366 * 24 * 3600;
+/// Far more segments than a journal holds between two snapshots.
+const SNAPSHOT_EVERY_SEGMENTS_MAX: u64 = 1 << 20;
 
 /// Everything the broker (without its network layer) is configured by.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -104,7 +106,8 @@ pub struct BrokerConfig {
     /// How long a message stays in the inboxes, in seconds (0, the default:
     /// for ever). Older messages leave memory, and Sync no longer returns
     /// them; journal segments that hold only expired messages are deleted
-    /// at the next start that writes a snapshot.
+    /// by the snapshots taken while the broker runs (see
+    /// `snapshot_every_segments`) and at a start that writes one.
     pub message_retention_s: u64,
     /// Let any user send 1:1 messages to any other, as a plain broker does.
     /// Off by default: messages go to friends only. It also lets any user
@@ -120,6 +123,12 @@ pub struct BrokerConfig {
     /// to be replayed (a snapshot costs about as much to write as the
     /// state's size).
     pub snapshot_min_records: u64,
+    /// With `snapshots` and a message retention: a background thread takes
+    /// a snapshot once the journal has grown by this many segments since
+    /// the last one (and by at least that snapshot's size), then deletes
+    /// the segments that neither it nor a message still held needs. 0
+    /// takes them only at a start.
+    pub snapshot_every_segments: u64,
     /// Password hashing.
     pub auth: AuthConfig,
 }
@@ -144,6 +153,7 @@ impl Default for BrokerConfig {
             group_members_max: 500,
             snapshots: true,
             snapshot_min_records: 1_000_000,
+            snapshot_every_segments: 4,
             auth: AuthConfig::default(),
         }
     }
@@ -186,6 +196,13 @@ impl BrokerConfig {
                 "message_retention_s must be at most {MESSAGE_RETENTION_S_MAX} (100 years; 0 keeps \
                  messages for ever), is {}",
                 self.message_retention_s
+            ));
+        }
+        if self.snapshot_every_segments > SNAPSHOT_EVERY_SEGMENTS_MAX {
+            return Err(format!(
+                "snapshot_every_segments must be at most {SNAPSHOT_EVERY_SEGMENTS_MAX} (0 takes \
+                 snapshots only at a start), is {}",
+                self.snapshot_every_segments
             ));
         }
         if self.sync_limit_max == 0 {
@@ -256,8 +273,12 @@ mod tests {
         assert_eq!(BrokerConfig::default().validate(), Ok(()));
         // Each case: a change to the defaults and a word its error names.
         type Change = fn(&mut BrokerConfig);
-        let cases: [(Change, &str); 7] = [
+        let cases: [(Change, &str); 8] = [
             (|c| c.message_retention_s = u64::MAX, "message_retention_s"),
+            (
+                |c| c.snapshot_every_segments = u64::MAX,
+                "snapshot_every_segments",
+            ),
             (|c| c.group_members_max = 1, "group_members_max"),
             (|c| c.group_members_max = 2000, "group_members_max"),
             (|c| c.ring_slots = 1000, "ring_slots"),

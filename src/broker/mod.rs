@@ -31,6 +31,7 @@
 //!    everything published, flushes the journal and stops the threads.
 
 mod auth;
+mod compactor;
 mod config;
 mod delivery;
 mod event;
@@ -181,6 +182,9 @@ pub enum BrokerError {
     /// what replaced them (a snapshot, the SQLite projection) is missing.
     #[error("{0}")]
     History(String),
+    /// A snapshot taken while serving could not be written or read.
+    #[error("snapshot: {0}")]
+    Snapshot(String),
 }
 
 /// What [`Broker::open`] found and rebuilt.
@@ -352,6 +356,8 @@ fn free_bytes(path: &std::path::Path) -> std::io::Result<u64> {
 
 /// A running broker.
 pub struct Broker {
+    /// Takes snapshots while serving, under a message retention.
+    compactor: Option<compactor::Compactor>,
     pipeline: Pipeline<Inbound>,
     ingress: Ingress,
     watch: BrokerWatch,
@@ -414,8 +420,8 @@ impl Broker {
         let (mut logic, mut delivery, snapshot_loaded) = match loaded {
             Some((sequence, logic, delivery)) => (logic, delivery, Some(sequence)),
             None => (
-                Logic::new(logic_config),
-                Delivery::new(delivery_config, journal.reader()),
+                Logic::new(logic_config.clone()),
+                Delivery::new(delivery_config.clone(), journal.reader()),
                 None,
             ),
         };
@@ -490,28 +496,54 @@ impl Broker {
             None
         };
 
-        let segments_deleted = if config.message_retention_s > 0 {
-            // The newest snapshot now on disk: the one written, else the
-            // one loaded.
-            let snapshot = match (snapshot_written, snapshot_loaded) {
-                (Some(_), _) => Some(start.position.segment),
-                (None, Some(sequence)) => Some(
-                    journal
-                        .reader()
-                        .cursor_at_sequence(sequence)?
-                        .position()
-                        .segment,
-                ),
-                (None, None) => None,
-            };
-            match snapshot {
-                Some(segment) => {
-                    delete_unneeded_segments(&mut journal, &mut store, &delivery, segment)?
-                }
-                None => 0,
+        // The newest snapshot now on disk: the one written, else the one
+        // loaded.
+        let snapshot_on_disk = match (snapshot_written, snapshot_loaded) {
+            (Some(sequence), _) => Some((sequence, start.position.segment)),
+            (None, Some(sequence)) => Some((
+                sequence,
+                journal
+                    .reader()
+                    .cursor_at_sequence(sequence)?
+                    .position()
+                    .segment,
+            )),
+            (None, None) => None,
+        };
+        let segments_deleted = match snapshot_on_disk {
+            Some((_, segment)) if config.message_retention_s > 0 => {
+                delete_unneeded_segments(&mut journal, &mut store, &delivery, segment)?
             }
+            _ => 0,
+        };
+        let compactor = if config.snapshots
+            && config.message_retention_s > 0
+            && config.snapshot_every_segments > 0
+        {
+            let base = snapshot_on_disk.map(|(sequence, segment)| compactor::Base {
+                sequence,
+                segment,
+                size_bytes: snapshot::list(&snapshots_dir)
+                    .ok()
+                    .and_then(|found| found.into_iter().next())
+                    .and_then(|(_, path)| std::fs::metadata(path).ok())
+                    .map_or(0, |m| m.len()),
+                // What the start deleted up to: this state holds the same
+                // messages as that snapshot's, or fewer.
+                needed: compactor::needed_from(&delivery, segment),
+                taken: std::time::Instant::now(),
+            });
+            let settings = compactor::CompactorSettings {
+                snapshots_dir: snapshots_dir.clone(),
+                database: config.data_dir.join("courier.db"),
+                logic_config: logic_config.clone(),
+                delivery_config: delivery_config.clone(),
+                every_segments: config.snapshot_every_segments,
+                segment_size_bytes: config.segment_size_mb << 20,
+            };
+            Some((settings, base, journal.pruner(), journal.flusher()))
         } else {
-            0
+            None
         };
 
         let report = OpenReport {
@@ -537,6 +569,7 @@ impl Broker {
             .placement(config.ring_placement());
         let decode = builder.stage_mut("decode", &[], Decode);
         let flusher = journal.flusher();
+        let reader = journal.reader();
         let journal_stage = builder.stage_mut(
             "journal",
             &[decode],
@@ -583,7 +616,14 @@ impl Broker {
         let (producer, pipeline) = builder.build_multi_producer()?;
         let auth = auth::AuthPool::start(&config.auth, jobs, producer.clone())
             .map_err(BrokerError::Thread)?;
+        let compactor = match compactor {
+            Some((settings, base, pruner, flusher)) => Some(compactor::Compactor::start(
+                settings, reader, pruner, flusher, base,
+            )?),
+            None => None,
+        };
         Ok(Self {
+            compactor,
             pipeline,
             ingress: Ingress { producer },
             watch: BrokerWatch {
@@ -663,11 +703,14 @@ impl Broker {
     /// and stops every thread. Stop publishing first.
     pub fn shutdown(self) -> Result<(), BrokerError> {
         let Self {
+            compactor,
             pipeline,
             ingress,
             auth,
             ..
         } = self;
+        // Stopped first: it reads the journal the pipeline closes.
+        drop(compactor);
         drop(ingress);
         let outcome = pipeline.shutdown();
         // The logic stage held the auth queue's sender; with the pipeline
@@ -687,11 +730,7 @@ fn delete_unneeded_segments(
     delivery: &Delivery,
     snapshot_segment: u64,
 ) -> Result<usize, BrokerError> {
-    let needed = delivery
-        .oldest_message_position()
-        .map_or(snapshot_segment, |position| {
-            position.segment.min(snapshot_segment)
-        });
+    let needed = compactor::needed_from(delivery, snapshot_segment);
     store.make_durable()?;
     Ok(journal.delete_before(needed)?.len())
 }

@@ -8,6 +8,7 @@
 //! account is missing and none is inserted twice.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -32,6 +33,8 @@ pub(crate) struct Store {
     pending: Vec<(u64, Projection)>,
     /// The newest journal sequence seen since the last commit.
     seen: Option<u64>,
+    /// When the last commit was.
+    written_at: Instant,
 }
 
 const SCHEMA: &str = "
@@ -64,6 +67,72 @@ const SCHEMA: &str = "
         applied_sequence    INTEGER NOT NULL
     );
 ";
+
+/// Records without a change after which a commit records the applied
+/// sequence anyway (see [`Store::commit`]).
+pub(crate) const PROGRESS_RECORDS: u64 = 65_536;
+/// The time after which it does so (a commit, in WAL mode, costs tens of
+/// microseconds and no sync).
+pub(crate) const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// A second connection to the database, for a thread other than the store
+/// stage's: it learns how far the projection is durably applied.
+pub(crate) struct Checkpointer {
+    connection: Connection,
+    path: String,
+}
+
+impl Checkpointer {
+    pub(crate) fn open(path: &Path) -> Result<Self, StoreError> {
+        let display = path.display().to_string();
+        let connection = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .and_then(|connection| {
+            connection.busy_timeout(std::time::Duration::from_millis(100))?;
+            Ok(connection)
+        })
+        .map_err(|source| StoreError {
+            path: display.clone(),
+            source,
+        })?;
+        Ok(Self {
+            connection,
+            path: display,
+        })
+    }
+
+    /// Journal records below the returned sequence are projected, and every
+    /// commit that says so survives a power loss; `None` if a writer kept
+    /// the checkpoint that makes it durable from completing (try later).
+    /// Checkpoints passively: the store stage's commits never wait on it.
+    pub(crate) fn durable_applied_until(&self) -> Result<Option<u64>, StoreError> {
+        let fail = |source| StoreError {
+            path: self.path.clone(),
+            source,
+        };
+        let applied: Option<i64> = self
+            .connection
+            .query_row(
+                "SELECT applied_sequence FROM projection WHERE id = 1",
+                [],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(fail)?;
+        // With every frame of the log in the database, SQLite has synced
+        // the database file: each commit so far is durable, the one read
+        // above included.
+        let (busy, log, checkpointed): (i64, i64, i64) = self
+            .connection
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .map_err(fail)?;
+        Ok((busy == 0 && log == checkpointed).then(|| applied.map_or(0, |a| a as u64)))
+    }
+}
 
 impl Store {
     /// Opens (or creates) the database at `path`.
@@ -99,6 +168,7 @@ impl Store {
             applied_until: applied.map_or(0, |a| a as u64),
             pending: Vec::new(),
             seen: None,
+            written_at: Instant::now(),
         })
     }
 
@@ -121,9 +191,17 @@ impl Store {
 
     /// Commits what was noted, if any change is among it: one transaction
     /// with the changes and the new applied sequence. A batch without
-    /// changes commits nothing (a later commit's sequence covers it).
+    /// changes commits nothing (a later commit's sequence covers it) until
+    /// [`PROGRESS_RECORDS`] records or [`PROGRESS_EVERY`] went by without
+    /// one: the recorded sequence then moves on alone, so that the
+    /// compactor, which snapshots only what the projection has applied,
+    /// does not fall behind while accounts, contacts and groups stay
+    /// unchanged.
     pub(crate) fn commit(&mut self) -> Result<(), StoreError> {
-        if self.pending.is_empty() {
+        let unrecorded = self.seen.map_or(0, |seen| seen + 1 - self.applied_until);
+        let due = unrecorded >= PROGRESS_RECORDS
+            || (unrecorded > 0 && self.written_at.elapsed() >= PROGRESS_EVERY);
+        if self.pending.is_empty() && !due {
             return Ok(());
         }
         self.write()
@@ -263,6 +341,7 @@ impl Store {
         }
         transaction.commit().map_err(fail)?;
         self.applied_until = seen + 1;
+        self.written_at = Instant::now();
         self.pending.clear();
         self.seen = None;
         Ok(())
@@ -316,10 +395,73 @@ mod tests {
     }
 
     #[test]
+    fn a_long_run_without_changes_records_its_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("courier.db");
+        let mut store = Store::open(&path).unwrap();
+        store.note(0, &[account(1, "ana")]);
+        store.commit().unwrap();
+        assert_eq!(store.applied_until(), 1);
+        // The count decides here, not the time.
+        store.written_at = far_future();
+        for sequence in 1..PROGRESS_RECORDS {
+            store.note(sequence, &[]);
+            store.commit().unwrap();
+        }
+        assert_eq!(store.applied_until(), 1, "not yet");
+        store.note(PROGRESS_RECORDS, &[]);
+        store.commit().unwrap();
+        assert_eq!(store.applied_until(), PROGRESS_RECORDS + 1);
+        // Another connection learns it, made durable.
+        let checkpointer = Checkpointer::open(&path).unwrap();
+        assert_eq!(
+            checkpointer.durable_applied_until().unwrap(),
+            Some(PROGRESS_RECORDS + 1)
+        );
+    }
+
+    /// An instant that no test reaches: `elapsed` from it is zero.
+    fn far_future() -> Instant {
+        Instant::now() + Duration::from_secs(3600)
+    }
+
+    #[test]
+    fn a_quiet_second_records_its_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("courier.db");
+        let mut store = Store::open(&path).unwrap();
+        store.written_at = far_future();
+        store.note(0, &[]);
+        store.commit().unwrap();
+        assert_eq!(store.applied_until(), 0, "not yet");
+        store.written_at = Instant::now() - PROGRESS_EVERY;
+        store.commit().unwrap();
+        assert_eq!(store.applied_until(), 1);
+    }
+
+    #[test]
+    fn a_checkpointer_sees_each_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("courier.db");
+        let mut store = Store::open(&path).unwrap();
+        let checkpointer = Checkpointer::open(&path).unwrap();
+        assert_eq!(checkpointer.durable_applied_until().unwrap(), Some(0));
+        for (sequence, name) in [(3, "ana"), (9, "bo")] {
+            store.note(sequence, &[account(sequence, name)]);
+            store.commit().unwrap();
+            assert_eq!(
+                checkpointer.durable_applied_until().unwrap(),
+                Some(sequence + 1)
+            );
+        }
+    }
+
+    #[test]
     fn a_batch_without_changes_writes_nothing_until_the_stop() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("courier.db");
         let mut store = Store::open(&path).unwrap();
+        store.written_at = far_future();
         store.note(0, &[]);
         store.commit().unwrap();
         assert_eq!(store.applied_until(), 0);
