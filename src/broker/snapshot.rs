@@ -267,17 +267,11 @@ pub(crate) fn write(
     fs::create_dir_all(dir)?;
     let path = path_for(dir, point.sequence);
     let temporary = path.with_extension("tmp");
-    {
-        let mut file = File::create(&temporary)?;
-        // The header is written last, once the length and checksum are known.
-        file.write_all(&[0; HEADER_BYTES])?;
-        let mut body = Encoder::new(BufWriter::with_capacity(1 << 20, file));
-        encode(&mut body);
-        let (writer, length, checksum) = body.finish()?;
-        let mut file = writer.into_inner().map_err(|e| e.into_error())?;
-        file.seek(SeekFrom::Start(0))?;
-        file.write_all(&header(point, length, checksum))?;
-        file.sync_all()?;
+    let written = write_file(&temporary, point, encode);
+    if let Err(error) = written {
+        // A disk that is full now may not be later: leave nothing behind.
+        let _ = fs::remove_file(&temporary);
+        return Err(error);
     }
     fs::rename(&temporary, &path)?;
     File::open(dir)?.sync_all()?;
@@ -287,6 +281,24 @@ pub(crate) fn write(
         }
     }
     Ok(path)
+}
+
+/// Writes a whole snapshot file at `path`, synced.
+fn write_file(
+    path: &Path,
+    point: SnapshotPoint,
+    encode: impl FnOnce(&mut Encoder<BufWriter<File>>),
+) -> io::Result<()> {
+    let mut file = File::create(path)?;
+    // The header is written last, once the length and checksum are known.
+    file.write_all(&[0; HEADER_BYTES])?;
+    let mut body = Encoder::new(BufWriter::with_capacity(1 << 20, file));
+    encode(&mut body);
+    let (writer, length, checksum) = body.finish()?;
+    let mut file = writer.into_inner().map_err(|e| e.into_error())?;
+    file.seek(SeekFrom::Start(0))?;
+    file.write_all(&header(point, length, checksum))?;
+    file.sync_all()
 }
 
 /// The snapshots in `dir`, newest first (none if `dir` is missing).
