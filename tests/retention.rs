@@ -245,3 +245,34 @@ fn snapshots_taken_while_serving_delete_old_segments_without_a_restart() {
     drop((ana, bo));
     server.shutdown().unwrap();
 }
+
+#[test]
+fn a_snapshot_that_cannot_be_written_deletes_nothing_and_harms_no_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = retention_config(dir.path());
+    config.broker.message_retention_s = 1;
+    config.broker.snapshot_every_segments = 1;
+    // A file where the snapshots' directory should be: every snapshot
+    // write fails.
+    std::fs::create_dir_all(dir.path()).unwrap();
+    std::fs::write(dir.path().join("snapshots"), b"in the way").unwrap();
+    let server = net::start(config.clone()).unwrap();
+    let address = server.local_addr();
+    let mut ana = ana_sends_bo(address, 100);
+    std::thread::sleep(Duration::from_millis(1500));
+    // Snapshots fall due and fail, for 3 s; the messages go on.
+    for n in 101..=130 {
+        let ack = ana.send("bo", n, b"fresh").unwrap();
+        assert_eq!(ack.inbox_sequence, n);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        segment_ids(dir.path()).0,
+        0,
+        "no segment goes without a snapshot to stand in for it"
+    );
+    let mut bo = login(address, "bo", "phone", DeliveryMode::PushNotice);
+    assert_eq!(bo.sync_all(0).unwrap().last().unwrap().inbox_sequence, 130);
+    drop((ana, bo));
+    server.shutdown().unwrap();
+}

@@ -30,6 +30,10 @@ use crate::journal::{Flusher, JournalReader, Pruner};
 
 /// How often the thread looks at the journal's size.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How long it waits after a failed snapshot (a full disk, say) before the
+/// next try, so that a lasting failure costs neither a replay a second nor
+/// a warning a second.
+const RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// What the compactor needs to know.
 pub(crate) struct CompactorSettings {
@@ -127,11 +131,13 @@ impl Drop for Compactor {
 
 impl Worker {
     fn run(mut self) {
+        let mut retry_at = None;
         while !self.wait(CHECK_EVERY) {
             self.delete_unneeded();
-            if !self.due() {
+            if retry_at.is_some_and(|at| Instant::now() < at) || !self.due() {
                 continue;
             }
+            retry_at = None;
             let started = Instant::now();
             match self.compact() {
                 Ok(Some(done)) => tracing::info!(
@@ -144,7 +150,12 @@ impl Worker {
                 ),
                 Ok(None) => {}
                 Err(error) => {
-                    tracing::warn!(%error, "cannot take a snapshot while serving; trying again later")
+                    retry_at = Some(Instant::now() + RETRY_AFTER);
+                    tracing::warn!(
+                        %error,
+                        retry_in_s = RETRY_AFTER.as_secs(),
+                        "cannot take a snapshot while serving"
+                    );
                 }
             }
         }
