@@ -280,6 +280,13 @@ pub(crate) fn write(
             fs::remove_file(older)?;
         }
     }
+    // Files a write left half-done when its process was killed.
+    for entry in fs::read_dir(dir)? {
+        let leftover = entry?.path();
+        if leftover.extension().and_then(|e| e.to_str()) == Some("tmp") {
+            fs::remove_file(leftover)?;
+        }
+    }
     Ok(path)
 }
 
@@ -391,9 +398,13 @@ mod tests {
             timestamp_ns: 90,
         };
         write(dir.path(), first, body("one")).unwrap();
+        // What a write killed halfway leaves.
+        let leftover = path_for(dir.path(), 7).with_extension("tmp");
+        fs::write(&leftover, b"half").unwrap();
         let path = write(dir.path(), second, body("two")).unwrap();
         let listed = list(dir.path()).unwrap();
         assert_eq!(listed, vec![(9, path.clone())], "the older one is gone");
+        assert!(!leftover.exists(), "and so is the leftover");
         assert_eq!(decode(&path).unwrap(), (second, "two".into(), 7));
     }
 

@@ -315,8 +315,11 @@ impl Loop {
                         Some(per_ip) => match per_ip.take(peer.ip()) {
                             Some(slot) => Some(slot),
                             None => {
-                                // Dropped: closed at once.
+                                // Counted (and published) before the close
+                                // tells the client.
                                 self.tally.connections_refused += 1;
+                                self.tally.flush(&self.thread.counters);
+                                drop(stream);
                                 let limit = self.thread.config.connections_per_ip_max;
                                 self.per_ip_warning.warn(now, |refused| {
                                     tracing::warn!(
@@ -381,8 +384,16 @@ impl Loop {
         drop(spare);
         let refusal = match &self.thread.listener {
             Some(listener) => match listener.accept() {
-                // Dropped: closed at once, so the client learns now.
-                Ok(_) => Refusal::Refused,
+                Ok((refused, _)) => {
+                    // Counted where the metrics read it before the close
+                    // tells the client, so no reading after the refusal
+                    // misses it.
+                    self.tally.connections_refused += 1;
+                    self.tally.flush(&self.thread.counters);
+                    // Dropped: closed at once, so the client learns now.
+                    drop(refused);
+                    Refusal::Refused
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Refusal::NoneWaiting,
                 // Taken by another thread between the close and the accept.
                 Err(_) => Refusal::NoSpare,
@@ -390,9 +401,6 @@ impl Loop {
             None => Refusal::NoneWaiting,
         };
         self.spare_descriptor = open_spare_descriptor();
-        if refusal == Refusal::Refused {
-            self.tally.connections_refused += 1;
-        }
         refusal
     }
 
@@ -423,7 +431,10 @@ impl Loop {
             self.full_warning.warn(now, |refused| {
                 tracing::warn!(limit, refused, "connection refused: at connections_max")
             });
+            // Counted (and published) before the close tells the client.
             self.tally.connections_refused += 1;
+            self.tally.flush(&self.thread.counters);
+            drop(stream);
             return;
         }
         let counter = self.next_counter;
