@@ -92,6 +92,9 @@ fn metrics_follow_the_traffic_and_only_metrics_is_served() {
     assert!(values["courier_journal_records_total"] >= MESSAGES as f64);
     assert!(values["courier_bytes_out_total"] > 0.0);
     assert!(values["courier_journal_bytes"] > 0.0);
+    // No message retention here: nothing is deleted, no snapshot taken.
+    assert_eq!(values["courier_snapshots_taken_total"], 0.0);
+    assert_eq!(values["courier_journal_segments_deleted_total"], 0.0);
     assert!(values["courier_disk_free_bytes"] > 0.0);
     // Every stage saw at least the 50 sends, and its buckets are cumulative
     // up to +Inf, which equals the count.

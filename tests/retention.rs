@@ -111,6 +111,10 @@ fn old_messages_expire_and_their_segments_go_at_the_next_start() {
         report.segments_deleted
     );
     assert_eq!(segments(dir.path()), full - report.segments_deleted);
+    assert_eq!(
+        server.stats().journal_segments_deleted,
+        report.segments_deleted as u64
+    );
     let mut bo = login(
         server.local_addr(),
         "bo",
@@ -205,6 +209,9 @@ fn snapshots_taken_while_serving_delete_old_segments_without_a_restart() {
         ana.send("bo", client_id, b"fresh").unwrap();
         std::thread::sleep(Duration::from_millis(100));
     }
+    let stats = server.stats();
+    assert!(stats.snapshots_taken >= 1, "{stats:?}");
+    assert!(stats.journal_segments_deleted >= 1, "{stats:?}");
     let snapshots: Vec<_> = std::fs::read_dir(dir.path().join("snapshots"))
         .unwrap()
         .map(|entry| entry.unwrap().file_name())
@@ -270,6 +277,11 @@ fn a_snapshot_that_cannot_be_written_deletes_nothing_and_harms_no_one() {
         segment_ids(dir.path()).0,
         0,
         "no segment goes without a snapshot to stand in for it"
+    );
+    let stats = server.stats();
+    assert_eq!(
+        (stats.snapshots_taken, stats.journal_segments_deleted),
+        (0, 0)
     );
     let mut bo = login(address, "bo", "phone", DeliveryMode::PushNotice);
     assert_eq!(bo.sync_all(0).unwrap().last().unwrap().inbox_sequence, 130);

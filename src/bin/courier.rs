@@ -388,6 +388,8 @@ fn log_stats(
         reads_paused = stats.reads_paused,
         journal_mb = stats.journal_bytes >> 20,
         disk_free_mb = stats.disk_free_bytes >> 20,
+        snapshots_taken = stats.snapshots_taken,
+        journal_segments_deleted = stats.journal_segments_deleted,
         "stats"
     );
 }

@@ -17,6 +17,7 @@
 //! the last snapshot's size.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -60,6 +61,15 @@ pub(crate) struct Base {
     pub(crate) taken: Instant,
 }
 
+/// What the compactor has done since the broker opened, for the stats.
+#[derive(Debug, Default)]
+pub(crate) struct CompactionCounts {
+    /// Snapshots taken while serving.
+    pub(crate) snapshots: AtomicU64,
+    /// Journal segments deleted, at the start and while serving.
+    pub(crate) segments_deleted: AtomicU64,
+}
+
 /// The compactor's thread; stopped (and joined) when dropped.
 pub(crate) struct Compactor {
     stop: Arc<(Mutex<bool>, Condvar)>,
@@ -83,6 +93,7 @@ struct Worker {
     checkpointer: Checkpointer,
     /// `None`: no snapshot yet, replay from the journal's first record.
     base: Option<Base>,
+    counts: Arc<CompactionCounts>,
     stop: Arc<(Mutex<bool>, Condvar)>,
 }
 
@@ -93,6 +104,7 @@ impl Compactor {
         pruner: Pruner,
         flusher: Flusher,
         base: Option<Base>,
+        counts: Arc<CompactionCounts>,
     ) -> Result<Self, BrokerError> {
         let checkpointer = Checkpointer::open(&settings.database)?;
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
@@ -103,6 +115,7 @@ impl Compactor {
             flusher,
             checkpointer,
             base,
+            counts,
             stop: Arc::clone(&stop),
         };
         let thread = std::thread::Builder::new()
@@ -186,7 +199,12 @@ impl Worker {
             return 0;
         }
         match self.pruner.delete_before(base.needed) {
-            Ok(deleted) => deleted.len(),
+            Ok(deleted) => {
+                self.counts
+                    .segments_deleted
+                    .fetch_add(deleted.len() as u64, Ordering::Relaxed);
+                deleted.len()
+            }
             Err(error) => {
                 tracing::warn!(%error, "cannot delete an old journal segment; trying again later");
                 0
@@ -276,6 +294,7 @@ impl Worker {
             taken: Instant::now(),
         });
         drop(delivery);
+        self.counts.snapshots.fetch_add(1, Ordering::Relaxed);
         let segments_deleted = self.delete_unneeded();
         Ok(Some(Compaction {
             sequence: until,

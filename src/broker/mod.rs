@@ -297,6 +297,7 @@ impl Ingress {
 #[derive(Clone)]
 pub struct BrokerWatch {
     records: Arc<AtomicU64>,
+    compaction: Arc<compactor::CompactionCounts>,
     census: Arc<stages::CensusCell>,
     latencies: Vec<Arc<StageLatency>>,
     data_dir: PathBuf,
@@ -324,6 +325,15 @@ impl BrokerWatch {
     /// As [`Broker::census`].
     pub fn census(&self) -> Census {
         self.census.load()
+    }
+
+    /// Snapshots taken while serving, and journal segments deleted (at
+    /// the start and while serving), under a message retention.
+    pub fn compaction(&self) -> (u64, u64) {
+        (
+            self.compaction.snapshots.load(Ordering::Relaxed),
+            self.compaction.segments_deleted.load(Ordering::Relaxed),
+        )
     }
 
     /// As [`Broker::stage_latencies`].
@@ -616,9 +626,18 @@ impl Broker {
         let (producer, pipeline) = builder.build_multi_producer()?;
         let auth = auth::AuthPool::start(&config.auth, jobs, producer.clone())
             .map_err(BrokerError::Thread)?;
+        let compaction = Arc::new(compactor::CompactionCounts {
+            segments_deleted: AtomicU64::new(segments_deleted as u64),
+            ..compactor::CompactionCounts::default()
+        });
         let compactor = match compactor {
             Some((settings, base, pruner, flusher)) => Some(compactor::Compactor::start(
-                settings, reader, pruner, flusher, base,
+                settings,
+                reader,
+                pruner,
+                flusher,
+                base,
+                Arc::clone(&compaction),
             )?),
             None => None,
         };
@@ -628,6 +647,7 @@ impl Broker {
             ingress: Ingress { producer },
             watch: BrokerWatch {
                 records,
+                compaction,
                 census,
                 latencies: vec![
                     journal_latency,

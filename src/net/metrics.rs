@@ -315,6 +315,18 @@ pub(crate) fn render(stats: &ServerStats, latencies: &[LatencyHistogram]) -> Str
         stats.journal_bytes,
     );
     metric(
+        "snapshots_taken_total",
+        "counter",
+        "Snapshots taken while serving (under a message retention).",
+        stats.snapshots_taken,
+    );
+    metric(
+        "journal_segments_deleted_total",
+        "counter",
+        "Journal segments deleted under a message retention (at the start and while serving).",
+        stats.journal_segments_deleted,
+    );
+    metric(
         "disk_free_bytes",
         "gauge",
         "Bytes free on the data directory's file system; the server stops when the journal cannot make its next segment.",

@@ -110,12 +110,18 @@ pub struct ServerStats {
     pub journal_bytes: u64,
     /// Bytes free on the data directory's file system (0 if unknown).
     pub disk_free_bytes: u64,
+    /// Snapshots taken while serving (under a message retention).
+    pub snapshots_taken: u64,
+    /// Journal segments deleted under a message retention, at the start
+    /// and while serving.
+    pub journal_segments_deleted: u64,
 }
 
 impl Counters {
     /// Reads the counters, and the broker's figures through `broker`.
     pub(crate) fn read_with(&self, broker: &BrokerWatch) -> ServerStats {
         let mut stats = self.read(broker.journal_records(), broker.census());
+        (stats.snapshots_taken, stats.journal_segments_deleted) = broker.compaction();
         match broker.disk_usage() {
             Ok(disk) => {
                 stats.journal_bytes = disk.journal_bytes;
@@ -150,6 +156,8 @@ impl Counters {
             inbox_entries: census.inbox_entries,
             journal_bytes: 0,
             disk_free_bytes: 0,
+            snapshots_taken: 0,
+            journal_segments_deleted: 0,
         }
     }
 }
