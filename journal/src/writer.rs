@@ -106,7 +106,18 @@ impl Shared {
         }
         let mut durable = self.durable();
         let first = durable.segment;
-        for segment in self.segments().iter().filter(|s| s.id >= first) {
+        // Only the segments with something to flush: one held here counts
+        // as a reader, and retention must not find older ones held by a
+        // flush that has nothing to do with them.
+        let pending: Vec<_> = self
+            .segments
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|s| s.id >= first)
+            .cloned()
+            .collect();
+        for segment in &pending {
             let from = if segment.id == durable.segment {
                 durable.offset as usize
             } else {
