@@ -664,6 +664,26 @@ fn read_marks_count_unread_from_scratch_and_replay() {
 }
 
 #[test]
+fn a_connection_announced_again_starts_without_the_session_it_had() {
+    // ana logs in on connection 0; a gateway then announces connection 0
+    // again: her session there ends, in logic and in the inboxes alike.
+    let mut history = ana_and_bo_friends();
+    let digest = run(&history);
+    assert!(digest.contains("online: 2 users, 2 devices"), "{digest}");
+    history.push(Step::Connect(0));
+    let digest = run(&history);
+    assert!(digest.contains("online: 1 users, 1 devices"), "{digest}");
+    assert!(
+        digest.contains("user 1 user0 [(\"d0\", \"token-0-0\")] online []"),
+        "{digest}"
+    );
+    assert!(
+        digest.contains("mailbox 1 user0 expired 0 inbox [] read [] unread 0 devices []"),
+        "{digest}"
+    );
+}
+
+#[test]
 fn expired_messages_leave_the_inboxes_and_the_unread_counts() {
     // bo sends ana three messages a millisecond apart; ana reads the
     // first. Five records later (connections opening) bo sends a fourth:
