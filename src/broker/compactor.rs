@@ -1,20 +1,21 @@
 //! Snapshots taken while the broker runs, so that under a message retention
 //! the journal on disk stops growing without a restart.
 //!
-//! The stages never pause for it. A thread of its own rebuilds the state as of a recent record the way a restart would: it
-//! loads the last snapshot, replays the journal after it into state of its
-//! own (replay is deterministic, so that state equals what the stages held
-//! at that record), writes a snapshot there, and deletes the journal
-//! segments that neither the snapshot nor a message still held needs.
+//! The stages never pause for it. A thread of its own rebuilds the state
+//! as of a recent record the way a restart would: it loads the last
+//! snapshot, replays the journal after it into state of its own (replay is
+//! deterministic, so that state equals what the stages held at that
+//! record), writes a snapshot there, and deletes the journal segments that
+//! neither the snapshot nor a message still held needs.
 //!
 //! The record it stops at is one the SQLite projection has durably applied
 //! (the next start checks that the projection is past its snapshot, and
 //! past the first record the journal keeps), and the journal is flushed up
 //! to it before the snapshot is written. Its memory is a second copy of the
-//! state while a snapshot is taken, and dropped after; its work, a replay
-//! of what the journal grew by, is at most a few times the snapshot's size
-//! each time, because it waits until the journal has grown by as much as
-//! the last snapshot's size.
+//! state while a snapshot is taken, dropped after. Its work per snapshot is
+//! reading and writing the state, and replaying what the journal grew by;
+//! as it waits until the journal has grown by at least the last snapshot's
+//! size, the state's share is never more than the replay's.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
