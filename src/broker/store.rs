@@ -371,9 +371,7 @@ mod tests {
 
     #[test]
     fn catch_up_skips_what_was_committed() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("courier.db");
-        let mut store = Store::open(&path).unwrap();
+        let (_dir, path, mut store) = fresh();
         store.note(0, &[]);
         store.note(1, &[account(1, "ana")]);
         store.note(2, &[]);
@@ -396,9 +394,7 @@ mod tests {
 
     #[test]
     fn a_long_run_without_changes_records_its_progress() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("courier.db");
-        let mut store = Store::open(&path).unwrap();
+        let (_dir, path, mut store) = fresh();
         store.note(0, &[account(1, "ana")]);
         store.commit().unwrap();
         assert_eq!(store.applied_until(), 1);
@@ -420,6 +416,15 @@ mod tests {
         );
     }
 
+    /// A new database in a directory of its own (kept while the first
+    /// value lives), its path, and the store on it.
+    fn fresh() -> (tempfile::TempDir, std::path::PathBuf, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("courier.db");
+        let store = Store::open(&path).unwrap();
+        (dir, path, store)
+    }
+
     /// An instant that no test reaches: `elapsed` from it is zero.
     fn far_future() -> Instant {
         Instant::now() + Duration::from_secs(3600)
@@ -427,9 +432,7 @@ mod tests {
 
     #[test]
     fn a_quiet_second_records_its_progress() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("courier.db");
-        let mut store = Store::open(&path).unwrap();
+        let (_dir, _, mut store) = fresh();
         store.written_at = far_future();
         store.note(0, &[]);
         store.commit().unwrap();
@@ -441,9 +444,7 @@ mod tests {
 
     #[test]
     fn a_checkpointer_sees_each_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("courier.db");
-        let mut store = Store::open(&path).unwrap();
+        let (_dir, path, mut store) = fresh();
         let checkpointer = Checkpointer::open(&path).unwrap();
         assert_eq!(checkpointer.durable_applied_until().unwrap(), Some(0));
         for (sequence, name) in [(3, "ana"), (9, "bo")] {
@@ -458,9 +459,7 @@ mod tests {
 
     #[test]
     fn a_batch_without_changes_writes_nothing_until_the_stop() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("courier.db");
-        let mut store = Store::open(&path).unwrap();
+        let (_dir, path, mut store) = fresh();
         store.written_at = far_future();
         store.note(0, &[]);
         store.commit().unwrap();
