@@ -366,6 +366,9 @@ pub struct Outbox {
     items: Vec<OutItem>,
     pub(crate) projections: Vec<Projection>,
     pub(crate) intents: Vec<Intent>,
+    /// Frames and closes are dropped, not queued: replay keeps only the
+    /// intents and projections, and nobody would read the frames.
+    muted: bool,
 }
 
 /// One thing in an [`Outbox`].
@@ -395,6 +398,15 @@ pub enum Out<'a> {
 }
 
 impl Outbox {
+    /// An outbox that keeps intents and projections but no frames, for
+    /// replay.
+    pub(crate) fn muted() -> Self {
+        Self {
+            muted: true,
+            ..Self::default()
+        }
+    }
+
     pub(crate) fn clear(&mut self) {
         self.bytes.clear();
         self.items.clear();
@@ -416,6 +428,9 @@ impl Outbox {
         message: &Message,
         compress: bool,
     ) {
+        if self.muted {
+            return;
+        }
         let start = self.bytes.len();
         message.encode_frame(correlation_id, &mut self.bytes);
         self.items.push(OutItem::Frame {
@@ -428,6 +443,9 @@ impl Outbox {
 
     /// Queues a `Deliver` frame for `conn`, encoded from borrowed fields.
     pub(crate) fn send_deliver(&mut self, conn: ConnId, deliver: &DeliverRef<'_>) {
+        if self.muted {
+            return;
+        }
         let start = self.bytes.len();
         deliver.encode_frame(0, &mut self.bytes);
         self.items.push(OutItem::Frame {
@@ -446,11 +464,17 @@ impl Outbox {
         code: ErrorCode,
         text: impl Into<String>,
     ) {
+        if self.muted {
+            return;
+        }
         self.send(conn, correlation_id, &Message::error(code, text));
     }
 
     /// Queues the closing of `conn`.
     pub(crate) fn close(&mut self, conn: ConnId) {
+        if self.muted {
+            return;
+        }
         self.items.push(OutItem::Close { conn });
     }
 
@@ -513,6 +537,24 @@ mod tests {
         let mut bytes = Vec::new();
         message.encode_frame(correlation_id, &mut bytes);
         bytes.split_off(crate::codec::LENGTH_PREFIX_BYTES)
+    }
+
+    #[test]
+    fn a_muted_outbox_keeps_intents_and_projections_but_no_frames() {
+        let fill = |out: &mut Outbox| {
+            let pong = Message::Pong(proto::Pong { nonce: 1 });
+            out.send(ConnId(1), 1, &pong);
+            out.error(ConnId(1), 2, ErrorCode::Internal, "no");
+            out.close(ConnId(1));
+            out.intents.push(Intent::SessionClosed { user: UserId(1) });
+        };
+        let mut loud = Outbox::default();
+        fill(&mut loud);
+        assert_eq!(loud.iter().count(), 3);
+        let mut muted = Outbox::muted();
+        fill(&mut muted);
+        assert_eq!(muted.iter().count(), 0);
+        assert_eq!(muted.intents.len(), 1);
     }
 
     #[test]

@@ -934,8 +934,9 @@ fn apply_records(
     delivery: &mut Delivery,
     mut each: impl FnMut(u64, &[event::Projection]) -> Result<bool, BrokerError>,
 ) -> Result<(), BrokerError> {
-    let mut scratch = Outbox::default();
-    let mut discarded = Outbox::default();
+    // Replay keeps what the stages would change, not what they would send.
+    let mut scratch = Outbox::muted();
+    let mut discarded = Outbox::muted();
     while let Some(record) = cursor.next()? {
         let (conn, command) =
             decode_record(record.sequence(), record.record_type(), record.payload())?;
