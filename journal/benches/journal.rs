@@ -16,7 +16,10 @@
 //! written to storage per byte appended under the interval policy),
 //! `fresh` (what the machine charges for memory the process has not touched
 //! yet: anonymous pages, 4 KiB and huge, and file pages made ready the way
-//! the journal makes them, against writing the same memory a second time).
+//! the journal makes them, against writing the same memory a second time),
+//! `recycle` (appends in steady state, the journal kept to four segments by
+//! size retention: each new segment a new file, against retired files
+//! written again).
 //! Files go to a temporary directory under `$TMPDIR` (default /tmp).
 //! `PREPARE_MB=N` sets how far ahead of the appender pages are made ready
 //! (`JournalConfig::prepare_ahead_bytes`, 4 MiB by default); `SEGMENT_MB=N`
@@ -208,6 +211,78 @@ fn append(quick: bool) {
     }
 }
 
+/// Appends `warm` records, then times `count` more: durability none, the
+/// journal kept to four segments by size retention, with up to
+/// `recycled` retired segment files written again (0: every new segment
+/// is a new file).
+fn steady_append(payload: usize, warm: usize, count: usize, recycled: usize) -> f64 {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = config(Durability::None);
+    config.retention.size_bytes_max = Some(4 * config.segment_size_bytes);
+    config.recycled_segments_max = recycled;
+    let mut journal = Journal::open(dir.path(), config).expect("open");
+    let bytes = vec![0x5au8; payload];
+    for n in 0..warm {
+        journal.append(1, n as u64, &bytes).expect("append");
+    }
+    let start = Instant::now();
+    for n in warm..warm + count {
+        journal.append(1, n as u64, &bytes).expect("append");
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    drop(journal);
+    keep_until_settled(dir);
+    seconds
+}
+
+/// Appends in steady state under retention: segment files made new against
+/// retired ones written again.
+fn recycle(quick: bool) {
+    let total_bytes: usize = if quick { 128 << 20 } else { 512 << 20 };
+    let rounds = if quick { 1 } else { 5 };
+    println!(
+        "\n### Steady state under retention: {} MiB of records timed after as many, \
+         the journal kept to 4 segments; median of {rounds} interleaved rounds\n",
+        total_bytes >> 20
+    );
+    println!("| payload B | contender | M records/s | MB/s | vs memcpy |");
+    println!("| ---: | --- | ---: | ---: | ---: |");
+    for payload in [64usize, 256, 1024] {
+        let count = total_bytes / (HEADER + payload);
+        let contenders: Vec<Contender> = vec![
+            (
+                "memcpy into Vec (bound)",
+                Box::new(move || memcpy_append(payload, count)),
+            ),
+            (
+                "journal, none, new files",
+                Box::new(move || steady_append(payload, count, count, 0)),
+            ),
+            (
+                "journal, none, files reused",
+                Box::new(move || steady_append(payload, count, count, 4)),
+            ),
+        ];
+        let mut seconds: Vec<Vec<f64>> = contenders.iter().map(|_| Vec::new()).collect();
+        for _ in 0..rounds {
+            for (index, (_, run)) in contenders.iter().enumerate() {
+                seconds[index].push(run());
+            }
+        }
+        settle();
+        let medians: Vec<f64> = seconds.iter_mut().map(|s| median(s)).collect();
+        for (index, (name, _)) in contenders.iter().enumerate() {
+            let rate = count as f64 / medians[index];
+            println!(
+                "| {payload} | {name} | {:.2} | {:.0} | {:.2} |",
+                rate / 1e6,
+                rate * (HEADER + payload) as f64 / 1e6,
+                medians[0] / medians[index],
+            );
+        }
+    }
+}
+
 fn commit(quick: bool) {
     let payload = 256;
     let seconds = if quick { 0.5 } else { 2.0 };
@@ -374,6 +449,9 @@ fn main() {
     }
     if wants("fresh") {
         fresh(quick);
+    }
+    if wants("recycle") {
+        recycle(quick);
     }
 }
 

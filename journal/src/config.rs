@@ -54,10 +54,20 @@ pub struct JournalConfig {
     /// How far ahead of the appender pages are made ready, so appends do not
     /// stall on first-touch page faults.
     pub prepare_ahead_bytes: usize,
+    /// How many segment files that retention retires are kept to be written
+    /// again as new segments instead of being deleted (0: delete each one).
+    /// A new file's pages must be allocated and zeroed by the kernel as they
+    /// are first written; a retired file's pages are still in the page cache
+    /// and its blocks on disk, so writing it again costs neither. A segment
+    /// is kept only while every page of it is in memory, and kept files are
+    /// deleted when the journal closes or opens. They take disk space beyond
+    /// the retention limit: up to this many segments.
+    pub recycled_segments_max: usize,
 }
 
 impl Default for JournalConfig {
-    /// 64 MiB segments, batch durability (group commit), keep everything.
+    /// 64 MiB segments, batch durability (group commit), keep everything,
+    /// and up to 4 retired segments kept for reuse.
     fn default() -> Self {
         Self {
             segment_size_bytes: 64 * 1024 * 1024,
@@ -65,6 +75,7 @@ impl Default for JournalConfig {
             retention: Retention::default(),
             create_dir: true,
             prepare_ahead_bytes: 4 * 1024 * 1024,
+            recycled_segments_max: 4,
         }
     }
 }

@@ -2,7 +2,9 @@
 //! little-endian and fixed-width.
 //!
 //! A segment file is a header followed by records, preallocated to a fixed
-//! size; unwritten space is zero.
+//! size. Unwritten space is zero in a new file; a file written again after
+//! retention retired it holds its earlier records there. Either way the
+//! length word after the last record is zero.
 //!
 //! ```text
 //! segment header (64 bytes)

@@ -38,7 +38,7 @@ pub fn inspect(dir: impl AsRef<Path>) -> Result<Vec<SegmentSummary>, JournalErro
     if !dir.is_dir() {
         return Err(JournalError::MissingDirectory(dir.to_owned()));
     }
-    let (ids, _) = list_segments(dir)?;
+    let ids = list_segments(dir)?.ids;
     let mut summaries = Vec::with_capacity(ids.len());
     for id in ids {
         let (segment, _) = Segment::open(dir, id, false)?;
@@ -76,7 +76,7 @@ pub fn dump(
     mut visit: impl FnMut(u64, u64, &RecordHeader, &[u8]),
 ) -> Result<(), JournalError> {
     let dir = dir.as_ref();
-    let (ids, _) = list_segments(dir)?;
+    let ids = list_segments(dir)?.ids;
     let mut left = limit;
     for id in ids {
         if left == 0 {

@@ -64,6 +64,9 @@ pub(crate) struct Appender {
 ///   touch the same bytes at once.
 /// - A record's length word is stored last of its bytes, with `Release`, and
 ///   `published_end` after it, with `Release`.
+/// - The length word at the published end is zero (if the map has room for
+///   one): a new file is zero, and each append zeroes the word after its
+///   record before storing its own. A reused file holds old records past it.
 pub(crate) struct Mapping {
     raw: MmapRaw,
     len: usize,
@@ -201,11 +204,14 @@ impl Mapping {
             offset.is_multiple_of(RECORD_ALIGNMENT),
             "record offsets are aligned"
         );
-        // SAFETY: `offset..offset + stride` is at or past the published end,
-        // which no reader reads, and the `&mut Appender` makes this the only
-        // writer; in bounds (asserted). The map is page aligned and `offset`
-        // a multiple of 8 (asserted), so the word stores are aligned. The
-        // length word (bytes 0..4) is left for the atomic store below.
+        // SAFETY: `offset..offset + stride` and the next record's length
+        // word are at or past the published end, which no reader reads, and
+        // the `&mut Appender` makes this the only writer; in bounds
+        // (asserted, and checked for the next word: `offset + stride` is a
+        // multiple of 8 below `len`, which is too). The map is page aligned
+        // and `offset` a multiple of 8 (asserted), so the word stores are
+        // aligned. The length word (bytes 0..4) is left for the atomic
+        // store below.
         unsafe {
             let base = self.raw.as_mut_ptr().add(offset);
             base.add(record::CHECKSUM)
@@ -227,6 +233,13 @@ impl Mapping {
                 base.add(RECORD_HEADER_SIZE),
                 payload.len(),
             );
+            // The length word after this record is zero before this one's
+            // is stored: a reused segment file holds an earlier segment's
+            // records past the end, and a scan must stop at the end.
+            if offset + stride < self.len {
+                let next = &*(base.add(stride) as *const AtomicU32);
+                next.store(0, Ordering::Relaxed);
+            }
             let word = &*(base as *const AtomicU32);
             word.store(length as u32, Ordering::Release);
         }
@@ -267,6 +280,38 @@ impl Mapping {
             at += len;
         }
         zeroed
+    }
+
+    /// Whether every page of the map is in memory (the page cache), so that
+    /// touching it reads nothing from disk. False where that cannot be told.
+    pub(crate) fn fully_resident(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: sysconf reads no memory of ours.
+            let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+            let Ok(page) = usize::try_from(page) else {
+                return false;
+            };
+            if page == 0 {
+                return false;
+            }
+            let mut pages = vec![0u8; self.len.div_ceil(page)];
+            // SAFETY: the range is this map, mapped for the call (`self` is
+            // borrowed) and page aligned; `pages` has one byte for each of
+            // its pages, which mincore writes and nothing else.
+            let code = unsafe {
+                libc::mincore(
+                    self.raw.as_mut_ptr().cast::<libc::c_void>(),
+                    self.len,
+                    pages.as_mut_ptr(),
+                )
+            };
+            code == 0 && pages.iter().all(|&flags| flags & 1 == 1)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            false
+        }
     }
 
     /// Writes back `offset..offset + len` to the file and waits (msync).
@@ -311,5 +356,39 @@ impl Mapping {
                     .advise_range(memmap2::Advice::WillNeed, offset, len);
             }
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+    use std::os::fd::AsRawFd as _;
+
+    /// A file written, synced and dropped from the page cache is not all in
+    /// memory; read once, it is.
+    #[test]
+    fn a_map_tells_whether_its_pages_are_in_memory() {
+        const LEN: usize = 64 * 4096;
+        // Beside the sources, on a disk (/tmp may be tmpfs, which keeps
+        // every page in memory).
+        let mut file = tempfile::tempfile_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        file.write_all(&vec![7u8; LEN]).unwrap();
+        file.sync_all().unwrap();
+        // SAFETY: fadvise reads no memory of ours.
+        let code = unsafe {
+            libc::posix_fadvise(
+                file.as_raw_fd(),
+                0,
+                LEN as libc::off_t,
+                libc::POSIX_FADV_DONTNEED,
+            )
+        };
+        assert_eq!(code, 0);
+        let map = Mapping::read_only(&file, LEN).unwrap();
+        assert!(!map.fully_resident(), "the pages were dropped");
+        let sum: u64 = map.bytes(0, LEN, LEN).iter().map(|&b| u64::from(b)).sum();
+        assert_eq!(sum, 7 * LEN as u64);
+        assert!(map.fully_resident(), "every page was read");
     }
 }

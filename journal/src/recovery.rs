@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::format::{record_stride, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE};
+use crate::format::{record_stride, SegmentHeader, RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE};
 use crate::mmap::Appender;
 use crate::segment::{
-    segment_path, walk, Read, Segment, WalkEnd, SEGMENT_SUFFIX, TEMPORARY_SUFFIX,
+    segment_path, walk, Read, Segment, WalkEnd, RECYCLED_SUFFIX, SEGMENT_SUFFIX, TEMPORARY_SUFFIX,
 };
 use crate::{JournalConfig, JournalError, Position};
 
@@ -43,17 +43,30 @@ pub(crate) struct Recovered {
     pub(crate) recovery: Recovery,
 }
 
-/// The segment ids in `dir`, sorted, and the temporaries found there.
-pub(crate) fn list_segments(dir: &Path) -> Result<(Vec<u64>, Vec<PathBuf>), JournalError> {
+/// The files of a journal directory.
+pub(crate) struct Listing {
+    /// The segment ids, sorted.
+    pub(crate) ids: Vec<u64>,
+    /// Segments being made when the journal last closed (a crash).
+    pub(crate) temporaries: Vec<PathBuf>,
+    /// Retired segment files that were kept for reuse.
+    pub(crate) recycled: Vec<PathBuf>,
+}
+
+/// What is in `dir`.
+pub(crate) fn list_segments(dir: &Path) -> Result<Listing, JournalError> {
     let entries = std::fs::read_dir(dir).map_err(|e| JournalError::io(dir, e))?;
     let mut ids = Vec::new();
     let mut temporaries = Vec::new();
+    let mut recycled = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| JournalError::io(dir, e))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         if name.ends_with(&format!(".{TEMPORARY_SUFFIX}")) {
             temporaries.push(entry.path());
+        } else if name.ends_with(&format!(".{RECYCLED_SUFFIX}")) {
+            recycled.push(entry.path());
         } else if let Some(stem) = name.strip_suffix(&format!(".{SEGMENT_SUFFIX}")) {
             let id = stem
                 .parse::<u64>()
@@ -62,7 +75,11 @@ pub(crate) fn list_segments(dir: &Path) -> Result<(Vec<u64>, Vec<PathBuf>), Jour
         }
     }
     ids.sort_unstable();
-    Ok((ids, temporaries))
+    Ok(Listing {
+        ids,
+        temporaries,
+        recycled,
+    })
 }
 
 /// The file whose lock keeps a second appender out of a journal directory;
@@ -127,16 +144,27 @@ fn lock_directory(dir: &Path) -> Result<std::fs::File, JournalError> {
 pub(crate) fn recover(dir: &Path, config: &JournalConfig) -> Result<Recovered, JournalError> {
     prepare_directory(dir, config)?;
     let lock = lock_directory(dir)?;
-    let (mut ids, temporaries) = list_segments(dir)?;
+    let Listing {
+        mut ids,
+        temporaries,
+        recycled,
+    } = list_segments(dir)?;
     let mut recovery = Recovery::default();
     for temporary in &temporaries {
         std::fs::remove_file(temporary).map_err(|e| JournalError::io(temporary, e))?;
         recovery.removed_temporaries += 1;
     }
+    // Kept for reuse by a journal that did not close (a clean close deletes
+    // them); this one starts its own.
+    for path in &recycled {
+        std::fs::remove_file(path).map_err(|e| JournalError::io(path, e))?;
+    }
     // A power loss right after a roll can leave the newest segment renamed
-    // into place before its header reached the disk; it holds no record.
+    // into place before its header reached the disk: a new file's header is
+    // then zero, a reused file's the one of the segment it was. It holds no
+    // durable record: a flush writes back the header's page with the first.
     if let Some(&last) = ids.last() {
-        if header_is_zero(&segment_path(dir, last))? {
+        if header_is_unwritten(&segment_path(dir, last), last)? {
             let path = segment_path(dir, last);
             std::fs::remove_file(&path).map_err(|e| JournalError::io(&path, e))?;
             recovery.removed_temporaries += 1;
@@ -214,13 +242,15 @@ pub(crate) fn recover(dir: &Path, config: &JournalConfig) -> Result<Recovered, J
     })
 }
 
-/// Whether the file's first header's worth of bytes are all zero.
-fn header_is_zero(path: &Path) -> Result<bool, JournalError> {
+/// Whether the header of segment `id`'s file was never written: all zero,
+/// or the valid header of an earlier segment (a retired file reused).
+fn header_is_unwritten(path: &Path, id: u64) -> Result<bool, JournalError> {
     use std::io::Read;
     let mut header = [0u8; SEGMENT_HEADER_SIZE];
     let mut file = std::fs::File::open(path).map_err(|e| JournalError::io(path, e))?;
     match file.read_exact(&mut header) {
-        Ok(()) => Ok(header.iter().all(|&b| b == 0)),
+        Ok(()) => Ok(header.iter().all(|&b| b == 0)
+            || SegmentHeader::decode(&header).is_ok_and(|old| old.segment_id < id)),
         // Shorter than a header: not a zeroed segment; opening it says what it is.
         Err(_) => Ok(false),
     }

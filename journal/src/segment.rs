@@ -1,7 +1,7 @@
 //! One segment file: its header, its map, and its sparse sequence index.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read as _, Write as _};
+use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
@@ -19,6 +19,9 @@ pub(crate) const SEGMENT_SUFFIX: &str = "segment";
 pub(crate) const TEMPORARY_SUFFIX: &str = "segment.tmp";
 /// Sparse index files sit beside their segment: `{id:020}.index`.
 pub(crate) const INDEX_SUFFIX: &str = "index";
+/// A segment retired by retention and kept to be written again as a new
+/// segment: `{id:020}.recycled`, under its old id. Open removes any left.
+pub(crate) const RECYCLED_SUFFIX: &str = "recycled";
 
 /// An index entry every this many bytes of records.
 pub(crate) const INDEX_INTERVAL_BYTES: usize = 64 * 1024;
@@ -29,6 +32,10 @@ pub(crate) fn segment_path(dir: &Path, id: u64) -> PathBuf {
 
 fn index_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:020}.{INDEX_SUFFIX}"))
+}
+
+fn recycled_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:020}.{RECYCLED_SUFFIX}"))
 }
 
 /// What a record offset holds, checked.
@@ -79,7 +86,7 @@ impl Segment {
     /// and mapped but without a header: the slow part of making a segment,
     /// done before the segment is needed.
     pub(crate) fn reserve(dir: &Path, id: u64, size_bytes: u64) -> Result<Reserved, JournalError> {
-        let temporary = dir.join(format!("{id:020}.{TEMPORARY_SUFFIX}"));
+        let temporary = temporary_path(dir, id);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -113,6 +120,59 @@ impl Segment {
             mapping,
             appender,
         })
+    }
+
+    /// Makes the file of segment `id` out of a retired segment's file (see
+    /// [`Segment::retire`]), as [`Segment::reserve`] makes a new one: renamed
+    /// to the temporary name, its header and first length word zeroed and
+    /// synced, mapped. Its old records stay where they are: the appender
+    /// zeroes the length word after each record it writes (see
+    /// [`Mapping::append`]), so a scan stops there, and an old record is
+    /// never taken for a new one since its sequence is below the new base.
+    /// `None` if the file is gone, has another size or has left the page
+    /// cache (making it ready would read it back from disk); it is then
+    /// deleted and the caller makes a new one.
+    pub(crate) fn reuse(dir: &Path, id: u64, size_bytes: u64, retired: &Path) -> Option<Reserved> {
+        let temporary = temporary_path(dir, id);
+        std::fs::rename(retired, &temporary).ok()?;
+        let reused = (|| {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&temporary)
+                .ok()?;
+            if file.metadata().ok()?.len() != size_bytes {
+                return None;
+            }
+            // The header goes (the file is half made until the roll heads
+            // it), and a scan must find nothing at the first record. No
+            // sync: that would write back every page the old segment left
+            // dirty. A power loss may so leave the old header on disk under
+            // the new name; recovery takes that for a half-made newest
+            // segment, as it does a zero header (see `recovery`).
+            // (A file opened afresh is written from its start; the header
+            // is written there later, so the position goes back.)
+            (&file).write_all(&[0u8; SEGMENT_HEADER_SIZE + 8]).ok()?;
+            (&file).seek(SeekFrom::Start(0)).ok()?;
+            let (mapping, appender) =
+                Mapping::writable(&file, size_bytes as usize, SEGMENT_HEADER_SIZE).ok()?;
+            if !mapping.fully_resident() {
+                return None;
+            }
+            Some(Reserved {
+                dir: dir.to_owned(),
+                id,
+                size_bytes,
+                temporary: temporary.clone(),
+                file,
+                mapping,
+                appender,
+            })
+        })();
+        if reused.is_none() {
+            let _ = std::fs::remove_file(&temporary);
+        }
+        reused
     }
 
     fn assemble(dir: &Path, id: u64, base_sequence: u64, path: PathBuf, mapping: Mapping) -> Self {
@@ -328,6 +388,24 @@ impl Segment {
         Some(written_end)
     }
 
+    /// Whether the segment can be kept for reuse: every page of it is in
+    /// the page cache.
+    pub(crate) fn reusable(&self) -> bool {
+        self.mapping.fully_resident()
+    }
+
+    /// Renames the segment's file for reuse as a later segment and deletes
+    /// its index (retention, keeping the file); returns the file's new path.
+    pub(crate) fn retire(&self) -> Result<PathBuf, JournalError> {
+        let retired = recycled_path(&self.dir, self.id);
+        std::fs::rename(&self.path, &retired).map_err(|e| JournalError::io(&self.path, e))?;
+        let index = index_path(&self.dir, self.id);
+        match std::fs::remove_file(&index) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(JournalError::io(&index, e)),
+            _ => Ok(retired),
+        }
+    }
+
     /// Deletes the segment's files (retention). The map stays valid until
     /// the last holder drops it.
     pub(crate) fn delete_files(&self) -> Result<(), JournalError> {
@@ -469,6 +547,10 @@ pub(crate) fn sync_directory(dir: &Path) -> Result<(), JournalError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| JournalError::io(dir, e))
+}
+
+fn temporary_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:020}.{TEMPORARY_SUFFIX}"))
 }
 
 fn libc_enospc() -> i32 {

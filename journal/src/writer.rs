@@ -8,8 +8,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::format::{
-    header_words, record_checksum, record_stride, PAYLOAD_SIZE_MAX, RECORD_HEADER_SIZE,
-    SEGMENT_HEADER_SIZE,
+    header_words, record_checksum, record_stride, PAYLOAD_SIZE_MAX, RECORD_ALIGNMENT,
+    RECORD_HEADER_SIZE, SEGMENT_HEADER_SIZE,
 };
 use crate::mmap::Appender;
 use crate::recovery::{recover, Recovered};
@@ -28,6 +28,10 @@ pub(crate) struct Shared {
     failed_flush: AtomicBool,
     /// A segment was renamed into place since the directory was last synced.
     directory_unsynced: AtomicBool,
+    /// Retired segment files kept for reuse, oldest first (see
+    /// [`JournalConfig::recycled_segments_max`]).
+    recycled: Mutex<Vec<PathBuf>>,
+    recycled_max: usize,
 }
 
 impl Shared {
@@ -78,11 +82,52 @@ impl Shared {
             if segments.len() == 1 || !doomed(oldest, total) || Arc::strong_count(oldest) > 1 {
                 break;
             }
-            oldest.delete_files()?;
+            let retired = self.retire(oldest)?;
             deleted.push(oldest.id);
+            // The list held the last reference: the map goes here, before
+            // the file can be mapped again for reuse.
             segments.remove(0);
+            if let Some(retired) = retired {
+                self.recycled
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(retired);
+            }
         }
         Ok(deleted)
+    }
+
+    /// Takes a retired segment out of the journal's files: keeps its file
+    /// for reuse (returning its new path) while there is room and the file
+    /// is all in memory, or deletes it.
+    fn retire(&self, segment: &Segment) -> Result<Option<PathBuf>, JournalError> {
+        let kept = self
+            .recycled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        if kept < self.recycled_max && segment.reusable() {
+            return segment.retire().map(Some);
+        }
+        segment.delete_files().map(|()| None)
+    }
+
+    /// A retired segment file to reuse, if one is kept.
+    fn take_recycled(&self) -> Option<PathBuf> {
+        let mut recycled = self.recycled.lock().unwrap_or_else(PoisonError::into_inner);
+        (!recycled.is_empty()).then(|| recycled.remove(0))
+    }
+
+    /// Deletes the retired segment files kept for reuse (the journal closes).
+    fn delete_recycled(&self) {
+        for path in self
+            .recycled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
+            let _ = std::fs::remove_file(path);
+        }
     }
 
     pub(crate) fn durable(&self) -> Position {
@@ -125,9 +170,14 @@ impl Shared {
             };
             let end = segment.written_end();
             if end > from {
+                // With the zero length word after the last record: in a
+                // reused segment file, the word on disk there may otherwise
+                // be an old record's, and a restart after a power loss
+                // would take the durable end for a torn tail.
+                let through = (end + RECORD_ALIGNMENT).min(segment.size_bytes());
                 segment
                     .mapping()
-                    .flush(from, end - from)
+                    .flush(from, through - from)
                     .map_err(|e| JournalError::io(&segment.path, e))?;
             }
             durable = Position {
@@ -264,6 +314,8 @@ impl Journal {
             closed_signal: Condvar::new(),
             failed_flush: AtomicBool::new(false),
             directory_unsynced: AtomicBool::new(false),
+            recycled: Mutex::new(Vec::new()),
+            recycled_max: config.recycled_segments_max,
         });
         let mut journal = Self {
             shared,
@@ -450,10 +502,16 @@ impl Journal {
         let size_bytes = self.config.segment_size_bytes;
         let prepare_bytes = self.config.prepare_ahead_bytes;
         let single_pages = self.single_pages();
+        let recycled = self.shared.take_recycled();
         let spawned = std::thread::Builder::new()
             .name("journal-reserve".into())
             .spawn(move || {
-                let reserved = Segment::reserve(&dir, id, size_bytes)?;
+                let reused =
+                    recycled.and_then(|retired| Segment::reuse(&dir, id, size_bytes, &retired));
+                let reserved = match reused {
+                    Some(reserved) => reserved,
+                    None => Segment::reserve(&dir, id, size_bytes)?,
+                };
                 if single_pages {
                     reserved.mapping().use_single_pages();
                 }
@@ -573,6 +631,7 @@ impl Drop for Journal {
         if let Some(Ok(Ok(reserved))) = self.spare.take().map(JoinHandle::join) {
             reserved.discard();
         }
+        self.shared.delete_recycled();
         // A clean close makes everything durable, whatever the policy: the
         // cost is paid once, and a restart then finds no torn tail.
         let _ = self.shared.flush();

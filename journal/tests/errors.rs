@@ -263,6 +263,32 @@ fn a_newest_segment_whose_header_never_reached_the_disk_is_removed() {
 }
 
 #[test]
+fn a_newest_segment_still_headed_as_the_retired_file_it_reused_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut journal = Journal::open(dir.path(), util::small(Durability::Batch)).unwrap();
+    util::append_pattern(&mut journal, 0, 80);
+    let next_id = journal.end_position().segment + 1;
+    assert!(next_id > 2, "segment 1 is in the middle");
+    drop(journal);
+    // A power loss right after a roll into a reused file can leave the old
+    // segment's header and records under the new name.
+    let path = dir.path().join(format!("{next_id:020}.segment"));
+    std::fs::copy(dir.path().join(format!("{:020}.segment", 0)), &path).unwrap();
+    let journal = Journal::open(dir.path(), util::small(Durability::Batch)).unwrap();
+    assert_eq!(journal.recovery().removed_temporaries, 1);
+    assert!(!path.exists());
+    assert_eq!(util::expect_pattern(&journal), 80);
+    drop(journal);
+    // Anywhere but the newest, such a file is an error, never dropped.
+    let middle = dir.path().join(format!("{:020}.segment", 1));
+    std::fs::copy(dir.path().join(format!("{:020}.segment", 0)), &middle).unwrap();
+    match Journal::open(dir.path(), util::small(Durability::Batch)) {
+        Err(JournalError::Corrupt { segment: 1, .. }) => {}
+        other => panic!("expected corruption in segment 1, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[test]
 fn a_journal_has_one_appender_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
     let mut journal = Journal::open(dir.path(), util::small(Durability::Batch)).unwrap();

@@ -144,6 +144,94 @@ fn a_pruner_deletes_from_another_thread_while_the_appender_goes_on() {
     assert_eq!(journal.next_sequence(), 400);
 }
 
+/// Whether the segment file at `path` holds bytes past its last record:
+/// an earlier segment's records, in a file written again. (Follows the
+/// length words from the first record; a new file is zero past the end.)
+fn holds_old_records(path: &std::path::Path) -> bool {
+    let bytes = std::fs::read(path).unwrap();
+    let mut offset = courier_journal::format::SEGMENT_HEADER_SIZE;
+    while offset + 4 <= bytes.len() {
+        let length = u32::from_le_bytes(bytes[offset..offset + 4].try_into().unwrap()) as usize;
+        if length == 0 {
+            break;
+        }
+        offset += length.next_multiple_of(8);
+    }
+    bytes[offset.min(bytes.len())..].iter().any(|&b| b != 0)
+}
+
+/// Appends a segment's worth at a time, deleting all but the two newest
+/// segments after each; returns how many segments were made and how many
+/// of them were files written again.
+fn append_and_delete(journal: &mut Journal, dir: &std::path::Path) -> (usize, usize) {
+    let mut seen = std::collections::BTreeMap::new();
+    for round in 0..12u64 {
+        util::append_pattern(journal, round * 30, round * 30 + 30);
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|x| x == "segment") {
+                let reused = holds_old_records(&path);
+                *seen
+                    .entry(path.file_name().unwrap().to_owned())
+                    .or_default() |= reused;
+            }
+        }
+        let active = journal.end_position().segment;
+        journal.delete_before(active.saturating_sub(1)).unwrap();
+    }
+    (seen.len(), seen.values().filter(|&&reused| reused).count())
+}
+
+#[test]
+fn deleted_segments_files_are_written_again_as_new_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = util::small(Durability::Batch);
+    let mut journal = Journal::open(dir.path(), config.clone()).unwrap();
+    let (segments, reused) = append_and_delete(&mut journal, dir.path());
+    assert!(segments > 15, "{segments} segments made");
+    // Each deletion keeps its files for the segments after it: all but the
+    // first few segments are old files (on Linux, where the journal can
+    // tell that a file is still all in memory).
+    if cfg!(target_os = "linux") {
+        assert!(reused * 2 > segments, "{reused} of {segments} reused");
+    }
+    // Every record left reads back, and a reopen finds them exactly.
+    let first = journal.first_sequence();
+    assert!(first > 0);
+    let mut cursor = journal.reader().cursor_at_start();
+    let mut expected = first;
+    while let Some(record) = cursor.next().unwrap() {
+        assert_eq!(record.sequence(), expected);
+        assert_eq!(record.payload(), util::payload_of(expected));
+        expected += 1;
+    }
+    assert_eq!(expected, 360);
+    drop(cursor);
+    drop(journal);
+    assert_eq!(
+        util::recycled_count(dir.path()),
+        0,
+        "kept files go at close"
+    );
+    let journal = Journal::open(dir.path(), config).unwrap();
+    assert_eq!(journal.recovery().torn_at, None);
+    assert_eq!(journal.recovery().records, 360 - first);
+}
+
+#[test]
+fn without_recycling_each_new_segment_is_a_new_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = JournalConfig {
+        recycled_segments_max: 0,
+        ..util::small(Durability::None)
+    };
+    let mut journal = Journal::open(dir.path(), config).unwrap();
+    let (segments, reused) = append_and_delete(&mut journal, dir.path());
+    assert!(segments > 15, "{segments} segments made");
+    assert_eq!(reused, 0);
+    assert_eq!(util::recycled_count(dir.path()), 0);
+}
+
 #[test]
 fn interval_policy_makes_appends_durable_on_its_own() {
     let dir = tempfile::tempdir().unwrap();

@@ -40,7 +40,8 @@ pub fn append_pattern(journal: &mut Journal, from: u64, to: u64) {
 /// `0..count`; returns `count`.
 pub fn expect_pattern(journal: &Journal) -> u64 {
     let mut cursor = journal.reader().cursor_at_start();
-    let mut expected = 0;
+    // From the oldest record retention left.
+    let mut expected = journal.first_sequence();
     while let Some(record) = cursor.next().expect("readable journal") {
         assert_eq!(record.sequence(), expected, "sequences are contiguous");
         assert_eq!(record.record_type(), (expected % 7) as u16);
@@ -70,6 +71,20 @@ pub fn segment_count(dir: &std::path::Path) -> usize {
                 .path()
                 .extension()
                 .is_some_and(|x| x == "segment")
+        })
+        .count()
+}
+
+/// Retired segment files kept for reuse in `dir`.
+pub fn recycled_count(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "recycled")
         })
         .count()
 }
