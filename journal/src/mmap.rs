@@ -96,6 +96,24 @@ impl Mapping {
         Ok((mapping, appender))
     }
 
+    /// The map of a retired segment, made over for a new segment in the
+    /// same file: nothing past `header_len` is published, and it gets its
+    /// one appender anew. Its pages stay mapped.
+    ///
+    /// Taking `self` by value is what makes the new appender the only one:
+    /// a map's appender borrows nothing from it, but the journal drops a
+    /// segment's appender when it rolls past the segment, long before
+    /// retention retires it, and recovery keeps only the newest segment's.
+    pub(crate) fn reset(self, header_len: usize) -> (Self, Appender) {
+        assert!(self.writable && header_len <= self.len);
+        self.published_end
+            .store(header_len as u64, Ordering::Release);
+        let appender = Appender {
+            map_address: self.raw.as_ptr() as usize,
+        };
+        (self, appender)
+    }
+
     /// Maps `file` for reading only. With no writer in this process, the
     /// whole file counts as published.
     pub(crate) fn read_only(file: &File, len: usize) -> io::Result<Self> {
@@ -110,6 +128,10 @@ impl Mapping {
 
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    pub(crate) fn is_writable(&self) -> bool {
+        self.writable
     }
 
     /// The end of what readers may read, with `Acquire`.

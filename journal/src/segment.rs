@@ -132,9 +132,14 @@ impl Segment {
     /// `None` if the file is gone, has another size or has left the page
     /// cache (making it ready would read it back from disk); it is then
     /// deleted and the caller makes a new one.
-    pub(crate) fn reuse(dir: &Path, id: u64, size_bytes: u64, retired: &Path) -> Option<Reserved> {
+    pub(crate) fn reuse(
+        dir: &Path,
+        id: u64,
+        size_bytes: u64,
+        retired: Retired,
+    ) -> Option<Reserved> {
         let temporary = temporary_path(dir, id);
-        std::fs::rename(retired, &temporary).ok()?;
+        std::fs::rename(&retired.path, &temporary).ok()?;
         let reused = (|| {
             let file = OpenOptions::new()
                 .read(true)
@@ -154,8 +159,14 @@ impl Segment {
             // is written there later, so the position goes back.)
             (&file).write_all(&[0u8; SEGMENT_HEADER_SIZE + 8]).ok()?;
             (&file).seek(SeekFrom::Start(0)).ok()?;
-            let (mapping, appender) =
-                Mapping::writable(&file, size_bytes as usize, SEGMENT_HEADER_SIZE).ok()?;
+            // The old map, its pages still mapped, saves faulting them in
+            // again.
+            let (mapping, appender) = match retired.mapping {
+                Some(mapping) if mapping.len() == size_bytes as usize && mapping.is_writable() => {
+                    mapping.reset(SEGMENT_HEADER_SIZE)
+                }
+                _ => Mapping::writable(&file, size_bytes as usize, SEGMENT_HEADER_SIZE).ok()?,
+            };
             if !mapping.fully_resident() {
                 return None;
             }
@@ -388,6 +399,11 @@ impl Segment {
         Some(written_end)
     }
 
+    /// The segment's map, for reuse once the segment is retired.
+    pub(crate) fn into_mapping(self) -> Mapping {
+        self.mapping
+    }
+
     /// Whether the segment can be kept for reuse: every page of it is in
     /// the page cache.
     pub(crate) fn reusable(&self) -> bool {
@@ -484,6 +500,14 @@ fn check(slot: Slot<'_>) -> Read<'_> {
             Read::Record(header, payload)
         }
     }
+}
+
+/// A segment file retired by retention and kept for reuse (see
+/// [`Segment::reuse`]): its path, and its map when the segment's last holder
+/// gave it up.
+pub(crate) struct Retired {
+    pub(crate) path: PathBuf,
+    pub(crate) mapping: Option<Mapping>,
 }
 
 /// A segment file made ahead of need (see [`Segment::reserve`]). A crash

@@ -13,7 +13,7 @@ use crate::format::{
 };
 use crate::mmap::Appender;
 use crate::recovery::{recover, Recovered};
-use crate::segment::{sync_directory, Reserved, Segment, INDEX_INTERVAL_BYTES};
+use crate::segment::{sync_directory, Reserved, Retired, Segment, INDEX_INTERVAL_BYTES};
 use crate::{Durability, JournalConfig, JournalError, JournalReader, Position, Recovery};
 
 /// What the journal's handles share.
@@ -30,7 +30,7 @@ pub(crate) struct Shared {
     directory_unsynced: AtomicBool,
     /// Retired segment files kept for reuse, oldest first (see
     /// [`JournalConfig::recycled_segments_max`]).
-    recycled: Mutex<Vec<PathBuf>>,
+    recycled: Mutex<Vec<Retired>>,
     recycled_max: usize,
 }
 
@@ -84,14 +84,16 @@ impl Shared {
             }
             let retired = self.retire(oldest)?;
             deleted.push(oldest.id);
-            // The list held the last reference: the map goes here, before
-            // the file can be mapped again for reuse.
-            segments.remove(0);
-            if let Some(retired) = retired {
+            let segment = segments.remove(0);
+            if let Some(path) = retired {
+                // The list held the last reference, so the map goes with the
+                // file, its pages still mapped. (If the preparer holds the
+                // segment for a moment, the file goes alone.)
+                let mapping = Arc::try_unwrap(segment).ok().map(Segment::into_mapping);
                 self.recycled
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .push(retired);
+                    .push(Retired { path, mapping });
             }
         }
         Ok(deleted)
@@ -113,20 +115,20 @@ impl Shared {
     }
 
     /// A retired segment file to reuse, if one is kept.
-    fn take_recycled(&self) -> Option<PathBuf> {
+    fn take_recycled(&self) -> Option<Retired> {
         let mut recycled = self.recycled.lock().unwrap_or_else(PoisonError::into_inner);
         (!recycled.is_empty()).then(|| recycled.remove(0))
     }
 
     /// Deletes the retired segment files kept for reuse (the journal closes).
     fn delete_recycled(&self) {
-        for path in self
+        for retired in self
             .recycled
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .drain(..)
         {
-            let _ = std::fs::remove_file(path);
+            let _ = std::fs::remove_file(retired.path);
         }
     }
 
@@ -507,7 +509,7 @@ impl Journal {
             .name("journal-reserve".into())
             .spawn(move || {
                 let reused =
-                    recycled.and_then(|retired| Segment::reuse(&dir, id, size_bytes, &retired));
+                    recycled.and_then(|retired| Segment::reuse(&dir, id, size_bytes, retired));
                 let reserved = match reused {
                     Some(reserved) => reserved,
                     None => Segment::reserve(&dir, id, size_bytes)?,

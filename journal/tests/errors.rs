@@ -284,7 +284,10 @@ fn a_newest_segment_still_headed_as_the_retired_file_it_reused_is_removed() {
     std::fs::copy(dir.path().join(format!("{:020}.segment", 0)), &middle).unwrap();
     match Journal::open(dir.path(), util::small(Durability::Batch)) {
         Err(JournalError::Corrupt { segment: 1, .. }) => {}
-        other => panic!("expected corruption in segment 1, got {:?}", other.map(|_| ())),
+        other => panic!(
+            "expected corruption in segment 1, got {:?}",
+            other.map(|_| ())
+        ),
     }
 }
 
