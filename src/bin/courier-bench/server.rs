@@ -103,15 +103,20 @@ pub fn spawn(common: &Common) -> anyhow::Result<(Spawned, SocketAddr)> {
     Ok((spawned, address))
 }
 
-/// The CPU time of every thread of a process, in ns.
+/// The CPU time of a process, in ns: every thread's, those that have ended
+/// included (a server starts short-lived threads, such as the journal's
+/// segment reserver, whose time per-thread counters lose when they end).
+/// From `/proc/PID/stat`, in clock ticks (10 ms each, typically): the
+/// kernel scales a process's user and system ticks to its exact run time,
+/// so the sum is that time to within a tick.
 pub fn cpu_ns(pid: u32) -> Option<u64> {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    let mut total = 0;
-    for task in tasks.flatten() {
-        let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
-        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
-    }
-    Some(total)
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name, in parentheses, may hold spaces; fields follow it.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let per_second = rustix::param::clock_ticks_per_second();
+    Some(ticks * 1_000_000_000 / per_second.max(1))
 }
 
 /// A process's resident memory, in bytes.
@@ -132,4 +137,29 @@ fn status_bytes(pid: u32, key: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with(key))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cpu_ns;
+    use std::time::{Duration, Instant};
+
+    /// A thread that spins and ends leaves its CPU time in the process's.
+    #[test]
+    fn cpu_time_counts_threads_that_have_ended() {
+        let pid = std::process::id();
+        let before = cpu_ns(pid).expect("readable");
+        let spun = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut spins = 0u64;
+            while cpu_ns(pid).expect("readable") < before + 100_000_000 {
+                assert!(Instant::now() < deadline, "no CPU time counted");
+                for _ in 0..100_000 {
+                    spins = std::hint::black_box(spins + 1);
+                }
+            }
+        });
+        spun.join().unwrap();
+        assert!(cpu_ns(pid).unwrap() >= before + 100_000_000);
+    }
 }
