@@ -190,14 +190,7 @@ fn append(quick: bool) {
                 Box::new(move || journal_append(Durability::Batch, payload, count, Some(64))),
             ),
         ];
-        let mut seconds: Vec<Vec<f64>> = contenders.iter().map(|_| Vec::new()).collect();
-        for _ in 0..rounds {
-            for (index, (_, run)) in contenders.iter().enumerate() {
-                seconds[index].push(run());
-            }
-        }
-        settle();
-        let medians: Vec<f64> = seconds.iter_mut().map(|s| median(s)).collect();
+        let medians = run_interleaved(&contenders, rounds);
         for (index, (name, _)) in contenders.iter().enumerate() {
             let rate = count as f64 / medians[index];
             println!(
@@ -209,6 +202,19 @@ fn append(quick: bool) {
             );
         }
     }
+}
+
+/// Runs every contender once a round, in turn, for `rounds` rounds, then
+/// settles the disk; returns each one's median seconds.
+fn run_interleaved(contenders: &[Contender], rounds: usize) -> Vec<f64> {
+    let mut seconds: Vec<Vec<f64>> = contenders.iter().map(|_| Vec::new()).collect();
+    for _ in 0..rounds {
+        for (index, (_, run)) in contenders.iter().enumerate() {
+            seconds[index].push(run());
+        }
+    }
+    settle();
+    seconds.iter_mut().map(|s| median(s)).collect()
 }
 
 /// Appends `warm` records, then times `count` more: durability none, the
@@ -263,14 +269,7 @@ fn recycle(quick: bool) {
                 Box::new(move || steady_append(payload, count, count, 4)),
             ),
         ];
-        let mut seconds: Vec<Vec<f64>> = contenders.iter().map(|_| Vec::new()).collect();
-        for _ in 0..rounds {
-            for (index, (_, run)) in contenders.iter().enumerate() {
-                seconds[index].push(run());
-            }
-        }
-        settle();
-        let medians: Vec<f64> = seconds.iter_mut().map(|s| median(s)).collect();
+        let medians = run_interleaved(&contenders, rounds);
         for (index, (name, _)) in contenders.iter().enumerate() {
             let rate = count as f64 / medians[index];
             println!(

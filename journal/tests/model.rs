@@ -91,6 +91,29 @@ fn check_from(
     Ok(())
 }
 
+/// Appends to the journal and the model alike, 17 ns after the last record.
+fn append_to(
+    journal: &mut Journal,
+    model: &mut Vec<Entry>,
+    clock: &mut u64,
+    record_type: u16,
+    payload: Vec<u8>,
+) -> Result<(), TestCaseError> {
+    *clock += 17;
+    let appended = journal.append(record_type, *clock, &payload).unwrap();
+    prop_assert_eq!(appended.sequence, model.len() as u64);
+    if let Some(last) = model.last() {
+        prop_assert!(appended.position > last.position, "positions grow");
+    }
+    model.push(Entry {
+        position: appended.position,
+        record_type,
+        timestamp_ns: *clock,
+        payload,
+    });
+    Ok(())
+}
+
 fn check(journal: &Journal, model: &[Entry], probe: u64) -> Result<(), TestCaseError> {
     check_from(journal, model, 0, probe)
 }
@@ -108,13 +131,7 @@ proptest! {
         for op in ops {
             match op {
                 Op::Append { record_type, payload } => {
-                    clock += 17;
-                    let appended = journal.append(record_type, clock, &payload).unwrap();
-                    prop_assert_eq!(appended.sequence, model.len() as u64);
-                    if let Some(last) = model.last() {
-                        prop_assert!(appended.position > last.position, "positions grow");
-                    }
-                    model.push(Entry { position: appended.position, record_type, timestamp_ns: clock, payload });
+                    append_to(&mut journal, &mut model, &mut clock, record_type, payload)?;
                 }
                 Op::Flush => {
                     let durable = journal.flush().unwrap();
@@ -155,10 +172,7 @@ proptest! {
         for op in ops {
             match op {
                 Op::Append { record_type, payload } => {
-                    clock += 17;
-                    let appended = journal.append(record_type, clock, &payload).unwrap();
-                    prop_assert_eq!(appended.sequence, model.len() as u64);
-                    model.push(Entry { position: appended.position, record_type, timestamp_ns: clock, payload });
+                    append_to(&mut journal, &mut model, &mut clock, record_type, payload)?;
                 }
                 Op::Flush => {
                     prop_assert_eq!(journal.flush().unwrap(), journal.end_position());

@@ -63,20 +63,15 @@ pub fn expect_pattern(journal: &Journal) -> u64 {
 
 /// Segment files in `dir`.
 pub fn segment_count(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "segment")
-        })
-        .count()
+    count_with_extension(dir, "segment")
 }
 
 /// Retired segment files kept for reuse in `dir`.
 pub fn recycled_count(dir: &std::path::Path) -> usize {
+    count_with_extension(dir, "recycled")
+}
+
+fn count_with_extension(dir: &std::path::Path, extension: &str) -> usize {
     std::fs::read_dir(dir)
         .unwrap()
         .filter(|e| {
@@ -84,7 +79,7 @@ pub fn recycled_count(dir: &std::path::Path) -> usize {
                 .unwrap()
                 .path()
                 .extension()
-                .is_some_and(|x| x == "recycled")
+                .is_some_and(|x| x == extension)
         })
         .count()
 }
