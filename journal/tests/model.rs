@@ -3,7 +3,7 @@
 
 mod util;
 
-use courier_journal::{Durability, Journal, Position};
+use courier_journal::{Durability, Journal, JournalConfig, Position};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -118,6 +118,48 @@ fn check(journal: &Journal, model: &[Entry], probe: u64) -> Result<(), TestCaseE
     check_from(journal, model, 0, probe)
 }
 
+/// Runs `ops` on a journal in `dir` and on the model; returns them with the
+/// sequence of the oldest record left.
+fn run_ops(
+    dir: &std::path::Path,
+    config: &JournalConfig,
+    ops: Vec<Op>,
+    probe: u64,
+) -> Result<(Journal, Vec<Entry>, u64), TestCaseError> {
+    let mut journal = Journal::open(dir, config.clone()).unwrap();
+    let mut model: Vec<Entry> = Vec::new();
+    let mut first = 0u64;
+    let mut clock = 0u64;
+    for op in ops {
+        match op {
+            Op::Append {
+                record_type,
+                payload,
+            } => append_to(&mut journal, &mut model, &mut clock, record_type, payload)?,
+            Op::Flush => {
+                let durable = journal.flush().unwrap();
+                prop_assert_eq!(durable, journal.end_position());
+                prop_assert_eq!(journal.durable_position(), durable);
+            }
+            Op::Reopen => {
+                drop(journal);
+                journal = Journal::open(dir, config.clone()).unwrap();
+                prop_assert_eq!(journal.recovery().records, model.len() as u64 - first);
+                prop_assert_eq!(journal.recovery().torn_at, None);
+            }
+            Op::DeleteBefore(back) => {
+                let active = journal.end_position().segment;
+                journal
+                    .delete_before(active.saturating_sub(u64::from(back % 3)))
+                    .unwrap();
+                first = journal.first_sequence();
+            }
+        }
+        check_from(&journal, &model, first, probe)?;
+    }
+    Ok((journal, model, first))
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -125,28 +167,7 @@ proptest! {
     fn journal_matches_a_vec(ops in proptest::collection::vec(op(), 1..120), probe in any::<u64>()) {
         let dir = tempfile::tempdir().unwrap();
         let config = util::small(Durability::Batch);
-        let mut journal = Journal::open(dir.path(), config.clone()).unwrap();
-        let mut model: Vec<Entry> = Vec::new();
-        let mut clock = 0u64;
-        for op in ops {
-            match op {
-                Op::Append { record_type, payload } => {
-                    append_to(&mut journal, &mut model, &mut clock, record_type, payload)?;
-                }
-                Op::Flush => {
-                    let durable = journal.flush().unwrap();
-                    prop_assert_eq!(durable, journal.end_position());
-                    prop_assert_eq!(journal.durable_position(), durable);
-                }
-                Op::Reopen => {
-                    drop(journal);
-                    journal = Journal::open(dir.path(), config.clone()).unwrap();
-                    prop_assert_eq!(journal.recovery().records, model.len() as u64);
-                    prop_assert_eq!(journal.recovery().torn_at, None);
-                }
-                Op::DeleteBefore(_) => unreachable!("not generated here"),
-            }
-        }
+        let (journal, model, _) = run_ops(dir.path(), &config, ops, probe)?;
         check(&journal, &model, probe)?;
         drop(journal);
         let journal = Journal::open(dir.path(), config).unwrap();
@@ -165,32 +186,7 @@ proptest! {
     ) {
         let dir = tempfile::tempdir().unwrap();
         let config = util::small(if batch { Durability::Batch } else { Durability::None });
-        let mut journal = Journal::open(dir.path(), config.clone()).unwrap();
-        let mut model: Vec<Entry> = Vec::new();
-        let mut first = 0u64;
-        let mut clock = 0u64;
-        for op in ops {
-            match op {
-                Op::Append { record_type, payload } => {
-                    append_to(&mut journal, &mut model, &mut clock, record_type, payload)?;
-                }
-                Op::Flush => {
-                    prop_assert_eq!(journal.flush().unwrap(), journal.end_position());
-                }
-                Op::Reopen => {
-                    drop(journal);
-                    journal = Journal::open(dir.path(), config.clone()).unwrap();
-                    prop_assert_eq!(journal.recovery().records, model.len() as u64 - first);
-                    prop_assert_eq!(journal.recovery().torn_at, None);
-                }
-                Op::DeleteBefore(back) => {
-                    let active = journal.end_position().segment;
-                    journal.delete_before(active.saturating_sub(u64::from(back % 3))).unwrap();
-                    first = journal.first_sequence();
-                }
-            }
-            check_from(&journal, &model, first, probe)?;
-        }
+        let (journal, model, first) = run_ops(dir.path(), &config, ops, probe)?;
         // The files a process that never closed its journal would leave (a
         // crash) open to the same records: what the kill leaves is what is
         // in the page cache now.
