@@ -212,6 +212,9 @@ fn snapshots_taken_while_serving_delete_old_segments_without_a_restart() {
     let stats = server.stats();
     assert!(stats.snapshots_taken >= 1, "{stats:?}");
     assert!(stats.journal_segments_deleted >= 1, "{stats:?}");
+    // The deleted segment's file is kept to be written again as a later
+    // segment (no segment has been made since), and goes at the stop.
+    assert!(kept_files(dir.path()) >= 1);
     let snapshots: Vec<_> = std::fs::read_dir(dir.path().join("snapshots"))
         .unwrap()
         .map(|entry| entry.unwrap().file_name())
@@ -230,6 +233,7 @@ fn snapshots_taken_while_serving_delete_old_segments_without_a_restart() {
     // no longer holds the accounts).
     drop(ana);
     server.shutdown().unwrap();
+    assert_eq!(kept_files(dir.path()), 0);
     let server = net::start(config.clone()).unwrap();
     let report = server.report().clone();
     assert!(report.snapshot_loaded.is_some(), "{report:?}");
@@ -251,6 +255,21 @@ fn snapshots_taken_while_serving_delete_old_segments_without_a_restart() {
     assert_eq!(again.inbox_sequence, client_id, "a resend is recognised");
     drop((ana, bo));
     server.shutdown().unwrap();
+}
+
+/// Journal segment files kept for reuse (`journal/*.recycled`).
+fn kept_files(data_dir: &std::path::Path) -> usize {
+    std::fs::read_dir(data_dir.join("journal"))
+        .unwrap()
+        .filter(|entry| {
+            entry
+                .as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "recycled")
+        })
+        .count()
 }
 
 #[test]

@@ -70,6 +70,8 @@ pub enum WaitSetting {
 const MESSAGE_RETENTION_S_MAX: u64 = 100 * 366 * 24 * 3600;
 /// Far more segments than a journal holds between two snapshots.
 const SNAPSHOT_EVERY_SEGMENTS_MAX: u64 = 1 << 20;
+/// Kept files take a segment of disk each.
+const SEGMENTS_KEPT_FOR_REUSE_MAX: usize = 64;
 
 /// Everything the broker (without its network layer) is configured by.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -129,6 +131,12 @@ pub struct BrokerConfig {
     /// the segments that neither it nor a message still held needs. 0
     /// takes them only at a start.
     pub snapshot_every_segments: u64,
+    /// Up to this many journal segment files that retention deletes are
+    /// kept, while every page of them is still in memory, and written again
+    /// as the next segments: a new file's pages cost the kernel an
+    /// allocation and zeroing each. They take disk beside the journal. 0
+    /// deletes each one.
+    pub segments_kept_for_reuse: usize,
     /// Password hashing.
     pub auth: AuthConfig,
 }
@@ -154,6 +162,7 @@ impl Default for BrokerConfig {
             snapshots: true,
             snapshot_min_records: 1_000_000,
             snapshot_every_segments: 4,
+            segments_kept_for_reuse: 4,
             auth: AuthConfig::default(),
         }
     }
@@ -203,6 +212,13 @@ impl BrokerConfig {
                 "snapshot_every_segments must be at most {SNAPSHOT_EVERY_SEGMENTS_MAX} (0 takes \
                  snapshots only at a start), is {}",
                 self.snapshot_every_segments
+            ));
+        }
+        if self.segments_kept_for_reuse > SEGMENTS_KEPT_FOR_REUSE_MAX {
+            return Err(format!(
+                "segments_kept_for_reuse must be at most {SEGMENTS_KEPT_FOR_REUSE_MAX} (0 deletes \
+                 each segment retention takes out), is {}",
+                self.segments_kept_for_reuse
             ));
         }
         if self.sync_limit_max == 0 {
@@ -273,8 +289,12 @@ mod tests {
         assert_eq!(BrokerConfig::default().validate(), Ok(()));
         // Each case: a change to the defaults and a word its error names.
         type Change = fn(&mut BrokerConfig);
-        let cases: [(Change, &str); 8] = [
+        let cases: [(Change, &str); 9] = [
             (|c| c.message_retention_s = u64::MAX, "message_retention_s"),
+            (
+                |c| c.segments_kept_for_reuse = 1000,
+                "segments_kept_for_reuse",
+            ),
             (
                 |c| c.snapshot_every_segments = u64::MAX,
                 "snapshot_every_segments",

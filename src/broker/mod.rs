@@ -395,6 +395,7 @@ impl Broker {
             segment_size_bytes: config.segment_size_mb << 20,
             durability: config.journal_durability(),
             create_dir: true,
+            recycled_segments_max: config.segments_kept_for_reuse,
             ..JournalConfig::default()
         };
         let mut journal = Journal::open(config.data_dir.join("journal"), journal_config)?;
