@@ -32,6 +32,26 @@ pub struct SegmentSummary {
     pub problem: Option<String>,
 }
 
+/// The retired segment files in `dir` kept for reuse (see
+/// [`JournalConfig::recycled_segments_max`](crate::JournalConfig::recycled_segments_max)),
+/// with their sizes: an appender that is open will write them again as
+/// new segments; the next open deletes those left.
+pub fn kept_for_reuse(dir: impl AsRef<Path>) -> Result<Vec<(PathBuf, u64)>, JournalError> {
+    let dir = dir.as_ref();
+    if !dir.is_dir() {
+        return Err(JournalError::MissingDirectory(dir.to_owned()));
+    }
+    let mut kept = Vec::new();
+    for path in list_segments(dir)?.recycled {
+        // One the appender takes meanwhile is no longer kept.
+        if let Ok(metadata) = std::fs::metadata(&path) {
+            kept.push((path, metadata.len()));
+        }
+    }
+    kept.sort();
+    Ok(kept)
+}
+
 /// Summarises every segment in `dir`, reading only.
 pub fn inspect(dir: impl AsRef<Path>) -> Result<Vec<SegmentSummary>, JournalError> {
     let dir = dir.as_ref();

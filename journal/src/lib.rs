@@ -71,7 +71,7 @@ mod writer;
 pub use config::{Durability, JournalConfig, Retention};
 pub use error::JournalError;
 pub use format::RecordHeader;
-pub use inspect::{dump, inspect, SegmentSummary};
+pub use inspect::{dump, inspect, kept_for_reuse, SegmentSummary};
 pub use reader::{Cursor, JournalReader, Record};
 pub use recovery::Recovery;
 pub use writer::{Appended, Flusher, Journal, Pruner};

@@ -702,6 +702,16 @@ fn inspect(dir: PathBuf, dump: bool, from: u64, limit: usize) -> anyhow::Result<
     }
     let records: u64 = segments.iter().map(|s| s.records).sum();
     println!("{} segments, {records} records", segments.len());
+    let kept = journal::kept_for_reuse(&dir)
+        .with_context(|| format!("cannot inspect the journal in {}", dir.display()))?;
+    if !kept.is_empty() {
+        let bytes: u64 = kept.iter().map(|(_, size)| size).sum();
+        println!(
+            "{} deleted segment files kept for reuse (*.recycled, {bytes} bytes): the running \
+             server writes them again as new segments; the next start deletes those left",
+            kept.len()
+        );
+    }
     if dump {
         println!();
         println!(
