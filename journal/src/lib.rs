@@ -24,7 +24,7 @@
 //! 5. **Retire.** Retention ([`Retention`], or a caller's
 //!    [`Journal::delete_before`] and [`Pruner`]) takes whole old segments
 //!    out; up to [`JournalConfig::recycled_segments_max`] of their files are
-//!    kept, still mapped, and written again as the next segments, which
+//!    kept, with their maps, and written again as the next segments, which
 //!    spares the kernel allocating and zeroing fresh pages.
 //! 6. **Close.** Dropping the journal flushes everything and deletes the
 //!    kept files.

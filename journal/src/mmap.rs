@@ -98,7 +98,15 @@ impl Mapping {
 
     /// The map of a retired segment, made over for a new segment in the
     /// same file: nothing past `header_len` is published, and it gets its
-    /// one appender anew. Its pages stay mapped.
+    /// one appender anew.
+    ///
+    /// Its page-table entries go; the pages stay in the page cache. After a
+    /// flush they are write-protected, and a write to one then faults once
+    /// per 4 KiB page, where ext4 walks the buffers of the whole (large)
+    /// folio each time: that made the preparing thread of a server under
+    /// retention as busy as with new files (1.26–1.37 s against 1.35 in a
+    /// 20 s run). Mapped afresh, a fault maps a whole folio, and the same
+    /// runs measured 0.69–0.77 s (a new map of the file, 0.74–0.88).
     ///
     /// Taking `self` by value is what makes the new appender the only one:
     /// a map's appender borrows nothing from it, but the journal drops a
@@ -106,6 +114,17 @@ impl Mapping {
     /// retention retires it, and recovery keeps only the newest segment's.
     pub(crate) fn reset(self, header_len: usize) -> (Self, Appender) {
         assert!(self.writable && header_len <= self.len);
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: dropping the page-table entries of a shared file map
+            // loses nothing: its pages stay in the page cache, dirty ones
+            // dirty, and the next touch maps them again. Nothing reads or
+            // writes the map meanwhile (taken by value, no appender yet).
+            let _ = unsafe {
+                self.raw
+                    .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
+            };
+        }
         self.published_end
             .store(header_len as u64, Ordering::Release);
         let appender = Appender {

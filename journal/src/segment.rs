@@ -159,8 +159,7 @@ impl Segment {
             // is written there later, so the position goes back.)
             (&file).write_all(&[0u8; SEGMENT_HEADER_SIZE + 8]).ok()?;
             (&file).seek(SeekFrom::Start(0)).ok()?;
-            // The old map, its pages still mapped, saves faulting them in
-            // again.
+            // The old map, made over (see `Mapping::reset`).
             let (mapping, appender) = match retired.mapping {
                 Some(mapping) if mapping.len() == size_bytes as usize && mapping.is_writable() => {
                     mapping.reset(SEGMENT_HEADER_SIZE)

@@ -87,8 +87,8 @@ impl Shared {
             let segment = segments.remove(0);
             if let Some(path) = retired {
                 // The list held the last reference, so the map goes with the
-                // file, its pages still mapped. (If the preparer holds the
-                // segment for a moment, the file goes alone.)
+                // file. (If the preparer holds the segment for a moment, the
+                // file goes alone.)
                 let mapping = Arc::try_unwrap(segment).ok().map(Segment::into_mapping);
                 self.recycled
                     .lock()
