@@ -124,8 +124,8 @@ impl Segment {
 
     /// Makes the file of segment `id` out of a retired segment's file (see
     /// [`Segment::retire`]), as [`Segment::reserve`] makes a new one: renamed
-    /// to the temporary name, its header and first length word zeroed and
-    /// synced, mapped. Its old records stay where they are: the appender
+    /// to the temporary name, its header and first length word zeroed,
+    /// mapped. Its old records stay where they are: the appender
     /// zeroes the length word after each record it writes (see
     /// [`Mapping::append`]), so a scan stops there, and an old record is
     /// never taken for a new one since its sequence is below the new base.
@@ -409,22 +409,26 @@ impl Segment {
         self.mapping.fully_resident()
     }
 
-    /// Renames the segment's file for reuse as a later segment and deletes
-    /// its index (retention, keeping the file); returns the file's new path.
+    /// Deletes the segment's index, then renames its file for reuse as a
+    /// later segment (retention, keeping the file); returns the file's new
+    /// path. The index goes first: if that fails, the segment is untouched
+    /// (a missing index is rebuilt when needed).
     pub(crate) fn retire(&self) -> Result<PathBuf, JournalError> {
+        self.delete_index()?;
         let retired = recycled_path(&self.dir, self.id);
         std::fs::rename(&self.path, &retired).map_err(|e| JournalError::io(&self.path, e))?;
-        let index = index_path(&self.dir, self.id);
-        match std::fs::remove_file(&index) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(JournalError::io(&index, e)),
-            _ => Ok(retired),
-        }
+        Ok(retired)
     }
 
-    /// Deletes the segment's files (retention). The map stays valid until
-    /// the last holder drops it.
+    /// Deletes the segment's files (retention), the index first, as
+    /// [`Segment::retire`] does. The map stays valid until the last holder
+    /// drops it.
     pub(crate) fn delete_files(&self) -> Result<(), JournalError> {
-        std::fs::remove_file(&self.path).map_err(|e| JournalError::io(&self.path, e))?;
+        self.delete_index()?;
+        std::fs::remove_file(&self.path).map_err(|e| JournalError::io(&self.path, e))
+    }
+
+    fn delete_index(&self) -> Result<(), JournalError> {
         let index = index_path(&self.dir, self.id);
         match std::fs::remove_file(&index) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(JournalError::io(&index, e)),
