@@ -570,7 +570,8 @@ impl Delivery {
         out: &mut Outbox,
     ) {
         let user = self.user(user_id);
-        if user.devices.is_empty() {
+        // Most often the only device is the sending one: nothing to build.
+        if user.devices.iter().all(|device| device.conn == except) {
             return;
         }
         let (recipient, group_id) = self.to_fields(entry.to);
