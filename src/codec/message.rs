@@ -438,7 +438,7 @@ mod tests {
         fn send_acks_encode_like_prost(ids in (number(), number(), number()), correlation in any::<u64>()) {
             let ack = proto::SendAck { client_message_id: ids.0, server_message_id: ids.1, inbox_sequence: ids.2 };
             let mut ours = vec![7];
-            Message::SendAck(ack.clone()).encode_frame(correlation, &mut ours);
+            Message::SendAck(ack).encode_frame(correlation, &mut ours);
             let payload = ack.encode_to_vec();
             let mut theirs = vec![7];
             theirs.extend_from_slice(&((FRAME_HEADER_BYTES + payload.len()) as u32).to_be_bytes());
