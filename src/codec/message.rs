@@ -403,9 +403,13 @@ mod tests {
         }
     }
 
-    /// A field value: zero (which proto3 leaves out) as often as not.
+    /// A field value: zero (which proto3 leaves out) as often as not, else
+    /// of any bit length alike, so every varint length is tried.
     fn number() -> impl Strategy<Value = u64> {
-        prop_oneof![Just(0), any::<u64>()]
+        prop_oneof![
+            Just(0),
+            (any::<u64>(), 0..64u32).prop_map(|(value, shift)| value >> shift)
+        ]
     }
 
     proptest! {
