@@ -60,6 +60,8 @@ pub struct Summary {
     pub server_cores: Option<f64>,
     /// The server's CPU per operation, in µs.
     pub server_cpu_us_per_op: Option<f64>,
+    /// The kernel's part of the server's CPU (system calls, TCP), 0 to 1.
+    pub server_kernel_share: Option<f64>,
     /// The server's resident memory at the end, in bytes.
     pub server_rss_bytes: Option<u64>,
     /// The anonymous part of it (the server's own; the rest is file pages
@@ -100,6 +102,9 @@ impl Summary {
             let _ = write!(out, "  server CPU: {cores:.2} cores");
             if let Some(per_op) = self.server_cpu_us_per_op {
                 let _ = write!(out, ", {per_op:.3} µs per operation");
+            }
+            if let Some(share) = self.server_kernel_share {
+                let _ = write!(out, ", {:.0} % of it in the kernel", share * 100.0);
             }
             let _ = writeln!(out);
         }
@@ -348,6 +353,7 @@ mod tests {
             errors: 0,
             server_cores: Some(0.5),
             server_cpu_us_per_op: Some(2.0),
+            server_kernel_share: Some(0.25),
             server_rss_bytes: None,
             server_anon_bytes: None,
             extra: vec![],
@@ -357,5 +363,9 @@ mod tests {
         // 3 significant digits: the median of 1..=10,000 µs reads as 5,001.215.
         assert!(json.contains("\"p50_us\":5001.215"), "{json}");
         assert!(summary.table().contains("server CPU: 0.50 cores"));
+        assert!(json.contains("\"server_kernel_share\":0.25"), "{json}");
+        assert!(summary
+            .table()
+            .contains("2.000 µs per operation, 25 % of it in the kernel"));
     }
 }

@@ -75,6 +75,8 @@ struct Run {
     p99_us: f64,
     cores: Option<f64>,
     cpu_us_per_op: Option<f64>,
+    /// The kernel's part of `cpu_us_per_op`.
+    kernel_us_per_op: Option<f64>,
 }
 
 pub fn run(common: &Common, args: &Args) -> anyhow::Result<()> {
@@ -173,6 +175,10 @@ fn parse_summary(text: &str) -> anyhow::Result<Run> {
         p99_us: first[1]["p99_us"].as_f64().context("no p99")?,
         cores: json["server_cores"].as_f64(),
         cpu_us_per_op: json["server_cpu_us_per_op"].as_f64(),
+        kernel_us_per_op: json["server_cpu_us_per_op"]
+            .as_f64()
+            .zip(json["server_kernel_share"].as_f64())
+            .map(|(cpu, share)| cpu * share),
     })
 }
 
@@ -194,8 +200,8 @@ fn table(servers: &[Server], runs: &[Vec<Run>], args: &Args, seconds: f64) -> St
     let first = servers[0].name();
     let mut out = format!(
         "{}: {} rounds of {} s, medians (runs in brackets)\n\n\
-         | server | rate /s | {latency} p50 / p99 µs | server cores | CPU µs per op | CPU vs {first} |\n\
-         | --- | ---: | --- | ---: | ---: | ---: |\n",
+         | server | rate /s | {latency} p50 / p99 µs | server cores | CPU µs per op | of it in the kernel | CPU vs {first} |\n\
+         | --- | ---: | --- | ---: | ---: | ---: | ---: |\n",
         args.scenario.join(" "),
         args.rounds,
         seconds,
@@ -204,13 +210,14 @@ fn table(servers: &[Server], runs: &[Vec<Run>], args: &Args, seconds: f64) -> St
         let rates: Vec<f64> = runs_of.iter().map(|r| r.rate).collect();
         let cpu: Option<Vec<f64>> = runs_of.iter().map(|r| r.cpu_us_per_op).collect();
         let cores: Option<Vec<f64>> = runs_of.iter().map(|r| r.cores).collect();
+        let kernel: Option<Vec<f64>> = runs_of.iter().map(|r| r.kernel_us_per_op).collect();
         let ratio = cpu.as_ref().and_then(|cpu| {
             let base: Option<Vec<f64>> = runs[0].iter().map(|r| r.cpu_us_per_op).collect();
             let ratios: Vec<f64> = cpu.iter().zip(base?).map(|(c, b)| c / b).collect();
             Some(median(ratios))
         });
         out.push_str(&format!(
-            "| {} | {:.0} [{}] | {:.1} / {:.1} | {} | {} | {} |\n",
+            "| {} | {:.0} [{}] | {:.1} / {:.1} | {} | {} | {} | {} |\n",
             server.name(),
             median(rates.clone()),
             list(&rates, 0),
@@ -222,6 +229,7 @@ fn table(servers: &[Server], runs: &[Vec<Run>], args: &Args, seconds: f64) -> St
                 median(c.clone()),
                 list(c, 3)
             )),
+            kernel.map_or("-".into(), |k| format!("{:.3}", median(k))),
             ratio.map_or("-".into(), |r| format!("{r:.2}")),
         ));
     }
@@ -240,6 +248,7 @@ mod tests {
             p99_us: rate,
             cores: Some(1.0),
             cpu_us_per_op: Some(cpu),
+            kernel_us_per_op: Some(cpu / 4.0),
         }
     }
 
@@ -260,15 +269,15 @@ mod tests {
             scenario: vec!["one-to-one".into()],
         };
         let text = table(&args.servers, &runs, &args, 1.0);
-        assert!(text.contains("| nats | 100 [100, 100, 100] | 10.0 / 100.0 | 1.00 | 3.000 [2.000, 3.000, 4.000] | 1.00 |"), "{text}");
-        assert!(text.contains("| courier-none | 50 [50, 50, 50] | 5.0 / 50.0 | 1.00 | 1.500 [1.000, 1.500, 2.000] | 0.50 |"), "{text}");
+        assert!(text.contains("| nats | 100 [100, 100, 100] | 10.0 / 100.0 | 1.00 | 3.000 [2.000, 3.000, 4.000] | 0.750 | 1.00 |"), "{text}");
+        assert!(text.contains("| courier-none | 50 [50, 50, 50] | 5.0 / 50.0 | 1.00 | 1.500 [1.000, 1.500, 2.000] | 0.375 | 0.50 |"), "{text}");
     }
 
     #[test]
     fn a_summary_reads_back() {
         let text = r#"{"scenario":"one-to-one","shape":"x","seconds":1.0,"rate_per_s":1234.5,
             "latencies":[["delivery",{"count":3,"p50_us":10.0,"p90_us":11.0,"p99_us":12.5,"p999_us":13.0,"max_us":14.0}]],
-            "errors":0,"server_cores":0.5,"server_cpu_us_per_op":2.25,"server_rss_bytes":1,"extra":[]}"#;
+            "errors":0,"server_cores":0.5,"server_cpu_us_per_op":2.25,"server_kernel_share":0.4,"server_rss_bytes":1,"extra":[]}"#;
         let run = parse_summary(text).unwrap();
         assert_eq!(
             run,
@@ -279,6 +288,7 @@ mod tests {
                 p99_us: 12.5,
                 cores: Some(0.5),
                 cpu_us_per_op: Some(2.25),
+                kernel_us_per_op: Some(0.9),
             }
         );
         assert!(parse_summary(r#"{"rate_per_s":1}"#).is_err());

@@ -124,7 +124,7 @@ pub fn run(
             }
         }
     }
-    let (seconds, cpu_ns) = window.finish(target)?;
+    let (seconds, cpu) = window.finish(target)?;
     let pings = rtt.count() as f64;
     let mut extra = vec![("connections".into(), conns.len() as f64)];
     if let (Some(before), Some(after)) = (rss_before, rss_connected) {
@@ -145,8 +145,9 @@ pub fn run(
         rate_per_s: pings / seconds.max(f64::MIN_POSITIVE),
         latencies: vec![("ping".into(), Percentiles::of(&rtt))],
         errors: 0,
-        server_cores: cpu_ns.map(|ns| ns as f64 / 1e9 / seconds),
-        server_cpu_us_per_op: cpu_ns.map(|ns| ns as f64 / 1000.0 / pings.max(1.0)),
+        server_cores: cpu.map(|c| c.total_ns() as f64 / 1e9 / seconds),
+        server_kernel_share: cpu.and_then(|c| c.kernel_share()),
+        server_cpu_us_per_op: cpu.map(|c| c.total_ns() as f64 / 1000.0 / pings.max(1.0)),
         server_rss_bytes: target.rss_bytes(),
         server_anon_bytes: target.anon_bytes(),
         extra,

@@ -192,8 +192,8 @@ impl Target {
         }
     }
 
-    pub fn cpu_ns(&self) -> Option<u64> {
-        self.pid.and_then(server::cpu_ns)
+    pub fn cpu_time(&self) -> Option<server::CpuTime> {
+        self.pid.and_then(server::cpu_time)
     }
 
     pub fn rss_bytes(&self) -> Option<u64> {
@@ -262,23 +262,23 @@ pub fn register_and_login(
 /// Measures the server over the measured window: call `start` at the end of
 /// the warm-up and `finish` at the end.
 pub struct Meter {
-    cpu_start: Option<u64>,
+    cpu_start: Option<server::CpuTime>,
     started: Instant,
 }
 
 impl Meter {
     pub fn start(target: &Target) -> Self {
         Self {
-            cpu_start: target.cpu_ns(),
+            cpu_start: target.cpu_time(),
             started: Instant::now(),
         }
     }
 
-    /// (seconds, server CPU ns) since `start`.
-    pub fn finish(&self, target: &Target) -> (f64, Option<u64>) {
+    /// (seconds, server CPU time) since `start`.
+    pub fn finish(&self, target: &Target) -> (f64, Option<server::CpuTime>) {
         let seconds = self.started.elapsed().as_secs_f64();
-        let cpu = match (self.cpu_start, target.cpu_ns()) {
-            (Some(start), Some(end)) => Some(end.saturating_sub(start)),
+        let cpu = match (self.cpu_start, target.cpu_time()) {
+            (Some(start), Some(end)) => Some(end.since(&start)),
             _ => None,
         };
         (seconds, cpu)
@@ -320,7 +320,7 @@ impl Window {
     }
 
     /// (measured seconds, server CPU ns over them).
-    pub fn finish(self, target: &Target) -> anyhow::Result<(f64, Option<u64>)> {
+    pub fn finish(self, target: &Target) -> anyhow::Result<(f64, Option<server::CpuTime>)> {
         let meter = self.meter.context("the run ended before the warm-up did")?;
         Ok(meter.finish(target))
     }

@@ -248,7 +248,7 @@ pub fn run(
             })?;
         }
     }
-    let (seconds, cpu_ns) = window.finish(target)?;
+    let (seconds, cpu) = window.finish(target)?;
     let summary = Summary {
         scenario: "mixed".into(),
         shape: format!(
@@ -263,9 +263,10 @@ pub fn run(
             ("group member".into(), Percentiles::of(&tally.group_deliver)),
         ],
         errors: tally.errors,
-        server_cores: cpu_ns.map(|ns| ns as f64 / 1e9 / seconds),
-        server_cpu_us_per_op: cpu_ns
-            .map(|ns| ns as f64 / 1000.0 / delivered_measured.max(1) as f64),
+        server_cores: cpu.map(|c| c.total_ns() as f64 / 1e9 / seconds),
+        server_kernel_share: cpu.and_then(|c| c.kernel_share()),
+        server_cpu_us_per_op: cpu
+            .map(|c| c.total_ns() as f64 / 1000.0 / delivered_measured.max(1) as f64),
         server_rss_bytes: target.rss_bytes(),
         server_anon_bytes: target.anon_bytes(),
         extra: vec![("messages recovered by sync".into(), tally.synced as f64)],

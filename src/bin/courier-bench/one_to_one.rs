@@ -134,7 +134,7 @@ pub fn run(
     let meter = Meter::start(target);
     let delivered_at_start = delivered.load(Ordering::Relaxed);
     std::thread::sleep(end.saturating_sub(epoch.elapsed()));
-    let (seconds, cpu_ns) = meter.finish(target);
+    let (seconds, cpu) = meter.finish(target);
     let delivered_measured = delivered.load(Ordering::Relaxed) - delivered_at_start;
     let mut total = Tally::default();
     for handle in handles {
@@ -175,9 +175,10 @@ pub fn run(
             .map(|(name, histogram)| (name.replace('-', " "), Percentiles::of(histogram)))
             .collect(),
         errors: total.errors,
-        server_cores: cpu_ns.map(|ns| ns as f64 / 1e9 / seconds),
-        server_cpu_us_per_op: cpu_ns
-            .map(|ns| ns as f64 / 1000.0 / delivered_measured.max(1) as f64),
+        server_cores: cpu.map(|c| c.total_ns() as f64 / 1e9 / seconds),
+        server_kernel_share: cpu.and_then(|c| c.kernel_share()),
+        server_cpu_us_per_op: cpu
+            .map(|c| c.total_ns() as f64 / 1000.0 / delivered_measured.max(1) as f64),
         server_rss_bytes: target.rss_bytes(),
         server_anon_bytes: target.anon_bytes(),
         extra: Vec::new(),

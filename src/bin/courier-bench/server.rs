@@ -109,14 +109,45 @@ pub fn spawn(common: &Common) -> anyhow::Result<(Spawned, SocketAddr)> {
 /// From `/proc/PID/stat`, in clock ticks (10 ms each, typically): the
 /// kernel scales a process's user and system ticks to its exact run time,
 /// so the sum is that time to within a tick.
-pub fn cpu_ns(pid: u32) -> Option<u64> {
+pub fn cpu_time(pid: u32) -> Option<CpuTime> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name, in parentheses, may hold spaces; fields follow it.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    let per_second = rustix::param::clock_ticks_per_second();
-    Some(ticks * 1_000_000_000 / per_second.max(1))
+    let user_ticks = fields.get(11)?.parse::<u64>().ok()?;
+    let kernel_ticks = fields.get(12)?.parse::<u64>().ok()?;
+    let per_second = rustix::param::clock_ticks_per_second().max(1);
+    Some(CpuTime {
+        user_ns: user_ticks * 1_000_000_000 / per_second,
+        kernel_ns: kernel_ticks * 1_000_000_000 / per_second,
+    })
+}
+
+/// A process's CPU time, split into its own code's and the kernel's on its
+/// behalf (system calls, and here above all loopback TCP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuTime {
+    pub user_ns: u64,
+    pub kernel_ns: u64,
+}
+
+impl CpuTime {
+    pub fn total_ns(&self) -> u64 {
+        self.user_ns + self.kernel_ns
+    }
+
+    /// The time spent since `start`, an earlier reading.
+    pub fn since(&self, start: &CpuTime) -> CpuTime {
+        CpuTime {
+            user_ns: self.user_ns.saturating_sub(start.user_ns),
+            kernel_ns: self.kernel_ns.saturating_sub(start.kernel_ns),
+        }
+    }
+
+    /// The kernel's part of the total, 0 to 1; none without any time.
+    pub fn kernel_share(&self) -> Option<f64> {
+        (self.total_ns() > 0).then(|| self.kernel_ns as f64 / self.total_ns() as f64)
+    }
 }
 
 /// A process's resident memory, in bytes.
@@ -141,18 +172,18 @@ fn status_bytes(pid: u32, key: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::cpu_ns;
+    use super::cpu_time;
     use std::time::{Duration, Instant};
 
     /// A thread that spins and ends leaves its CPU time in the process's.
     #[test]
     fn cpu_time_counts_threads_that_have_ended() {
         let pid = std::process::id();
-        let before = cpu_ns(pid).expect("readable");
+        let before = cpu_time(pid).expect("readable").total_ns();
         let spun = std::thread::spawn(move || {
             let deadline = Instant::now() + Duration::from_secs(20);
             let mut spins = 0u64;
-            while cpu_ns(pid).expect("readable") < before + 100_000_000 {
+            while cpu_time(pid).expect("readable").total_ns() < before + 100_000_000 {
                 assert!(Instant::now() < deadline, "no CPU time counted");
                 for _ in 0..100_000 {
                     spins = std::hint::black_box(spins + 1);
@@ -160,6 +191,6 @@ mod tests {
             }
         });
         spun.join().unwrap();
-        assert!(cpu_ns(pid).unwrap() >= before + 100_000_000);
+        assert!(cpu_time(pid).unwrap().total_ns() >= before + 100_000_000);
     }
 }

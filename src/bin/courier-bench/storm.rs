@@ -71,7 +71,7 @@ pub fn run(
         latencies.merge(&thread_latencies);
         clients.extend(thread_clients);
     }
-    let (seconds, cpu_ns) = meter.finish(target);
+    let (seconds, cpu) = meter.finish(target);
     stop.store(1, Ordering::Relaxed);
     let _ = reporter.join();
     let rss_after = target.rss_bytes();
@@ -93,8 +93,9 @@ pub fn run(
         rate_per_s: count / seconds,
         latencies: vec![("login".into(), Percentiles::of(&latencies))],
         errors: 0,
-        server_cores: cpu_ns.map(|ns| ns as f64 / 1e9 / seconds),
-        server_cpu_us_per_op: cpu_ns.map(|ns| ns as f64 / 1000.0 / count),
+        server_cores: cpu.map(|c| c.total_ns() as f64 / 1e9 / seconds),
+        server_kernel_share: cpu.and_then(|c| c.kernel_share()),
+        server_cpu_us_per_op: cpu.map(|c| c.total_ns() as f64 / 1000.0 / count),
         server_rss_bytes: rss_after,
         server_anon_bytes: target.anon_bytes(),
         extra,
