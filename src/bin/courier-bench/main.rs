@@ -35,7 +35,8 @@ use courier::codec::proto::DeliveryMode;
 /// with --spawn, or one at --server; courier, or with --nats a NATS server
 /// for comparison), then prints a summary table: the rate,
 /// latency percentiles, errors, and with --spawn or --server-pid the
-/// server's CPU time and memory. --out DIR also writes summary.json, an
+/// server's CPU time (and the kernel's part of it) and memory. --out DIR
+/// also writes summary.json, an
 /// HdrHistogram percentile file per latency (.hgrm) and latency.svg.
 #[derive(Debug, Parser)]
 #[command(name = "courier-bench", version, about, long_about)]
