@@ -117,6 +117,16 @@ fn two_terminals_chat_one_to_one_and_in_a_group() {
     bo.expect("you are not a member of group 1");
     bo.type_line("/sync");
     bo.expect("ana → group #1: hello group");
+    // Slips at the keyboard send nothing and say what went wrong.
+    bo.type_line("ana:   ");
+    bo.expect("? nothing to send");
+    bo.type_line("/fiend ana");
+    bo.expect("? no command /fiend: /help lists them");
+    bo.type_line("/help");
+    bo.expect("`/help` for this");
+    bo.type_line("ana: still here");
+    bo.expect("sent (#");
+    ana.expect("bo → ana: still here");
     ana.quit();
     bo.quit();
     server.shutdown().unwrap();

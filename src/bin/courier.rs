@@ -448,12 +448,7 @@ fn chat(args: ChatArgs) -> anyhow::Result<()> {
         "logged in as {} on {}: {} messages, {} unread",
         args.user, args.device, ok.head_sequence, ok.unread_count
     );
-    println!(
-        "type `name: text` to send, `/sync [after]` to pull, `/friend name` to ask, \
-         `/accept name` to accept, `/contacts` to list, `/quit` to leave;\n\
-         groups: `/group name member...` creates one, `#id: text` posts, `/groups` lists, \
-         `/invite id name`, `/join id`, `/leave id`, `/members id`"
-    );
+    println!("{CHAT_HELP}");
     let (lines_sender, lines) = crossbeam_channel::unbounded();
     std::thread::spawn(move || {
         for line in std::io::stdin().lock().lines() {
@@ -494,7 +489,18 @@ fn chat(args: ChatArgs) -> anyhow::Result<()> {
     }
 }
 
+/// What `courier chat` understands, printed at login and by `/help`.
+const CHAT_HELP: &str =
+    "type `name: text` to send, `/sync [after]` to pull, `/friend name` to ask, \
+     `/accept name` to accept, `/contacts` to list, `/help` for this, `/quit` to leave;\n\
+     groups: `/group name member...` creates one, `#id: text` posts, `/groups` lists, \
+     `/invite id name`, `/join id`, `/leave id`, `/members id`";
+
 fn chat_line(client: &mut Client, line: &str, next_id: &mut u64) -> Result<(), ClientError> {
+    if line == "/help" {
+        println!("{CHAT_HELP}");
+        return Ok(());
+    }
     let contact_request = |user: &str| {
         Message::ContactRequest(courier::codec::proto::ContactRequest { user: user.into() })
     };
@@ -531,16 +537,30 @@ fn chat_line(client: &mut Client, line: &str, next_id: &mut u64) -> Result<(), C
         }
         return Ok(());
     }
+    if let Some(command) = line.strip_prefix('/') {
+        let name = command.split_whitespace().next().unwrap_or("");
+        println!("? no command /{name}: /help lists them");
+        return Ok(());
+    }
     let Some((recipient, text)) = line.split_once(':') else {
         if !line.is_empty() {
-            println!("? `name: text` sends text to name");
+            println!("? `name: text` sends text to name (/help lists the rest)");
         }
         return Ok(());
     };
+    let Some(text) = nonempty(text) else {
+        println!("? nothing to send: `name: text`");
+        return Ok(());
+    };
     *next_id += 1;
-    let ack = client.send(recipient.trim(), *next_id, text.trim().as_bytes())?;
+    let ack = client.send(recipient.trim(), *next_id, text.as_bytes())?;
     println!("  sent (#{})", ack.inbox_sequence);
     Ok(())
+}
+
+/// The text of a message typed after its `:`, unless there is none.
+fn nonempty(text: &str) -> Option<&str> {
+    Some(text.trim()).filter(|text| !text.is_empty())
 }
 
 /// A group command of `courier chat`, if `line` is one: what was done.
@@ -623,8 +643,10 @@ fn group_line(
                 return Err(ClientError::Protocol("`#id: text` posts to a group".into()));
             };
             let id = group_id(Some(id.trim()))?;
+            let text = nonempty(text)
+                .ok_or_else(|| ClientError::Protocol("nothing to post: `#id: text`".into()))?;
             *next_id += 1;
-            let ack = client.send_group(id, *next_id, text.trim().as_bytes())?;
+            let ack = client.send_group(id, *next_id, text.as_bytes())?;
             format!("posted (#{})", ack.inbox_sequence)
         }
         _ => return Ok(None),
