@@ -131,3 +131,43 @@ fn two_terminals_chat_one_to_one_and_in_a_group() {
     bo.quit();
     server.shutdown().unwrap();
 }
+
+#[test]
+fn a_terminal_reconnects_after_the_server_restarts_and_shows_what_it_missed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = util::start(dir.path());
+    let address = server.local_addr();
+    let mut ana = Terminal::start(address, "ana", &[]);
+    ana.expect("logged in as ana");
+    let mut bo = Terminal::start(address, "bo", &[]);
+    bo.expect("logged in as bo");
+    ana.type_line("bo: before the restart");
+    bo.expect("ana → bo: before the restart");
+
+    server.shutdown().unwrap();
+    ana.expect("connection lost");
+    bo.expect("connection lost");
+    bo.type_line("ana: into the void");
+    bo.expect("not connected: nothing sent");
+    bo.type_line("/quit");
+    assert!(bo.child.wait().unwrap().success());
+
+    ana.expect("still not connected: cannot reach");
+
+    // The same address and data directory: the journal brings back users,
+    // and ana's terminal logs in again on its own.
+    let mut config = util::config(dir.path());
+    config.listen = address;
+    let server = courier::net::start(config).expect("the server starts again");
+    ana.expect("reconnected: 0 new since #1");
+    // bo, offline, misses nothing: a message sent now is there at the next
+    // reconnection's sync, and live after it.
+    let mut bo = Terminal::start(address, "bo", &[]);
+    bo.expect("logged in as bo on terminal: 1 messages");
+    ana.type_line("bo: after the restart");
+    ana.expect("sent (#2)");
+    bo.expect("ana → bo: after the restart");
+    ana.quit();
+    bo.quit();
+    server.shutdown().unwrap();
+}

@@ -418,36 +418,12 @@ fn warn_if_disk_low(stats: &net::ServerStats, segment_size_mb: u64) {
 }
 
 fn chat(args: ChatArgs) -> anyhow::Result<()> {
-    let connected = if args.websocket {
-        Client::connect_websocket_raw(args.server.as_str())
-    } else {
-        Client::connect_raw(args.server.as_str())
-    };
-    let mut client = connected.with_context(|| format!("cannot reach {}", args.server))?;
-    let hello = client.hello().context("the server refused the hello")?;
-    let heartbeat = Duration::from_millis(u64::from(hello.heartbeat_interval_ms.max(1000)));
-    let mut last_ping = std::time::Instant::now();
-    if args.register {
-        match client.register(&args.user, &args.password) {
-            Ok(id) => println!("registered {} as user {id}", args.user),
-            Err(error) if error.code() == Some(ErrorCode::UserExists) => {
-                println!("{} exists already; logging in", args.user)
-            }
-            Err(error) => return Err(error).context("cannot register"),
-        }
-    }
     let mode = if args.notices {
         DeliveryMode::PushNotice
     } else {
         DeliveryMode::PushMessage
     };
-    let ok = client
-        .login(&args.user, &args.password, &args.device, mode)
-        .context("cannot log in")?;
-    println!(
-        "logged in as {} on {}: {} messages, {} unread",
-        args.user, args.device, ok.head_sequence, ok.unread_count
-    );
+    let (mut client, mut heartbeat, head) = chat_session(&args, mode, args.register)?;
     println!("{CHAT_HELP}");
     let (lines_sender, lines) = crossbeam_channel::unbounded();
     std::thread::spawn(move || {
@@ -461,32 +437,137 @@ fn chat(args: ChatArgs) -> anyhow::Result<()> {
     let mut next_id = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_micros() as u64);
+    // The newest inbox sequence shown (or there at login): after a
+    // reconnection, what came since is pulled with Sync.
+    let mut seen = head;
+    let mut last_ping = std::time::Instant::now();
     loop {
-        match lines.recv_timeout(Duration::from_millis(50)) {
-            Ok(line) => {
-                let line = line.trim();
-                if line == "/quit" {
-                    return Ok(());
+        let lost = match chat_turn(
+            &mut client,
+            &lines,
+            &mut next_id,
+            &mut seen,
+            &mut last_ping,
+            heartbeat,
+        ) {
+            Ok(Turn::Go) => continue,
+            Ok(Turn::Quit) => return Ok(()),
+            Err(lost) => lost,
+        };
+        println!("! connection lost ({lost}); reconnecting, /quit to leave");
+        let mut last_failure = String::new();
+        loop {
+            match lines.recv_timeout(Duration::from_secs(1)) {
+                Ok(line) if line.trim() == "/quit" => return Ok(()),
+                Ok(_) => println!("! not connected: nothing sent"),
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Ok(()),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            }
+            match chat_session(&args, mode, false) {
+                Ok((again, interval, _)) => {
+                    (client, heartbeat) = (again, interval);
+                    break;
                 }
-                if let Err(error) = chat_line(&mut client, line, &mut next_id) {
-                    println!("! {error}");
+                Err(error) => {
+                    // Said once, not every second while it lasts.
+                    let why = format!("{error:#}");
+                    if why != last_failure {
+                        println!("! still not connected: {why}");
+                        last_failure = why;
+                    }
                 }
             }
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Ok(()),
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
         }
-        if last_ping.elapsed() >= heartbeat {
-            // Tells the server the link is alive while the user is quiet.
-            client.ping(0).context("connection lost")?;
-            last_ping = std::time::Instant::now();
-        }
-        while let Some(push) = client
-            .next_push(Duration::ZERO)
-            .context("connection lost")?
-        {
-            print_message(&push);
+        last_ping = std::time::Instant::now();
+        let missed = client
+            .sync_all(seen)
+            .context("cannot sync after reconnecting")?;
+        println!("reconnected: {} new since #{seen}", missed.len());
+        for message in missed {
+            seen = seen.max(message.inbox_sequence);
+            print_message(&Message::Deliver(message));
         }
     }
+}
+
+/// A `courier chat` connection: connected, greeted, registered if asked,
+/// logged in; with the heartbeat interval the server asked for and the
+/// inbox's head sequence.
+fn chat_session(
+    args: &ChatArgs,
+    mode: DeliveryMode,
+    register: bool,
+) -> anyhow::Result<(Client, Duration, u64)> {
+    let connected = if args.websocket {
+        Client::connect_websocket_raw(args.server.as_str())
+    } else {
+        Client::connect_raw(args.server.as_str())
+    };
+    let mut client = connected.with_context(|| format!("cannot reach {}", args.server))?;
+    let hello = client.hello().context("the server refused the hello")?;
+    let heartbeat = Duration::from_millis(u64::from(hello.heartbeat_interval_ms.max(1000)));
+    if register {
+        match client.register(&args.user, &args.password) {
+            Ok(id) => println!("registered {} as user {id}", args.user),
+            Err(error) if error.code() == Some(ErrorCode::UserExists) => {
+                println!("{} exists already; logging in", args.user)
+            }
+            Err(error) => return Err(error).context("cannot register"),
+        }
+    }
+    let ok = client
+        .login(&args.user, &args.password, &args.device, mode)
+        .context("cannot log in")?;
+    println!(
+        "logged in as {} on {}: {} messages, {} unread",
+        args.user, args.device, ok.head_sequence, ok.unread_count
+    );
+    Ok((client, heartbeat, ok.head_sequence))
+}
+
+/// What the chat loop does after a turn.
+enum Turn {
+    Go,
+    Quit,
+}
+
+/// One turn of `courier chat`: a typed line if there is one, a heartbeat
+/// when due, and what the server pushed. An error is a lost connection.
+fn chat_turn(
+    client: &mut Client,
+    lines: &crossbeam_channel::Receiver<String>,
+    next_id: &mut u64,
+    seen: &mut u64,
+    last_ping: &mut std::time::Instant,
+    heartbeat: Duration,
+) -> Result<Turn, ClientError> {
+    match lines.recv_timeout(Duration::from_millis(50)) {
+        Ok(line) => {
+            let line = line.trim();
+            if line == "/quit" {
+                return Ok(Turn::Quit);
+            }
+            match chat_line(client, line, next_id, seen) {
+                Ok(()) => {}
+                Err(error @ (ClientError::Io(_) | ClientError::Closed)) => return Err(error),
+                Err(error) => println!("! {error}"),
+            }
+        }
+        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Ok(Turn::Quit),
+        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+    }
+    if last_ping.elapsed() >= heartbeat {
+        // Tells the server the link is alive while the user is quiet.
+        client.ping(0)?;
+        *last_ping = std::time::Instant::now();
+    }
+    while let Some(push) = client.next_push(Duration::ZERO)? {
+        if let Message::Deliver(deliver) = &push {
+            *seen = (*seen).max(deliver.inbox_sequence);
+        }
+        print_message(&push);
+    }
+    Ok(Turn::Go)
 }
 
 /// What `courier chat` understands, printed at login and by `/help`.
@@ -496,7 +577,12 @@ const CHAT_HELP: &str =
      groups: `/group name member...` creates one, `#id: text` posts, `/groups` lists, \
      `/invite id name`, `/join id`, `/leave id`, `/members id`";
 
-fn chat_line(client: &mut Client, line: &str, next_id: &mut u64) -> Result<(), ClientError> {
+fn chat_line(
+    client: &mut Client,
+    line: &str,
+    next_id: &mut u64,
+    seen: &mut u64,
+) -> Result<(), ClientError> {
     if line == "/help" {
         println!("{CHAT_HELP}");
         return Ok(());
@@ -526,13 +612,14 @@ fn chat_line(client: &mut Client, line: &str, next_id: &mut u64) -> Result<(), C
         }
         return Ok(());
     }
-    if let Some(done) = group_line(client, line, next_id)? {
+    if let Some(done) = group_line(client, line, next_id, seen)? {
         println!("  {done}");
         return Ok(());
     }
     if let Some(rest) = line.strip_prefix("/sync") {
         let after = rest.trim().parse().unwrap_or(0);
         for message in client.sync_all(after)? {
+            *seen = (*seen).max(message.inbox_sequence);
             print_message(&Message::Deliver(message));
         }
         return Ok(());
@@ -555,7 +642,17 @@ fn chat_line(client: &mut Client, line: &str, next_id: &mut u64) -> Result<(), C
     *next_id += 1;
     let ack = client.send(recipient.trim(), *next_id, text.as_bytes())?;
     println!("  sent (#{})", ack.inbox_sequence);
+    mark_shown(seen, ack.inbox_sequence);
     Ok(())
+}
+
+/// Counts an acknowledged send of this terminal's as shown, if every entry
+/// before it in the inbox was (inbox sequences have no gaps), so that a
+/// reconnection neither shows it again nor skips a message not yet read.
+fn mark_shown(seen: &mut u64, acknowledged: u64) {
+    if acknowledged == *seen + 1 {
+        *seen = acknowledged;
+    }
 }
 
 /// The text of a message typed after its `:`, unless there is none.
@@ -568,6 +665,7 @@ fn group_line(
     client: &mut Client,
     line: &str,
     next_id: &mut u64,
+    seen: &mut u64,
 ) -> Result<Option<String>, ClientError> {
     let group_id = |word: Option<&str>| -> Result<u64, ClientError> {
         word.and_then(|w| w.trim_start_matches('#').parse().ok())
@@ -647,6 +745,7 @@ fn group_line(
                 .ok_or_else(|| ClientError::Protocol("nothing to post: `#id: text`".into()))?;
             *next_id += 1;
             let ack = client.send_group(id, *next_id, text.as_bytes())?;
+            mark_shown(seen, ack.inbox_sequence);
             format!("posted (#{})", ack.inbox_sequence)
         }
         _ => return Ok(None),
