@@ -200,9 +200,10 @@ impl DeliverRef<'_> {
         let length = FRAME_HEADER_BYTES + self.payload_len();
         assert!(length <= u32::MAX as usize, "frame of {length} bytes");
         out.reserve(LENGTH_PREFIX_BYTES + length);
-        // The fixed-size runs between the borrowed fields are put together
-        // on the stack and copied in one piece each: a frame is seven
-        // copies, not one growth check per byte.
+        // The keys, lengths and numbers between the borrowed fields are put
+        // together on the stack and copied in one piece each: a frame is
+        // four such runs and three fields copied, not a growth check per
+        // byte.
         let mut run = Run::frame_start(length, MessageType::Deliver, correlation_id);
         run.bytes_key(1, self.sender.len());
         run.flush_then(out, self.sender.as_bytes());
