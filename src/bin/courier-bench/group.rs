@@ -254,6 +254,8 @@ pub fn run(
         (true, false) => "NATS core, ",
         (false, _) => "",
     };
+    let (server_cores, server_cpu_us_per_op, server_kernel_share) =
+        crate::server::CpuTime::figures(cpu, seconds, tally.deliveries as f64);
     let summary = Summary {
         scenario: "group".into(),
         shape: format!(
@@ -273,10 +275,9 @@ pub fn run(
             })
             .collect(),
         errors: tally.errors,
-        server_cores: cpu.map(|c| c.total_ns() as f64 / 1e9 / seconds),
-        server_kernel_share: cpu.and_then(|c| c.kernel_share()),
-        server_cpu_us_per_op: cpu
-            .map(|c| c.total_ns() as f64 / 1000.0 / tally.deliveries.max(1) as f64),
+        server_cores,
+        server_cpu_us_per_op,
+        server_kernel_share,
         server_rss_bytes: target.rss_bytes(),
         server_anon_bytes: target.anon_bytes(),
         extra: vec![

@@ -133,6 +133,8 @@ pub fn run(
             after.saturating_sub(before) as f64 / conns.len() as f64,
         ));
     }
+    let (server_cores, server_cpu_us_per_op, server_kernel_share) =
+        crate::server::CpuTime::figures(cpu, seconds, pings);
     let summary = Summary {
         scenario: "idle".into(),
         shape: format!(
@@ -145,9 +147,9 @@ pub fn run(
         rate_per_s: pings / seconds.max(f64::MIN_POSITIVE),
         latencies: vec![("ping".into(), Percentiles::of(&rtt))],
         errors: 0,
-        server_cores: cpu.map(|c| c.total_ns() as f64 / 1e9 / seconds),
-        server_kernel_share: cpu.and_then(|c| c.kernel_share()),
-        server_cpu_us_per_op: cpu.map(|c| c.total_ns() as f64 / 1000.0 / pings.max(1.0)),
+        server_cores,
+        server_cpu_us_per_op,
+        server_kernel_share,
         server_rss_bytes: target.rss_bytes(),
         server_anon_bytes: target.anon_bytes(),
         extra,

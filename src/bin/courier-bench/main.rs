@@ -36,8 +36,8 @@ use courier::codec::proto::DeliveryMode;
 /// for comparison), then prints a summary table: the rate,
 /// latency percentiles, errors, and with --spawn or --server-pid the
 /// server's CPU time (and the kernel's part of it) and memory. --out DIR
-/// also writes summary.json, an
-/// HdrHistogram percentile file per latency (.hgrm) and latency.svg.
+/// also writes summary.json, an HdrHistogram percentile file per latency
+/// (.hgrm) and latency.svg.
 #[derive(Debug, Parser)]
 #[command(name = "courier-bench", version, about, long_about)]
 struct Cli {

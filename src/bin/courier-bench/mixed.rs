@@ -249,6 +249,8 @@ pub fn run(
         }
     }
     let (seconds, cpu) = window.finish(target)?;
+    let (server_cores, server_cpu_us_per_op, server_kernel_share) =
+        crate::server::CpuTime::figures(cpu, seconds, delivered_measured as f64);
     let summary = Summary {
         scenario: "mixed".into(),
         shape: format!(
@@ -263,10 +265,9 @@ pub fn run(
             ("group member".into(), Percentiles::of(&tally.group_deliver)),
         ],
         errors: tally.errors,
-        server_cores: cpu.map(|c| c.total_ns() as f64 / 1e9 / seconds),
-        server_kernel_share: cpu.and_then(|c| c.kernel_share()),
-        server_cpu_us_per_op: cpu
-            .map(|c| c.total_ns() as f64 / 1000.0 / delivered_measured.max(1) as f64),
+        server_cores,
+        server_cpu_us_per_op,
+        server_kernel_share,
         server_rss_bytes: target.rss_bytes(),
         server_anon_bytes: target.anon_bytes(),
         extra: vec![("messages recovered by sync".into(), tally.synced as f64)],

@@ -148,6 +148,25 @@ impl CpuTime {
     pub fn kernel_share(&self) -> Option<f64> {
         (self.total_ns() > 0).then(|| self.kernel_ns as f64 / self.total_ns() as f64)
     }
+
+    /// A summary's CPU figures for the time `cpu` a server spent over
+    /// `seconds` doing `operations`: cores, µs per operation and the
+    /// kernel's share, each none without a reading.
+    pub fn figures(
+        cpu: Option<CpuTime>,
+        seconds: f64,
+        operations: f64,
+    ) -> (Option<f64>, Option<f64>, Option<f64>) {
+        let Some(cpu) = cpu else {
+            return (None, None, None);
+        };
+        let ns = cpu.total_ns() as f64;
+        (
+            Some(ns / 1e9 / seconds),
+            Some(ns / 1000.0 / operations.max(1.0)),
+            cpu.kernel_share(),
+        )
+    }
 }
 
 /// A process's resident memory, in bytes.
@@ -172,10 +191,23 @@ fn status_bytes(pid: u32, key: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::cpu_time;
+    use super::{cpu_time, CpuTime};
     use std::time::{Duration, Instant};
 
     /// A thread that spins and ends leaves its CPU time in the process's.
+    #[test]
+    fn cpu_figures_are_cores_time_per_operation_and_the_kernel_share() {
+        let cpu = CpuTime {
+            user_ns: 1_500_000_000,
+            kernel_ns: 500_000_000,
+        };
+        assert_eq!(
+            CpuTime::figures(Some(cpu), 2.0, 1000.0),
+            (Some(1.0), Some(2000.0), Some(0.25))
+        );
+        assert_eq!(CpuTime::figures(None, 2.0, 1000.0), (None, None, None));
+    }
+
     #[test]
     fn cpu_time_counts_threads_that_have_ended() {
         let pid = std::process::id();

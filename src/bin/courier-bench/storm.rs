@@ -83,6 +83,8 @@ pub fn run(
             after.saturating_sub(before) as f64 / count,
         ));
     }
+    let (server_cores, server_cpu_us_per_op, server_kernel_share) =
+        crate::server::CpuTime::figures(cpu, seconds, count);
     let summary = Summary {
         scenario: "storm".into(),
         shape: format!(
@@ -93,9 +95,9 @@ pub fn run(
         rate_per_s: count / seconds,
         latencies: vec![("login".into(), Percentiles::of(&latencies))],
         errors: 0,
-        server_cores: cpu.map(|c| c.total_ns() as f64 / 1e9 / seconds),
-        server_kernel_share: cpu.and_then(|c| c.kernel_share()),
-        server_cpu_us_per_op: cpu.map(|c| c.total_ns() as f64 / 1000.0 / count),
+        server_cores,
+        server_cpu_us_per_op,
+        server_kernel_share,
         server_rss_bytes: rss_after,
         server_anon_bytes: target.anon_bytes(),
         extra,
