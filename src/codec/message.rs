@@ -170,28 +170,20 @@ pub struct DeliverRef<'a> {
 
 impl DeliverRef<'_> {
     fn payload_len(&self) -> usize {
-        use prost::encoding::{encoded_len_varint, key_len};
-        let bytes = |tag: u32, len: usize| {
+        let bytes = |len: usize| {
             if len == 0 {
                 0
             } else {
-                key_len(tag) + encoded_len_varint(len as u64) + len
+                Run::varint_field_len(len as u64) + len
             }
         };
-        let varint = |tag: u32, value: u64| {
-            if value == 0 {
-                0
-            } else {
-                key_len(tag) + encoded_len_varint(value)
-            }
-        };
-        bytes(1, self.sender.len())
-            + varint(2, self.server_message_id)
-            + varint(3, self.inbox_sequence)
-            + varint(4, self.timestamp_ms)
-            + bytes(5, self.body.len())
-            + bytes(6, self.recipient.len())
-            + varint(7, self.group_id)
+        bytes(self.sender.len())
+            + Run::varint_field_len(self.server_message_id)
+            + Run::varint_field_len(self.inbox_sequence)
+            + Run::varint_field_len(self.timestamp_ms)
+            + bytes(self.body.len())
+            + bytes(self.recipient.len())
+            + Run::varint_field_len(self.group_id)
     }
 
     /// Appends a whole `Deliver` frame to `out`, as
@@ -222,17 +214,10 @@ impl DeliverRef<'_> {
 /// Appends a whole `SendAck` frame to `out`, as [`Message::encode_frame`]
 /// would: the hot path's other frame, so it skips prost's general encoder.
 fn encode_send_ack_frame(ack: &proto::SendAck, correlation_id: u64, out: &mut Vec<u8>) {
-    let varint = |value: u64| {
-        if value == 0 {
-            0
-        } else {
-            1 + prost::encoding::encoded_len_varint(value)
-        }
-    };
     let length = FRAME_HEADER_BYTES
-        + varint(ack.client_message_id)
-        + varint(ack.server_message_id)
-        + varint(ack.inbox_sequence);
+        + Run::varint_field_len(ack.client_message_id)
+        + Run::varint_field_len(ack.server_message_id)
+        + Run::varint_field_len(ack.inbox_sequence);
     let mut run = Run::frame_start(length, MessageType::SendAck, correlation_id);
     run.varint_field(1, ack.client_message_id);
     run.varint_field(2, ack.server_message_id);
@@ -274,6 +259,17 @@ impl Run {
         }
         self.bytes[self.len] = value as u8;
         self.len += 1;
+    }
+
+    /// The bytes [`Run::varint_field`] writes for `value` (a one-byte key,
+    /// then the varint); also a byte field's key and length for a non-empty
+    /// one of `value` bytes.
+    fn varint_field_len(value: u64) -> usize {
+        if value == 0 {
+            0
+        } else {
+            1 + prost::encoding::encoded_len_varint(value)
+        }
     }
 
     /// A varint field, left out when zero as proto3 does.
