@@ -20,7 +20,7 @@ use crate::codec::{decompress, FrameDecoder, Message, MessageError, FLAG_LZ4, PR
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The socket failed.
-    #[error("i/o: {0}")]
+    #[error(transparent)]
     Io(#[from] io::Error),
     /// The server answered with an `Error` frame.
     #[error("server error {code:?}: {message}")]
