@@ -278,6 +278,12 @@ pub enum Layout {
     /// second's events are through (as courier's first I/O thread runs the
     /// stages for events the other I/O threads publish).
     Caller,
+    /// One stage whose handler does every stage's work, one event at a time:
+    /// how the `disruptor` crate and crossbeam's `Fused` contenders put the
+    /// stages on one thread. Here for this crate, so the rings can be
+    /// compared doing the same work; a merged stage gives up each stage's own
+    /// end of batch.
+    Merged,
 }
 
 impl Layout {
@@ -287,6 +293,7 @@ impl Layout {
             Layout::Fused => "fused",
             Layout::FusedSharedCore => "fused, sharing the producer's core",
             Layout::Caller => "run by the producer (caller placement)",
+            Layout::Merged => "merged into one handler",
         }
     }
 }
@@ -455,7 +462,7 @@ fn courier_rig(
 ) -> Rig {
     let (done, mut sink, report) = sink_parts();
     let placement = match layout {
-        Layout::PerStage => ring::Placement::ThreadPerStage,
+        Layout::PerStage | Layout::Merged => ring::Placement::ThreadPerStage,
         Layout::Fused => ring::Placement::Fused,
         Layout::FusedSharedCore => {
             let stages: Vec<&str> = match shape {
@@ -470,6 +477,21 @@ fn courier_rig(
     let mut builder = ring::Builder::new(CAPACITY, Event::default)
         .wait_strategy(wait)
         .placement(placement);
+    let merged_stages = match shape {
+        Shape::Spsc | Shape::Mpsc => 0,
+        Shape::Pipeline3 => 2,
+        Shape::Diamond => 3,
+    };
+    if layout == Layout::Merged && merged_stages > 0 {
+        let mut before: Vec<_> = (0..merged_stages).map(|_| middle()).collect();
+        builder.stage("merged", &[], move |e: &Event, _, end| {
+            for stage in &mut before {
+                stage(e);
+            }
+            sink.on_event(e, end)
+        });
+        return courier_finish(builder, shape, layout, wait_name, batched, done, report);
+    }
     let last = move |event: &Event, _, end_of_batch| sink.on_event(event, end_of_batch);
     match shape {
         Shape::Spsc | Shape::Mpsc => {
@@ -490,6 +512,19 @@ fn courier_rig(
             builder.stage("logic", &[journal, replicate], last);
         }
     }
+    courier_finish(builder, shape, layout, wait_name, batched, done, report)
+}
+
+/// Builds the pipeline whose stages `builder` holds, and its producers.
+fn courier_finish(
+    builder: ring::Builder<Event>,
+    shape: Shape,
+    layout: Layout,
+    wait_name: &str,
+    batched: bool,
+    done: Arc<AtomicU64>,
+    report: mpsc::Receiver<Histogram<u64>>,
+) -> Rig {
     if layout == Layout::Caller {
         let (mut producers, (first, mut pipeline)): (Vec<Box<dyn Publish>>, _) =
             if shape.producers() == 1 {
@@ -659,7 +694,10 @@ where
         (Shape::Pipeline3 | Shape::Diamond, Layout::Caller) => {
             panic!("the disruptor crate cannot run its handlers on the producer's thread")
         }
-        (Shape::Pipeline3 | Shape::Diamond, Layout::Fused | Layout::FusedSharedCore) => {
+        (
+            Shape::Pipeline3 | Shape::Diamond,
+            Layout::Fused | Layout::FusedSharedCore | Layout::Merged,
+        ) => {
             let stages = if shape == Shape::Diamond { 3 } else { 2 };
             let mut before: Vec<_> = (0..stages).map(|_| middle()).collect();
             let producer = disruptor::build_single_producer(CAPACITY, Event::default, wait)
@@ -829,6 +867,26 @@ pub fn per_event_contenders(shape: Shape) -> Vec<Box<dyn Fn() -> Rig>> {
 /// batch send).
 pub fn throughput_contenders(shape: Shape) -> Vec<Box<dyn Fn() -> Rig>> {
     let mut rigs = per_event_contenders(shape);
+    if matches!(shape, Shape::Pipeline3 | Shape::Diamond) {
+        // The same merged handler as the `disruptor` crate's fused
+        // contender, for a like-for-like view of the two rings.
+        rigs.push(Box::new(move || {
+            courier(
+                shape,
+                ring::WaitStrategy::BusySpin,
+                Layout::Merged,
+                "busy-spin",
+            )
+        }));
+        rigs.push(Box::new(move || {
+            courier(
+                shape,
+                ring::WaitStrategy::BLOCKING,
+                Layout::Merged,
+                "blocking",
+            )
+        }));
+    }
     for layout in [Layout::PerStage, Layout::Fused] {
         if layout == Layout::Fused && matches!(shape, Shape::Spsc | Shape::Mpsc) {
             continue;
