@@ -169,6 +169,15 @@ impl SendView {
         std::str::from_utf8(&payload[self.recipient.clone()]).expect("checked at parse")
     }
 
+    /// The recipient's bytes (UTF-8, checked at parse), from the payload
+    /// this view was parsed from.
+    ///
+    /// # Panics
+    /// If `payload` is too short for the view's range.
+    pub fn recipient_bytes<'a>(&self, payload: &'a [u8]) -> &'a [u8] {
+        &payload[self.recipient.clone()]
+    }
+
     /// The view with every range moved `by` bytes later: for a payload that
     /// sits inside a larger buffer.
     pub fn shifted(mut self, by: usize) -> Self {

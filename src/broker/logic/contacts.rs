@@ -75,7 +75,7 @@ impl Logic {
         let Some(me) = self.logged_in(conn, correlation_id, out) else {
             return;
         };
-        let Some(&other) = self.by_name.get(name) else {
+        let Some(&other) = self.by_name.get(name.as_bytes()) else {
             out.error(
                 conn,
                 correlation_id,

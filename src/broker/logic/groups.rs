@@ -129,7 +129,7 @@ impl Logic {
         }
         let mut members = vec![call.me];
         for name in &create.members {
-            let Some(&user) = self.by_name.get(name) else {
+            let Some(&user) = self.by_name.get(name.as_bytes()) else {
                 return call.error(ErrorCode::UnknownRecipient, format!("no user {name:?}"));
             };
             if !self.may_message(call.me, user) {
@@ -167,7 +167,7 @@ impl Logic {
         {
             return;
         }
-        let Some(&user) = self.by_name.get(name) else {
+        let Some(&user) = self.by_name.get(name.as_bytes()) else {
             return call.error(ErrorCode::UnknownRecipient, format!("no user {name:?}"));
         };
         if self.user(user).groups.contains(&group) {
@@ -225,7 +225,7 @@ impl Logic {
                 format!("only the owner removes members of group {}", group.0),
             );
         }
-        let Some(&user) = self.by_name.get(name) else {
+        let Some(&user) = self.by_name.get(name.as_bytes()) else {
             return call.error(ErrorCode::UnknownRecipient, format!("no user {name:?}"));
         };
         if self.user_mut(user).invitations.remove(&group) {

@@ -98,7 +98,9 @@ struct Conn {
 pub(crate) struct Logic {
     config: LogicConfig,
     users: Vec<User>,
-    by_name: HashMap<String, UserId>,
+    /// Keyed by the name's bytes, so that a Send's recipient, checked as
+    /// UTF-8 when its frame was decoded, is looked up without a second check.
+    by_name: HashMap<Box<[u8]>, UserId>,
     conns: HashMap<ConnId, Conn>,
     /// Names whose registration is at an auth worker.
     pending_names: HashSet<String>,
@@ -357,7 +359,8 @@ impl Logic {
             );
             return;
         }
-        if self.by_name.contains_key(&register.user) || self.pending_names.contains(&register.user)
+        if self.by_name.contains_key(register.user.as_bytes())
+            || self.pending_names.contains(&register.user)
         {
             out.error(
                 conn,
@@ -391,7 +394,7 @@ impl Logic {
                 "wrong user or password",
             )
         };
-        let Some(&user_id) = self.by_name.get(&login.user) else {
+        let Some(&user_id) = self.by_name.get(login.user.as_bytes()) else {
             return refuse(out);
         };
         match &login.secret {
@@ -465,7 +468,7 @@ impl Logic {
         out: &mut Outbox,
     ) {
         self.pending_names.remove(&registered.user);
-        if self.by_name.contains_key(&registered.user) {
+        if self.by_name.contains_key(registered.user.as_bytes()) {
             out.error(
                 conn,
                 registered.correlation_id,
@@ -489,7 +492,8 @@ impl Logic {
         out.intents.push(Intent::Account {
             name: registered.user.clone(),
         });
-        self.by_name.insert(registered.user.clone(), user_id);
+        self.by_name
+            .insert(registered.user.as_bytes().into(), user_id);
         out.send(
             conn,
             registered.correlation_id,
@@ -610,7 +614,7 @@ impl Logic {
             );
             return;
         }
-        let recipient = view.recipient(body);
+        let recipient = view.recipient_bytes(body);
         let to = if view.group_id != 0 {
             if !recipient.is_empty() {
                 out.error(
@@ -635,7 +639,7 @@ impl Logic {
                     conn,
                     correlation_id,
                     ErrorCode::UnknownRecipient,
-                    format!("no user {recipient:?}"),
+                    format!("no user {:?}", view.recipient(body)),
                 );
                 return;
             };
@@ -644,7 +648,7 @@ impl Logic {
                     conn,
                     correlation_id,
                     ErrorCode::NotFriends,
-                    format!("{recipient} is not your friend"),
+                    format!("{} is not your friend", view.recipient(body)),
                 );
                 return;
             }
@@ -705,7 +709,7 @@ impl Logic {
             }
             Peer::group(group)
         } else {
-            let Some(&peer) = self.by_name.get(&mark.peer) else {
+            let Some(&peer) = self.by_name.get(mark.peer.as_bytes()) else {
                 out.error(
                     conn,
                     correlation_id,

@@ -128,7 +128,11 @@ impl Logic {
                 online.push(ConnId(input.u64()?));
             }
             let user_id = UserId(logic.users.len() as u64 + 1);
-            if logic.by_name.insert(name.clone(), user_id).is_some() {
+            if logic
+                .by_name
+                .insert(name.as_bytes().into(), user_id)
+                .is_some()
+            {
                 return Err(input.error("a user name twice"));
             }
             logic.users.push(User {
