@@ -200,6 +200,7 @@ mod tests {
         match (ours, theirs) {
             (Ok(view), Ok(send)) => {
                 prop_assert_eq!(view.recipient(payload), send.recipient.as_str());
+                prop_assert_eq!(view.recipient_bytes(payload), send.recipient.as_bytes());
                 prop_assert_eq!(view.client_message_id, send.client_message_id);
                 prop_assert_eq!(&payload[view.body.clone()], &send.body[..]);
                 prop_assert_eq!(view.group_id, send.group_id);
