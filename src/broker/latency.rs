@@ -34,6 +34,7 @@ pub const BUCKET_BOUNDS_NS: [u64; 16] = [
 ];
 
 const BUCKETS: usize = BUCKET_BOUNDS_NS.len() + 1;
+const _: () = assert!(BUCKETS <= 32, "a bucket's mark is one bit of a u32");
 
 /// Nanoseconds on a monotonic clock since the first call in this process.
 pub(crate) fn monotonic_ns() -> u64 {
@@ -96,6 +97,9 @@ pub(crate) struct LatencyRecorder {
     shared: Arc<StageLatency>,
     batch: Vec<u64>,
     local: [u64; BUCKETS],
+    /// Bit `i` set: `local[i]` is not zero. A batch's events mostly fall in
+    /// one or two buckets, and only those are added to the shared counts.
+    touched: u32,
 }
 
 impl LatencyRecorder {
@@ -104,6 +108,7 @@ impl LatencyRecorder {
             shared,
             batch: Vec::new(),
             local: [0; BUCKETS],
+            touched: 0,
         }
     }
 
@@ -125,14 +130,16 @@ impl LatencyRecorder {
         for &published in &self.batch {
             let latency = now.saturating_sub(published);
             sum = sum.wrapping_add(latency);
-            self.local[bucket(latency)] += 1;
+            let index = bucket(latency);
+            self.local[index] += 1;
+            self.touched |= 1 << index;
         }
         self.batch.clear();
-        for (shared, local) in self.shared.buckets.iter().zip(&mut self.local) {
-            if *local != 0 {
-                shared.fetch_add(*local, Ordering::Relaxed);
-                *local = 0;
-            }
+        while self.touched != 0 {
+            let index = self.touched.trailing_zeros() as usize;
+            self.touched &= self.touched - 1;
+            self.shared.buckets[index].fetch_add(self.local[index], Ordering::Relaxed);
+            self.local[index] = 0;
         }
         self.shared.sum_ns.fetch_add(sum, Ordering::Relaxed);
     }
@@ -177,5 +184,27 @@ mod tests {
         // An empty batch changes nothing.
         recorder.end_batch();
         assert_eq!(shared.read(), reading);
+    }
+
+    #[test]
+    fn batches_spread_over_buckets_add_each_count_once() {
+        let shared = StageLatency::new("fan-out");
+        let mut recorder = LatencyRecorder::new(Arc::clone(&shared));
+        let end = 10_000_000_000;
+        // 5 µs, 30 µs and 2 s: the first, the third and the last bucket.
+        for latency in [5_000, 30_000, 2_000_000_000] {
+            recorder.note(end - latency);
+        }
+        recorder.end_batch_at(end);
+        recorder.note(end - 7_000);
+        recorder.end_batch_at(end);
+        let reading = shared.read();
+        let mut expected = vec![0; BUCKETS];
+        expected[0] = 2;
+        expected[2] = 1;
+        expected[BUCKETS - 1] = 1;
+        assert_eq!(reading.counts, expected);
+        assert_eq!(reading.count, 4);
+        assert_eq!(reading.sum_ns, 5_000 + 30_000 + 2_000_000_000 + 7_000);
     }
 }
