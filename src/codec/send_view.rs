@@ -47,7 +47,20 @@ impl Reader<'_> {
         })
     }
 
+    /// A varint; most here (keys, lengths, small numbers) are one byte.
+    #[inline]
     fn varint(&mut self) -> Result<u64, SendViewError> {
+        if let Some(&byte) = self.bytes.get(self.at) {
+            if byte < 0x80 {
+                self.at += 1;
+                return Ok(u64::from(byte));
+            }
+        }
+        self.varint_long()
+    }
+
+    #[inline(never)]
+    fn varint_long(&mut self) -> Result<u64, SendViewError> {
         let mut value = 0u64;
         for index in 0..10 {
             let Some(&byte) = self.bytes.get(self.at) else {
@@ -145,7 +158,10 @@ impl SendView {
             match (field, wire_type) {
                 (1, 2) => {
                     let range = reader.length_delimited()?;
-                    if std::str::from_utf8(&payload[range.clone()]).is_err() {
+                    // A name is nearly always ASCII, which is checked a
+                    // word at a time and is UTF-8.
+                    let name = &payload[range.clone()];
+                    if !name.is_ascii() && std::str::from_utf8(name).is_err() {
                         return reader.fail("recipient is not UTF-8");
                     }
                     view.recipient = range;
