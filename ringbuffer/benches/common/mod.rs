@@ -59,6 +59,16 @@ impl Shape {
         }
     }
 
+    /// The stages before the last one, whose work a merged handler does
+    /// before the last stage's.
+    pub fn stages_before_last(self) -> usize {
+        match self {
+            Shape::Spsc | Shape::Mpsc => 0,
+            Shape::Pipeline3 => 2,
+            Shape::Diamond => 3,
+        }
+    }
+
     pub fn producers(self) -> usize {
         if self == Shape::Mpsc {
             2
@@ -477,13 +487,8 @@ fn courier_rig(
     let mut builder = ring::Builder::new(CAPACITY, Event::default)
         .wait_strategy(wait)
         .placement(placement);
-    let merged_stages = match shape {
-        Shape::Spsc | Shape::Mpsc => 0,
-        Shape::Pipeline3 => 2,
-        Shape::Diamond => 3,
-    };
-    if layout == Layout::Merged && merged_stages > 0 {
-        let mut before: Vec<_> = (0..merged_stages).map(|_| middle()).collect();
+    if layout == Layout::Merged && shape.stages_before_last() > 0 {
+        let mut before: Vec<_> = (0..shape.stages_before_last()).map(|_| middle()).collect();
         builder.stage("merged", &[], move |e: &Event, _, end| {
             for stage in &mut before {
                 stage(e);
@@ -698,8 +703,7 @@ where
             Shape::Pipeline3 | Shape::Diamond,
             Layout::Fused | Layout::FusedSharedCore | Layout::Merged,
         ) => {
-            let stages = if shape == Shape::Diamond { 3 } else { 2 };
-            let mut before: Vec<_> = (0..stages).map(|_| middle()).collect();
+            let mut before: Vec<_> = (0..shape.stages_before_last()).map(|_| middle()).collect();
             let producer = disruptor::build_single_producer(CAPACITY, Event::default, wait)
                 .handle_events_with(move |e: &Event, _, end| {
                     for stage in &mut before {
@@ -758,11 +762,6 @@ pub fn crossbeam(shape: Shape, layout: Layout) -> Rig {
             }
         })
     };
-    let fused_stages = match shape {
-        Shape::Spsc | Shape::Mpsc => 0,
-        Shape::Pipeline3 => 2,
-        Shape::Diamond => 3,
-    };
     let last_rx = match (shape, layout) {
         (Shape::Pipeline3, Layout::PerStage) => {
             let (tx1, rx1) = bounded(CAPACITY);
@@ -793,7 +792,7 @@ pub fn crossbeam(shape: Shape, layout: Layout) -> Rig {
     };
     let fused = layout == Layout::Fused;
     threads.push(thread::spawn(move || {
-        let mut before: Vec<_> = (0..if fused { fused_stages } else { 0 })
+        let mut before: Vec<_> = (0..if fused { shape.stages_before_last() } else { 0 })
             .map(|_| middle())
             .collect();
         if let [first, second] = &last_rx[..] {
@@ -870,22 +869,12 @@ pub fn throughput_contenders(shape: Shape) -> Vec<Box<dyn Fn() -> Rig>> {
     if matches!(shape, Shape::Pipeline3 | Shape::Diamond) {
         // The same merged handler as the `disruptor` crate's fused
         // contender, for a like-for-like view of the two rings.
-        rigs.push(Box::new(move || {
-            courier(
-                shape,
-                ring::WaitStrategy::BusySpin,
-                Layout::Merged,
-                "busy-spin",
-            )
-        }));
-        rigs.push(Box::new(move || {
-            courier(
-                shape,
-                ring::WaitStrategy::BLOCKING,
-                Layout::Merged,
-                "blocking",
-            )
-        }));
+        for (wait, name) in [
+            (ring::WaitStrategy::BusySpin, "busy-spin"),
+            (ring::WaitStrategy::BLOCKING, "blocking"),
+        ] {
+            rigs.push(Box::new(move || courier(shape, wait, Layout::Merged, name)));
+        }
     }
     for layout in [Layout::PerStage, Layout::Fused] {
         if layout == Layout::Fused && matches!(shape, Shape::Spsc | Shape::Mpsc) {
