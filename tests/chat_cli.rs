@@ -77,6 +77,13 @@ impl Terminal {
         panic!("no line with {text:?}; printed: {:#?}", self.seen);
     }
 
+    /// A terminal started for `user`, once it says it has logged in.
+    fn logged_in(address: std::net::SocketAddr, user: &str, extra: &[&str]) -> Self {
+        let mut terminal = Self::start(address, user, extra);
+        terminal.expect(&format!("logged in as {user}"));
+        terminal
+    }
+
     fn quit(mut self) {
         self.type_line("/quit");
         let status = self.child.wait().unwrap();
@@ -89,11 +96,9 @@ fn two_terminals_chat_one_to_one_and_in_a_group() {
     let dir = tempfile::tempdir().unwrap();
     let server = util::start(dir.path());
     let address = server.local_addr();
-    let mut ana = Terminal::start(address, "ana", &[]);
-    ana.expect("logged in as ana");
+    let mut ana = Terminal::logged_in(address, "ana", &[]);
     // bo comes in through a WebSocket, as a browser would.
-    let mut bo = Terminal::start(address, "bo", &["--websocket"]);
-    bo.expect("logged in as bo");
+    let mut bo = Terminal::logged_in(address, "bo", &["--websocket"]);
 
     ana.type_line("bo: hello bo");
     ana.expect("sent (#1)");
@@ -137,10 +142,8 @@ fn a_terminal_reconnects_after_the_server_restarts_and_shows_what_it_missed() {
     let dir = tempfile::tempdir().unwrap();
     let server = util::start(dir.path());
     let address = server.local_addr();
-    let mut ana = Terminal::start(address, "ana", &[]);
-    ana.expect("logged in as ana");
-    let mut bo = Terminal::start(address, "bo", &[]);
-    bo.expect("logged in as bo");
+    let mut ana = Terminal::logged_in(address, "ana", &[]);
+    let mut bo = Terminal::logged_in(address, "bo", &[]);
     ana.type_line("bo: before the restart");
     bo.expect("ana → bo: before the restart");
 
