@@ -29,6 +29,8 @@ pub enum ClientError {
         code: ErrorCode,
         /// The server's text.
         message: String,
+        /// With `TOO_MANY_ATTEMPTS`: how long to wait before trying again.
+        retry_after_ms: u32,
     },
     /// The server closed the connection.
     #[error("the server closed the connection")]
@@ -93,7 +95,12 @@ impl Client {
 
     /// Connects without saying hello.
     pub fn connect_raw(address: impl ToSocketAddrs) -> Result<Self, ClientError> {
-        let stream = TcpStream::connect(address)?;
+        Self::from_stream(TcpStream::connect(address)?)
+    }
+
+    /// A client over a connected stream (one bound to a chosen local
+    /// address, say), without saying hello.
+    pub fn from_stream(stream: TcpStream) -> Result<Self, ClientError> {
         stream.set_nodelay(true)?;
         Ok(Self {
             stream,
@@ -637,6 +644,7 @@ fn into_result(reply: Message) -> Result<Message, ClientError> {
         Message::Error(error) => Err(ClientError::Server {
             code: ErrorCode::try_from(error.code).unwrap_or(ErrorCode::Unspecified),
             message: error.message,
+            retry_after_ms: error.retry_after_ms,
         }),
         other => Ok(other),
     }

@@ -73,8 +73,9 @@ fn a_restart_loads_the_snapshot_and_replays_only_what_came_after() {
         .snapshot_written
         .expect("a snapshot after 20 records");
     let address = server.local_addr();
-    // More traffic after the snapshot, including a resend of an old id.
-    let mut ana = login(address, "ana", "laptop", DeliveryMode::PushMessage);
+    // More traffic after the snapshot, including a resend of an old id
+    // from the device that sent it (its key is in the snapshot).
+    let mut ana = login(address, "ana", "phone", DeliveryMode::PushMessage);
     let again = ana.send("bo", 3, &3u64.to_le_bytes()).unwrap();
     ana.send_group(group, 200, b"after the snapshot").unwrap();
     drop(ana);

@@ -17,13 +17,16 @@
 //!  START         1  journal.v1.Started (protobuf; empty in older journals):
 //!                   a run began, every older connection is gone, and these
 //!                   settings apply to the records that follow
-//!  CONNECTED     2  nothing
+//!  CONNECTED     2  the client's IP address (4 or 16 bytes), or nothing
+//!                   (a gateway that did not say; journals before it)
 //!  DISCONNECTED  3  nothing
 //!  FRAME         4  the client's frame without its length prefix:
 //!                   type u16 BE | flags u16 BE | correlation u64 BE | protobuf
 //!  REGISTERED    5  journal.v1.Registered (protobuf)
 //!  LOGIN         6  journal.v1.LoginVerified (protobuf)
 //! ```
+
+use std::net::IpAddr;
 
 use prost::Message as _;
 
@@ -77,8 +80,8 @@ pub(crate) enum Command {
     /// A run started: every connection of earlier runs is gone, and (when
     /// recorded) these settings apply from here on.
     Start(Option<Started>),
-    /// A connection opened.
-    Connected,
+    /// A connection opened, from this address where known.
+    Connected(Option<IpAddr>),
     /// A connection closed.
     Disconnected,
     /// A client's `Send`, read in place: the ranges point into the frame
@@ -109,7 +112,7 @@ impl Command {
     pub(crate) fn record_type(&self) -> Option<u16> {
         match self {
             Command::Start(_) => Some(RECORD_START),
-            Command::Connected => Some(RECORD_CONNECTED),
+            Command::Connected(_) => Some(RECORD_CONNECTED),
             Command::Disconnected => Some(RECORD_DISCONNECTED),
             Command::Registered(_) => Some(RECORD_REGISTERED),
             Command::Send { .. } => Some(RECORD_FRAME),
@@ -185,13 +188,67 @@ pub(crate) fn decode_frame(body: &[u8]) -> Command {
     }
 }
 
+/// Decodes a frame as it arrives from a client, which may not set flag
+/// bits (nothing a client sends is compressed) nor send a type only the
+/// server sends: both are refused before the payload is looked at, so the
+/// answer does not depend on it. Journaled frames are read back with
+/// [`decode_frame`] alone, as they were accepted.
+fn decode_client_frame(body: &[u8]) -> Command {
+    if let Some(header) = body.get(..FRAME_HEADER_BYTES) {
+        let message_type = u16::from_be_bytes([header[0], header[1]]);
+        let flags = u16::from_be_bytes([header[2], header[3]]);
+        let correlation_id = u64::from_be_bytes(header[4..12].try_into().expect("8 bytes"));
+        let invalid = |error| Command::Invalid {
+            correlation_id,
+            error,
+        };
+        if flags != 0 {
+            return invalid(MessageError::Malformed {
+                message_type: MessageType::try_from(i32::from(message_type))
+                    .unwrap_or(MessageType::Unspecified),
+                reason: format!("flags {flags:#06x}: a client sets no flag bits"),
+            });
+        }
+        if server_only(message_type) {
+            return invalid(MessageError::UnknownType(message_type));
+        }
+    }
+    decode_frame(body)
+}
+
+/// Whether only the server sends frames of this type.
+fn server_only(message_type: u16) -> bool {
+    use MessageType as T;
+    [
+        T::HelloOk,
+        T::Pong,
+        T::Error,
+        T::RegisterOk,
+        T::LoginOk,
+        T::SendAck,
+        T::Deliver,
+        T::SyncBatch,
+        T::Notify,
+        T::ContactOk,
+        T::ContactList,
+        T::ContactChanged,
+        T::ReadState,
+        T::GroupOk,
+        T::GroupInfo,
+        T::GroupList,
+        T::GroupChanged,
+    ]
+    .iter()
+    .any(|&t| t as u16 == message_type)
+}
+
 /// Decodes an inbound event's bytes into its command.
 pub(crate) fn decode_inbound(origin: Origin, body: &[u8]) -> Command {
     match origin {
         Origin::Empty => Command::Empty,
-        Origin::Connected => Command::Connected,
+        Origin::Connected => Command::Connected(decode_address(body)),
         Origin::Disconnected => Command::Disconnected,
-        Origin::Frame => decode_frame(body),
+        Origin::Frame => decode_client_frame(body),
         // Auth workers encode what they publish; a failure here is a bug.
         Origin::Registered => Command::Registered(
             Registered::decode(body).expect("an auth worker encodes a valid Registered"),
@@ -200,6 +257,27 @@ pub(crate) fn decode_inbound(origin: Origin, body: &[u8]) -> Command {
             LoginVerified::decode(body).expect("an auth worker encodes a valid LoginVerified"),
         ),
         Origin::LoginRefused { correlation_id } => Command::LoginRefused { correlation_id },
+    }
+}
+
+/// The bytes a connection's address travels as: 4 for IPv4, 16 for IPv6.
+pub(crate) fn encode_address(ip: IpAddr) -> ([u8; 16], usize) {
+    let mut bytes = [0; 16];
+    match ip {
+        IpAddr::V4(v4) => {
+            bytes[..4].copy_from_slice(&v4.octets());
+            (bytes, 4)
+        }
+        IpAddr::V6(v6) => (v6.octets(), 16),
+    }
+}
+
+/// Reads what [`encode_address`] wrote; anything else is no address.
+fn decode_address(bytes: &[u8]) -> Option<IpAddr> {
+    match bytes.len() {
+        4 => Some(IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?)),
+        16 => Some(IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?)),
+        _ => None,
     }
 }
 
@@ -230,7 +308,7 @@ pub(crate) fn decode_record(
         RECORD_START => Command::Start(Some(
             Started::decode(rest).map_err(|e| error(format!("Started: {e}")))?,
         )),
-        RECORD_CONNECTED => Command::Connected,
+        RECORD_CONNECTED => Command::Connected(decode_address(rest)),
         RECORD_DISCONNECTED => Command::Disconnected,
         RECORD_FRAME => match decode_frame(rest) {
             command @ (Command::Client { .. } | Command::Send { .. }) => command,
@@ -312,12 +390,16 @@ pub(crate) enum Intent {
     Start {
         dedup_window: Option<usize>,
         message_retention_ms: Option<u64>,
+        /// The run's rules (see `Started.rules_version`).
+        rules_version: u32,
     },
     /// An account was created, with the next user id.
     Account { name: String },
     /// The connection logged in as `user`; answer `LoginOk`.
     SessionOpened {
         user: UserId,
+        /// The device's id, which keys its resends.
+        device_id: String,
         mode: DeliveryMode,
         lz4: bool,
         correlation_id: u64,
@@ -348,6 +430,9 @@ pub(crate) enum Intent {
         correlation_id: u64,
         peer: Peer,
         up_to: u64,
+        /// `peer` is a group `user` is not a member of: the mark stands
+        /// only if messages from the group reached `user` while a member.
+        former_member: bool,
     },
     /// `user` joined (`joined`) or left `group`.
     Member {
@@ -606,6 +691,39 @@ mod tests {
             let command = decode_frame(&frame_body(&message, 1));
             assert_eq!(command.record_type(), None, "{message:?}");
         }
+    }
+
+    #[test]
+    fn a_client_frame_with_flags_or_a_server_type_is_refused_whatever_its_payload() {
+        let ping = frame_body(&Message::Ping(proto::Ping { nonce: 1 }), 4);
+        let mut flagged = ping.clone();
+        flagged[3] = 0x01; // the compression bit
+        let mut unknown_flag = ping.clone();
+        unknown_flag[2] = 0x80;
+        let mut server_type = ping.clone();
+        server_type[..2].copy_from_slice(&(MessageType::SendAck as u16).to_be_bytes());
+        let mut garbage = server_type.clone();
+        garbage.extend_from_slice(&[0xff; 3]);
+        // Each case: a frame body and the error code it gets.
+        let cases = [
+            (flagged, ErrorCode::MalformedFrame),
+            (unknown_flag, ErrorCode::MalformedFrame),
+            (server_type, ErrorCode::UnknownMessageType),
+            (garbage, ErrorCode::UnknownMessageType),
+        ];
+        for (body, code) in cases {
+            match decode_inbound(Origin::Frame, &body) {
+                Command::Invalid {
+                    correlation_id,
+                    error,
+                } => assert_eq!((correlation_id, error.code()), (4, code), "{body:?}"),
+                other => panic!("{body:?}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            decode_inbound(Origin::Frame, &ping),
+            Command::Client { .. }
+        ));
     }
 
     #[test]

@@ -44,6 +44,7 @@ mod store;
 #[cfg(test)]
 mod test;
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -58,7 +59,8 @@ pub use ids::GroupId;
 pub use ids::{ConnId, UserId};
 pub use latency::{LatencyHistogram, BUCKET_BOUNDS_NS};
 pub use logic::{
-    Census, BODY_HEADROOM_BYTES, GROUP_NAME_BYTES_MAX, NAME_BYTES_MAX, PASSWORD_BYTES_MAX,
+    Census, LoginCounts, BODY_HEADROOM_BYTES, GROUP_NAME_BYTES_MAX, NAME_BYTES_MAX,
+    PASSWORD_BYTES_MAX,
 };
 pub use store::StoreError;
 
@@ -70,7 +72,7 @@ use crate::ringbuffer::{
 use delivery::{Delivery, DeliveryConfig};
 use event::{decode_record, encode_record, Command, Journaled, Origin};
 use latency::{LatencyRecorder, StageLatency};
-use logic::{Logic, LogicConfig};
+use logic::{Logic, LogicConfig, LoginCounters, RULES_VERSION};
 use stages::{now_ns, Decode, FanOut, FlushStage, JournalStage, LogicStage, StoreStage};
 use store::Store;
 
@@ -221,6 +223,14 @@ impl Ingress {
         self.publish(conn, Origin::Connected, &[])
     }
 
+    /// As [`Ingress::connected`], with the client's address: failed logins
+    /// are then limited per address too (see docs/PROTOCOL.md, Login), and
+    /// the address is journaled with the connection.
+    pub fn connected_from(&mut self, conn: ConnId, ip: IpAddr) -> Result<(), Halted> {
+        let (bytes, length) = event::encode_address(ip);
+        self.publish(conn, Origin::Connected, &bytes[..length])
+    }
+
     /// A connection closed; nothing more is sent to it.
     pub fn disconnected(&mut self, conn: ConnId) -> Result<(), Halted> {
         self.publish(conn, Origin::Disconnected, &[])
@@ -236,6 +246,12 @@ impl Ingress {
     /// As [`Ingress::connected`], but returns `Full` instead of waiting.
     pub fn try_connected(&mut self, conn: ConnId) -> Result<(), TryPublishError> {
         self.try_publish(conn, Origin::Connected, &[])
+    }
+
+    /// As [`Ingress::connected_from`], but returns `Full` instead of waiting.
+    pub fn try_connected_from(&mut self, conn: ConnId, ip: IpAddr) -> Result<(), TryPublishError> {
+        let (bytes, length) = event::encode_address(ip);
+        self.try_publish(conn, Origin::Connected, &bytes[..length])
     }
 
     /// As [`Ingress::disconnected`], but returns `Full` instead of waiting.
@@ -299,6 +315,7 @@ pub struct BrokerWatch {
     records: Arc<AtomicU64>,
     compaction: Arc<compactor::CompactionCounts>,
     census: Arc<stages::CensusCell>,
+    logins: Arc<LoginCounters>,
     latencies: Vec<Arc<StageLatency>>,
     data_dir: PathBuf,
 }
@@ -325,6 +342,12 @@ impl BrokerWatch {
     /// As [`Broker::census`].
     pub fn census(&self) -> Census {
         self.census.load()
+    }
+
+    /// Failed password logins, and logins refused by the limits on
+    /// guessing, since the broker opened.
+    pub fn logins(&self) -> LoginCounts {
+        self.logins.load()
     }
 
     /// Snapshots taken while serving, and journal segments deleted (at
@@ -405,12 +428,14 @@ impl Broker {
             heartbeat_interval_ms: config.heartbeat_interval_ms,
             open_messaging: config.open_messaging,
             group_members_max: config.group_members_max,
+            rules_version: RULES_VERSION,
         };
         let delivery_config = DeliveryConfig {
             frame_size_max: config.frame_size_max_bytes,
             dedup_window: config.dedup_window,
             sync_limit_max: config.sync_limit_max,
             message_retention_ms: config.message_retention_s * 1000,
+            rules_version: RULES_VERSION,
         };
         let store_behind = journal
             .next_sequence()
@@ -453,6 +478,7 @@ impl Broker {
             group_members_max: config.group_members_max as u32,
             dedup_window: config.dedup_window as u32,
             message_retention_ms: config.message_retention_s * 1000,
+            rules_version: RULES_VERSION,
         };
         let run_settings_bytes = prost::Message::encode_to_vec(&run_settings);
         let mut payload = Vec::new();
@@ -471,6 +497,7 @@ impl Broker {
             &Command::Start(Some(run_settings)),
             &run_settings_bytes,
             Some(journaled),
+            0,
             &mut started,
         );
         stages::carry_out(
@@ -567,7 +594,8 @@ impl Broker {
             segments_deleted,
         };
         let (jobs_sender, jobs) = auth::AuthPool::queue(&config.auth);
-        logic.set_auth(jobs_sender);
+        let logins = Arc::new(LoginCounters::default());
+        logic.set_auth(jobs_sender, auth::dummy_hash(&config.auth), logins.clone());
 
         let records = Arc::new(AtomicU64::new(journal.next_sequence()));
         let census = Arc::new(stages::CensusCell::default());
@@ -650,6 +678,7 @@ impl Broker {
                 records,
                 compaction,
                 census,
+                logins,
                 latencies: vec![
                     journal_latency,
                     flush_latency,
@@ -948,7 +977,7 @@ fn apply_records(
         };
         scratch.clear();
         let body = event::record_body(record.payload());
-        logic.apply(conn, &command, body, Some(journaled), &mut scratch);
+        logic.apply(conn, &command, body, Some(journaled), 0, &mut scratch);
         discarded.clear();
         stages::carry_out(
             delivery,

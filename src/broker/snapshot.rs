@@ -19,8 +19,10 @@
 //! ```text
 //!  offset  size  field
 //!       0     8  magic "CRSNAPSH"
-//!       8     4  format version (3; versions 1 and 2, taken only at start
-//!                markers, are skipped and the journal replayed)
+//!       8     4  format version (4; 3 is read too, as state under the
+//!                rules before per-device resend keys; versions 1 and 2,
+//!                taken only at start markers, are skipped and the
+//!                journal replayed)
 //!      12     4  reserved (0)
 //!      16     8  sequence: the last journal record in the state; replay
 //!                resumes after it
@@ -41,7 +43,9 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"CRSNAPSH";
-const FORMAT_VERSION: u32 = 3;
+const FORMAT_VERSION: u32 = 4;
+/// The oldest format version this build reads.
+const FORMAT_VERSION_MIN: u32 = 3;
 pub(crate) const HEADER_BYTES: usize = 48;
 const SUFFIX: &str = "snapshot";
 
@@ -150,6 +154,8 @@ pub(crate) struct Decoder<R: Read> {
     offset: u64,
     checksum: u32,
     checksum_expected: u32,
+    /// The format version the body was written in.
+    pub(crate) version: u32,
 }
 
 /// How much of a body is checksummed and written, or read and checksummed,
@@ -166,6 +172,7 @@ impl<R: Read> Decoder<R> {
             offset: 0,
             checksum: 0,
             checksum_expected,
+            version: FORMAT_VERSION,
         }
     }
 
@@ -386,9 +393,9 @@ pub(crate) fn open(path: &Path) -> Result<(SnapshotPoint, Decoder<File>), Snapsh
     }
     let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
     let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-    if version != FORMAT_VERSION {
+    if !(FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&version) {
         return Err(SnapshotError(format!(
-            "format version {version}; this build reads {FORMAT_VERSION}"
+            "format version {version}; this build reads {FORMAT_VERSION_MIN} to {FORMAT_VERSION}"
         )));
     }
     let point = SnapshotPoint {
@@ -403,7 +410,9 @@ pub(crate) fn open(path: &Path) -> Result<(SnapshotPoint, Decoder<File>), Snapsh
             file_length - HEADER_BYTES as u64
         )));
     }
-    Ok((point, Decoder::new(file, body_length, checksum)))
+    let mut decoder = Decoder::new(file, body_length, checksum);
+    decoder.version = version;
+    Ok((point, decoder))
 }
 
 #[cfg(test)]

@@ -146,6 +146,7 @@ impl MutHandler<Inbound> for LogicStage {
             &event.command,
             &event.body,
             event.journaled,
+            event.published_ns / 1_000_000,
             &mut event.outbox,
         );
         if end_of_batch {

@@ -10,12 +10,12 @@ use super::event::{
     decode_frame, decode_inbound, encode_record, Command, Journaled, Origin, Outbox,
 };
 use super::ids::ConnId;
-use super::logic::{Logic, LogicConfig};
+use super::logic::{Logic, LogicConfig, RULES_VERSION};
 use super::snapshot::{Decoder, Encoder};
 use super::stages::carry_out;
 use super::store::Store;
 use super::{apply_records, cursor_after, replay};
-use crate::codec::journal_proto::{LoginVerified, Registered};
+use crate::codec::journal_proto::{LoginVerified, Registered, Started};
 use crate::codec::proto::{self, DeliveryMode};
 use crate::codec::{Message, LENGTH_PREFIX_BYTES};
 use crate::journal::{Durability, Journal, JournalConfig};
@@ -115,12 +115,14 @@ fn configs(retention_ms: u64) -> (LogicConfig, DeliveryConfig) {
         heartbeat_interval_ms: 1000,
         open_messaging: retention_ms > 0,
         group_members_max: 3,
+        rules_version: RULES_VERSION,
     };
     let delivery = DeliveryConfig {
         frame_size_max: 64 * 1024,
         dedup_window: 3,
         sync_limit_max: 4,
         message_retention_ms: retention_ms,
+        rules_version: RULES_VERSION,
     };
     (logic, delivery)
 }
@@ -165,7 +167,8 @@ impl State {
         journaled: Option<Journaled>,
     ) {
         let mut out = Outbox::default();
-        self.logic.apply(conn, command, body, journaled, &mut out);
+        self.logic
+            .apply(conn, command, body, journaled, 0, &mut out);
         carry_out(
             &mut self.delivery,
             conn,
@@ -265,7 +268,7 @@ fn run_with_retention(history: &[Step], retention_ms: u64) -> String {
     let mut journal = Journal::open(dir.path().join("journal"), journal_config.clone()).unwrap();
     let mut live = State::new(&journal, retention_ms);
     let (auth, _jobs) = crossbeam_channel::bounded(1000);
-    live.logic.set_auth(auth);
+    live.logic.set_auth(auth, String::new(), Default::default());
     let mut clock = 0u64;
     let mut run_number = 0u64;
     let mut snapshot: Option<(u64, SnapshotBody)> = None;
@@ -496,8 +499,18 @@ fn run_with_retention(history: &[Step], retention_ms: u64) -> String {
             Step::Restart => {
                 // What Broker::open does after replay: a start marker.
                 run_number += 1;
+                let (logic, delivery) = configs(retention_ms);
+                let started = Started {
+                    frame_size_max_bytes: logic.frame_size_max as u32,
+                    open_messaging: logic.open_messaging,
+                    group_members_max: logic.group_members_max as u32,
+                    dedup_window: delivery.dedup_window as u32,
+                    message_retention_ms: retention_ms,
+                    rules_version: RULES_VERSION,
+                };
+                let started_bytes = started.encode_to_vec();
                 let mut payload = Vec::new();
-                encode_record(ConnId(0), &[], &mut payload);
+                encode_record(ConnId(0), &started_bytes, &mut payload);
                 clock += 1_000_000;
                 let start = journal
                     .append(super::RECORD_START, clock, &payload)
@@ -507,7 +520,8 @@ fn run_with_retention(history: &[Step], retention_ms: u64) -> String {
                     position: start.position,
                     timestamp_ns: clock,
                 };
-                live.apply(ConnId(0), &Command::Start(None), &[], Some(journaled));
+                let command = Command::Start(Some(started));
+                live.apply(ConnId(0), &command, &started_bytes, Some(journaled));
                 snapshot = Some((start.sequence, live.snapshot()));
             }
         }

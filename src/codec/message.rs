@@ -318,6 +318,16 @@ impl Message {
         Message::Error(proto::Error {
             code: code as i32,
             message: message.into(),
+            retry_after_ms: 0,
+        })
+    }
+
+    /// A `TOO_MANY_ATTEMPTS` error that says when to try again.
+    pub fn retry_after(retry_after_ms: u32, message: impl Into<String>) -> Self {
+        Message::Error(proto::Error {
+            code: ErrorCode::TooManyAttempts as i32,
+            message: message.into(),
+            retry_after_ms,
         })
     }
 }

@@ -6,6 +6,7 @@
 mod compress;
 mod frame;
 mod message;
+mod order;
 mod send_view;
 pub mod websocket;
 
@@ -15,6 +16,7 @@ pub use frame::{
     LENGTH_PREFIX_BYTES,
 };
 pub use message::{DeliverRef, Message, MessageError, PROTOCOL_VERSION};
+pub use order::AnswerGate;
 pub use send_view::{SendView, SendViewError};
 
 /// The protobuf types generated from `proto/courier.proto`.

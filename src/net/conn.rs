@@ -8,6 +8,7 @@ use mio::net::TcpStream;
 use super::per_ip::IpSlot;
 use crate::broker::ConnId;
 use crate::codec::websocket::{self, CloseCode, Ending, Handshake, Masks, Role};
+use crate::codec::AnswerGate;
 
 /// Free input space below which the buffer grows before a read.
 const READ_SPACE_MIN_BYTES: usize = 1024;
@@ -136,6 +137,10 @@ pub(crate) struct Connection {
     /// Its place under `connections_per_ip_max`, given back when the
     /// connection is dropped.
     pub(crate) ip_slot: Option<IpSlot>,
+    /// Closed while a Register or Login it sent awaits its answer: nothing
+    /// after it is published (or read) until then, so replies keep request
+    /// order.
+    pub(crate) gate: AnswerGate,
 }
 
 /// What a read pass found.
@@ -178,6 +183,7 @@ impl Connection {
                 Transport::Tcp
             },
             ip_slot: None,
+            gate: AnswerGate::default(),
         }
     }
 

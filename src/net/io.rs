@@ -19,7 +19,9 @@ use super::per_ip::{IpSlot, PerIp};
 use super::stats::{Counters, Tally};
 use super::{Control, FrameBatch, Outbound, ServerConfig};
 use crate::broker::{BrokerDriver, ConnId, Ingress};
-use crate::codec::{proto::ErrorCode, FrameDecoder, FrameError, Message, LENGTH_PREFIX_BYTES};
+use crate::codec::{
+    proto::ErrorCode, AnswerGate, FrameDecoder, FrameError, Message, LENGTH_PREFIX_BYTES,
+};
 use crate::ringbuffer::{Poller, TryPublishError};
 
 pub(crate) const WAKE: Token = Token(usize::MAX);
@@ -47,7 +49,7 @@ const WARNING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A connection event that the ring had no room for yet.
 enum Pending {
-    Connected(ConnId),
+    Connected(ConnId, Option<std::net::IpAddr>),
     Disconnected(ConnId),
 }
 
@@ -452,13 +454,14 @@ impl Loop {
             return;
         }
         let id = ConnId::for_thread(self.thread.index, counter);
+        let ip = stream.peer_addr().ok().map(|address| address.ip());
         let rate = self.thread.config.frames_per_second_max;
         let websocket = self.thread.config.websocket;
         let mut conn = Connection::new(id, stream, rate, websocket, now);
         conn.ip_slot = ip_slot;
         self.conns.insert(counter, conn);
         self.tally.connections_accepted += 1;
-        self.pending.push_back(Pending::Connected(id));
+        self.pending.push_back(Pending::Connected(id, ip));
         self.publish_pending();
         // Bytes may have arrived with the connection; edge-triggered
         // readiness would not say so again.
@@ -473,7 +476,8 @@ impl Loop {
         };
         while let Some(pending) = self.pending.front() {
             let result = match *pending {
-                Pending::Connected(id) => ingress.try_connected(id),
+                Pending::Connected(id, Some(ip)) => ingress.try_connected_from(id, ip),
+                Pending::Connected(id, None) => ingress.try_connected(id),
                 Pending::Disconnected(id) => ingress.try_disconnected(id),
             };
             match result {
@@ -528,8 +532,9 @@ impl Loop {
         let Some(conn) = self.conns.get_mut(&counter) else {
             return;
         };
-        if conn.closing.is_some() || conn.paused_until.is_some() {
-            // A paused connection is read again from `resume_paused`.
+        if conn.closing.is_some() || conn.paused_until.is_some() || !conn.gate.is_open() {
+            // A paused connection is read again from `resume_paused`, one
+            // awaiting an answer once it goes out (`Deliveries::deliver`).
             return;
         }
         let limit = match self.thread.config.frames_per_second_max {
@@ -546,6 +551,7 @@ impl Loop {
         );
         match published {
             Published::All => {}
+            Published::Held => return,
             Published::Full => {
                 self.queue_unread(counter);
                 return;
@@ -585,6 +591,8 @@ impl Loop {
                 self.close(counter, reason)
             }
             (Published::Throttled, _) => self.pause(counter),
+            (Published::Held, ReadOutcome::Closed(reason)) => self.close(counter, reason),
+            (Published::Held, _) => {}
             (Published::Full, _) | (Published::All, ReadOutcome::More) => {
                 self.queue_unread(counter);
             }
@@ -637,6 +645,7 @@ impl Loop {
             dirty: &mut self.dirty,
             cap: self.thread.config.output_cap_bytes,
             slow: Vec::new(),
+            answered: Vec::new(),
         };
         let result = self
             .thread
@@ -647,8 +656,11 @@ impl Loop {
         if result.is_err() {
             self.outbound_done = true;
         }
-        let slow = out.slow;
+        let (slow, answered) = (out.slow, out.answered);
         self.close_slow(slow);
+        for counter in answered {
+            self.queue_unread(counter);
+        }
     }
 
     /// Under the inline placement: takes batches through the broker's
@@ -690,6 +702,7 @@ impl Loop {
             dirty: &mut self.dirty,
             cap: self.thread.config.output_cap_bytes,
             slow: Vec::new(),
+            answered: Vec::new(),
         };
         let batch = &mut self.local_scratch;
         for (conn, close, range) in &batch.frames {
@@ -700,8 +713,11 @@ impl Loop {
             batch.bytes.shrink_to(LOCAL_SCRATCH_KEEP_BYTES);
             batch.frames.shrink_to(LOCAL_SCRATCH_KEEP_BYTES / 64);
         }
-        let slow = out.slow;
+        let (slow, answered) = (out.slow, out.answered);
         self.close_slow(slow);
+        for counter in answered {
+            self.queue_unread(counter);
+        }
     }
 
     /// Closes the connections that fell further behind than their cap.
@@ -822,6 +838,8 @@ struct Deliveries<'a> {
     cap: usize,
     /// Connections over their output cap, to be closed.
     slow: Vec<u64>,
+    /// Connections whose awaited answer went out: read them again.
+    answered: Vec<u64>,
 }
 
 impl Deliveries<'_> {
@@ -843,6 +861,9 @@ impl Deliveries<'_> {
             return;
         } else {
             conn.queue_frame(frame);
+            if conn.gate.answered(frame) {
+                self.answered.push(counter);
+            }
         }
         if !conn.dirty {
             conn.dirty = true;
@@ -854,6 +875,8 @@ impl Deliveries<'_> {
 enum Published {
     All,
     Full,
+    /// A Register or Login was published: the rest waits for its answer.
+    Held,
     /// The budget ran out with input left.
     Throttled,
     Bad(FrameError),
@@ -911,10 +934,13 @@ fn publish_within(
         ranges.clear();
         let mut offset = 0;
         let mut bad = None;
-        while ranges.len() < batch_max {
+        let mut held = None;
+        while ranges.len() < batch_max && held.is_none() {
             match decoder.frame_bytes(&input[offset..]) {
                 Ok(Some(total)) if offset + total <= input.len() => {
-                    ranges.push(offset + LENGTH_PREFIX_BYTES..offset + total);
+                    let range = offset + LENGTH_PREFIX_BYTES..offset + total;
+                    held = AnswerGate::needs_answer(&input[range.clone()]);
+                    ranges.push(range);
                     offset += total;
                 }
                 Ok(_) => break,
@@ -951,6 +977,10 @@ fn publish_within(
                 }
             }
             Err(TryPublishError::Halted(_)) => return Published::Full,
+        }
+        if let Some(correlation_id) = held {
+            conn.gate.wait_for(correlation_id);
+            return Published::Held;
         }
         if let Some(error) = bad {
             return Published::Bad(error);

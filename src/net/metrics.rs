@@ -285,6 +285,30 @@ pub(crate) fn render(stats: &ServerStats, latencies: &[LatencyHistogram]) -> Str
         stats.reads_paused,
     );
     metric(
+        "logins_failed_total",
+        "counter",
+        "Password logins that failed (wrong password, or no such user).",
+        stats.logins_failed,
+    );
+    metric(
+        "logins_refused_account_total",
+        "counter",
+        "Logins refused at once: the account name failed too often lately.",
+        stats.logins_refused_account,
+    );
+    metric(
+        "logins_refused_address_total",
+        "counter",
+        "Logins refused at once: the client address failed too often lately.",
+        stats.logins_refused_address,
+    );
+    metric(
+        "logins_refused_busy_total",
+        "counter",
+        "Logins and registrations refused at once: the address had as many password checks under way as it may.",
+        stats.logins_refused_busy,
+    );
+    metric(
         "frames_in_total",
         "counter",
         "Frames read from clients.",

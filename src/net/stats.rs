@@ -115,6 +115,15 @@ pub struct ServerStats {
     /// Journal segments deleted under a message retention, at the start
     /// and while serving.
     pub journal_segments_deleted: u64,
+    /// Password logins that failed (wrong password, or no such user).
+    pub logins_failed: u64,
+    /// Logins refused at once: the account name failed too often lately.
+    pub logins_refused_account: u64,
+    /// Logins refused at once: the client address failed too often lately.
+    pub logins_refused_address: u64,
+    /// Logins and registrations refused at once: the address had as many
+    /// password checks under way as it may.
+    pub logins_refused_busy: u64,
 }
 
 impl Counters {
@@ -122,6 +131,11 @@ impl Counters {
     pub(crate) fn read_with(&self, broker: &BrokerWatch) -> ServerStats {
         let mut stats = self.read(broker.journal_records(), broker.census());
         (stats.snapshots_taken, stats.journal_segments_deleted) = broker.compaction();
+        let logins = broker.logins();
+        stats.logins_failed = logins.failed;
+        stats.logins_refused_account = logins.refused_account;
+        stats.logins_refused_address = logins.refused_address;
+        stats.logins_refused_busy = logins.refused_busy;
         match broker.disk_usage() {
             Ok(disk) => {
                 stats.journal_bytes = disk.journal_bytes;
@@ -158,6 +172,10 @@ impl Counters {
             disk_free_bytes: 0,
             snapshots_taken: 0,
             journal_segments_deleted: 0,
+            logins_failed: 0,
+            logins_refused_account: 0,
+            logins_refused_address: 0,
+            logins_refused_busy: 0,
         }
     }
 }

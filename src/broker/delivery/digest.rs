@@ -41,12 +41,12 @@ impl Delivery {
             let mut devices: Vec<_> = user
                 .devices
                 .iter()
-                .map(|d| (d.conn.0, d.mode as i32, d.lz4))
+                .map(|d| (d.conn.0, d.mode as i32, d.lz4, d.slot))
                 .collect();
             devices.sort();
             let _ = writeln!(
                 out,
-                "mailbox {} {} expired {} inbox {:?} read {:?} unread {} devices {:?} sent {:?}",
+                "mailbox {} {} expired {} inbox {:?} read {:?} unread {} devices {:?} {:?} sent {:?}",
                 index + 1,
                 user.name,
                 user.expired,
@@ -54,7 +54,8 @@ impl Delivery {
                 conversations,
                 user.unread_count,
                 devices,
-                user.sent.ids(),
+                user.device_ids,
+                user.sent.entries().collect::<Vec<_>>(),
             );
         }
         let entries: u64 = self.users.iter().map(|u| u.inbox.len() as u64).sum();
@@ -75,13 +76,14 @@ impl Delivery {
         assert_eq!(fronts, expected, "the expiry index");
         let _ = writeln!(
             out,
-            "messages from {} expired to {} held {} next expiry {}; settings: dedup {}, retention {}",
+            "messages from {} expired to {} held {} next expiry {}; settings: dedup {}, retention {}, rules {}",
             self.first,
             self.expire_end,
             self.messages.len(),
             self.next_expiry_ms,
             self.config.dedup_window,
             self.config.message_retention_ms,
+            self.config.rules_version,
         );
         for (index, members) in self.groups.iter().enumerate() {
             let members: Vec<_> = members.iter().map(|m| m.0).collect();

@@ -31,6 +31,7 @@ fn expiry_probe() {
         dedup_window: 16,
         sync_limit_max: 500,
         message_retention_ms: 0,
+        rules_version: crate::broker::logic::RULES_VERSION,
     };
     let mut delivery = Delivery::new(config, journal.reader());
     let mut out = Outbox::default();

@@ -38,7 +38,7 @@ mod expiry_probe;
 mod read;
 mod snapshot;
 
-use dedup::Dedup;
+use dedup::{Dedup, Key};
 use read::Conversation;
 
 /// What a SyncBatch needs beside its messages (head, flag, keys, header).
@@ -53,6 +53,9 @@ pub(crate) struct DeliveryConfig {
     /// How long a message stays in the inboxes, by journaled time; 0 keeps
     /// it for ever.
     pub(crate) message_retention_ms: u64,
+    /// The rules the records being applied were decided under (see
+    /// `Started.rules_version`): from 1, resends are keyed per device.
+    pub(crate) rules_version: u32,
 }
 
 /// The longest time between two expiry passes (a pass runs at least 16
@@ -113,6 +116,9 @@ struct Device {
     conn: ConnId,
     mode: DeliveryMode,
     lz4: bool,
+    /// The device's place in [`Mailbox::device_ids`], plus one: its part
+    /// of the resend keys (0 under rules that keyed resends by user).
+    slot: u32,
 }
 
 /// # Invariants
@@ -131,12 +137,27 @@ struct Mailbox {
     /// Unread entries over all conversations.
     unread_count: u64,
     devices: Vec<Device>,
+    /// Every device id that sent under per-device resend keys, in the
+    /// order they first logged in; a device's slot is its place plus one.
+    device_ids: Vec<Box<str>>,
     sent: Dedup,
 }
 
 impl Mailbox {
     fn head(&self) -> u64 {
         self.expired + self.inbox.len() as u64
+    }
+
+    /// The resend-key slot of `device_id`, given one if it has none.
+    fn device_slot(&mut self, device_id: &str) -> u32 {
+        let at = match self.device_ids.iter().position(|id| &**id == device_id) {
+            Some(at) => at,
+            None => {
+                self.device_ids.push(device_id.into());
+                self.device_ids.len() - 1
+            }
+        };
+        u32::try_from(at + 1).expect("fewer than 2^32 devices per user")
     }
 
     /// The entries with sequences in `from + 1..=to` that are still held,
@@ -362,7 +383,9 @@ impl Delivery {
             Intent::Start {
                 dedup_window,
                 message_retention_ms,
+                rules_version,
             } => {
+                self.config.rules_version = *rules_version;
                 for user in &mut self.users {
                     user.devices.clear();
                 }
@@ -388,16 +411,24 @@ impl Delivery {
             }),
             Intent::SessionOpened {
                 user,
+                device_id,
                 mode,
                 lz4,
                 correlation_id,
                 token,
             } => {
+                let per_device = self.config.rules_version >= 1;
                 let mailbox = self.user_mut(*user);
+                let slot = if per_device {
+                    mailbox.device_slot(device_id)
+                } else {
+                    0
+                };
                 mailbox.devices.push(Device {
                     conn,
                     mode: *mode,
                     lz4: *lz4,
+                    slot,
                 });
                 let reply = Message::LoginOk(proto::LoginOk {
                     user_id: user.0,
@@ -443,7 +474,19 @@ impl Delivery {
                 correlation_id,
                 peer,
                 up_to,
-            } => self.mark_read(conn, *correlation_id, *user, *peer, *up_to, out),
+                former_member,
+            } => {
+                if *former_member && !self.user(*user).conversations.contains_key(peer) {
+                    out.error(
+                        conn,
+                        *correlation_id,
+                        ErrorCode::NotMember,
+                        "you are not a member of this group",
+                    );
+                    return;
+                }
+                self.mark_read(conn, *correlation_id, *user, *peer, *up_to, out)
+            }
             Intent::Member {
                 group,
                 user,
@@ -480,16 +523,34 @@ impl Delivery {
                 inbox_sequence,
             })
         };
-        if let Some((server_message_id, inbox_sequence)) =
-            self.user(sender).sent.get(client_message_id)
-        {
-            // A resend: acknowledged with the original ids, stored once.
-            out.send(
-                conn,
-                correlation_id,
-                &ack(server_message_id, inbox_sequence),
-            );
-            return;
+        let key = self.resend_key(sender, conn, client_message_id);
+        if let Some(key) = key {
+            let found = if key.0 == 0 {
+                self.user(sender).sent.get(key)
+            } else {
+                self.user(sender).sent.get_for_device(key)
+            };
+            if let Some((server_message_id, inbox_sequence)) = found {
+                if key.0 != 0 && !self.same_message(sender, inbox_sequence, message) {
+                    out.error(
+                        conn,
+                        correlation_id,
+                        ErrorCode::ClientIdReused,
+                        format!(
+                            "client message id {client_message_id} was used lately for another \
+                             message (#{inbox_sequence}); number each new message anew"
+                        ),
+                    );
+                    return;
+                }
+                // A resend: acknowledged with the original ids, stored once.
+                out.send(
+                    conn,
+                    correlation_id,
+                    &ack(server_message_id, inbox_sequence),
+                );
+                return;
+            }
         }
         let stored = Stored {
             server_message_id: journaled.sequence,
@@ -509,12 +570,12 @@ impl Delivery {
         // The sender's own entry first, so the acknowledgement leads the
         // frames this message makes (a large group's come after it).
         let sender_sequence = self.append(sender, index, &stored);
-        let window = self.config.dedup_window;
-        self.user_mut(sender).sent.insert(
-            client_message_id,
-            (journaled.sequence, sender_sequence),
-            window,
-        );
+        if let Some(key) = key {
+            let window = self.config.dedup_window;
+            self.user_mut(sender)
+                .sent
+                .insert(key, (journaled.sequence, sender_sequence), window);
+        }
         out.send(
             conn,
             correlation_id,
@@ -522,6 +583,50 @@ impl Delivery {
         );
         self.push(sender, conn, &stored, sender_sequence, message.body, out);
         self.fan_out(conn, index, &stored, message.body, out);
+    }
+
+    /// The key a Send from `conn` is deduplicated by, or `None` for none.
+    /// Under rules 0 (journals written before per-device keys) it is the
+    /// user's client id, 0 included, as it was; from rules 1 it is the
+    /// sending device's slot and the id, and 0 is no key.
+    fn resend_key(&self, sender: UserId, conn: ConnId, client_message_id: u64) -> Option<Key> {
+        if self.config.rules_version == 0 {
+            return Some((0, client_message_id));
+        }
+        if client_message_id == 0 {
+            return None;
+        }
+        let device = self.user(sender).devices.iter().find(|d| d.conn == conn);
+        // Logic lets a Send through only from a logged-in connection, and
+        // every session it opens reaches this state first.
+        let slot = device.expect("a Send comes from a logged-in device").slot;
+        Some((slot, client_message_id))
+    }
+
+    /// Whether `message` is the one `sender`'s inbox holds at `sequence`
+    /// (same conversation, same body): a true resend. A message that has
+    /// expired from the inbox cannot be compared, and counts as the same.
+    fn same_message(&self, sender: UserId, sequence: u64, message: &NewMessage<'_>) -> bool {
+        let user = self.user(sender);
+        let Some(index) = sequence
+            .checked_sub(user.expired + 1)
+            .and_then(|at| user.inbox.get(at as usize))
+        else {
+            return true;
+        };
+        let stored = *self.stored(*index);
+        if stored.to != message.to {
+            return false;
+        }
+        // Read back only on a resend, which is rare: the first send paid
+        // nothing for this check.
+        match self.body(stored.position) {
+            Ok(body) => body == message.body,
+            Err(reason) => {
+                tracing::error!(%reason, "a resend could not be compared with its original");
+                true
+            }
+        }
     }
 
     /// Appends a new message to the inbox of everyone else in its

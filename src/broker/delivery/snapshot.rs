@@ -24,6 +24,7 @@ impl Delivery {
     pub(crate) fn encode<W: Write>(&self, out: &mut Encoder<W>) {
         out.u64(self.config.dedup_window as u64);
         out.u64(self.config.message_retention_ms);
+        out.u32(self.config.rules_version);
         // The counts first, so that every id can be checked as it is read.
         out.count(self.users.len());
         out.count(self.groups.len());
@@ -60,8 +61,13 @@ impl Delivery {
                 out.u64(conversation.unread_from);
             }
             out.u64(user.unread_count);
+            out.count(user.device_ids.len());
+            for device_id in &user.device_ids {
+                out.str(device_id);
+            }
             out.count(user.sent.entries().len());
-            for (client_message_id, (server_message_id, sequence)) in user.sent.entries() {
+            for ((slot, client_message_id), (server_message_id, sequence)) in user.sent.entries() {
+                out.u32(slot);
                 out.u64(client_message_id);
                 out.u64(server_message_id);
                 out.u64(sequence);
@@ -72,6 +78,7 @@ impl Delivery {
                 out.u64(device.conn.0);
                 out.u32(device.mode as u32);
                 out.u32(u32::from(device.lz4));
+                out.u32(device.slot);
             }
         }
     }
@@ -86,6 +93,10 @@ impl Delivery {
         // Windows and retentions far past any configured one are damage.
         delivery.config.dedup_window = input.u64()?.min(1 << 32) as usize;
         delivery.config.message_retention_ms = input.u64()?;
+        // Version 3 was written only under the rules before per-device
+        // resend keys, and has none of their fields.
+        let v4 = input.version >= 4;
+        delivery.config.rules_version = if v4 { input.u32()? } else { 0 };
         let user_count = input.count(48)?;
         let group_count = input.count(8)?;
         let message_count = input.count(48)?;
@@ -155,9 +166,19 @@ impl Delivery {
                 conversations.insert(peer, conversation);
             }
             let unread_count = input.u64()?;
+            let mut device_ids = Vec::new();
+            if v4 {
+                for _ in 0..input.count(8)? {
+                    device_ids.push(input.str()?.into_boxed_str());
+                }
+            }
             let mut sent = Vec::new();
             for _ in 0..input.count(24)? {
-                sent.push((input.u64()?, (input.u64()?, input.u64()?)));
+                let slot = if v4 { input.u32()? } else { 0 };
+                if slot as usize > device_ids.len() {
+                    return Err(input.error("a resend key of an unknown device"));
+                }
+                sent.push(((slot, input.u64()?), (input.u64()?, input.u64()?)));
             }
             let mut devices = Vec::new();
             for _ in 0..input.count(16)? {
@@ -165,7 +186,16 @@ impl Delivery {
                 let mode = DeliveryMode::try_from(input.u32()? as i32)
                     .map_err(|_| input.error("an unknown delivery mode"))?;
                 let lz4 = input.u32()? != 0;
-                devices.push(Device { conn, mode, lz4 });
+                let slot = if v4 { input.u32()? } else { 0 };
+                if slot as usize > device_ids.len() {
+                    return Err(input.error("a device slot out of range"));
+                }
+                devices.push(Device {
+                    conn,
+                    mode,
+                    lz4,
+                    slot,
+                });
             }
             delivery.users.push(Mailbox {
                 name,
@@ -174,6 +204,7 @@ impl Delivery {
                 conversations,
                 unread_count,
                 devices,
+                device_ids,
                 sent: Dedup::from_entries(sent),
             });
         }

@@ -59,12 +59,13 @@ impl Logic {
         let _ = writeln!(out, "sessions {sessions:?}");
         let _ = writeln!(
             out,
-            "online: {} users, {} devices; settings: frames {}, open {}, group members {}",
+            "online: {} users, {} devices; settings: frames {}, open {}, group members {}, rules {}",
             self.users_online,
             self.devices_online,
             self.config.frame_size_max,
             self.config.open_messaging,
             self.config.group_members_max,
+            self.config.rules_version,
         );
         out
     }

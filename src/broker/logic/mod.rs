@@ -13,6 +13,9 @@
 //! carries out.
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
@@ -29,8 +32,14 @@ use crate::codec::{Message, PROTOCOL_VERSION};
 mod contacts;
 #[cfg(test)]
 mod digest;
+mod gate;
 mod groups;
+mod names;
 mod snapshot;
+
+use gate::LoginGate;
+pub use gate::{LoginCounters, LoginCounts};
+use names::{check_name, check_user_name, name_key};
 
 use contacts::{ContactEntry, ContactOp};
 use groups::Group;
@@ -49,6 +58,13 @@ const _: () = assert!(
     BODY_HEADROOM_BYTES > super::delivery::SYNC_BATCH_OVERHEAD_BYTES + 2 * NAME_BYTES_MAX + 64
 );
 
+/// The rules this build applies to a new run (written in its start
+/// record, `Started.rules_version`; replay applies each run's own).
+/// 1: resends keyed per device, client id 0 is no key, a reused id with
+/// other content refused; new user names normalised and unique by their
+/// look-alike key; MarkRead of a group needs membership or its messages.
+pub(crate) const RULES_VERSION: u32 = 1;
+
 /// What logic needs to know of the broker's configuration.
 #[derive(Debug, Clone)]
 pub(crate) struct LogicConfig {
@@ -59,6 +75,8 @@ pub(crate) struct LogicConfig {
     pub(crate) open_messaging: bool,
     /// The most members a group may have.
     pub(crate) group_members_max: usize,
+    /// The rules the records being applied were decided under.
+    pub(crate) rules_version: u32,
 }
 
 #[derive(Debug)]
@@ -92,6 +110,23 @@ struct Session {
 #[derive(Debug, Default)]
 struct Conn {
     session: Option<Session>,
+    /// The client's address, where the network layer said.
+    ip: Option<IpAddr>,
+    /// The password check this connection has at the auth workers (one at
+    /// a time).
+    check: Option<Check>,
+}
+
+/// A password check under way for a connection (live state, never in a
+/// snapshot: replay sees only the checks' journaled results).
+#[derive(Debug)]
+struct Check {
+    /// Set when the connection closes, so a worker skips the job.
+    cancelled: Arc<AtomicBool>,
+    /// The name a login was for (its failures count against it), or the
+    /// key a registration holds in `pending` (released if it is dropped).
+    name: String,
+    registration: bool,
 }
 
 /// All chat state, and the rules that change it.
@@ -102,12 +137,23 @@ pub(crate) struct Logic {
     /// UTF-8 when its frame was decoded, is looked up without a second check.
     by_name: HashMap<Box<[u8]>, UserId>,
     conns: HashMap<ConnId, Conn>,
-    /// Names whose registration is at an auth worker.
+    /// Every user by the key look-alike names share (the first user, where
+    /// names registered before that rule share one).
+    by_key: HashMap<String, UserId>,
+    /// Names (their keys, from rules 1) whose registration is at an auth
+    /// worker.
     pending_names: HashSet<String>,
     /// Every group (index = id - 1), dissolved ones included.
     groups: Vec<Group>,
-    /// The auth workers; `None` while replaying.
-    auth: Option<Sender<AuthJob>>,
+    /// The auth workers, and the hash a login for an unknown user is
+    /// checked against (so it costs what a wrong password does); `None`
+    /// while replaying.
+    auth: Option<(Sender<AuthJob>, Arc<str>)>,
+    /// Limits on password guessing (live state only).
+    gate: LoginGate,
+    /// When the command being applied arrived (monotonic ms): for the
+    /// gate alone.
+    now_ms: u64,
     /// Users with at least one device logged in.
     users_online: u64,
     /// Devices (sessions) logged in.
@@ -138,10 +184,13 @@ impl Logic {
             config,
             users: Vec::new(),
             by_name: HashMap::default(),
+            by_key: HashMap::default(),
             conns: HashMap::default(),
             pending_names: HashSet::default(),
             groups: Vec::new(),
             auth: None,
+            gate: LoginGate::new(Arc::default()),
+            now_ms: 0,
             users_online: 0,
             devices_online: 0,
         }
@@ -157,9 +206,17 @@ impl Logic {
         }
     }
 
-    /// Connects logic to the auth workers, once replay is done.
-    pub(crate) fn set_auth(&mut self, auth: Sender<AuthJob>) {
-        self.auth = Some(auth);
+    /// Connects logic to the auth workers, once replay is done;
+    /// `dummy_hash` is what a login for an unknown user is checked
+    /// against, and `counters` where the gate counts failures and refusals.
+    pub(crate) fn set_auth(
+        &mut self,
+        auth: Sender<AuthJob>,
+        dummy_hash: String,
+        counters: Arc<LoginCounters>,
+    ) {
+        self.auth = Some((auth, dummy_hash.into()));
+        self.gate = LoginGate::new(counters);
     }
 
     /// How many accounts exist.
@@ -177,17 +234,20 @@ impl Logic {
 
     /// Applies one command from `conn`. `body` is the bytes the command was
     /// decoded from (a `Send`'s ranges point into it); `journaled` is where
-    /// it was journaled (`None` for one that is not). Replies, the changes
-    /// the SQLite store projects and the intents for the inboxes go to
-    /// `out`.
+    /// it was journaled (`None` for one that is not); `now_ms` is when it
+    /// arrived, by a monotonic clock, which only the login limits read
+    /// (never anything replay rebuilds). Replies, the changes the SQLite
+    /// store projects and the intents for the inboxes go to `out`.
     pub(crate) fn apply(
         &mut self,
         conn: ConnId,
         command: &Command,
         body: &[u8],
         journaled: Option<Journaled>,
+        now_ms: u64,
         out: &mut Outbox,
     ) {
+        self.now_ms = now_ms;
         match command {
             Command::Send {
                 correlation_id,
@@ -198,6 +258,7 @@ impl Logic {
             Command::Empty => {}
             Command::Start(started) => {
                 self.conns.clear();
+                self.gate.clear_checks();
                 self.pending_names.clear();
                 for user in &mut self.users {
                     user.online.clear();
@@ -210,22 +271,27 @@ impl Logic {
                     self.config.open_messaging = started.open_messaging;
                     self.config.group_members_max = started.group_members_max as usize;
                 }
+                self.config.rules_version = started.as_ref().map_or(0, |s| s.rules_version);
                 out.intents.push(Intent::Start {
                     dedup_window: started.as_ref().map(|s| s.dedup_window as usize),
                     message_retention_ms: started.as_ref().map(|s| s.message_retention_ms),
+                    rules_version: self.config.rules_version,
                 });
             }
-            Command::Connected => {
+            Command::Connected(ip) => {
                 // A connection id is new (a gateway that announces one twice
                 // opens it afresh): a session left on it would stay online
                 // with no connection to end it.
-                self.end_session(conn, out);
-                self.conns.insert(conn, Conn::default());
+                self.disconnect(conn, out);
+                self.conns.insert(
+                    conn,
+                    Conn {
+                        ip: *ip,
+                        ..Conn::default()
+                    },
+                );
             }
-            Command::Disconnected => {
-                self.end_session(conn, out);
-                self.conns.remove(&conn);
-            }
+            Command::Disconnected => self.disconnect(conn, out),
             Command::Invalid {
                 correlation_id,
                 error,
@@ -234,15 +300,51 @@ impl Logic {
                 correlation_id,
                 message,
             } => self.client(conn, *correlation_id, message, out),
-            Command::Registered(registered) => self.registered(conn, registered, journaled, out),
-            Command::LoginVerified(verified) => self.login_verified(conn, verified, out),
-            Command::LoginRefused { correlation_id } => out.error(
-                conn,
-                *correlation_id,
-                ErrorCode::BadCredentials,
-                "wrong user or password",
-            ),
+            Command::Registered(registered) => {
+                self.check_done(conn);
+                self.registered(conn, registered, journaled, out);
+            }
+            Command::LoginVerified(verified) => {
+                if let Some(check) = self.check_done(conn) {
+                    self.gate.succeeded(check.name.as_bytes());
+                }
+                self.login_verified(conn, verified, out);
+            }
+            Command::LoginRefused { correlation_id } => {
+                if let Some(check) = self.check_done(conn) {
+                    let ip = self.conns.get(&conn).and_then(|c| c.ip);
+                    self.gate.failed(check.name.as_bytes(), ip, self.now_ms);
+                }
+                out.error(
+                    conn,
+                    *correlation_id,
+                    ErrorCode::BadCredentials,
+                    "wrong user or password",
+                );
+            }
         }
+    }
+
+    /// Ends `conn`: its session, and any password check it has under way
+    /// (a worker that has not started it skips it).
+    fn disconnect(&mut self, conn: ConnId, out: &mut Outbox) {
+        self.end_session(conn, out);
+        if let Some(check) = self.check_done(conn) {
+            check.cancelled.store(true, Ordering::Relaxed);
+            if check.registration {
+                self.pending_names.remove(&check.name);
+            }
+        }
+        self.conns.remove(&conn);
+    }
+
+    /// The password check `conn` had under way, now done.
+    fn check_done(&mut self, conn: ConnId) -> Option<Check> {
+        let state = self.conns.get_mut(&conn)?;
+        let check = state.check.take()?;
+        let ip = state.ip;
+        self.gate.check_ended(ip);
+        Some(check)
     }
 
     fn client(&mut self, conn: ConnId, correlation_id: u64, message: &Message, out: &mut Outbox) {
@@ -346,7 +448,7 @@ impl Logic {
         register: &proto::Register,
         out: &mut Outbox,
     ) {
-        if let Err(reason) = check_name("user name", &register.user) {
+        if let Err(reason) = check_user_name(&register.user, self.config.rules_version) {
             out.error(conn, correlation_id, ErrorCode::MalformedFrame, reason);
             return;
         }
@@ -359,25 +461,49 @@ impl Logic {
             );
             return;
         }
-        if self.by_name.contains_key(register.user.as_bytes())
-            || self.pending_names.contains(&register.user)
-        {
+        let pending_key = self.pending_key(&register.user);
+        if self.name_taken(&register.user) || self.pending_names.contains(&pending_key) {
             out.error(
                 conn,
                 correlation_id,
                 ErrorCode::UserExists,
-                format!("user {:?} exists", register.user),
+                format!(
+                    "user {:?} exists, or one whose name looks the same",
+                    register.user
+                ),
             );
             return;
         }
-        let job = AuthJob::Hash {
+        let job = |cancelled| AuthJob::Hash {
             conn,
             correlation_id,
             user: register.user.clone(),
             password: register.password.clone(),
+            cancelled,
         };
-        if self.submit(conn, correlation_id, job, out) {
-            self.pending_names.insert(register.user.clone());
+        if let Some(cancelled) = self.submit(conn, correlation_id, None, job, out) {
+            self.conns.get_mut(&conn).expect("submit checked").check = Some(Check {
+                cancelled,
+                name: pending_key.clone(),
+                registration: true,
+            });
+            self.pending_names.insert(pending_key);
+        }
+    }
+
+    /// Whether a new registration may not take `name`: a user has it, or
+    /// (from rules 1) a name that looks the same.
+    fn name_taken(&self, name: &str) -> bool {
+        self.by_name.contains_key(name.as_bytes())
+            || (self.config.rules_version >= 1 && self.by_key.contains_key(&name_key(name)))
+    }
+
+    /// What a registration of `name` holds in `pending_names`.
+    fn pending_key(&self, name: &str) -> String {
+        if self.config.rules_version >= 1 {
+            name_key(name)
+        } else {
+            name.to_owned()
         }
     }
 
@@ -394,12 +520,16 @@ impl Logic {
                 "wrong user or password",
             )
         };
-        let Some(&user_id) = self.by_name.get(login.user.as_bytes()) else {
-            return refuse(out);
-        };
+        let user_id = self.by_name.get(login.user.as_bytes()).copied();
         match &login.secret {
             Some(login::Secret::Password(password)) => {
-                let job = AuthJob::Verify {
+                // An unknown user's password is checked too, against a hash
+                // nobody knows the password of: both take one argon2 check.
+                let password_hash = match user_id {
+                    Some(user_id) => self.user(user_id).password_hash.as_str().into(),
+                    None => self.dummy_hash(),
+                };
+                let job = |cancelled| AuthJob::Verify {
                     conn,
                     correlation_id,
                     user_id,
@@ -407,11 +537,25 @@ impl Logic {
                     delivery_mode: login.delivery_mode,
                     lz4: accepts_lz4(login),
                     password: password.clone(),
-                    password_hash: self.user(user_id).password_hash.clone(),
+                    password_hash,
+                    cancelled,
                 };
-                self.submit(conn, correlation_id, job, out);
+                let name = login.user.as_bytes();
+                if let Some(cancelled) = self.submit(conn, correlation_id, Some(name), job, out) {
+                    self.conns.get_mut(&conn).expect("submit checked").check = Some(Check {
+                        cancelled,
+                        name: login.user.clone(),
+                        registration: false,
+                    });
+                }
             }
             Some(login::Secret::Token(token)) => {
+                // Not limited by the gate: a token login is journaled, and
+                // replay must open the same sessions without it. A token
+                // is 128 random bits, not a guess away.
+                let Some(user_id) = user_id else {
+                    return refuse(out);
+                };
                 let known = self.user(user_id).tokens.get(&login.device_id);
                 if known.is_none_or(|known| known != token) {
                     return refuse(out);
@@ -423,22 +567,66 @@ impl Logic {
         }
     }
 
-    /// Hands a job to the auth workers; false (and an error to the client)
-    /// if they are saturated.
+    fn dummy_hash(&self) -> Arc<str> {
+        let Some((_, dummy_hash)) = &self.auth else {
+            unreachable!("a password login while replaying");
+        };
+        dummy_hash.clone()
+    }
+
+    /// Hands a password check for `conn` (a login as `login_name`, or a
+    /// registration) to the auth workers, built by `job` around its cancel
+    /// flag, which it returns; `None`, with an error to the client, if the
+    /// gate refuses it, the connection has one under way, or the workers
+    /// are saturated.
     fn submit(
         &mut self,
         conn: ConnId,
         correlation_id: u64,
-        job: AuthJob,
+        login_name: Option<&[u8]>,
+        job: impl FnOnce(Arc<AtomicBool>) -> AuthJob,
         out: &mut Outbox,
-    ) -> bool {
-        let Some(auth) = &self.auth else {
+    ) -> Option<Arc<AtomicBool>> {
+        let Some((auth, _)) = &self.auth else {
             // Replay never meets a command that needs the workers: only
             // their results are journaled.
             unreachable!("an auth job while replaying");
         };
-        match auth.try_send(job) {
-            Ok(()) => true,
+        let Some(state) = self.conns.get(&conn) else {
+            // A gateway that never announced the connection.
+            out.error(
+                conn,
+                correlation_id,
+                ErrorCode::Internal,
+                "unknown connection",
+            );
+            return None;
+        };
+        if state.check.is_some() {
+            out.error(
+                conn,
+                correlation_id,
+                ErrorCode::Overloaded,
+                "one login or registration at a time on a connection: wait for its answer",
+            );
+            return None;
+        }
+        if let Err(refusal) = self.gate.check(login_name, state.ip, self.now_ms) {
+            let retry_after_ms = u32::try_from(refusal.retry_after_ms()).unwrap_or(u32::MAX);
+            out.send(
+                conn,
+                correlation_id,
+                &Message::retry_after(retry_after_ms, refusal.text()),
+            );
+            return None;
+        }
+        let cancelled = Arc::new(AtomicBool::new(false));
+        match auth.try_send(job(cancelled.clone())) {
+            Ok(()) => {
+                let ip = state.ip;
+                self.gate.check_started(ip);
+                Some(cancelled)
+            }
             Err(TrySendError::Full(_)) => {
                 out.error(
                     conn,
@@ -446,7 +634,7 @@ impl Logic {
                     ErrorCode::Overloaded,
                     "too many logins at once; try again",
                 );
-                false
+                None
             }
             Err(TrySendError::Disconnected(_)) => {
                 out.error(
@@ -455,7 +643,7 @@ impl Logic {
                     ErrorCode::Internal,
                     "the server is stopping",
                 );
-                false
+                None
             }
         }
     }
@@ -467,13 +655,17 @@ impl Logic {
         journaled: Option<Journaled>,
         out: &mut Outbox,
     ) {
-        self.pending_names.remove(&registered.user);
-        if self.by_name.contains_key(registered.user.as_bytes()) {
+        self.pending_names
+            .remove(&self.pending_key(&registered.user));
+        if self.name_taken(&registered.user) {
             out.error(
                 conn,
                 registered.correlation_id,
                 ErrorCode::UserExists,
-                format!("user {:?} exists", registered.user),
+                format!(
+                    "user {:?} exists, or one whose name looks the same",
+                    registered.user
+                ),
             );
             return;
         }
@@ -494,6 +686,9 @@ impl Logic {
         });
         self.by_name
             .insert(registered.user.as_bytes().into(), user_id);
+        self.by_key
+            .entry(name_key(&registered.user))
+            .or_insert(user_id);
         out.send(
             conn,
             registered.correlation_id,
@@ -573,6 +768,7 @@ impl Logic {
         // The fan-out stage answers LoginOk: it knows the inbox head.
         out.intents.push(Intent::SessionOpened {
             user: user_id,
+            device_id: login.device_id.clone(),
             mode,
             lz4,
             correlation_id,
@@ -695,10 +891,10 @@ impl Logic {
         let Some(user_id) = self.logged_in(conn, correlation_id, out) else {
             return;
         };
+        let mut former_member = false;
         let peer = if mark.group_id != 0 {
-            // A former member may still mark what it received read.
             let group = GroupId(mark.group_id);
-            if self.group_ref(group).is_none() {
+            let Some(found) = self.group_ref(group) else {
                 out.error(
                     conn,
                     correlation_id,
@@ -706,7 +902,11 @@ impl Logic {
                     format!("no group {}", group.0),
                 );
                 return;
-            }
+            };
+            // A former member may still mark what it received read; from
+            // rules 1 someone the group never reached may not (the fan-out
+            // stage, which holds the inboxes, tells them apart).
+            former_member = self.config.rules_version >= 1 && !found.members.contains(&user_id);
             Peer::group(group)
         } else {
             let Some(&peer) = self.by_name.get(mark.peer.as_bytes()) else {
@@ -725,6 +925,7 @@ impl Logic {
             correlation_id,
             peer,
             up_to: mark.up_to_sequence,
+            former_member,
         });
     }
 }
@@ -733,36 +934,4 @@ fn accepts_lz4(login: &proto::Login) -> bool {
     login
         .accept_compression
         .contains(&(Compression::Lz4 as i32))
-}
-
-fn check_name(what: &str, name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > NAME_BYTES_MAX {
-        return Err(format!("a {what} has 1 to {NAME_BYTES_MAX} bytes"));
-    }
-    if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(format!("a {what} has no spaces or control characters"));
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_are_checked() {
-        // Each case: a name and whether it is accepted.
-        let cases = [
-            ("ana", true),
-            ("", false),
-            ("a b", false),
-            ("tab\t", false),
-            (&"x".repeat(NAME_BYTES_MAX), true),
-            (&"x".repeat(NAME_BYTES_MAX + 1), false),
-            ("名字", true),
-        ];
-        for (name, ok) in cases {
-            assert_eq!(check_name("user name", name).is_ok(), ok, "{name:?}");
-        }
-    }
 }

@@ -8,6 +8,7 @@ use rustc_hash::FxHashMap as HashMap;
 
 use super::contacts::ContactEntry;
 use super::groups::Group;
+use super::names::name_key;
 use super::{Conn, ConnId, GroupId, Logic, LogicConfig, Session, User, UserId};
 use std::io::{Read, Write};
 
@@ -31,6 +32,7 @@ impl Logic {
         out.u64(self.config.frame_size_max as u64);
         out.u32(u32::from(self.config.open_messaging));
         out.u64(self.config.group_members_max as u64);
+        out.u32(self.config.rules_version);
         // The counts first, so that every id can be checked as it is read.
         out.count(self.users.len());
         out.count(self.groups.len());
@@ -97,6 +99,8 @@ impl Logic {
         logic.config.frame_size_max = input.u64()? as usize;
         logic.config.open_messaging = input.u32()? != 0;
         logic.config.group_members_max = input.u64()? as usize;
+        // Version 3 was written only under the rules before their version.
+        logic.config.rules_version = if input.version >= 4 { input.u32()? } else { 0 };
         let user_count = input.count(48)?;
         let group_count = input.count(32)?;
         for _ in 0..user_count {
@@ -135,6 +139,7 @@ impl Logic {
             {
                 return Err(input.error("a user name twice"));
             }
+            logic.by_key.entry(name_key(&name)).or_insert(user_id);
             logic.users.push(User {
                 name,
                 password_hash,
@@ -178,7 +183,11 @@ impl Logic {
                     })
                 }
             };
-            if logic.conns.insert(conn, Conn { session }).is_some() {
+            let state = Conn {
+                session,
+                ..Conn::default()
+            };
+            if logic.conns.insert(conn, state).is_some() {
                 return Err(input.error("a connection twice"));
             }
         }
