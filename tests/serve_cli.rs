@@ -300,3 +300,35 @@ fn a_second_server_on_the_same_data_directory_refuses_to_start() {
         .unwrap();
     stop(first);
 }
+
+/// A log reader that goes away (a `tee` killed first on Ctrl-C, a fifo's
+/// reader killed) costs log lines, never the server: it goes on serving
+/// with stats and connection lines failing to print, and a SIGTERM still
+/// stops it cleanly.
+#[test]
+fn a_vanished_log_reader_does_not_stop_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("courier.toml");
+    std::fs::write(&config, "stats_interval_s = 1\n").unwrap();
+    let mut command = courier_serve();
+    command.arg("--config").arg(&config).env("RUST_LOG", "info");
+    let (mut child, address) = spawn_serve(command, dir.path());
+    // Both of its output pipes lose their readers.
+    drop(child.stderr.take());
+    // Connections log as they close; the stats line every second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while std::time::Instant::now() < deadline {
+        let mut client = courier::client::Client::connect(address.as_str()).unwrap();
+        client.ping(1).unwrap();
+        drop(client);
+        assert!(child.try_wait().unwrap().is_none(), "the server died");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}

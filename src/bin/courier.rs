@@ -219,9 +219,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A log reader that goes away loses log lines (counted), never the
+    // server: see `net::LogSink`.
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .log_internal_errors(false)
+        .with_writer(|| net::LogSink);
     if args.log_json {
         logs.json().init();
     } else {
@@ -265,7 +268,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }));
     let server = net::start(config.clone()).context("cannot start the server")?;
     // Scripts and tests read this line for the address (the port may be 0).
-    println!("listening on {}", server.local_addr());
+    net::print_line(&format!("listening on {}", server.local_addr()));
     let ticks = match config.stats_interval_s {
         0 => crossbeam_channel::never(),
         seconds => crossbeam_channel::tick(Duration::from_secs(seconds)),
@@ -390,6 +393,10 @@ fn log_stats(
         disk_free_mb = stats.disk_free_bytes >> 20,
         snapshots_taken = stats.snapshots_taken,
         journal_segments_deleted = stats.journal_segments_deleted,
+        logins_failed = stats.logins_failed,
+        logins_refused =
+            stats.logins_refused_account + stats.logins_refused_address + stats.logins_refused_busy,
+        log_lines_dropped = stats.log_lines_dropped,
         "stats"
     );
 }

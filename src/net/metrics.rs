@@ -309,6 +309,12 @@ pub(crate) fn render(stats: &ServerStats, latencies: &[LatencyHistogram]) -> Str
         stats.logins_refused_busy,
     );
     metric(
+        "log_lines_dropped_total",
+        "counter",
+        "Log lines that could not be written (their reader gone); serving goes on.",
+        stats.log_lines_dropped,
+    );
+    metric(
         "frames_in_total",
         "counter",
         "Frames read from clients.",

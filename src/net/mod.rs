@@ -13,10 +13,12 @@
 
 mod conn;
 mod io;
+mod log_sink;
 mod metrics;
 mod per_ip;
 mod stats;
 
+pub use log_sink::{log_lines_dropped, print_line, LogSink};
 pub use metrics::METRICS_THREAD;
 pub use stats::ServerStats;
 

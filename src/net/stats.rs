@@ -124,6 +124,9 @@ pub struct ServerStats {
     /// Logins and registrations refused at once: the address had as many
     /// password checks under way as it may.
     pub logins_refused_busy: u64,
+    /// Log lines that could not be written (their reader gone), since the
+    /// process started.
+    pub log_lines_dropped: u64,
 }
 
 impl Counters {
@@ -176,6 +179,7 @@ impl Counters {
             logins_refused_account: 0,
             logins_refused_address: 0,
             logins_refused_busy: 0,
+            log_lines_dropped: super::log_lines_dropped(),
         }
     }
 }
