@@ -101,7 +101,12 @@ fn main() {
             .map_err(|e| e.to_string())
             .and_then(|mut client| {
                 client
-                    .login("legit", "right password", "phone", DeliveryMode::PushMessage)
+                    .login(
+                        "legit",
+                        "right password",
+                        "phone",
+                        DeliveryMode::PushMessage,
+                    )
                     .map_err(|e| e.to_string())
             });
         match result {

@@ -40,6 +40,10 @@ pub struct AuthConfig {
     pub memory_kib: u32,
     /// Argon2 passes over memory.
     pub iterations: u32,
+    /// Password checks (logins and registrations) one client address may
+    /// have under way at once; 0 for no limit (a load test from one
+    /// machine). Behind a NAT many users share an address.
+    pub checks_per_address_max: u32,
 }
 
 impl Default for AuthConfig {
@@ -49,6 +53,7 @@ impl Default for AuthConfig {
             queue_slots: 1024,
             memory_kib: 19 * 1024,
             iterations: 2,
+            checks_per_address_max: 4,
         }
     }
 }

@@ -595,7 +595,12 @@ impl Broker {
         };
         let (jobs_sender, jobs) = auth::AuthPool::queue(&config.auth);
         let logins = Arc::new(LoginCounters::default());
-        logic.set_auth(jobs_sender, auth::dummy_hash(&config.auth), logins.clone());
+        logic.set_auth(
+            jobs_sender,
+            auth::dummy_hash(&config.auth),
+            logins.clone(),
+            config.auth.checks_per_address_max,
+        );
 
         let records = Arc::new(AtomicU64::new(journal.next_sequence()));
         let census = Arc::new(stages::CensusCell::default());

@@ -70,7 +70,7 @@ pub fn spawn(common: &Common) -> anyhow::Result<(Spawned, SocketAddr)> {
         text.push_str(setting);
         text.push('\n');
     }
-    text.push_str("[broker.auth]\nmemory_kib = 8\niterations = 1\n");
+    text.push_str("[broker.auth]\nmemory_kib = 8\niterations = 1\nchecks_per_address_max = 0\n");
     std::fs::write(&config, text)?;
     let mut child = Command::new(&courier)
         .args(["serve", "--config"])

@@ -26,9 +26,6 @@ const LOCK_MS_FIRST: u64 = 1_000;
 const LOCK_MS_MAX: u64 = 15 * 60 * 1_000;
 /// A record with no failure for this long is forgotten.
 const FORGET_AFTER_MS: u64 = 15 * 60 * 1_000;
-/// Password checks (logins and registrations) under way at once from one
-/// address: a flood from one place waits behind its own, not everyone's.
-pub(crate) const CHECKS_PER_ADDRESS_MAX: u32 = 4;
 /// Records per map; past it, a sweep drops forgotten ones, and a new key
 /// that still finds no room goes unrecorded (the other map still holds).
 const RECORDS_MAX: usize = 65_536;
@@ -41,7 +38,7 @@ pub(crate) enum Refusal {
     /// The client address failed too often lately.
     Address { retry_after_ms: u64 },
     /// The address has as many checks under way as it may.
-    Busy,
+    Busy { checks_max: u32 },
 }
 
 impl Refusal {
@@ -51,7 +48,7 @@ impl Refusal {
                 retry_after_ms
             }
             // About one argon2 check: the earliest one of them may be done.
-            Refusal::Busy => 100,
+            Refusal::Busy { .. } => 100,
         }
     }
 
@@ -64,8 +61,8 @@ impl Refusal {
             Refusal::Address { .. } => {
                 format!("too many failed logins from your address; try again in {wait_s} s")
             }
-            Refusal::Busy => format!(
-                "{CHECKS_PER_ADDRESS_MAX} password checks from your address are under way; \
+            Refusal::Busy { checks_max } => format!(
+                "{checks_max} password checks from your address are under way; \
                  wait for their answers"
             ),
         }
@@ -112,7 +109,7 @@ impl LoginCounters {
         let counter = match refusal {
             Refusal::Account { .. } => &self.refused_account,
             Refusal::Address { .. } => &self.refused_address,
-            Refusal::Busy => &self.refused_busy,
+            Refusal::Busy { .. } => &self.refused_busy,
         };
         // Relaxed: a counter for people, ordering nothing.
         counter.fetch_add(1, Ordering::Relaxed);
@@ -192,15 +189,19 @@ pub(crate) struct LoginGate {
     addresses: Records<IpAddr>,
     /// Password checks under way, by address.
     checks: HashMap<IpAddr, u32>,
+    /// The most checks one address may have under way (0: no limit), so a
+    /// flood from one place waits behind its own, not everyone's.
+    checks_per_address_max: u32,
     counters: Arc<LoginCounters>,
 }
 
 impl LoginGate {
-    pub(crate) fn new(counters: Arc<LoginCounters>) -> Self {
+    pub(crate) fn new(counters: Arc<LoginCounters>, checks_per_address_max: u32) -> Self {
         Self {
             accounts: Records::new(),
             addresses: Records::new(),
             checks: HashMap::default(),
+            checks_per_address_max,
             counters,
         }
     }
@@ -223,8 +224,12 @@ impl LoginGate {
             ip.and_then(|ip| self.addresses.remaining_ms(&ip, now_ms))
         {
             Some(Refusal::Address { retry_after_ms })
-        } else if ip.is_some_and(|ip| self.checks.get(&ip) >= Some(&CHECKS_PER_ADDRESS_MAX)) {
-            Some(Refusal::Busy)
+        } else if self.checks_per_address_max > 0
+            && ip.is_some_and(|ip| self.checks.get(&ip) >= Some(&self.checks_per_address_max))
+        {
+            Some(Refusal::Busy {
+                checks_max: self.checks_per_address_max,
+            })
         } else {
             None
         };
@@ -298,8 +303,10 @@ fn address_key(ip: IpAddr) -> IpAddr {
 mod tests {
     use super::*;
 
+    const CHECKS_MAX: u32 = 4;
+
     fn gate() -> LoginGate {
-        LoginGate::new(Arc::default())
+        LoginGate::new(Arc::default(), CHECKS_MAX)
     }
 
     const IP: Option<IpAddr> = Some(IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1)));
@@ -389,14 +396,22 @@ mod tests {
     #[test]
     fn checks_under_way_are_capped_per_address() {
         let mut gate = gate();
-        for _ in 0..CHECKS_PER_ADDRESS_MAX {
+        for _ in 0..CHECKS_MAX {
             assert_eq!(gate.check(None, IP, 0), Ok(()));
             gate.check_started(IP);
         }
-        assert_eq!(gate.check(None, IP, 0), Err(Refusal::Busy));
+        let busy = Refusal::Busy {
+            checks_max: CHECKS_MAX,
+        };
+        assert_eq!(gate.check(None, IP, 0), Err(busy));
+        let mut unlimited = LoginGate::new(Arc::default(), 0);
+        for _ in 0..100 {
+            unlimited.check_started(IP);
+        }
+        assert_eq!(unlimited.check(None, IP, 0), Ok(()), "0 is no limit");
         gate.check_ended(IP);
         assert_eq!(gate.check(None, IP, 0), Ok(()));
-        for _ in 1..CHECKS_PER_ADDRESS_MAX {
+        for _ in 1..CHECKS_MAX {
             gate.check_ended(IP);
         }
         assert!(gate.checks.is_empty(), "no count is kept at zero");

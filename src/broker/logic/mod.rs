@@ -189,7 +189,7 @@ impl Logic {
             pending_names: HashSet::default(),
             groups: Vec::new(),
             auth: None,
-            gate: LoginGate::new(Arc::default()),
+            gate: LoginGate::new(Arc::default(), 0),
             now_ms: 0,
             users_online: 0,
             devices_online: 0,
@@ -214,9 +214,10 @@ impl Logic {
         auth: Sender<AuthJob>,
         dummy_hash: String,
         counters: Arc<LoginCounters>,
+        checks_per_address_max: u32,
     ) {
         self.auth = Some((auth, dummy_hash.into()));
-        self.gate = LoginGate::new(counters);
+        self.gate = LoginGate::new(counters, checks_per_address_max);
     }
 
     /// How many accounts exist.
