@@ -324,11 +324,5 @@ fn a_vanished_log_reader_does_not_stop_the_server() {
         assert!(child.try_wait().unwrap().is_none(), "the server died");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = child.wait().unwrap();
-    assert!(status.success(), "{status:?}");
+    stop(child);
 }

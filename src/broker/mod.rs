@@ -72,6 +72,7 @@ use crate::ringbuffer::{
 use delivery::{Delivery, DeliveryConfig};
 use event::{decode_record, encode_record, Command, Journaled, Origin};
 use latency::{LatencyRecorder, StageLatency};
+pub(crate) use logic::address_key;
 use logic::{Logic, LogicConfig, LoginCounters, RULES_VERSION};
 use stages::{now_ns, Decode, FanOut, FlushStage, JournalStage, LogicStage, StoreStage};
 use store::Store;

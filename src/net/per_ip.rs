@@ -74,14 +74,9 @@ impl Drop for IpSlot {
 /// What the limit counts by: an IPv4 address (IPv4-mapped IPv6 included),
 /// or an IPv6 address's /64 prefix, the block one host or subscriber
 /// usually has to itself.
+/// (The login limits count addresses the same way.)
 fn key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
-        },
-    }
+    crate::broker::address_key(ip)
 }
 
 #[cfg(test)]

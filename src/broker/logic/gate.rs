@@ -289,7 +289,7 @@ impl LoginGate {
 
 /// The key an address is counted under: an IPv6 client by its /64 (one
 /// machine usually has a whole one), an IPv4-mapped one as IPv4.
-fn address_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn address_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

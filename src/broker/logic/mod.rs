@@ -37,6 +37,7 @@ mod groups;
 mod names;
 mod snapshot;
 
+pub(crate) use gate::address_key;
 use gate::LoginGate;
 pub use gate::{LoginCounters, LoginCounts};
 use names::{check_name, check_user_name, name_key};
