@@ -657,10 +657,7 @@ impl Loop {
             self.outbound_done = true;
         }
         let (slow, answered) = (out.slow, out.answered);
-        self.close_slow(slow);
-        for counter in answered {
-            self.queue_unread(counter);
-        }
+        self.after_deliveries(slow, answered);
     }
 
     /// Under the inline placement: takes batches through the broker's
@@ -714,6 +711,13 @@ impl Loop {
             batch.frames.shrink_to(LOCAL_SCRATCH_KEEP_BYTES / 64);
         }
         let (slow, answered) = (out.slow, out.answered);
+        self.after_deliveries(slow, answered);
+    }
+
+    /// What queuing the broker's frames left to do: close the connections
+    /// over their output cap, and read again those whose awaited answer
+    /// went out.
+    fn after_deliveries(&mut self, slow: Vec<u64>, answered: Vec<u64>) {
         self.close_slow(slow);
         for counter in answered {
             self.queue_unread(counter);

@@ -51,9 +51,10 @@ impl Dedup {
         }
     }
 
-    /// As [`Dedup::get`] for a device's key, falling back to the same id
-    /// remembered under the rules that keyed by user alone (slot 0), so a
-    /// resend across the upgrade to per-device keys is still stored once.
+    /// As [`Dedup::get`], and for a device's key (slot above 0) falling
+    /// back to the same id remembered under the rules that keyed by user
+    /// alone (slot 0), so a resend across the upgrade to per-device keys
+    /// is still stored once.
     pub(super) fn get_for_device(&self, key: Key) -> Option<Ack> {
         self.get(key).or_else(|| {
             (self.legacy > 0 && key.0 != 0)

@@ -525,13 +525,11 @@ impl Delivery {
         };
         let key = self.resend_key(sender, conn, client_message_id);
         if let Some(key) = key {
-            let found = if key.0 == 0 {
-                self.user(sender).sent.get(key)
-            } else {
-                self.user(sender).sent.get_for_device(key)
-            };
+            let found = self.user(sender).sent.get_for_device(key);
             if let Some((server_message_id, inbox_sequence)) = found {
-                if key.0 != 0 && !self.same_message(sender, inbox_sequence, message) {
+                // Rules 0 acknowledged any resend as the original.
+                let per_device = self.config.rules_version >= 1;
+                if per_device && !self.same_message(sender, inbox_sequence, message) {
                     out.error(
                         conn,
                         correlation_id,

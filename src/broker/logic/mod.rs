@@ -130,6 +130,24 @@ struct Check {
     registration: bool,
 }
 
+impl Check {
+    fn login(name: String) -> Self {
+        Self {
+            cancelled: Arc::default(),
+            name,
+            registration: false,
+        }
+    }
+
+    fn registration(key: String) -> Self {
+        Self {
+            cancelled: Arc::default(),
+            name: key,
+            registration: true,
+        }
+    }
+}
+
 /// All chat state, and the rules that change it.
 pub(crate) struct Logic {
     config: LogicConfig,
@@ -463,8 +481,8 @@ impl Logic {
             );
             return;
         }
-        let pending_key = self.pending_key(&register.user);
-        if self.name_taken(&register.user) || self.pending_names.contains(&pending_key) {
+        let key = self.registration_key(&register.user);
+        if self.name_taken(&register.user, &key) || self.pending_names.contains(&key) {
             out.error(
                 conn,
                 correlation_id,
@@ -483,30 +501,34 @@ impl Logic {
             password: register.password.clone(),
             cancelled,
         };
-        if let Some(cancelled) = self.submit(conn, correlation_id, None, job, out) {
-            self.conns.get_mut(&conn).expect("submit checked").check = Some(Check {
-                cancelled,
-                name: pending_key.clone(),
-                registration: true,
-            });
-            self.pending_names.insert(pending_key);
+        if self.submit(
+            conn,
+            correlation_id,
+            Check::registration(key.clone()),
+            job,
+            out,
+        ) {
+            self.pending_names.insert(key);
         }
     }
 
-    /// Whether a new registration may not take `name`: a user has it, or
-    /// (from rules 1) a name that looks the same.
-    fn name_taken(&self, name: &str) -> bool {
-        self.by_name.contains_key(name.as_bytes())
-            || (self.config.rules_version >= 1 && self.by_key.contains_key(&name_key(name)))
-    }
-
-    /// What a registration of `name` holds in `pending_names`.
-    fn pending_key(&self, name: &str) -> String {
+    /// What a registration of `name` is known by while it is hashed, and
+    /// is checked against: from rules 1 the key look-alike names share,
+    /// before them the name itself.
+    fn registration_key(&self, name: &str) -> String {
         if self.config.rules_version >= 1 {
             name_key(name)
         } else {
             name.to_owned()
         }
+    }
+
+    /// Whether a new registration may not take `name` (whose
+    /// [`Logic::registration_key`] is `key`): a user has it, or (from
+    /// rules 1) a name that looks the same.
+    fn name_taken(&self, name: &str, key: &str) -> bool {
+        self.by_name.contains_key(name.as_bytes())
+            || (self.config.rules_version >= 1 && self.by_key.contains_key(key))
     }
 
     fn login(&mut self, conn: ConnId, correlation_id: u64, login: &proto::Login, out: &mut Outbox) {
@@ -542,14 +564,8 @@ impl Logic {
                     password_hash,
                     cancelled,
                 };
-                let name = login.user.as_bytes();
-                if let Some(cancelled) = self.submit(conn, correlation_id, Some(name), job, out) {
-                    self.conns.get_mut(&conn).expect("submit checked").check = Some(Check {
-                        cancelled,
-                        name: login.user.clone(),
-                        registration: false,
-                    });
-                }
+                let check = Check::login(login.user.clone());
+                self.submit(conn, correlation_id, check, job, out);
             }
             Some(login::Secret::Token(token)) => {
                 // Not limited by the gate: a token login is journaled, and
@@ -576,19 +592,18 @@ impl Logic {
         dummy_hash.clone()
     }
 
-    /// Hands a password check for `conn` (a login as `login_name`, or a
-    /// registration) to the auth workers, built by `job` around its cancel
-    /// flag, which it returns; `None`, with an error to the client, if the
-    /// gate refuses it, the connection has one under way, or the workers
-    /// are saturated.
+    /// Hands `check` for `conn` to the auth workers, as the job `job`
+    /// builds around the check's cancel flag, and records it on the
+    /// connection; false, with an error to the client, if the gate refuses
+    /// it, the connection has one under way, or the workers are saturated.
     fn submit(
         &mut self,
         conn: ConnId,
         correlation_id: u64,
-        login_name: Option<&[u8]>,
+        check: Check,
         job: impl FnOnce(Arc<AtomicBool>) -> AuthJob,
         out: &mut Outbox,
-    ) -> Option<Arc<AtomicBool>> {
+    ) -> bool {
         let Some((auth, _)) = &self.auth else {
             // Replay never meets a command that needs the workers: only
             // their results are journaled.
@@ -602,7 +617,7 @@ impl Logic {
                 ErrorCode::Internal,
                 "unknown connection",
             );
-            return None;
+            return false;
         };
         if state.check.is_some() {
             out.error(
@@ -611,8 +626,9 @@ impl Logic {
                 ErrorCode::Overloaded,
                 "one login or registration at a time on a connection: wait for its answer",
             );
-            return None;
+            return false;
         }
+        let login_name = (!check.registration).then_some(check.name.as_bytes());
         if let Err(refusal) = self.gate.check(login_name, state.ip, self.now_ms) {
             let retry_after_ms = u32::try_from(refusal.retry_after_ms()).unwrap_or(u32::MAX);
             out.send(
@@ -620,14 +636,14 @@ impl Logic {
                 correlation_id,
                 &Message::retry_after(retry_after_ms, refusal.text()),
             );
-            return None;
+            return false;
         }
-        let cancelled = Arc::new(AtomicBool::new(false));
-        match auth.try_send(job(cancelled.clone())) {
+        match auth.try_send(job(check.cancelled.clone())) {
             Ok(()) => {
                 let ip = state.ip;
                 self.gate.check_started(ip);
-                Some(cancelled)
+                self.conns.get_mut(&conn).expect("looked up above").check = Some(check);
+                true
             }
             Err(TrySendError::Full(_)) => {
                 out.error(
@@ -636,7 +652,7 @@ impl Logic {
                     ErrorCode::Overloaded,
                     "too many logins at once; try again",
                 );
-                None
+                false
             }
             Err(TrySendError::Disconnected(_)) => {
                 out.error(
@@ -645,7 +661,7 @@ impl Logic {
                     ErrorCode::Internal,
                     "the server is stopping",
                 );
-                None
+                false
             }
         }
     }
@@ -657,9 +673,9 @@ impl Logic {
         journaled: Option<Journaled>,
         out: &mut Outbox,
     ) {
-        self.pending_names
-            .remove(&self.pending_key(&registered.user));
-        if self.name_taken(&registered.user) {
+        let key = self.registration_key(&registered.user);
+        self.pending_names.remove(&key);
+        if self.name_taken(&registered.user, &key) {
             out.error(
                 conn,
                 registered.correlation_id,
@@ -688,9 +704,13 @@ impl Logic {
         });
         self.by_name
             .insert(registered.user.as_bytes().into(), user_id);
-        self.by_key
-            .entry(name_key(&registered.user))
-            .or_insert(user_id);
+        // Under rules 0 the registration key was the name itself.
+        let look_alike_key = if self.config.rules_version >= 1 {
+            key
+        } else {
+            name_key(&registered.user)
+        };
+        self.by_key.entry(look_alike_key).or_insert(user_id);
         out.send(
             conn,
             registered.correlation_id,
