@@ -398,3 +398,42 @@ fn messages_accepted_under_one_setting_survive_a_restart_under_a_stricter_one() 
         server.shutdown().unwrap();
     }
 }
+
+#[test]
+fn login_says_where_the_unread_messages_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, address) = start_with_users(dir.path(), &["ana", "bo", "cy"]);
+    let mut bo = login(address, "bo", "phone", DeliveryMode::PushNotice);
+    assert_eq!(
+        bo.login("bo", &password("bo"), "phone", DeliveryMode::PushNotice)
+            .unwrap()
+            .first_unread_sequence,
+        0,
+        "nothing unread"
+    );
+    let mut ana = login(address, "ana", "phone", DeliveryMode::PushMessage);
+    let mut cy = login(address, "cy", "phone", DeliveryMode::PushMessage);
+    bo.send("ana", 1, b"from bo").unwrap(); // 1: bo's own, never unread
+    ana.send("bo", 1, b"one").unwrap(); // 2
+    cy.send("bo", 1, b"two").unwrap(); // 3
+    ana.send("bo", 2, b"three").unwrap(); // 4
+    bo.mark_read("ana", 2).unwrap();
+    // Unread now: 3 (from cy) and 4 (from ana).
+    let ok = bo
+        .login("bo", &password("bo"), "laptop", DeliveryMode::PushNotice)
+        .unwrap();
+    assert_eq!(ok.unread_count, 2);
+    assert!(
+        (2..=3).contains(&ok.first_unread_sequence),
+        "at or before the oldest unread, after what was read: {}",
+        ok.first_unread_sequence
+    );
+    let unread: Vec<_> = bo
+        .sync_all(ok.first_unread_sequence - 1)
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.sender != "bo")
+        .map(|m| m.inbox_sequence)
+        .collect();
+    assert!(unread.ends_with(&[3, 4]), "{unread:?}");
+}

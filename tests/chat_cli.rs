@@ -101,15 +101,15 @@ fn two_terminals_chat_one_to_one_and_in_a_group() {
     let mut bo = Terminal::logged_in(address, "bo", &["--websocket"]);
 
     ana.type_line("bo: hello bo");
-    ana.expect("sent (#1)");
+    ana.expect("sent [1]");
     bo.expect("ana → bo: hello bo");
 
     ana.type_line("/group trip bo");
     ana.expect("group #1 trip: ana, bo");
     bo.expect("[group #1 trip] created, by ana");
     ana.type_line("#1: hello group");
-    ana.expect("posted (#2)");
-    bo.expect("ana → group #1: hello group");
+    ana.expect("sent [2]");
+    bo.expect("ana → #1: hello group");
     bo.type_line("/groups");
     bo.expect("#1 trip (2 members, owner ana)");
     bo.type_line("/leave 1");
@@ -121,16 +121,18 @@ fn two_terminals_chat_one_to_one_and_in_a_group() {
     bo.type_line("#1: am I still here?");
     bo.expect("you are not a member of group 1");
     bo.type_line("/sync");
-    bo.expect("ana → group #1: hello group");
+    bo.expect("ana → #1: hello group");
     // Slips at the keyboard send nothing and say what went wrong.
     bo.type_line("ana:   ");
     bo.expect("? nothing to send");
     bo.type_line("/fiend ana");
     bo.expect("? no command /fiend: /help lists them");
+    bo.type_line("/invite 1");
+    bo.expect("? /invite takes other words: /help shows them");
     bo.type_line("/help");
-    bo.expect("`/help` for this");
+    bo.expect("/help shows this");
     bo.type_line("ana: still here");
-    bo.expect("sent (#");
+    bo.expect("sent [");
     ana.expect("bo → ana: still here");
     ana.quit();
     bo.quit();
@@ -151,7 +153,7 @@ fn a_terminal_reconnects_after_the_server_restarts_and_shows_what_it_missed() {
     ana.expect("connection lost");
     bo.expect("connection lost");
     bo.type_line("ana: into the void");
-    bo.expect("not connected: nothing sent");
+    bo.expect("not connected: that line was not sent");
     bo.type_line("/quit");
     assert!(bo.child.wait().unwrap().success());
 
@@ -162,15 +164,167 @@ fn a_terminal_reconnects_after_the_server_restarts_and_shows_what_it_missed() {
     let mut config = util::config(dir.path());
     config.listen = address;
     let server = courier::net::start(config).expect("the server starts again");
-    ana.expect("reconnected: 0 new since #1");
+    ana.expect("reconnected: 0 messages since [1]");
     // bo, offline, misses nothing: a message sent now is there at the next
     // reconnection's sync, and live after it.
     let mut bo = Terminal::start(address, "bo", &[]);
-    bo.expect("logged in as bo on terminal: 1 messages");
+    bo.expect("logged in as bo on terminal: 1 message, 0 unread");
     ana.type_line("bo: after the restart");
-    ana.expect("sent (#2)");
+    ana.expect("sent [2]");
     bo.expect("ana → bo: after the restart");
     ana.quit();
     bo.quit();
     server.shutdown().unwrap();
+}
+
+/// A `courier serve` process (cheap password hashing, anyone may message
+/// anyone) on a free port, for what only a process can show.
+struct ServerProcess {
+    child: Child,
+    address: std::net::SocketAddr,
+}
+
+impl ServerProcess {
+    fn start(dir: &std::path::Path) -> Self {
+        let config = dir.join("courier.toml");
+        std::fs::write(
+            &config,
+            "[broker]\nopen_messaging = true\n[broker.auth]\nmemory_kib = 8\niterations = 1\n",
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_courier"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let address = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap()
+            .parse()
+            .unwrap();
+        Self { child, address }
+    }
+
+    fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.signal("-CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A line typed while the server cannot answer is kept, shown as not
+/// acknowledged, and sent again after the reconnection under its own id:
+/// the server, which had it all along, stores it once.
+#[test]
+fn a_line_typed_as_the_server_stalls_is_sent_again_and_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path());
+    let mut ana = Terminal::logged_in(server.address, "ana", &[]);
+    let mut bo = Terminal::logged_in(server.address, "bo", &[]);
+    ana.type_line("bo: first");
+    ana.expect("sent [1]");
+    bo.expect("ana → bo: first");
+
+    server.signal("-STOP");
+    ana.type_line("bo: typed as it stalled");
+    ana.expect("connection lost (no reply within");
+    ana.expect("1 message not acknowledged yet");
+    server.signal("-CONT");
+    ana.expect("sent [2] (again, after reconnecting)");
+    bo.expect("ana → bo: typed as it stalled");
+    bo.type_line("/sync 0");
+    bo.expect("[1]");
+    bo.expect("[2]");
+    bo.type_line("/sync 2");
+    bo.expect("nothing new after [2]");
+    let copies = bo
+        .seen
+        .iter()
+        .filter(|line| line.contains("typed as it stalled"))
+        .count();
+    assert_eq!(copies, 2, "once live, once in the sync: {:#?}", bo.seen);
+    ana.quit();
+    bo.quit();
+}
+
+/// What arrived while a user was away is shown at login and marked read,
+/// so the next login has nothing unread; contact requests say what to type.
+#[test]
+fn a_login_shows_what_is_unread_and_marks_it_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = util::start(dir.path());
+    let address = server.local_addr();
+    let bo = Terminal::logged_in(address, "bo", &[]);
+    bo.quit();
+    let mut ana = Terminal::logged_in(address, "ana", &[]);
+    ana.type_line("bo: one");
+    ana.expect("sent [1]");
+    ana.type_line("bo: two");
+    ana.expect("sent [2]");
+    ana.type_line("/friend bo");
+    ana.expect("asked bo");
+
+    let mut bo = Terminal::start(address, "bo", &[]);
+    bo.expect("2 messages, 2 unread");
+    bo.expect("unread since [0]");
+    bo.expect("ana → bo: one");
+    bo.expect("ana → bo: two");
+    bo.type_line("/contacts");
+    bo.expect("ana asks to be your friend: /accept ana or /decline ana");
+    bo.type_line("/decline ana");
+    bo.expect("declined ana");
+    bo.type_line("/read");
+    bo.expect("all shown marked read; 0 unread in all");
+    bo.quit();
+    let bo = Terminal::start(address, "bo", &[]);
+    let mut bo = bo;
+    bo.expect("2 messages, 0 unread");
+    bo.quit();
+    ana.quit();
+    server.shutdown().unwrap();
+}
+
+/// Pointed at something that is not courier (a NATS server greets with
+/// text), `courier chat` says so instead of quoting a frame length.
+#[test]
+fn chat_at_a_port_that_is_not_courier_says_so() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let _ = stream.write_all(b"INFO {\"server_id\":\"not courier\"}\r\n");
+        std::thread::sleep(Duration::from_secs(2));
+    });
+    let output = Command::new(env!("CARGO_BIN_EXE_courier"))
+        .args(["chat", "--server", &address.to_string(), "--user", "ana"])
+        .env("COURIER_PASSWORD", "pw")
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        error.contains("does not speak the courier protocol"),
+        "{error}"
+    );
+    assert!(!error.contains("frame length"), "{error}");
 }

@@ -289,10 +289,8 @@ fn a_second_server_on_the_same_data_directory_refuses_to_start() {
         .unwrap();
     assert!(!second.status.success());
     let error = String::from_utf8_lossy(&second.stderr);
-    assert!(
-        error.contains(&format!("is in use by process {}", first.id())),
-        "{error}"
-    );
+    let in_use = format!("is in use by process {}", first.id());
+    assert_eq!(error.matches(&in_use).count(), 1, "said once: {error}");
     // The first goes on serving.
     courier::client::Client::connect(address.as_str())
         .unwrap()
@@ -324,5 +322,43 @@ fn a_vanished_log_reader_does_not_stop_the_server() {
         assert!(child.try_wait().unwrap().is_none(), "the server died");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    stop(child);
+}
+
+/// Mistakes at the command line get one clear sentence each: a data
+/// directory that is a file, and a listen address given by host name is
+/// resolved rather than refused.
+#[test]
+fn serve_explains_a_file_for_a_data_directory_and_resolves_host_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let output = courier_serve()
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&file)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(error.contains("a-file: not a directory"), "{error}");
+    assert!(!error.contains("File exists"), "{error}");
+
+    let mut command = courier_serve();
+    command.args(["--listen", "localhost:0"]);
+    let mut child = command
+        .args(["--data-dir"])
+        .arg(dir.path().join("data"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.starts_with("listening on "), "{line}");
     stop(child);
 }

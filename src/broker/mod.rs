@@ -148,39 +148,42 @@ impl BrokerDriver {
 }
 
 /// Why the broker failed to open or stopped with an error.
+///
+/// Each message is whole, its cause's text included, and names no separate
+/// source: a program that prints the chain of causes (anyhow's `{:?}`)
+/// shows each cause once.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
     /// The data directory cannot be used.
-    #[error("data directory {path}: {source}")]
+    #[error("data directory {path}: {error}")]
     DataDir {
         /// The directory.
         path: PathBuf,
         /// What the OS said.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The journal failed to open or to write.
     #[error("journal: {0}")]
-    Journal(#[from] JournalError),
+    Journal(JournalError),
     /// A journal record cannot be replayed.
     #[error("replay: {0}")]
-    Replay(#[from] RecordError),
+    Replay(RecordError),
     /// The SQLite projection failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
+    #[error("{0}")]
+    Store(StoreError),
     /// The pipeline could not be built.
     #[error("pipeline: {0}")]
-    Build(#[from] BuildError),
+    Build(BuildError),
     /// A thread could not be started.
     #[error("starting a thread: {0}")]
-    Thread(#[source] std::io::Error),
+    Thread(std::io::Error),
     /// A stage failed while running (for instance, the journal could not
     /// write): the broker stopped so that nothing unjournaled is acknowledged.
     #[error("stage failed: {0}")]
-    Stage(#[from] StageFailure),
+    Stage(StageFailure),
     /// The journal's oldest records were deleted (message retention), and
     /// what replaced them (a snapshot, the SQLite projection) is missing.
     #[error("{0}")]
@@ -189,6 +192,25 @@ pub enum BrokerError {
     #[error("snapshot: {0}")]
     Snapshot(String),
 }
+
+/// The conversions `?` makes into a [`BrokerError`].
+macro_rules! broker_error_from {
+    ($($source:ty => $variant:ident),* $(,)?) => {
+        $(impl From<$source> for BrokerError {
+            fn from(error: $source) -> Self {
+                BrokerError::$variant(error)
+            }
+        })*
+    };
+}
+
+broker_error_from!(
+    JournalError => Journal,
+    RecordError => Replay,
+    StoreError => Store,
+    BuildError => Build,
+    StageFailure => Stage,
+);
 
 /// What [`Broker::open`] found and rebuilt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -411,9 +433,16 @@ impl Broker {
                  deleted: the journal grows without bound (set snapshots = true)"
             );
         }
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| BrokerError::DataDir {
+        // A file in the way would otherwise read as "File exists".
+        let in_the_way = std::fs::metadata(&config.data_dir).is_ok_and(|m| !m.is_dir());
+        let made = if in_the_way {
+            Err(std::io::ErrorKind::NotADirectory.into())
+        } else {
+            std::fs::create_dir_all(&config.data_dir)
+        };
+        made.map_err(|error| BrokerError::DataDir {
             path: config.data_dir.clone(),
-            source,
+            error,
         })?;
         let journal_config = JournalConfig {
             segment_size_bytes: config.segment_size_mb << 20,

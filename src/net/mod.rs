@@ -124,33 +124,39 @@ impl ServerConfig {
     }
 }
 
-/// Why the server could not start or stopped with an error.
+/// Why the server could not start or stopped with an error. Each message
+/// is whole, its cause's text included, and names no separate source (see
+/// [`BrokerError`]).
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
     /// The listen address cannot be bound.
-    #[error("listening on {address}: {source}")]
+    #[error("listening on {address}: {error}")]
     Listen {
         /// The address.
         address: SocketAddr,
         /// What the OS said.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// An OS resource (poll, waker, thread) could not be made.
-    #[error("{what}: {source}")]
+    #[error("{what}: {error}")]
     Os {
         /// What was being made.
         what: &'static str,
         /// What the OS said.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The broker failed.
-    #[error(transparent)]
-    Broker(#[from] BrokerError),
+    #[error("{0}")]
+    Broker(BrokerError),
+}
+
+impl From<BrokerError> for ServerError {
+    fn from(error: BrokerError) -> Self {
+        ServerError::Broker(error)
+    }
 }
 
 /// A slot of an outbound ring: one frame (or a close) for one connection.
@@ -310,11 +316,11 @@ pub struct ServerHandle {
 /// starts the I/O threads.
 pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
     config.validate().map_err(ServerError::Config)?;
-    let os = |what| move |source| ServerError::Os { what, source };
+    let os = |what| move |error| ServerError::Os { what, error };
     let std_listener =
-        std::net::TcpListener::bind(config.listen).map_err(|source| ServerError::Listen {
+        std::net::TcpListener::bind(config.listen).map_err(|error| ServerError::Listen {
             address: config.listen,
-            source,
+            error,
         })?;
     std_listener.set_nonblocking(true).map_err(os("listener"))?;
     let address = std_listener.local_addr().map_err(os("listener"))?;
@@ -322,7 +328,7 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
     let mut metrics = match config.metrics_listen {
         Some(address) => Some(
             metrics::MetricsServer::bind(address)
-                .map_err(|source| ServerError::Listen { address, source })?,
+                .map_err(|error| ServerError::Listen { address, error })?,
         ),
         None => None,
     };

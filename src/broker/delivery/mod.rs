@@ -148,6 +148,23 @@ impl Mailbox {
         self.expired + self.inbox.len() as u64
     }
 
+    /// A sequence no unread entry is below (0 when none is unread): the
+    /// earliest point any conversation's unread entries start from.
+    fn first_unread(&self) -> u64 {
+        if self.unread_count == 0 {
+            return 0;
+        }
+        let from = self
+            .conversations
+            .values()
+            .filter(|c| c.unread > 0)
+            .map(|c| c.unread_from)
+            .min()
+            .expect("an unread entry is in some conversation");
+        // Entries expired from the front are no longer unread.
+        from.max(self.expired + 1)
+    }
+
     /// The resend-key slot of `device_id`, given one if it has none.
     fn device_slot(&mut self, device_id: &str) -> u32 {
         let at = match self.device_ids.iter().position(|id| &**id == device_id) {
@@ -435,6 +452,7 @@ impl Delivery {
                     token: token.clone(),
                     head_sequence: mailbox.head(),
                     unread_count: mailbox.unread_count,
+                    first_unread_sequence: mailbox.first_unread(),
                     compression: if *lz4 {
                         Compression::Lz4
                     } else {

@@ -1,6 +1,7 @@
 //! The `courier` command.
 
-use std::io::BufRead;
+mod chat;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,9 +9,6 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use courier::broker::{DurabilitySetting, PlacementSetting};
-use courier::client::{Client, ClientError};
-use courier::codec::proto::{DeliveryMode, ErrorCode};
-use courier::codec::Message;
 use courier::journal;
 use courier::net::{self, ServerConfig};
 
@@ -42,7 +40,7 @@ enum Command {
     /// result as TOML: a starting point for a config file.
     Serve(ServeArgs),
     /// A terminal chat client: register or log in, then type messages.
-    Chat(ChatArgs),
+    Chat(chat::ChatArgs),
     /// Work with a journal directory (the append-only log of every command).
     #[command(subcommand)]
     Journal(JournalCommand),
@@ -53,9 +51,10 @@ struct ServeArgs {
     /// A TOML file of settings (see --print-config for every key).
     #[arg(long, short)]
     config: Option<PathBuf>,
-    /// Address to listen on, for TCP clients and WebSocket upgrades alike
+    /// Address to listen on, for TCP clients and WebSocket upgrades alike:
+    /// an IP and port, or a host name and port (localhost:7420)
     /// [default: 127.0.0.1:7420].
-    #[arg(long)]
+    #[arg(long, value_parser = resolve_address)]
     listen: Option<SocketAddr>,
     /// Directory for the journal and the SQLite database [default: ./data].
     #[arg(long)]
@@ -78,7 +77,7 @@ struct ServeArgs {
     /// Serve Prometheus metrics (GET /metrics: counters, users online,
     /// per-stage latency histograms) on this address [default: none;
     /// config key metrics_listen].
-    #[arg(long)]
+    #[arg(long, value_parser = resolve_address)]
     metrics_listen: Option<SocketAddr>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
@@ -104,31 +103,6 @@ enum Placement {
     Inline,
 }
 
-#[derive(Debug, clap::Args)]
-struct ChatArgs {
-    /// The server's address.
-    #[arg(long, default_value = "127.0.0.1:7420")]
-    server: String,
-    /// Your user name.
-    #[arg(long)]
-    user: String,
-    /// Your password (or set COURIER_PASSWORD).
-    #[arg(long, env = "COURIER_PASSWORD", hide_env_values = true)]
-    password: String,
-    /// This device's id; each device syncs on its own.
-    #[arg(long, default_value = "terminal")]
-    device: String,
-    /// Create the account first.
-    #[arg(long)]
-    register: bool,
-    /// Receive only notices (head sequence, unread count), not messages.
-    #[arg(long)]
-    notices: bool,
-    /// Connect through a WebSocket upgrade, as a browser does.
-    #[arg(long)]
-    websocket: bool,
-}
-
 #[derive(Debug, Subcommand)]
 enum JournalCommand {
     /// List a journal's segments (records, sequences, bytes, damage) and
@@ -148,10 +122,26 @@ enum JournalCommand {
     },
 }
 
+/// A listen address as typed: `IP:port`, or `host:port` resolved (its
+/// first address, so `localhost:7420` listens on 127.0.0.1 where that is
+/// what the name gives first).
+fn resolve_address(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(address) = text.parse() {
+        return Ok(address);
+    }
+    let mut addresses = text
+        .to_socket_addrs()
+        .map_err(|error| format!("not an address (IP:port or host:port): {error}"))?;
+    addresses
+        .next()
+        .ok_or_else(|| format!("{text} resolves to no address"))
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve(args),
-        Command::Chat(args) => chat(args),
+        Command::Chat(args) => chat::chat(args),
         Command::Journal(JournalCommand::Inspect {
             dir,
             dump,
@@ -421,389 +411,6 @@ fn warn_if_disk_low(stats: &net::ServerStats, segment_size_mb: u64) {
             segment_size_mb,
             "the data directory's disk is nearly full: the server stops when the journal cannot make its next segment"
         );
-    }
-}
-
-fn chat(args: ChatArgs) -> anyhow::Result<()> {
-    let mode = if args.notices {
-        DeliveryMode::PushNotice
-    } else {
-        DeliveryMode::PushMessage
-    };
-    let (mut client, mut heartbeat, head) = chat_session(&args, mode, args.register)?;
-    println!("{CHAT_HELP}");
-    let (lines_sender, lines) = crossbeam_channel::unbounded();
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
-            if lines_sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut next_id = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_micros() as u64);
-    // The newest inbox sequence shown (or there at login): after a
-    // reconnection, what came since is pulled with Sync.
-    let mut seen = head;
-    let mut last_ping = std::time::Instant::now();
-    loop {
-        let lost = match chat_turn(
-            &mut client,
-            &lines,
-            &mut next_id,
-            &mut seen,
-            &mut last_ping,
-            heartbeat,
-        ) {
-            Ok(Turn::Go) => continue,
-            Ok(Turn::Quit) => return Ok(()),
-            Err(lost) => lost,
-        };
-        println!("! connection lost ({lost}); reconnecting, /quit to leave");
-        let mut last_failure = String::new();
-        loop {
-            match lines.recv_timeout(Duration::from_secs(1)) {
-                Ok(line) if line.trim() == "/quit" => return Ok(()),
-                Ok(_) => println!("! not connected: nothing sent"),
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Ok(()),
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-            }
-            match chat_session(&args, mode, false) {
-                Ok((again, interval, _)) => {
-                    (client, heartbeat) = (again, interval);
-                    break;
-                }
-                Err(error) => {
-                    // Said once, not every second while it lasts.
-                    let why = format!("{error:#}");
-                    if why != last_failure {
-                        println!("! still not connected: {why}");
-                        last_failure = why;
-                    }
-                }
-            }
-        }
-        last_ping = std::time::Instant::now();
-        let missed = client
-            .sync_all(seen)
-            .context("cannot sync after reconnecting")?;
-        println!("reconnected: {} new since #{seen}", missed.len());
-        for message in missed {
-            seen = seen.max(message.inbox_sequence);
-            print_message(&Message::Deliver(message));
-        }
-    }
-}
-
-/// A `courier chat` connection: connected, greeted, registered if asked,
-/// logged in; with the heartbeat interval the server asked for and the
-/// inbox's head sequence.
-fn chat_session(
-    args: &ChatArgs,
-    mode: DeliveryMode,
-    register: bool,
-) -> anyhow::Result<(Client, Duration, u64)> {
-    let connected = if args.websocket {
-        Client::connect_websocket_raw(args.server.as_str())
-    } else {
-        Client::connect_raw(args.server.as_str())
-    };
-    let mut client = connected.with_context(|| format!("cannot reach {}", args.server))?;
-    let hello = client.hello().context("the server refused the hello")?;
-    let heartbeat = Duration::from_millis(u64::from(hello.heartbeat_interval_ms.max(1000)));
-    if register {
-        match client.register(&args.user, &args.password) {
-            Ok(id) => println!("registered {} as user {id}", args.user),
-            Err(error) if error.code() == Some(ErrorCode::UserExists) => {
-                println!("{} exists already; logging in", args.user)
-            }
-            Err(error) => return Err(error).context("cannot register"),
-        }
-    }
-    let ok = client
-        .login(&args.user, &args.password, &args.device, mode)
-        .context("cannot log in")?;
-    println!(
-        "logged in as {} on {}: {} messages, {} unread",
-        args.user, args.device, ok.head_sequence, ok.unread_count
-    );
-    Ok((client, heartbeat, ok.head_sequence))
-}
-
-/// What the chat loop does after a turn.
-enum Turn {
-    Go,
-    Quit,
-}
-
-/// One turn of `courier chat`: a typed line if there is one, a heartbeat
-/// when due, and what the server pushed. An error is a lost connection.
-fn chat_turn(
-    client: &mut Client,
-    lines: &crossbeam_channel::Receiver<String>,
-    next_id: &mut u64,
-    seen: &mut u64,
-    last_ping: &mut std::time::Instant,
-    heartbeat: Duration,
-) -> Result<Turn, ClientError> {
-    match lines.recv_timeout(Duration::from_millis(50)) {
-        Ok(line) => {
-            let line = line.trim();
-            if line == "/quit" {
-                return Ok(Turn::Quit);
-            }
-            match chat_line(client, line, next_id, seen) {
-                Ok(()) => {}
-                Err(error @ (ClientError::Io(_) | ClientError::Closed)) => return Err(error),
-                Err(error) => println!("! {error}"),
-            }
-        }
-        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Ok(Turn::Quit),
-        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-    }
-    if last_ping.elapsed() >= heartbeat {
-        // Tells the server the link is alive while the user is quiet.
-        client.ping(0)?;
-        *last_ping = std::time::Instant::now();
-    }
-    while let Some(push) = client.next_push(Duration::ZERO)? {
-        if let Message::Deliver(deliver) = &push {
-            *seen = (*seen).max(deliver.inbox_sequence);
-        }
-        print_message(&push);
-    }
-    Ok(Turn::Go)
-}
-
-/// What `courier chat` understands, printed at login and by `/help`.
-const CHAT_HELP: &str =
-    "type `name: text` to send, `/sync [after]` to pull, `/friend name` to ask, \
-     `/accept name` to accept, `/contacts` to list, `/help` for this, `/quit` to leave;\n\
-     groups: `/group name member...` creates one, `#id: text` posts, `/groups` lists, \
-     `/invite id name`, `/join id`, `/leave id`, `/members id`";
-
-fn chat_line(
-    client: &mut Client,
-    line: &str,
-    next_id: &mut u64,
-    seen: &mut u64,
-) -> Result<(), ClientError> {
-    if line == "/help" {
-        println!("{CHAT_HELP}");
-        return Ok(());
-    }
-    let contact_request = |user: &str| {
-        Message::ContactRequest(courier::codec::proto::ContactRequest { user: user.into() })
-    };
-    if let Some(user) = line.strip_prefix("/friend ") {
-        client.request(&contact_request(user.trim()))?;
-        println!("  asked {}", user.trim());
-        return Ok(());
-    }
-    if let Some(user) = line.strip_prefix("/accept ") {
-        let accept = Message::ContactAccept(courier::codec::proto::ContactAccept {
-            user: user.trim().into(),
-        });
-        client.request(&accept)?;
-        println!("  {} is a friend", user.trim());
-        return Ok(());
-    }
-    if line == "/contacts" {
-        let sync = Message::ContactSync(courier::codec::proto::ContactSync { after_version: 0 });
-        if let Message::ContactList(list) = client.request(&sync)? {
-            for contact in list.contacts {
-                print_contact(&contact);
-            }
-        }
-        return Ok(());
-    }
-    if let Some(done) = group_line(client, line, next_id, seen)? {
-        println!("  {done}");
-        return Ok(());
-    }
-    if let Some(rest) = line.strip_prefix("/sync") {
-        let after = rest.trim().parse().unwrap_or(0);
-        for message in client.sync_all(after)? {
-            *seen = (*seen).max(message.inbox_sequence);
-            print_message(&Message::Deliver(message));
-        }
-        return Ok(());
-    }
-    if let Some(command) = line.strip_prefix('/') {
-        let name = command.split_whitespace().next().unwrap_or("");
-        println!("? no command /{name}: /help lists them");
-        return Ok(());
-    }
-    let Some((recipient, text)) = line.split_once(':') else {
-        if !line.is_empty() {
-            println!("? `name: text` sends text to name (/help lists the rest)");
-        }
-        return Ok(());
-    };
-    let Some(text) = nonempty(text) else {
-        println!("? nothing to send: `name: text`");
-        return Ok(());
-    };
-    *next_id += 1;
-    let ack = client.send(recipient.trim(), *next_id, text.as_bytes())?;
-    println!("  sent (#{})", ack.inbox_sequence);
-    mark_shown(seen, ack.inbox_sequence);
-    Ok(())
-}
-
-/// Counts an acknowledged send of this terminal's as shown, if every entry
-/// before it in the inbox was (inbox sequences have no gaps), so that a
-/// reconnection neither shows it again nor skips a message not yet read.
-fn mark_shown(seen: &mut u64, acknowledged: u64) {
-    if acknowledged == *seen + 1 {
-        *seen = acknowledged;
-    }
-}
-
-/// The text of a message typed after its `:`, unless there is none.
-fn nonempty(text: &str) -> Option<&str> {
-    Some(text.trim()).filter(|text| !text.is_empty())
-}
-
-/// A group command of `courier chat`, if `line` is one: what was done.
-fn group_line(
-    client: &mut Client,
-    line: &str,
-    next_id: &mut u64,
-    seen: &mut u64,
-) -> Result<Option<String>, ClientError> {
-    let group_id = |word: Option<&str>| -> Result<u64, ClientError> {
-        word.and_then(|w| w.trim_start_matches('#').parse().ok())
-            .ok_or_else(|| ClientError::Protocol("give a group id (a number)".into()))
-    };
-    let mut words = line.split_whitespace();
-    let done = match words.next() {
-        Some("/group") => {
-            let name = words
-                .next()
-                .ok_or_else(|| ClientError::Protocol("/group name member...".into()))?;
-            let members: Vec<&str> = words.collect();
-            let info = client.group_create(name, &members)?;
-            format!(
-                "group #{} {}: {}",
-                info.group_id,
-                info.name,
-                info.members.join(", ")
-            )
-        }
-        Some("/groups") => {
-            let groups = client.groups()?;
-            let lines: Vec<String> = groups
-                .iter()
-                .map(|g| {
-                    let invited = if g.invited { " (invited: /join)" } else { "" };
-                    format!(
-                        "#{} {} ({} members, owner {}){invited}",
-                        g.group_id, g.name, g.member_count, g.owner
-                    )
-                })
-                .collect();
-            format!(
-                "{} groups
-  {}",
-                groups.len(),
-                lines.join(
-                    "
-  "
-                )
-            )
-        }
-        Some("/invite") => {
-            let id = group_id(words.next())?;
-            let user = words
-                .next()
-                .ok_or_else(|| ClientError::Protocol("/invite id name".into()))?;
-            client.group_invite(id, user)?;
-            format!("invited {user} to #{id}")
-        }
-        Some("/join") => {
-            let id = group_id(words.next())?;
-            client.group_join(id)?;
-            format!("joined #{id}")
-        }
-        Some("/leave") => {
-            let id = group_id(words.next())?;
-            client.group_leave(id)?;
-            format!("left #{id}")
-        }
-        Some("/members") => {
-            let info = client.group_members(group_id(words.next())?)?;
-            format!(
-                "#{} {} (owner {}): {}",
-                info.group_id,
-                info.name,
-                info.owner,
-                info.members.join(", ")
-            )
-        }
-        Some(word) if word.starts_with('#') => {
-            let Some((id, text)) = line.split_once(':') else {
-                return Err(ClientError::Protocol("`#id: text` posts to a group".into()));
-            };
-            let id = group_id(Some(id.trim()))?;
-            let text = nonempty(text)
-                .ok_or_else(|| ClientError::Protocol("nothing to post: `#id: text`".into()))?;
-            *next_id += 1;
-            let ack = client.send_group(id, *next_id, text.as_bytes())?;
-            mark_shown(seen, ack.inbox_sequence);
-            format!("posted (#{})", ack.inbox_sequence)
-        }
-        _ => return Ok(None),
-    };
-    Ok(Some(done))
-}
-
-fn print_contact(contact: &courier::codec::proto::Contact) {
-    let state = courier::codec::proto::ContactState::try_from(contact.state)
-        .map_or("?", |state| state.as_str_name());
-    println!("[contact] {}: {state}", contact.user);
-}
-
-fn print_message(message: &Message) {
-    match message {
-        Message::Deliver(m) if m.group_id != 0 => println!(
-            "[#{}] {} → group #{}: {}",
-            m.inbox_sequence,
-            m.sender,
-            m.group_id,
-            String::from_utf8_lossy(&m.body)
-        ),
-        Message::Deliver(m) => println!(
-            "[#{}] {} → {}: {}",
-            m.inbox_sequence,
-            m.sender,
-            m.recipient,
-            String::from_utf8_lossy(&m.body)
-        ),
-        Message::GroupChanged(changed) => {
-            let change = changed.change().as_str_name().to_lowercase();
-            let about = if changed.user.is_empty() {
-                String::new()
-            } else {
-                format!(" {}", changed.user)
-            };
-            println!(
-                "[group #{} {}]{about} {change}, by {}",
-                changed.group_id, changed.name, changed.by
-            );
-        }
-        Message::ContactChanged(changed) => {
-            if let Some(contact) = &changed.contact {
-                print_contact(contact);
-            }
-        }
-        Message::Notify(n) => println!(
-            "[notice] {} messages, {} unread: /sync to read",
-            n.head_sequence, n.unread_count
-        ),
-        other => println!("[{:?}]", other.message_type()),
     }
 }
 
