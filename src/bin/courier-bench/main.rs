@@ -207,6 +207,15 @@ impl Target {
 }
 
 /// A user name unique to this run.
+/// `count` and `word`, with an s where it is not 1 ("1 load thread").
+pub fn plural(count: usize, word: &str) -> String {
+    if count == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{count} {word}s")
+    }
+}
+
 pub fn user_name(common: &Common, role: &str, index: usize) -> String {
     // Read off the clock once: a run's users share one prefix, even when
     // making them takes past the turn of a second.

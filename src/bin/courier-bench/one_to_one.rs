@@ -167,8 +167,10 @@ pub fn run(
     let summary = Summary {
         scenario: "one-to-one".into(),
         shape: format!(
-            "{server}{} pairs, {}-byte bodies, {mode}, {threads} load threads",
-            args.pairs, args.body
+            "{server}{}, {}-byte bodies, {mode}, {}",
+            crate::plural(args.pairs, "pair"),
+            args.body,
+            crate::plural(threads, "load thread")
         ),
         seconds,
         rate_per_s: delivered_measured as f64 / seconds,

@@ -88,8 +88,9 @@ pub fn run(
     let summary = Summary {
         scenario: "storm".into(),
         shape: format!(
-            "{} connections, register + login each, {threads} load threads",
-            args.connections
+            "{}, register + login each, {}",
+            crate::plural(args.connections, "connection"),
+            crate::plural(threads, "load thread")
         ),
         seconds,
         rate_per_s: count / seconds,
