@@ -188,6 +188,31 @@ fn serve_refuses_what_the_open_files_limit_cannot_hold() {
     drop(served);
     let logs = stop(child);
     assert!(logs.contains("lowered_to=34"), "{logs}");
+    // The default connections_max means "what the limit holds": no warning.
+    assert!(!logs.contains("cannot hold connections_max"), "{logs}");
+}
+
+/// A connections_max set in the config that the open files limit cannot
+/// hold is lowered too, with a warning that says how to serve more.
+#[test]
+fn serve_warns_when_a_configured_connections_max_cannot_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("courier.toml");
+    std::fs::write(&config, "connections_max = 1000\n").unwrap();
+    let script = "ulimit -n 100 && exec \"$0\" \"$@\"";
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", script])
+        .arg(env!("CARGO_BIN_EXE_courier"))
+        .args(["serve", "--config"])
+        .arg(&config);
+    let (child, _) = spawn_serve(command, dir.path());
+    let logs = stop(child);
+    assert!(logs.contains("cannot hold connections_max"), "{logs}");
+    assert!(
+        logs.contains("connections_max=1000 lowered_to=34"),
+        "{logs}"
+    );
 }
 
 /// A server out of descriptors for reasons other than its connections

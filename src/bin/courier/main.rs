@@ -343,14 +343,24 @@ fn connections_within_open_files(config: &ServerConfig) -> Option<usize> {
         return None;
     }
     let fitting = (limit.saturating_sub(beside) / config.io_threads as u64).max(1) as usize;
-    tracing::warn!(
-        open_files_max = limit,
-        connections_max = config.connections_max,
-        lowered_to = fitting,
-        "the open files limit cannot hold connections_max connections on every I/O thread; \
-         serving at most the lower number per thread (raise the hard limit with ulimit -Hn \
-         or LimitNOFILE= to serve more)"
-    );
+    if config.connections_max == ServerConfig::default().connections_max {
+        // The default is "as many as the machine allows": fitting it to
+        // the limit is what it means, not something to warn about.
+        tracing::info!(
+            open_files_max = limit,
+            lowered_to = fitting,
+            "connections per I/O thread: as many as the open files limit holds"
+        );
+    } else {
+        tracing::warn!(
+            open_files_max = limit,
+            connections_max = config.connections_max,
+            lowered_to = fitting,
+            "the open files limit cannot hold connections_max connections on every I/O \
+             thread; serving at most the lower number per thread (raise the hard limit with \
+             ulimit -Hn or LimitNOFILE= to serve more)"
+        );
+    }
     Some(fitting)
 }
 
