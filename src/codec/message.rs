@@ -337,6 +337,43 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The test vectors docs/PROTOCOL.md prints, byte for byte.
+    #[test]
+    fn the_documented_test_vectors_encode_as_printed() {
+        let hex = |message: &Message, correlation_id: u64| {
+            let mut bytes = Vec::new();
+            message.encode_frame(correlation_id, &mut bytes);
+            bytes
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        // Each case: a message, its correlation id, and its frame.
+        let cases = [
+            (
+                Message::Ping(proto::Ping { nonce: 1 }),
+                7,
+                "00 00 00 0e 00 03 00 00 00 00 00 00 00 00 00 07 08 01",
+            ),
+            (
+                Message::Send(proto::Send {
+                    recipient: "bo".into(),
+                    client_message_id: 1,
+                    body: b"hi".to_vec(),
+                    group_id: 0,
+                }),
+                2,
+                "00 00 00 16 00 14 00 00 00 00 00 00 00 00 00 02 \
+                 0a 02 62 6f 10 01 1a 02 68 69",
+            ),
+        ];
+        for (message, correlation_id, frame) in cases {
+            let expected = frame.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert_eq!(hex(&message, correlation_id), expected, "{message:?}");
+        }
+    }
+
     #[test]
     fn every_type_round_trips_through_a_frame() {
         let samples = vec![
