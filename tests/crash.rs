@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use courier::client::{send_message, Client, ClientError};
 use courier::codec::proto::DeliveryMode;
@@ -300,17 +300,19 @@ fn sigkill_after_snapshots_taken_while_serving_loses_nothing() {
                 let ack = ana.send("bo", id, &body).unwrap();
                 acknowledged.insert(id, ack.server_message_id);
             }
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while snapshots(dir.path()).into_iter().max() == before {
-                assert!(
-                    Instant::now() < deadline,
-                    "no snapshot was taken while serving"
-                );
-                // A message now and then: the projection records its
-                // progress with a batch, and the snapshot stops where it has.
-                ana.ping(1).unwrap();
-                std::thread::sleep(Duration::from_millis(100));
-            }
+            eventually(
+                Duration::from_secs(30),
+                "a snapshot taken while serving",
+                || {
+                    if snapshots(dir.path()).into_iter().max() != before {
+                        return Ok(());
+                    }
+                    // A message now and then: the projection records its
+                    // progress with a batch, and the snapshot stops where it has.
+                    ana.ping(1).unwrap();
+                    Err("none yet".into())
+                },
+            );
         }
         let ids: Vec<u64> = (cycle * 10_000 + 1_000..cycle * 10_000 + 3_000).collect();
         let acks = send_until_killed(&mut ana, &ids, 300 + cycle as usize * 500, child.0.id());
@@ -397,21 +399,14 @@ fn sqlite_catches_up_exactly_after_sigkill_during_registrations() {
     // and after it alike.
     client.ping(1).unwrap();
     let db = rusqlite::Connection::open(dir.path().join("data/courier.db")).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually(Duration::from_secs(10), "every account in SQLite", || {
         let count: i64 = db
             .query_row("SELECT count(*) FROM accounts", [], |row| row.get(0))
             .unwrap();
-        if count == names.len() as i64 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "SQLite has {count} accounts of {}",
-            names.len()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        (count == names.len() as i64)
+            .then_some(())
+            .ok_or_else(|| format!("{count} accounts of {}", names.len()))
+    });
 }
 
 #[test]
@@ -484,15 +479,10 @@ fn sigterm_drains_and_exits_zero() {
         .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
     let mut child = child;
-    let status = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the server did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = eventually(Duration::from_secs(20), "the server to stop", || {
+        child.0.try_wait().unwrap().ok_or_else(|| "running".into())
+    });
     assert!(status.success(), "{status}");
     // Whatever was acknowledged before the stop is there after it.
     let mut acked = BTreeSet::new();
@@ -550,17 +540,11 @@ fn a_full_disk_stops_the_server_with_an_error_and_loses_nothing_acknowledged() {
     }
     assert!(refused.is_some(), "the disk never filled up");
     // The server stops by itself, with a failure status.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = server.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the server kept running on a full disk"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = eventually(
+        Duration::from_secs(20),
+        "the server to stop on a full disk",
+        || server.0.try_wait().unwrap().ok_or_else(|| "running".into()),
+    );
     assert!(!status.success(), "a full disk is an error exit");
     // Room again (a bigger disk): everything acknowledged is there.
     Command::new("mount")

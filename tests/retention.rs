@@ -83,20 +83,13 @@ fn old_messages_expire_and_their_segments_go_at_the_next_start() {
     assert_eq!(again.inbox_sequence, 5);
     // The census counts what memory holds: the fresh message, in two
     // inboxes (published once per batch, so wait for it).
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
+    eventually(Duration::from_secs(5), "1 message in 2 entries", || {
         let stats = server.stats();
-        if (stats.messages_held, stats.inbox_entries) == (1, 2) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "held {} messages in {} entries",
-            stats.messages_held,
-            stats.inbox_entries
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        let held = (stats.messages_held, stats.inbox_entries);
+        (held == (1, 2))
+            .then_some(())
+            .ok_or_else(|| format!("held {} messages in {} entries", held.0, held.1))
+    });
     drop((ana, bo));
     server.shutdown().unwrap();
 
@@ -197,18 +190,16 @@ fn snapshots_taken_while_serving_delete_old_segments_without_a_restart() {
     assert!(segment_ids(dir.path()).1 >= 1);
     // New messages go on (each runs an expiry pass) until the background
     // snapshot, once the old ones expired, deletes segment 0.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let mut client_id = 100;
-    while segment_ids(dir.path()).0 == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "segment 0 is still there; segments {:?}",
-            segment_ids(dir.path())
-        );
+    eventually(Duration::from_secs(60), "segment 0 to be deleted", || {
+        let segments = segment_ids(dir.path());
+        if segments.0 != 0 {
+            return Ok(());
+        }
         client_id += 1;
         ana.send("bo", client_id, b"fresh").unwrap();
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        Err(format!("segments {segments:?}"))
+    });
     let stats = server.stats();
     assert!(stats.snapshots_taken >= 1, "{stats:?}");
     assert!(stats.journal_segments_deleted >= 1, "{stats:?}");

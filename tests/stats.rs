@@ -14,22 +14,18 @@ use util::*;
 
 /// Waits until `check` holds for the server's counters (they are added up
 /// once per I/O loop pass).
-fn eventually(
+fn stats_when(
     server: &courier::net::ServerHandle,
     check: impl Fn(&ServerStats) -> bool,
 ) -> ServerStats {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
+    eventually(Duration::from_secs(5), "the counters", || {
         let stats = server.stats();
         if check(&stats) {
-            return stats;
+            Ok(stats)
+        } else {
+            Err(format!("{stats:?}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "counters never got there: {stats:?}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    })
 }
 
 #[test]
@@ -37,7 +33,7 @@ fn counters_follow_connections_frames_bytes_and_the_journal() {
     let dir = tempfile::tempdir().unwrap();
     let (server, address) = start_with_users(dir.path(), &["ana", "bo"]);
     // The registering clients are gone.
-    let start = eventually(&server, |s| s.connections_open == 0);
+    let start = stats_when(&server, |s| s.connections_open == 0);
     assert_eq!(start.connections_accepted, 2);
     let mut ana = login(address, "ana", "phone", DeliveryMode::PushMessage);
     let mut bo = login(address, "bo", "phone", DeliveryMode::PushMessage);
@@ -49,7 +45,7 @@ fn counters_follow_connections_frames_bytes_and_the_journal() {
     }
     // The counters are added up at the end of an I/O pass, which may come
     // just after the pass's writes reach the client.
-    let during = eventually(&server, |s| {
+    let during = stats_when(&server, |s| {
         s.connections_open == 2 && s.frames_in >= start.frames_in + 14
     });
     // Hello and Login on each, then ten Sends.
@@ -70,19 +66,19 @@ fn counters_follow_connections_frames_bytes_and_the_journal() {
             .map(|entry| entry.unwrap().metadata().unwrap().len())
             .sum()
     };
-    let sized = eventually(&server, |s| s.journal_bytes == journal_files());
+    let sized = stats_when(&server, |s| s.journal_bytes == journal_files());
     assert!(sized.journal_bytes >= 4 << 20, "a whole segment: {sized:?}");
     assert!(sized.disk_free_bytes > 0, "{sized:?}");
 
     // A client that sends bytes that are not framing is closed, and counted.
     let mut bad = TcpStream::connect(address).unwrap();
     bad.write_all(&[0, 0, 0, 1, 9]).unwrap();
-    let after = eventually(&server, |s| {
+    let after = stats_when(&server, |s| {
         s.closed_bad_framing == 1 && s.connections_open == 2
     });
     assert_eq!(after.connections_accepted, during.connections_accepted + 1);
     drop((ana, bo));
-    eventually(&server, |s| s.connections_open == 0);
+    stats_when(&server, |s| s.connections_open == 0);
     server.shutdown().unwrap();
 }
 
@@ -90,23 +86,23 @@ fn counters_follow_connections_frames_bytes_and_the_journal() {
 fn the_census_counts_registered_users_and_who_is_online_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let (server, address) = start_with_users(dir.path(), &["ana", "bo", "cy"]);
-    eventually(&server, |s| {
+    stats_when(&server, |s| {
         s.users_registered == 3 && s.users_online == 0 && s.devices_online == 0
     });
     let ana_phone = login(address, "ana", "phone", DeliveryMode::PushMessage);
     let mut ana_laptop = login(address, "ana", "laptop", DeliveryMode::PushNotice);
     let bo_phone = login(address, "bo", "phone", DeliveryMode::PushMessage);
-    eventually(&server, |s| s.users_online == 2 && s.devices_online == 3);
+    stats_when(&server, |s| s.users_online == 2 && s.devices_online == 3);
 
     // A logout and a dropped connection each take a device off; ana stays
     // online while one of her devices is.
     ana_laptop.logout().unwrap();
-    eventually(&server, |s| s.users_online == 2 && s.devices_online == 2);
+    stats_when(&server, |s| s.users_online == 2 && s.devices_online == 2);
     drop(bo_phone);
-    let during = eventually(&server, |s| s.users_online == 1 && s.devices_online == 1);
+    let during = stats_when(&server, |s| s.users_online == 1 && s.devices_online == 1);
     assert_eq!(during.users_registered, 3);
     drop((ana_phone, ana_laptop));
-    eventually(&server, |s| s.devices_online == 0);
+    stats_when(&server, |s| s.devices_online == 0);
     server.shutdown().unwrap();
 
     // After a restart the accounts are still there and no one is online.
@@ -122,7 +118,7 @@ fn the_census_counts_registered_users_and_who_is_online_across_a_restart() {
     );
     let address = server.local_addr();
     let _cy = login(address, "cy", "phone", DeliveryMode::PushMessage);
-    eventually(&server, |s| s.users_online == 1 && s.devices_online == 1);
+    stats_when(&server, |s| s.users_online == 1 && s.devices_online == 1);
     server.shutdown().unwrap();
 }
 
@@ -131,7 +127,7 @@ fn bytes_in_counts_every_byte_even_when_a_frame_arrives_in_pieces() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path());
     let mut client = courier::client::Client::connect(server.local_addr()).unwrap();
-    let start = eventually(&server, |s| s.frames_in >= 1);
+    let start = stats_when(&server, |s| s.frames_in >= 1);
     // Two pings, the second cut in half: the first is taken, the half is
     // kept (and moved to the front of the buffer) until the rest comes.
     let mut bytes = Vec::new();
@@ -141,9 +137,9 @@ fn bytes_in_counts_every_byte_even_when_a_frame_arrives_in_pieces() {
     }
     let cut = bytes.len() - 5;
     client.stream().write_all(&bytes[..cut]).unwrap();
-    eventually(&server, |s| s.frames_in == start.frames_in + 1);
+    stats_when(&server, |s| s.frames_in == start.frames_in + 1);
     client.stream().write_all(&bytes[cut..]).unwrap();
-    let after = eventually(&server, |s| s.frames_in == start.frames_in + 2);
+    let after = stats_when(&server, |s| s.frames_in == start.frames_in + 2);
     assert_eq!(after.bytes_in, start.bytes_in + bytes.len() as u64);
     server.shutdown().unwrap();
 }
@@ -171,21 +167,15 @@ fn an_address_over_connections_per_ip_max_is_refused_until_one_of_its_connection
         started.elapsed() < Duration::from_secs(2),
         "refused at once"
     );
-    eventually(&server, |s| s.connections_refused == 1);
+    stats_when(&server, |s| s.connections_refused == 1);
 
     // Closing either thread's connection gives its place back.
     for _ in 0..2 {
         drop(held.remove(0));
-        let mut again = None;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while again.is_none() {
-            assert!(Instant::now() < deadline, "the place never came back");
-            again = courier::client::Client::connect(address).ok();
-            if again.is_none() {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        let mut client = again.unwrap();
+        let again = eventually(Duration::from_secs(5), "the place to come back", || {
+            courier::client::Client::connect(address).map_err(|e| e.to_string())
+        });
+        let mut client = again;
         client.ping(7).unwrap();
         held.push(client);
     }

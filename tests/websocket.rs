@@ -169,14 +169,12 @@ fn a_websocket_client_and_a_tcp_client_chat_through_one_port() {
             Err(error) => panic!("{error}"),
         }
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while server.stats().devices_online != 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "bo never went offline"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    eventually(Duration::from_secs(5), "bo to go offline", || {
+        let online = server.stats().devices_online;
+        (online == 1)
+            .then_some(())
+            .ok_or_else(|| format!("{online} devices online"))
+    });
     drop(phone);
     server.shutdown().unwrap();
 }

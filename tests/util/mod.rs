@@ -74,6 +74,26 @@ pub fn befriend(address: SocketAddr, a: &str, b: &str) {
     assert!(matches!(two.request(&accept), Ok(Message::ContactOk(_))));
 }
 
+/// Polls `probe` every 10 ms until it gives `Ok`, and returns that; after
+/// `timeout` it panics, saying `what` was awaited and the last `Err`'s
+/// reason. The one way a test waits for something it can observe.
+pub fn eventually<T>(
+    timeout: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match probe() {
+            Ok(value) => return value,
+            Err(reason) if std::time::Instant::now() >= deadline => {
+                panic!("waited {timeout:?} for {what}: {reason}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
 /// The next push, which must come within a few seconds.
 pub fn expect_push(client: &mut Client) -> Message {
     client
