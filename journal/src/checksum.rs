@@ -11,7 +11,7 @@
 //! chains run side by side, and the three results are joined with one
 //! multiply. For 64 to 1,024-byte payloads that takes about 0.6 of the
 //! crate's time per record here (`cargo bench -p courier-journal --bench
-//! journal -- checksum`; docs/BENCHMARKS.md). Elsewhere the `crc32c` crate
+//! journal -- checksum`; docs/notes/benchmarks-history.md). Elsewhere the `crc32c` crate
 //! computes it; the two are tested equal.
 
 use crate::format::HeaderWords;

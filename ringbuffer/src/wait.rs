@@ -48,7 +48,8 @@ impl WaitStrategy {
     /// waiting on a thread that needs its core, and yielding gives the core
     /// away where spinning would keep it; on an idle core a yield returns at
     /// once and catches back-to-back events like a spin. The tuning table in
-    /// docs/BENCHMARKS.md is the measurement behind the figures.
+    /// docs/notes/benchmarks-history.md is the measurement behind the
+    /// figures.
     pub const BLOCKING: WaitStrategy = WaitStrategy::Blocking {
         spin: Duration::ZERO,
         yield_for: Duration::from_micros(5),
