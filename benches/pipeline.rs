@@ -140,14 +140,12 @@ impl Setup {
 
 /// CPU seconds of every thread of this process but the calling one.
 fn broker_cpu_seconds() -> f64 {
-    let usage = |who| {
-        // SAFETY: getrusage writes one rusage into the zeroed value given.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        unsafe { libc::getrusage(who, &mut usage) };
-        let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-        seconds(usage.ru_utime) + seconds(usage.ru_stime)
+    use rustix::time::{clock_gettime, ClockId};
+    let seconds = |clock| {
+        let time = clock_gettime(clock);
+        time.tv_sec as f64 + time.tv_nsec as f64 / 1e9
     };
-    usage(libc::RUSAGE_SELF) - usage(libc::RUSAGE_THREAD)
+    seconds(ClockId::ProcessCPUTime) - seconds(ClockId::ThreadCPUTime)
 }
 
 fn name(user: usize) -> String {

@@ -57,8 +57,8 @@
 //! broker.shutdown().unwrap();
 //! ```
 #![deny(missing_docs)]
-#![forbid(unsafe_code)]
 
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod broker;
 pub mod client;

@@ -56,12 +56,17 @@
 //! ```
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
+// unsafe lives in two modules only: the memory map and the checksum's
+// CPU instructions.
+#![deny(unsafe_code)]
 
+#[allow(unsafe_code)] // CRC-32C and carry-less multiply instructions
 mod checksum;
 mod config;
 mod error;
 pub mod format;
 mod inspect;
+#[allow(unsafe_code)] // the memory map of a segment
 mod mmap;
 mod reader;
 mod recovery;
