@@ -313,6 +313,23 @@ fn work(hasher: &mut Hasher, job: AuthJob) -> (ConnId, Origin, Vec<u8>) {
     }
 }
 
+/// A worker that runs jobs when a test says, on the test's thread: the
+/// simulation's auth pool (a cancelled job is skipped, as a worker does).
+#[cfg(test)]
+pub(crate) struct InlineWorker(Hasher);
+
+#[cfg(test)]
+impl InlineWorker {
+    pub(crate) fn new(config: &AuthConfig) -> Self {
+        Self(Hasher::new(config.argon2().expect("valid test costs")))
+    }
+
+    /// The event a worker would publish for `job`.
+    pub(crate) fn run(&mut self, job: AuthJob) -> Option<(ConnId, Origin, Vec<u8>)> {
+        (!job.cancelled()).then(|| work(&mut self.0, job))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

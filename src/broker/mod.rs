@@ -38,6 +38,8 @@ mod event;
 mod ids;
 mod latency;
 mod logic;
+#[cfg(test)]
+mod sim;
 mod snapshot;
 mod stages;
 mod store;

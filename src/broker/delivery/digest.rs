@@ -92,3 +92,62 @@ impl Delivery {
         out
     }
 }
+
+impl Delivery {
+    /// Checks what the inboxes' `# Invariants` claim, panicking at the
+    /// first that does not hold (the counts, the expiry index, every
+    /// conversation's unread count: what [`Delivery::digest`] asserts), and
+    /// that messages are held in journal order, every inbox entry refers to
+    /// a held message in sequence order, and every online device has a
+    /// resend slot. The simulation runs it after every step.
+    pub(crate) fn check_invariants(&self) {
+        let _ = self.digest();
+        let ids: Vec<u64> = self.messages.iter().map(|m| m.server_message_id).collect();
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "messages in journal order"
+        );
+        assert!(self.first <= self.expire_end);
+        assert!(self.expire_end <= self.first + self.messages.len() as u64);
+        for user in &self.users {
+            let mut last = None;
+            for &index in &user.inbox {
+                let offset = self.offset(index);
+                assert!(
+                    offset < self.messages.len(),
+                    "{}: an entry refers to a message held",
+                    user.name
+                );
+                let id = self.messages[offset].server_message_id;
+                assert!(last < Some(id), "{}: entries in journal order", user.name);
+                last = Some(id);
+            }
+            for device in &user.devices {
+                assert!(
+                    device.slot as usize <= user.device_ids.len(),
+                    "{}: a device slot",
+                    user.name
+                );
+                if self.config.rules_version >= 1 {
+                    assert!(device.slot >= 1, "{}: per-device resend keys", user.name);
+                }
+            }
+        }
+    }
+
+    /// A user's inbox as (inbox sequence, server message id), oldest first.
+    pub(crate) fn inbox_ids(&self, user: super::UserId) -> Vec<(u64, u64)> {
+        let mailbox = self.user(user);
+        mailbox
+            .inbox
+            .iter()
+            .enumerate()
+            .map(|(at, &index)| {
+                (
+                    mailbox.expired + at as u64 + 1,
+                    self.stored(index).server_message_id,
+                )
+            })
+            .collect()
+    }
+}

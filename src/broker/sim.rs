@@ -1,0 +1,826 @@
+//! The whole-broker simulation: one seed drives many simulated devices
+//! against the real broker core (decode, journal, logic, the inboxes, the
+//! auth workers' results) and crashes it, checking after every step.
+//!
+//! A step is one device's action (connect and log in, send, resend, post
+//! to a group, sync, mark read, disconnect, log out), a lost acknowledgement
+//! (the connection drops with a `SendAck` unread), or a crash: all
+//! in-memory state is dropped, a torn record may be left after the
+//! journal's end, and the broker is reopened from the journal as written,
+//! as `Broker::open` does. The clock is simulated: each record is a
+//! millisecond after the one before.
+//!
+//! After every step: logic's and the inboxes' `check_invariants`, and the
+//! end-to-end promises against an oracle built from every `SendAck` the
+//! core emitted (read before the simulated network may lose it):
+//! - every acknowledged message is in each of its recipients' inboxes
+//!   exactly once, in journal order, and nothing else is, across crashes;
+//! - a resend (same device, same client message id) is acknowledged with
+//!   the original ids and never stored twice;
+//! - every device sees, by push and sync, each inbox entry under one
+//!   sequence, in order within a session, and a full sync gives the whole
+//!   inbox from sequence 1 without a gap.
+//!
+//! A failure names the seed: `COURIER_SIM_SEED=N cargo test --lib sim`
+//! replays it. `cargo test` runs [`SEEDS`] seeds; `COURIER_SIM_SEEDS=N
+//! cargo test --release --lib sim -- --ignored` runs N more.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crossbeam_channel::Receiver;
+use prost::Message as _;
+
+use super::apply_records;
+use super::auth::{dummy_hash, AuthConfig, AuthJob, InlineWorker};
+use super::delivery::{Delivery, DeliveryConfig};
+use super::event::{decode_inbound, encode_record, Journaled, Origin, Out, Outbox};
+use super::ids::{ConnId, UserId};
+use super::logic::{Logic, LogicConfig, RULES_VERSION};
+use super::stages::carry_out;
+use super::{Command, RECORD_START};
+use crate::codec::journal_proto::Started;
+use crate::codec::proto::{self, ErrorCode};
+use crate::codec::{Message, FRAME_HEADER_BYTES, LENGTH_PREFIX_BYTES};
+use crate::journal::{Durability, Journal, JournalConfig};
+
+/// Seeds `cargo test` runs.
+const SEEDS: u64 = 24;
+/// Steps per seed.
+const STEPS: usize = 400;
+const USERS: usize = 5;
+const DEVICES: usize = 2;
+/// Groups, each of the first `GROUP_SIZE` users from a starting user.
+const GROUPS: usize = 2;
+const GROUP_SIZE: usize = 3;
+
+/// splitmix64: the simulation's one source of randomness, from the seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+}
+
+/// The broker core, with no threads and no sockets.
+struct Core {
+    journal: Journal,
+    logic: Logic,
+    delivery: Delivery,
+    jobs: Receiver<AuthJob>,
+    worker: InlineWorker,
+    clock_ns: u64,
+}
+
+fn configs() -> (LogicConfig, DeliveryConfig) {
+    let logic = LogicConfig {
+        frame_size_max: 64 * 1024,
+        heartbeat_interval_ms: 1000,
+        open_messaging: true,
+        group_members_max: 8,
+        rules_version: RULES_VERSION,
+    };
+    let delivery = DeliveryConfig {
+        frame_size_max: 64 * 1024,
+        dedup_window: 4096,
+        sync_limit_max: 7,
+        message_retention_ms: 0,
+        rules_version: RULES_VERSION,
+    };
+    (logic, delivery)
+}
+
+impl Core {
+    /// Opens the journal in `dir` (recovering what is there), replays it
+    /// and appends a start marker: what `Broker::open` does.
+    fn open(dir: &Path, clock_ns: u64) -> Self {
+        let config = JournalConfig {
+            segment_size_bytes: 64 * 1024,
+            durability: Durability::None,
+            create_dir: true,
+            ..JournalConfig::default()
+        };
+        let journal = Journal::open(dir.join("journal"), config).expect("the journal opens");
+        let (logic_config, delivery_config) = configs();
+        let mut logic = Logic::new(logic_config.clone());
+        let mut delivery = Delivery::new(delivery_config.clone(), journal.reader());
+        let mut cursor = journal.reader().cursor_at_start();
+        apply_records(&mut cursor, None, &mut logic, &mut delivery, |_, _| {
+            Ok(true)
+        })
+        .expect("the journal replays");
+        let (sender, jobs) = crossbeam_channel::unbounded();
+        let auth = AuthConfig::insecure_fast();
+        logic.set_auth(sender, dummy_hash(&auth), Arc::default(), 0);
+        let mut core = Self {
+            journal,
+            logic,
+            delivery,
+            jobs,
+            worker: InlineWorker::new(&auth),
+            clock_ns,
+        };
+        let started = Started {
+            frame_size_max_bytes: logic_config.frame_size_max as u32,
+            open_messaging: logic_config.open_messaging,
+            group_members_max: logic_config.group_members_max as u32,
+            dedup_window: delivery_config.dedup_window as u32,
+            message_retention_ms: 0,
+            rules_version: RULES_VERSION,
+        };
+        let body = started.encode_to_vec();
+        let frames = core.apply(ConnId(0), Command::Start(Some(started)), &body);
+        assert!(frames.is_empty(), "a start answers nobody");
+        core
+    }
+
+    /// One event through decode, journal, logic and the inboxes, then
+    /// whatever auth jobs it left; the frames and closes it made.
+    fn event(&mut self, conn: ConnId, origin: Origin, body: &[u8]) -> Vec<Out2> {
+        let mut frames = self.apply(conn, decode_inbound(origin, body), body);
+        while let Ok(job) = self.jobs.try_recv() {
+            if let Some((conn, origin, body)) = self.worker.run(job) {
+                frames.extend(self.apply(conn, decode_inbound(origin, &body), &body));
+            }
+        }
+        frames
+    }
+
+    fn apply(&mut self, conn: ConnId, command: Command, body: &[u8]) -> Vec<Out2> {
+        let journaled = match command {
+            Command::Start(_) => Some(RECORD_START),
+            _ => command.record_type(),
+        }
+        .map(|record_type| {
+            let mut payload = Vec::new();
+            encode_record(conn, body, &mut payload);
+            self.clock_ns += 1_000_000;
+            let appended = self
+                .journal
+                .append(record_type, self.clock_ns, &payload)
+                .expect("the journal appends");
+            Journaled {
+                sequence: appended.sequence,
+                position: appended.position,
+                timestamp_ns: self.clock_ns,
+            }
+        });
+        let mut logic_out = Outbox::default();
+        let now_ms = self.clock_ns / 1_000_000;
+        self.logic
+            .apply(conn, &command, body, journaled, now_ms, &mut logic_out);
+        let mut fan_out = Outbox::default();
+        carry_out(
+            &mut self.delivery,
+            conn,
+            &logic_out,
+            body,
+            journaled,
+            &mut fan_out,
+        );
+        // The fan-out stage sends logic's frames first, then its own.
+        logic_out
+            .iter()
+            .chain(fan_out.iter())
+            .map(Out2::from)
+            .collect()
+    }
+
+    fn check_invariants(&self) {
+        self.logic.check_invariants();
+        self.delivery.check_invariants();
+    }
+}
+
+/// A frame or close the core made, decoded.
+enum Out2 {
+    Frame(ConnId, u64, Message),
+    Close(ConnId),
+}
+
+impl From<Out<'_>> for Out2 {
+    fn from(out: Out<'_>) -> Self {
+        match out {
+            Out::Frame(conn, bytes) | Out::Compressible(conn, bytes) => {
+                let header = &bytes[LENGTH_PREFIX_BYTES..LENGTH_PREFIX_BYTES + FRAME_HEADER_BYTES];
+                let message_type = u16::from_be_bytes([header[0], header[1]]);
+                let correlation_id = u64::from_be_bytes(header[4..12].try_into().unwrap());
+                let payload = &bytes[LENGTH_PREFIX_BYTES + FRAME_HEADER_BYTES..];
+                let message = Message::decode_parts(message_type, payload)
+                    .expect("the core sends valid frames");
+                Out2::Frame(conn, correlation_id, message)
+            }
+            Out::Close(conn) => Out2::Close(conn),
+        }
+    }
+}
+
+/// Where a message goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum To {
+    User(usize),
+    Group(usize),
+}
+
+/// A message a device sent, and what it is resent as.
+#[derive(Debug, Clone)]
+struct Sent {
+    client_message_id: u64,
+    to: To,
+    body: Vec<u8>,
+}
+
+/// What the core acknowledged for a message.
+#[derive(Debug, Clone)]
+struct Acked {
+    server_message_id: u64,
+    /// The sender's inbox sequence.
+    sequence: u64,
+    to: To,
+}
+
+/// A simulated device of a user.
+#[derive(Debug, Default)]
+struct Device {
+    conn: Option<ConnId>,
+    logged_in: bool,
+    token: Option<String>,
+    next_id: u64,
+    /// Sent without an acknowledgement seen (it may have been lost).
+    unacked: Vec<Sent>,
+    /// Sent and acknowledged: (message, server message id, sequence).
+    acked: Vec<(Sent, u64, u64)>,
+    /// Every inbox entry this device has seen: sequence to server id.
+    seen: BTreeMap<u64, u64>,
+    /// The newest sequence pushed in this session (pushes come in order).
+    pushed_up_to: u64,
+}
+
+/// The simulation of one seed.
+struct Sim {
+    seed: u64,
+    rng: Rng,
+    dir: PathBuf,
+    core: Option<Core>,
+    users: Vec<String>,
+    devices: Vec<Vec<Device>>,
+    groups: Vec<(u64, Vec<usize>)>,
+    next_conn: u64,
+    /// Every acknowledged message, by (user, device, client message id),
+    /// read off the core's frames, lost or not.
+    oracle: HashMap<(usize, usize, u64), Acked>,
+    /// The frame a step's request was answered with.
+    answer: Option<Message>,
+    crashes: usize,
+}
+
+impl Sim {
+    fn new(seed: u64, dir: PathBuf) -> Self {
+        let core = Core::open(&dir, 0);
+        let mut sim = Self {
+            seed,
+            rng: Rng(seed),
+            dir,
+            core: Some(core),
+            users: (0..USERS).map(|u| format!("user{u}")).collect(),
+            devices: (0..USERS)
+                .map(|_| (0..DEVICES).map(|_| Device::default()).collect())
+                .collect(),
+            groups: Vec::new(),
+            next_conn: 1,
+            oracle: HashMap::new(),
+            answer: None,
+            crashes: 0,
+        };
+        sim.setup();
+        sim
+    }
+
+    fn core(&mut self) -> &mut Core {
+        self.core.as_mut().expect("the core is open")
+    }
+
+    /// Registers every user and makes the groups.
+    fn setup(&mut self) {
+        for user in 0..USERS {
+            let conn = self.open_conn();
+            let register = Message::Register(proto::Register {
+                user: self.users[user].clone(),
+                password: format!("pw{user}"),
+            });
+            assert!(matches!(
+                self.request(conn, &register),
+                Some(Message::RegisterOk(_))
+            ));
+            self.event(conn, Origin::Disconnected, &[]);
+        }
+        for group in 0..GROUPS {
+            let members: Vec<usize> = (0..GROUP_SIZE).map(|m| (group + m) % USERS).collect();
+            let owner = members[0];
+            self.connect(owner, 0);
+            let create = Message::GroupCreate(proto::GroupCreate {
+                name: format!("g{group}"),
+                members: members[1..]
+                    .iter()
+                    .map(|&m| self.users[m].clone())
+                    .collect(),
+            });
+            let conn = self.devices[owner][0].conn.expect("connected");
+            let Some(Message::GroupInfo(info)) = self.request(conn, &create) else {
+                panic!("seed {}: a group could not be made", self.seed);
+            };
+            self.groups.push((info.group_id, members));
+        }
+    }
+
+    fn open_conn(&mut self) -> ConnId {
+        let conn = ConnId(self.next_conn);
+        self.next_conn += 1;
+        self.event(conn, Origin::Connected, &[127, 0, 0, 1]);
+        conn
+    }
+
+    /// Runs one event and routes what it made; a step's answer (the frame
+    /// with `correlation_id` for `conn`) is kept in `answer`.
+    fn event(&mut self, conn: ConnId, origin: Origin, body: &[u8]) {
+        let outs = self.core().event(conn, origin, body);
+        for out in outs {
+            match out {
+                Out2::Frame(to, correlation_id, message) => {
+                    self.route(to, correlation_id, conn, message)
+                }
+                Out2::Close(to) => {
+                    if let Some((user, device)) = self.device_of(to) {
+                        self.drop_conn(user, device);
+                    }
+                }
+            }
+        }
+    }
+
+    fn device_of(&self, conn: ConnId) -> Option<(usize, usize)> {
+        (0..USERS)
+            .flat_map(|u| (0..DEVICES).map(move |d| (u, d)))
+            .find(|&(u, d)| self.devices[u][d].conn == Some(conn))
+    }
+
+    /// A frame to `to`; `from` made the request being answered.
+    fn route(&mut self, to: ConnId, correlation_id: u64, from: ConnId, message: Message) {
+        let owner = self.device_of(to);
+        if let (Message::SendAck(ack), Some((user, device))) = (&message, owner) {
+            self.note_ack(user, device, ack);
+        }
+        if let (Message::Deliver(deliver), Some((user, device))) = (&message, owner) {
+            let seed = self.seed;
+            let state = &mut self.devices[user][device];
+            assert!(
+                deliver.inbox_sequence > state.pushed_up_to,
+                "seed {seed}: pushes to a device come in sequence order"
+            );
+            state.pushed_up_to = deliver.inbox_sequence;
+            self.saw(
+                user,
+                device,
+                deliver.inbox_sequence,
+                deliver.server_message_id,
+            );
+        }
+        if to == from && correlation_id != 0 {
+            self.answer = Some(message);
+        }
+    }
+
+    /// Records an acknowledgement in the oracle, or checks a resend's
+    /// against it.
+    fn note_ack(&mut self, user: usize, device: usize, ack: &proto::SendAck) {
+        let state = &self.devices[user][device];
+        let Some(sent) = state
+            .unacked
+            .iter()
+            .chain(state.acked.iter().map(|(sent, _, _)| sent))
+            .find(|s| s.client_message_id == ack.client_message_id)
+            .cloned()
+        else {
+            panic!("seed {}: an ack for a message never sent", self.seed);
+        };
+        let key = (user, device, ack.client_message_id);
+        let acked = Acked {
+            server_message_id: ack.server_message_id,
+            sequence: ack.inbox_sequence,
+            to: sent.to,
+        };
+        match self.oracle.get(&key) {
+            Some(first) => assert_eq!(
+                (first.server_message_id, first.sequence),
+                (acked.server_message_id, acked.sequence),
+                "seed {}: a resend is acknowledged with the original ids",
+                self.seed
+            ),
+            None => {
+                self.oracle.insert(key, acked);
+            }
+        }
+    }
+
+    fn saw(&mut self, user: usize, device: usize, sequence: u64, server_id: u64) {
+        let seed = self.seed;
+        let seen = &mut self.devices[user][device].seen;
+        if let Some(&before) = seen.get(&sequence) {
+            assert_eq!(
+                before, server_id,
+                "seed {seed}: sequence {sequence} of user {user} is one message"
+            );
+        }
+        seen.insert(sequence, server_id);
+    }
+
+    /// Sends `message` on `conn` and returns its answer.
+    fn request(&mut self, conn: ConnId, message: &Message) -> Option<Message> {
+        let mut frame = Vec::new();
+        let correlation_id = self.rng.next() | 1;
+        message.encode_frame(correlation_id, &mut frame);
+        self.answer = None;
+        self.event(conn, Origin::Frame, &frame[LENGTH_PREFIX_BYTES..]);
+        self.answer.take()
+    }
+
+    fn drop_conn(&mut self, user: usize, device: usize) {
+        let state = &mut self.devices[user][device];
+        state.conn = None;
+        state.logged_in = false;
+        state.pushed_up_to = 0;
+    }
+
+    /// Connects a device and logs it in (with its token if it has one).
+    fn connect(&mut self, user: usize, device: usize) {
+        if self.devices[user][device].logged_in {
+            return;
+        }
+        let conn = match self.devices[user][device].conn {
+            Some(conn) => conn,
+            None => {
+                let conn = self.open_conn();
+                self.devices[user][device].conn = Some(conn);
+                conn
+            }
+        };
+        let secret = match &self.devices[user][device].token {
+            Some(token) => proto::login::Secret::Token(token.clone()),
+            None => proto::login::Secret::Password(format!("pw{user}")),
+        };
+        let login = Message::Login(proto::Login {
+            user: self.users[user].clone(),
+            secret: Some(secret),
+            device_id: format!("d{device}"),
+            ..proto::Login::default()
+        });
+        match self.request(conn, &login) {
+            Some(Message::LoginOk(ok)) => {
+                let state = &mut self.devices[user][device];
+                state.logged_in = true;
+                state.token = Some(ok.token);
+            }
+            other => panic!("seed {}: a login failed: {other:?}", self.seed),
+        }
+    }
+
+    fn disconnect(&mut self, user: usize, device: usize) {
+        if let Some(conn) = self.devices[user][device].conn {
+            self.event(conn, Origin::Disconnected, &[]);
+            self.drop_conn(user, device);
+        }
+    }
+
+    fn send(&mut self, user: usize, device: usize, sent: Sent, lose_ack: bool) {
+        self.connect(user, device);
+        let conn = self.devices[user][device].conn.expect("connected");
+        let message = match sent.to {
+            To::User(to) => Message::Send(proto::Send {
+                recipient: self.users[to].clone(),
+                client_message_id: sent.client_message_id,
+                body: sent.body.clone(),
+                group_id: 0,
+            }),
+            To::Group(group) => Message::Send(proto::Send {
+                recipient: String::new(),
+                client_message_id: sent.client_message_id,
+                body: sent.body.clone(),
+                group_id: self.groups[group].0,
+            }),
+        };
+        let state = &mut self.devices[user][device];
+        if !state
+            .unacked
+            .iter()
+            .any(|s| s.client_message_id == sent.client_message_id)
+            && !state
+                .acked
+                .iter()
+                .any(|(s, _, _)| s.client_message_id == sent.client_message_id)
+        {
+            state.unacked.push(sent.clone());
+        }
+        let answer = self.request(conn, &message);
+        let Some(Message::SendAck(ack)) = answer else {
+            panic!("seed {}: a send was refused: {answer:?}", self.seed);
+        };
+        if lose_ack {
+            // The connection drops with the acknowledgement unread.
+            self.disconnect(user, device);
+            return;
+        }
+        let state = &mut self.devices[user][device];
+        state
+            .unacked
+            .retain(|s| s.client_message_id != ack.client_message_id);
+        if !state
+            .acked
+            .iter()
+            .any(|(s, _, _)| s.client_message_id == ack.client_message_id)
+        {
+            state
+                .acked
+                .push((sent, ack.server_message_id, ack.inbox_sequence));
+        }
+    }
+
+    /// Pulls everything after what the device has seen, in pages.
+    fn sync(&mut self, user: usize, device: usize, from_start: bool) {
+        self.connect(user, device);
+        let conn = self.devices[user][device].conn.expect("connected");
+        let mut after = if from_start {
+            0
+        } else {
+            contiguous(&self.devices[user][device].seen)
+        };
+        loop {
+            let sync = Message::Sync(proto::Sync {
+                after_sequence: after,
+                limit: 0,
+            });
+            let Some(Message::SyncBatch(batch)) = self.request(conn, &sync) else {
+                panic!("seed {}: a sync failed", self.seed);
+            };
+            for (offset, message) in batch.messages.iter().enumerate() {
+                assert_eq!(
+                    message.inbox_sequence,
+                    after + 1 + offset as u64,
+                    "seed {}: a sync has no gap",
+                    self.seed
+                );
+                self.saw(
+                    user,
+                    device,
+                    message.inbox_sequence,
+                    message.server_message_id,
+                );
+            }
+            after += batch.messages.len() as u64;
+            if !batch.more {
+                break;
+            }
+        }
+    }
+
+    fn step(&mut self) {
+        let user = self.rng.below(USERS);
+        let device = self.rng.below(DEVICES);
+        match self.rng.below(100) {
+            0..=29 => {
+                let to = To::User(self.rng.below(USERS));
+                let sent = self.new_message(user, device, to);
+                let lose_ack = self.rng.chance(10);
+                self.send(user, device, sent, lose_ack);
+            }
+            30..=44 => {
+                let mine: Vec<usize> = (0..GROUPS)
+                    .filter(|&g| self.groups[g].1.contains(&user))
+                    .collect();
+                if let Some(&group) = mine.get(self.rng.below(mine.len().max(1))) {
+                    let sent = self.new_message(user, device, To::Group(group));
+                    let lose_ack = self.rng.chance(10);
+                    self.send(user, device, sent, lose_ack);
+                }
+            }
+            45..=54 => {
+                // Resend what was never acknowledged, or something that was.
+                let state = &self.devices[user][device];
+                let again = state.unacked.first().cloned().or_else(|| {
+                    let acked = &state.acked;
+                    acked.last().map(|(sent, _, _)| sent.clone())
+                });
+                if let Some(sent) = again {
+                    self.send(user, device, sent, false);
+                }
+            }
+            55..=69 => self.sync(user, device, false),
+            70..=77 => {
+                self.connect(user, device);
+                let conn = self.devices[user][device].conn.expect("connected");
+                let head = contiguous(&self.devices[user][device].seen);
+                let peer = self.users[(user + 1) % USERS].clone();
+                let mark = Message::MarkRead(proto::MarkRead {
+                    peer,
+                    up_to_sequence: head,
+                    group_id: 0,
+                });
+                match self.request(conn, &mark) {
+                    Some(Message::ReadState(_)) => {}
+                    Some(Message::Error(error)) if error.code == ErrorCode::BadSequence as i32 => {}
+                    other => panic!("seed {}: a mark failed: {other:?}", self.seed),
+                }
+            }
+            78..=89 => self.disconnect(user, device),
+            90..=93 => {
+                if let Some(conn) = self.devices[user][device].conn {
+                    self.connect(user, device);
+                    self.request(conn, &Message::Logout(proto::Logout {}));
+                    self.devices[user][device].token = None;
+                    self.devices[user][device].logged_in = false;
+                }
+            }
+            94..=97 => self.connect(user, device),
+            _ => self.crash(),
+        }
+        self.check();
+    }
+
+    fn new_message(&mut self, user: usize, device: usize, to: To) -> Sent {
+        let state = &mut self.devices[user][device];
+        state.next_id += 1;
+        let length = self.rng.below(40);
+        Sent {
+            // Each device numbers its own from 1: the ids collide across
+            // devices on purpose.
+            client_message_id: state.next_id,
+            to,
+            body: (0..length).map(|_| self.rng.next() as u8).collect(),
+        }
+    }
+
+    /// Drops all in-memory state, may leave a torn record after the
+    /// journal's end, and reopens from the journal as written.
+    fn crash(&mut self) {
+        let core = self.core.take().expect("the core is open");
+        let clock_ns = core.clock_ns;
+        let end = core.journal.end_position();
+        drop(core);
+        if self.rng.chance(50) {
+            // A record being written when the power went: its length word
+            // and part of its bytes, never acknowledged.
+            let segment = self
+                .dir
+                .join("journal")
+                .join(format!("{:020}.segment", end.segment));
+            let mut torn = vec![0u8; 40];
+            torn[..4].copy_from_slice(&200u32.to_le_bytes());
+            for byte in &mut torn[4..] {
+                *byte = self.rng.next() as u8;
+            }
+            use std::os::unix::fs::FileExt;
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&segment)
+                .expect("the segment is there");
+            file.write_all_at(&torn, end.offset).expect("written");
+        }
+        self.core = Some(Core::open(&self.dir, clock_ns + 1_000_000_000));
+        self.crashes += 1;
+        for user in 0..USERS {
+            for device in 0..DEVICES {
+                self.drop_conn(user, device);
+            }
+        }
+    }
+
+    /// The end-to-end promises against the oracle.
+    fn check(&mut self) {
+        let seed = self.seed;
+        let core = self.core.as_ref().expect("the core is open");
+        core.check_invariants();
+        let mut expected: Vec<Vec<u64>> = vec![Vec::new(); USERS];
+        for (&(sender, _, _), acked) in &self.oracle {
+            let server_id = &acked.server_message_id;
+            let recipients = match &acked.to {
+                To::User(to) => vec![sender, *to],
+                To::Group(group) => self.groups[*group].1.clone(),
+            };
+            for recipient in recipients {
+                if !expected[recipient].contains(server_id) {
+                    expected[recipient].push(*server_id);
+                }
+            }
+        }
+        for (user, expected) in expected.iter_mut().enumerate() {
+            expected.sort_unstable();
+            let inbox = core.delivery.inbox_ids(UserId(user as u64 + 1));
+            let ids: Vec<u64> = inbox.iter().map(|&(_, id)| id).collect();
+            assert_eq!(
+                &ids, expected,
+                "seed {seed}: user {user}'s inbox holds every acknowledged message once, in order"
+            );
+            for device in &self.devices[user] {
+                for (sequence, id) in &device.seen {
+                    let entry = inbox.iter().find(|(s, _)| s == sequence);
+                    assert_eq!(
+                        entry.map(|(_, id)| id),
+                        Some(id),
+                        "seed {seed}: what user {user}'s device saw is in the inbox"
+                    );
+                }
+            }
+        }
+    }
+
+    fn run(&mut self, steps: usize) {
+        for _ in 0..steps {
+            self.step();
+        }
+        // Every device, synced from the start, sees its whole inbox.
+        for user in 0..USERS {
+            for device in 0..DEVICES {
+                self.sync(user, device, true);
+                let head = self
+                    .core()
+                    .delivery
+                    .inbox_ids(UserId(user as u64 + 1))
+                    .len() as u64;
+                let seen = &self.devices[user][device].seen;
+                assert_eq!(contiguous(seen), head, "seed {}: a full sync", self.seed);
+            }
+        }
+    }
+}
+
+/// The newest sequence up to which `seen` has no gap.
+fn contiguous(seen: &BTreeMap<u64, u64>) -> u64 {
+    let mut head = 0;
+    while seen.contains_key(&(head + 1)) {
+        head += 1;
+    }
+    head
+}
+
+fn run_seed(seed: u64) -> (usize, usize) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut sim = Sim::new(seed, dir.path().to_path_buf());
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sim.run(STEPS)));
+    if let Err(panic) = outcome {
+        eprintln!(
+            "the simulation failed with seed {seed}: COURIER_SIM_SEED={seed} cargo test --lib sim"
+        );
+        std::panic::resume_unwind(panic);
+    }
+    (sim.crashes, sim.oracle.len())
+}
+
+#[test]
+fn the_broker_keeps_its_promises_under_random_steps_and_crashes() {
+    let seeds: Vec<u64> = match std::env::var("COURIER_SIM_SEED") {
+        Ok(seed) => vec![seed.parse().expect("COURIER_SIM_SEED is a number")],
+        Err(_) => (1..=SEEDS).collect(),
+    };
+    let (mut crashes, mut acked) = (0, 0);
+    for seed in seeds {
+        let (c, a) = run_seed(seed);
+        crashes += c;
+        acked += a;
+    }
+    assert!(crashes > 0, "the seeds crash the broker");
+    assert!(acked > 0, "the seeds acknowledge messages");
+}
+
+/// `COURIER_SIM_SEEDS=N`: N seeds after the ones `cargo test` runs.
+#[test]
+#[ignore]
+fn many_seeds() {
+    let count: u64 = std::env::var("COURIER_SIM_SEEDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1000);
+    let started = std::time::Instant::now();
+    let (mut crashes, mut acked) = (0, 0);
+    for seed in SEEDS + 1..=SEEDS + count {
+        let (c, a) = run_seed(seed);
+        crashes += c;
+        acked += a;
+    }
+    eprintln!(
+        "{count} seeds of {STEPS} steps in {:.1?}: {crashes} crashes, {acked} messages acknowledged",
+        started.elapsed()
+    );
+}
