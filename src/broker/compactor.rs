@@ -25,9 +25,10 @@ use std::time::{Duration, Instant};
 
 use super::delivery::{Delivery, DeliveryConfig};
 use super::logic::{Logic, LogicConfig};
+use super::recover::{apply_records, cursor_after, read_snapshot};
 use super::snapshot::{self, SnapshotError, SnapshotPoint};
 use super::store::Checkpointer;
-use super::{apply_records, cursor_after, read_snapshot, BrokerError};
+use super::BrokerError;
 use crate::journal::{Flusher, JournalReader, Pruner};
 
 /// How often the thread looks at the journal's size.

@@ -32,14 +32,15 @@ use std::sync::Arc;
 use crossbeam_channel::Receiver;
 use prost::Message as _;
 
-use super::apply_records;
 use super::auth::{dummy_hash, AuthConfig, AuthJob, InlineWorker};
 use super::delivery::{Delivery, DeliveryConfig};
+use super::event::Command;
 use super::event::{decode_inbound, encode_record, Journaled, Origin, Out, Outbox};
 use super::ids::{ConnId, UserId};
 use super::logic::{Logic, LogicConfig, RULES_VERSION};
+use super::recover::apply_records;
 use super::stages::carry_out;
-use super::{Command, RECORD_START};
+use super::RECORD_START;
 use crate::codec::journal_proto::Started;
 use crate::codec::proto::{self, ErrorCode};
 use crate::codec::{Message, FRAME_HEADER_BYTES, LENGTH_PREFIX_BYTES};

@@ -11,10 +11,10 @@ use super::event::{
 };
 use super::ids::ConnId;
 use super::logic::{Logic, LogicConfig, RULES_VERSION};
+use super::recover::{apply_records, cursor_after, replay};
 use super::snapshot::{Decoder, Encoder};
 use super::stages::carry_out;
 use super::store::Store;
-use super::{apply_records, cursor_after, replay};
 use crate::codec::journal_proto::{LoginVerified, Registered, Started};
 use crate::codec::proto::{self, DeliveryMode};
 use crate::codec::{Message, LENGTH_PREFIX_BYTES};
