@@ -67,16 +67,19 @@ pub use logic::{
 };
 pub use store::StoreError;
 
-use crate::journal::JournalError;
+use crate::journal::{Journal, JournalError};
 use crate::ringbuffer::{
     BuildError, Builder, Halted, MultiProducer, Pipeline, StageFailure, TryPublishError,
 };
+use delivery::Delivery;
 use event::Origin;
 use latency::{LatencyRecorder, StageLatency};
 pub(crate) use logic::address_key;
+use logic::Logic;
 use logic::LoginCounters;
 use recover::Recovered;
 use stages::{Decode, FanOut, FlushStage, JournalStage, LogicStage, StoreStage};
+use store::Store;
 
 /// Where the broker's frames go: one implementation per gateway. The mio
 /// server's routes each frame to the outbound ring of the connection's I/O
@@ -405,6 +408,65 @@ impl BrokerWatch {
     }
 }
 
+/// What the stages publish for readers on other threads.
+struct Shared {
+    records: Arc<AtomicU64>,
+    census: Arc<stages::CensusCell>,
+    /// The journal, flush, logic and fan-out stages' latencies.
+    latencies: [Arc<StageLatency>; 4],
+}
+
+/// The recovered state the stages take over: journal, SQLite store, logic,
+/// inboxes, and where frames go.
+type StageState = (Journal, Store, Logic, Delivery, Box<dyn Egress>);
+
+/// Wires the stages (decode, journal, flush, logic, then fan-out and the
+/// store side by side) around the recovered state, placed as configured.
+fn build_pipeline(
+    config: &BrokerConfig,
+    (journal, store, logic, delivery, egress): StageState,
+    shared: Shared,
+) -> Result<(MultiProducer<Inbound>, Pipeline<Inbound>), BrokerError> {
+    let [journal_latency, flush_latency, logic_latency, fan_out_latency] = shared.latencies;
+    let mut builder = Builder::new(config.ring_slots, Inbound::default)
+        .wait_strategy(config.wait_strategy())
+        .placement(config.ring_placement());
+    let decode = builder.stage_mut("decode", &[], Decode);
+    let flusher = journal.flusher();
+    let journal = JournalStage {
+        journal,
+        scratch: Vec::new(),
+        batch_timestamp_ns: None,
+        records: shared.records,
+        latency: LatencyRecorder::new(journal_latency),
+    };
+    let journal_stage = builder.stage_mut("journal", &[decode], journal);
+    let flush = FlushStage {
+        flusher,
+        durability: config.journal_durability(),
+        unflushed: false,
+        latency: LatencyRecorder::new(flush_latency),
+    };
+    let flush_stage = builder.stage("flush", &[journal_stage], flush);
+    let logic = LogicStage {
+        logic,
+        census: Arc::clone(&shared.census),
+        latency: LatencyRecorder::new(logic_latency),
+    };
+    let logic_stage = builder.stage_mut("logic", &[flush_stage], logic);
+    let fan_out = FanOut {
+        egress,
+        delivery,
+        census: shared.census,
+        out: Outbox::default(),
+        scratch: Vec::new(),
+        latency: LatencyRecorder::new(fan_out_latency),
+    };
+    builder.stage("fan-out", &[logic_stage], fan_out);
+    builder.stage("store", &[logic_stage], StoreStage { store });
+    Ok(builder.build_multi_producer()?)
+}
+
 /// Bytes an unprivileged writer may still use on the file system of `path`.
 fn free_bytes(path: &std::path::Path) -> std::io::Result<u64> {
     let stat = rustix::fs::statvfs(path)?;
@@ -465,59 +527,22 @@ impl Broker {
 
         let records = Arc::new(AtomicU64::new(journal.next_sequence()));
         let census = Arc::new(stages::CensusCell::default());
-        let [journal_latency, flush_latency, logic_latency, fan_out_latency] =
-            ["journal", "flush", "logic", "fan-out"].map(StageLatency::new);
+        let latencies = ["journal", "flush", "logic", "fan-out"].map(StageLatency::new);
         census.store(logic.census());
         census.store_held(&delivery);
-        let mut builder = Builder::new(config.ring_slots, Inbound::default)
-            .wait_strategy(config.wait_strategy())
-            .placement(config.ring_placement());
-        let decode = builder.stage_mut("decode", &[], Decode);
-        let flusher = journal.flusher();
-        let journal_stage = builder.stage_mut(
-            "journal",
-            &[decode],
-            JournalStage {
-                journal,
-                scratch: Vec::new(),
-                batch_timestamp_ns: None,
-                records: Arc::clone(&records),
-                latency: LatencyRecorder::new(Arc::clone(&journal_latency)),
-            },
+        let shared = Shared {
+            records: Arc::clone(&records),
+            census: Arc::clone(&census),
+            latencies: latencies.clone(),
+        };
+        let state = (
+            journal,
+            store,
+            logic,
+            delivery,
+            Box::new(egress) as Box<dyn Egress>,
         );
-        let flush_stage = builder.stage(
-            "flush",
-            &[journal_stage],
-            FlushStage {
-                flusher,
-                durability: config.journal_durability(),
-                unflushed: false,
-                latency: LatencyRecorder::new(Arc::clone(&flush_latency)),
-            },
-        );
-        let logic_stage = builder.stage_mut(
-            "logic",
-            &[flush_stage],
-            LogicStage {
-                logic,
-                census: Arc::clone(&census),
-                latency: LatencyRecorder::new(Arc::clone(&logic_latency)),
-            },
-        );
-        builder.stage(
-            "fan-out",
-            &[logic_stage],
-            FanOut {
-                egress: Box::new(egress),
-                delivery,
-                census: Arc::clone(&census),
-                out: Outbox::default(),
-                scratch: Vec::new(),
-                latency: LatencyRecorder::new(Arc::clone(&fan_out_latency)),
-            },
-        );
-        builder.stage("store", &[logic_stage], StoreStage { store });
-        let (producer, pipeline) = builder.build_multi_producer()?;
+        let (producer, pipeline) = build_pipeline(config, state, shared)?;
         let auth = auth::AuthPool::start(&config.auth, jobs, producer.clone())
             .map_err(BrokerError::Thread)?;
         let compaction = Arc::new(compactor::CompactionCounts {
@@ -544,12 +569,7 @@ impl Broker {
                 compaction,
                 census,
                 logins,
-                latencies: vec![
-                    journal_latency,
-                    flush_latency,
-                    logic_latency,
-                    fan_out_latency,
-                ],
+                latencies: latencies.to_vec(),
                 data_dir: config.data_dir.clone(),
             },
             auth,
