@@ -180,3 +180,46 @@ fn a_long_contact_list_comes_in_pages_that_each_fit_a_frame() {
     assert_eq!(seen, others);
     server.shutdown().unwrap();
 }
+
+/// A request made while blocked is kept from the blocker, and arrives
+/// when they unblock: both lists then agree, and it can be accepted.
+#[test]
+fn a_request_made_while_blocked_arrives_at_the_unblock() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.broker.open_messaging = false;
+    let server = courier::net::start(config).unwrap();
+    let address = server.local_addr();
+    register(address, "ana");
+    register(address, "bo");
+    let mut ana = login(address, "ana", "phone", DeliveryMode::PushMessage);
+    let mut bo = login(address, "bo", "phone", DeliveryMode::PushMessage);
+    let block = |blocked| {
+        Message::ContactBlock(proto::ContactBlock {
+            user: "bo".into(),
+            blocked,
+        })
+    };
+    request(&mut ana, block(true)).unwrap();
+    request(&mut bo, contact_request("ana")).unwrap();
+    let state_of = |list: proto::ContactList| {
+        list.contacts
+            .iter()
+            .find(|c| c.user == "bo")
+            .map(|c| c.state)
+    };
+    assert_eq!(
+        state_of(contacts(&mut ana, 0)),
+        Some(ContactState::Blocked as i32)
+    );
+    request(&mut ana, block(false)).unwrap();
+    assert_eq!(
+        state_of(contacts(&mut ana, 0)),
+        Some(ContactState::RequestReceived as i32),
+        "the request bo made while blocked"
+    );
+    let accept = Message::ContactAccept(proto::ContactAccept { user: "bo".into() });
+    request(&mut ana, accept).unwrap();
+    ana.send("bo", 1, b"friends now").unwrap();
+    server.shutdown().unwrap();
+}

@@ -109,3 +109,30 @@ fn marking_a_group_read_needs_membership_or_its_messages() {
     let state = bo.mark_group_read(group, 1).unwrap();
     assert_eq!(state.conversation_unread, 0);
 }
+
+/// A message stored while its sender was a member is still acknowledged
+/// when resent after the sender left (its first acknowledgement may have
+/// been lost); a new message after leaving is refused.
+#[test]
+fn a_resend_after_leaving_the_group_gets_the_original_ack() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, address) = start_with_users(dir.path(), &["ana", "bo", "cy"]);
+    let mut ana = login(address, "ana", "phone", DeliveryMode::PushMessage);
+    let mut bo = login(address, "bo", "phone", DeliveryMode::PushMessage);
+    let group = ana.group_create("trip", &["bo", "cy"]).unwrap().group_id;
+    let original = bo.send_group(group, 7, b"from bo").unwrap();
+    bo.group_leave(group).unwrap();
+    let resend = bo.send_group(group, 7, b"from bo").unwrap();
+    assert_eq!(
+        (resend.server_message_id, resend.inbox_sequence),
+        (original.server_message_id, original.inbox_sequence)
+    );
+    expect_code(bo.send_group(group, 8, b"new"), ErrorCode::NotMember);
+    expect_code(
+        bo.send_group(group, 7, b"other body"),
+        ErrorCode::ClientIdReused,
+    );
+    let bodies = inbox_bodies(address, "cy");
+    assert_eq!(bodies, [b"from bo".to_vec()], "stored once, nothing after");
+    drop(ana);
+}

@@ -415,6 +415,10 @@ pub(crate) enum Intent {
         correlation_id: u64,
         client_message_id: u64,
         body: std::ops::Range<usize>,
+        /// Logic refused it (not a member, not a friend): store nothing,
+        /// and answer this error unless it is the resend of a message
+        /// stored before.
+        refused: Option<(ErrorCode, String)>,
     },
     /// `user` pulls inbox entries after `after`.
     Sync {

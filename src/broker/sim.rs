@@ -3,7 +3,8 @@
 //! auth workers' results) and crashes it, checking after every step.
 //!
 //! A step is one device's action (connect and log in, send, resend, post
-//! to a group, sync, mark read, disconnect, log out), a lost acknowledgement
+//! to a group, sync, mark read, join or leave a group, change a contact,
+//! disconnect, log out), a lost acknowledgement
 //! (the connection drops with a `SendAck` unread), or a crash: all
 //! in-memory state is dropped, a torn record may be left after the
 //! journal's end, and the broker is reopened from the journal as written,
@@ -251,7 +252,9 @@ struct Acked {
     server_message_id: u64,
     /// The sender's inbox sequence.
     sequence: u64,
-    to: To,
+    /// Whose inboxes it went to: the two users of a 1:1 message, or the
+    /// group's members when it was acknowledged.
+    recipients: Vec<usize>,
 }
 
 /// A simulated device of a user.
@@ -419,10 +422,15 @@ impl Sim {
             panic!("seed {}: an ack for a message never sent", self.seed);
         };
         let key = (user, device, ack.client_message_id);
+        let mut recipients = match sent.to {
+            To::User(to) => vec![user, to],
+            To::Group(group) => self.groups[group].1.clone(),
+        };
+        recipients.dedup();
         let acked = Acked {
             server_message_id: ack.server_message_id,
             sequence: ack.inbox_sequence,
-            to: sent.to,
+            recipients,
         };
         match self.oracle.get(&key) {
             Some(first) => assert_eq!(
@@ -601,13 +609,13 @@ impl Sim {
         let user = self.rng.below(USERS);
         let device = self.rng.below(DEVICES);
         match self.rng.below(100) {
-            0..=29 => {
+            0..=24 => {
                 let to = To::User(self.rng.below(USERS));
                 let sent = self.new_message(user, device, to);
                 let lose_ack = self.rng.chance(10);
                 self.send(user, device, sent, lose_ack);
             }
-            30..=44 => {
+            25..=36 => {
                 let mine: Vec<usize> = (0..GROUPS)
                     .filter(|&g| self.groups[g].1.contains(&user))
                     .collect();
@@ -617,7 +625,7 @@ impl Sim {
                     self.send(user, device, sent, lose_ack);
                 }
             }
-            45..=54 => {
+            37..=45 => {
                 // Resend what was never acknowledged, or something that was.
                 let state = &self.devices[user][device];
                 let again = state.unacked.first().cloned().or_else(|| {
@@ -628,8 +636,10 @@ impl Sim {
                     self.send(user, device, sent, false);
                 }
             }
-            55..=69 => self.sync(user, device, false),
-            70..=77 => {
+            46..=57 => self.sync(user, device, false),
+            58..=63 => self.change_group(user, device),
+            64..=69 => self.change_contact(user, device),
+            70..=75 => {
                 self.connect(user, device);
                 let conn = self.devices[user][device].conn.expect("connected");
                 let head = contiguous(&self.devices[user][device].seen);
@@ -645,8 +655,8 @@ impl Sim {
                     other => panic!("seed {}: a mark failed: {other:?}", self.seed),
                 }
             }
-            78..=89 => self.disconnect(user, device),
-            90..=93 => {
+            76..=86 => self.disconnect(user, device),
+            87..=90 => {
                 if let Some(conn) = self.devices[user][device].conn {
                     self.connect(user, device);
                     self.request(conn, &Message::Logout(proto::Logout {}));
@@ -654,10 +664,69 @@ impl Sim {
                     self.devices[user][device].logged_in = false;
                 }
             }
-            94..=97 => self.connect(user, device),
+            91..=96 => self.connect(user, device),
             _ => self.crash(),
         }
         self.check();
+    }
+
+    /// A member leaves a group (while two others stay), or someone joins
+    /// one on a member's invitation.
+    fn change_group(&mut self, user: usize, device: usize) {
+        let group = self.rng.below(GROUPS);
+        let (group_id, members) = self.groups[group].clone();
+        self.connect(user, device);
+        let conn = self.devices[user][device].conn.expect("connected");
+        if members.contains(&user) {
+            if members.len() <= 2 {
+                return;
+            }
+            let leave = Message::GroupLeave(proto::GroupLeave { group_id });
+            self.expect_group_ok(conn, &leave);
+            self.groups[group].1.retain(|&m| m != user);
+            return;
+        }
+        let inviter = members[self.rng.below(members.len())];
+        self.connect(inviter, 0);
+        let inviter_conn = self.devices[inviter][0].conn.expect("connected");
+        let invite = Message::GroupInvite(proto::GroupInvite {
+            group_id,
+            user: self.users[user].clone(),
+        });
+        self.expect_group_ok(inviter_conn, &invite);
+        self.expect_group_ok(conn, &Message::GroupJoin(proto::GroupJoin { group_id }));
+        self.groups[group].1.push(user);
+    }
+
+    fn expect_group_ok(&mut self, conn: ConnId, message: &Message) {
+        match self.request(conn, message) {
+            Some(Message::GroupOk(_)) => {}
+            other => panic!("seed {}: {message:?} got {other:?}", self.seed),
+        }
+    }
+
+    /// A contact request, acceptance, refusal, removal or block: accepted
+    /// or refused as the two users' lists stand (the invariants check that
+    /// the lists agree either way).
+    fn change_contact(&mut self, user: usize, device: usize) {
+        let other = self.users[self.rng.below(USERS)].clone();
+        let message = match self.rng.below(6) {
+            0 => Message::ContactRequest(proto::ContactRequest { user: other }),
+            1 => Message::ContactAccept(proto::ContactAccept { user: other }),
+            2 => Message::ContactDecline(proto::ContactDecline { user: other }),
+            3 => Message::ContactRemove(proto::ContactRemove { user: other }),
+            blocking => Message::ContactBlock(proto::ContactBlock {
+                user: other,
+                blocked: blocking == 4,
+            }),
+        };
+        self.connect(user, device);
+        let conn = self.devices[user][device].conn.expect("connected");
+        match self.request(conn, &message) {
+            Some(Message::ContactOk(_)) => {}
+            Some(Message::Error(error)) if error.code == ErrorCode::ContactState as i32 => {}
+            other => panic!("seed {}: {message:?} got {other:?}", self.seed),
+        }
     }
 
     fn new_message(&mut self, user: usize, device: usize, to: To) -> Sent {
@@ -714,13 +783,9 @@ impl Sim {
         let core = self.core.as_ref().expect("the core is open");
         core.check_invariants();
         let mut expected: Vec<Vec<u64>> = vec![Vec::new(); USERS];
-        for (&(sender, _, _), acked) in &self.oracle {
+        for acked in self.oracle.values() {
             let server_id = &acked.server_message_id;
-            let recipients = match &acked.to {
-                To::User(to) => vec![sender, *to],
-                To::Group(group) => self.groups[*group].1.clone(),
-            };
-            for recipient in recipients {
+            for &recipient in &acked.recipients {
                 if !expected[recipient].contains(server_id) {
                     expected[recipient].push(*server_id);
                 }

@@ -50,6 +50,7 @@ fn expiry_probe() {
             correlation_id: 0,
             client_message_id: m,
             body: 0..0,
+            refused: None,
         };
         let journaled = Journaled {
             sequence: m,

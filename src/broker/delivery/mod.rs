@@ -470,6 +470,7 @@ impl Delivery {
                 correlation_id,
                 client_message_id,
                 body: range,
+                refused,
             } => {
                 let journaled = journaled.expect("a message is always journaled before fan-out");
                 let message = NewMessage {
@@ -477,6 +478,7 @@ impl Delivery {
                     to: *to,
                     client_message_id: *client_message_id,
                     body: &body[range.clone()],
+                    refused: refused.as_ref(),
                 };
                 self.message(conn, *correlation_id, &message, journaled, out);
             }
@@ -567,6 +569,10 @@ impl Delivery {
                 );
                 return;
             }
+        }
+        if let Some((code, text)) = message.refused {
+            out.error(conn, correlation_id, *code, text.clone());
+            return;
         }
         let stored = Stored {
             server_message_id: journaled.sequence,
@@ -836,4 +842,6 @@ struct NewMessage<'a> {
     to: Peer,
     client_message_id: u64,
     body: &'a [u8],
+    /// Logic's refusal, answered unless this is a resend.
+    refused: Option<&'a (ErrorCode, String)>,
 }

@@ -133,6 +133,12 @@ impl Logic {
                 ),
             },
             ContactOp::Unblock => match mine {
+                // A request they made while blocked (they were not told)
+                // arrives now, so both lists agree again; before rules 1
+                // it stayed one-sided.
+                Blocked if theirs == RequestSent && self.config.rules_version >= 1 => {
+                    (Some(RequestReceived), None)
+                }
                 Blocked => (Some(ContactState::None), None),
                 _ => return refuse(out, "not blocked"),
             },

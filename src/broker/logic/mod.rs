@@ -833,7 +833,7 @@ impl Logic {
             return;
         }
         let recipient = view.recipient_bytes(body);
-        let to = if view.group_id != 0 {
+        let (to, refusal) = if view.group_id != 0 {
             if !recipient.is_empty() {
                 out.error(
                     conn,
@@ -844,13 +844,15 @@ impl Logic {
                 return;
             }
             let group = GroupId(view.group_id);
-            if self
-                .member_group(conn, correlation_id, sender_id, group, out)
-                .is_none()
-            {
-                return;
-            }
-            Peer::group(group)
+            let refusal = match self.group_ref(group) {
+                None => Some((ErrorCode::UnknownGroup, format!("no group {}", group.0))),
+                Some(_) if !self.user(sender_id).groups.contains(&group) => Some((
+                    ErrorCode::NotMember,
+                    format!("you are not a member of group {}", group.0),
+                )),
+                Some(_) => None,
+            };
+            (Peer::group(group), refusal)
         } else {
             let Some(&recipient_id) = self.by_name.get(recipient) else {
                 out.error(
@@ -861,23 +863,28 @@ impl Logic {
                 );
                 return;
             };
-            if !self.may_message(sender_id, recipient_id) {
-                out.error(
-                    conn,
-                    correlation_id,
-                    ErrorCode::NotFriends,
-                    format!("{} is not your friend", view.recipient(body)),
-                );
-                return;
-            }
-            Peer::user(recipient_id)
+            let refusal = (!self.may_message(sender_id, recipient_id)).then(|| {
+                let text = format!("{} is not your friend", view.recipient(body));
+                (ErrorCode::NotFriends, text)
+            });
+            (Peer::user(recipient_id), refusal)
         };
+        // A refused Send may be the resend of a message stored before the
+        // sender left the group or lost the friend: from rules 1 the
+        // fan-out stage, which holds the resend keys, answers it with the
+        // original acknowledgement if so, and with the refusal if not.
+        let keyed = self.config.rules_version >= 1 && view.client_message_id != 0;
+        if let (Some((code, text)), false) = (&refusal, keyed) {
+            out.error(conn, correlation_id, *code, text.clone());
+            return;
+        }
         out.intents.push(Intent::Message {
             sender: sender_id,
             to,
             correlation_id,
             client_message_id: view.client_message_id,
             body: view.body.clone(),
+            refused: refusal,
         });
     }
 
