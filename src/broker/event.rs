@@ -399,11 +399,11 @@ pub(crate) enum Intent {
     SessionOpened {
         user: UserId,
         /// The device's id, which keys its resends.
-        device_id: String,
+        device_id: Box<str>,
         mode: DeliveryMode,
         lz4: bool,
         correlation_id: u64,
-        token: String,
+        token: Box<str>,
     },
     /// The connection's session as `user` ended.
     SessionClosed { user: UserId },
@@ -418,7 +418,8 @@ pub(crate) enum Intent {
         /// Logic refused it (not a member, not a friend): store nothing,
         /// and answer this error unless it is the resend of a message
         /// stored before.
-        refused: Option<(ErrorCode, String)>,
+        /// (Boxed: it is rare, and the intent stays small on the hot path.)
+        refused: Option<Box<(ErrorCode, String)>>,
     },
     /// `user` pulls inbox entries after `after`.
     Sync {
@@ -445,6 +446,9 @@ pub(crate) enum Intent {
         joined: bool,
     },
 }
+
+// An intent per command sits in every ring slot's outbox: keep it small.
+const _: () = assert!(std::mem::size_of::<Intent>() <= 64);
 
 /// What logic wants sent: frames to connections, and connections to close.
 /// Frames are encoded back to back into one reused buffer. It also carries

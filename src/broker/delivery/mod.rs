@@ -449,7 +449,7 @@ impl Delivery {
                 });
                 let reply = Message::LoginOk(proto::LoginOk {
                     user_id: user.0,
-                    token: token.clone(),
+                    token: token.to_string(),
                     head_sequence: mailbox.head(),
                     unread_count: mailbox.unread_count,
                     first_unread_sequence: mailbox.first_unread(),
@@ -478,7 +478,7 @@ impl Delivery {
                     to: *to,
                     client_message_id: *client_message_id,
                     body: &body[range.clone()],
-                    refused: refused.as_ref(),
+                    refused: refused.as_deref(),
                 };
                 self.message(conn, *correlation_id, &message, journaled, out);
             }

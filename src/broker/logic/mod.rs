@@ -790,11 +790,11 @@ impl Logic {
         // The fan-out stage answers LoginOk: it knows the inbox head.
         out.intents.push(Intent::SessionOpened {
             user: user_id,
-            device_id: login.device_id.clone(),
+            device_id: login.device_id.as_str().into(),
             mode,
             lz4,
             correlation_id,
-            token,
+            token: token.into(),
         });
     }
 
@@ -884,7 +884,7 @@ impl Logic {
             correlation_id,
             client_message_id: view.client_message_id,
             body: view.body.clone(),
-            refused: refusal,
+            refused: refusal.map(Box::new),
         });
     }
 
