@@ -79,7 +79,7 @@ pub struct LoginCounters {
     refused_busy: AtomicU64,
 }
 
-/// A reading of [`LoginCounters`].
+/// Login counts since the broker opened (`BrokerWatch::logins`).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct LoginCounts {
     /// Password logins that failed (wrong password or unknown user).

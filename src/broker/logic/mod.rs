@@ -11,6 +11,39 @@
 //! against accounts, sessions, contacts and groups, and leaves an
 //! [`Intent`] that the fan-out stage's [`crate::broker::delivery`] state
 //! carries out.
+//!
+//! # Adding a domain
+//!
+//! Contacts (`contacts.rs`) and groups (`groups.rs`) are the pattern a new
+//! domain (red packets, moments, location) follows; each step names where
+//! it lands:
+//!
+//! 1. **Protocol.** Its messages and error codes in `proto/courier.proto`
+//!    (new numbers only), in `codec::Message`, and in docs/PROTOCOL.md.
+//! 2. **Journal.** Whether each command is journaled, in
+//!    `Command::record_type`: everything that changes state is, as the
+//!    client sent it; what a worker computes (a hash) is journaled as its
+//!    result. Time and randomness come from the record (its timestamp,
+//!    its sequence as a seed), never from a clock here.
+//! 3. **State and rules.** The domain's state and the checks of its
+//!    commands, in a module of its own beside this one, reached from
+//!    [`Logic::apply`] by message type; a command changes nothing or is
+//!    refused with an error to its connection only. A rule that changes
+//!    what a journaled command does is gated on `rules_version` (bumping
+//!    [`RULES_VERSION`]), so old journals replay as they were.
+//! 4. **Fan-out.** Work on the inboxes or other per-recipient state leaves
+//!    as an [`Intent`] for the fan-out stage, which also answers the
+//!    command when its answer needs that state (a `SendAck`).
+//! 5. **Snapshot.** The state's part of `encode` / `decode` in
+//!    `snapshot.rs` (bumping the snapshot format, and reading the version
+//!    before it), and of `digest` in `digest.rs` for the replay tests.
+//! 6. **Invariants.** What its `# Invariants` docs claim, checked in
+//!    `check_invariants` (`digest.rs`), which the simulation runs after
+//!    every step.
+//! 7. **Projection.** What operators query, as a [`Projection`] the SQLite
+//!    store applies in its batches (`store.rs`).
+//! 8. **Simulation.** Steps for its commands in `broker/sim.rs`, and what
+//!    its promises are, checked against the simulation's oracle.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
