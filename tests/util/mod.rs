@@ -94,6 +94,21 @@ pub fn eventually<T>(
     }
 }
 
+/// The address a spawned `courier serve` prints first on its stdout
+/// ("listening on ADDRESS"), which this takes from the child.
+pub fn listening_address(child: &mut std::process::Child) -> SocketAddr {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout is piped"))
+        .read_line(&mut line)
+        .expect("the server prints its address");
+    line.trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .parse()
+        .expect("an address")
+}
+
 /// The next push, which must come within a few seconds.
 pub fn expect_push(client: &mut Client) -> Message {
     client
