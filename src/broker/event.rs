@@ -30,7 +30,7 @@ use std::net::IpAddr;
 
 use prost::Message as _;
 
-use super::ids::{ConnId, GroupId, Peer, UserId};
+use super::ids::{ConnId, GroupId, InboxSeq, Peer, UserId};
 use crate::codec::journal_proto::{LoginVerified, Registered, Started};
 use crate::codec::proto::{login, ContactState, DeliveryMode, ErrorCode, MessageType};
 use crate::codec::{DeliverRef, Message, MessageError, SendView, FRAME_HEADER_BYTES};
@@ -425,7 +425,7 @@ pub(crate) enum Intent {
     Sync {
         user: UserId,
         correlation_id: u64,
-        after: u64,
+        after: InboxSeq,
         limit: u32,
         lz4: bool,
     },
@@ -434,7 +434,7 @@ pub(crate) enum Intent {
         user: UserId,
         correlation_id: u64,
         peer: Peer,
-        up_to: u64,
+        up_to: InboxSeq,
         /// `peer` is a group `user` is not a member of: the mark stands
         /// only if messages from the group reached `user` while a member.
         former_member: bool,

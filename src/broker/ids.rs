@@ -48,6 +48,17 @@ pub struct UserId(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct GroupId(pub u64);
 
+/// A message's place in one user's inbox: 1 for the first entry, then
+/// counting up without gaps, assigned in journal order. On the wire it is
+/// `inbox_sequence` (and `after_sequence`, `up_to_sequence`, `head_sequence`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub(crate) struct InboxSeq(pub(crate) u64);
+
+/// A stored message's id: the journal sequence of the record that carried
+/// it (`server_message_id` on the wire), the same in every inbox it is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub(crate) struct MessageId(pub(crate) u64);
+
 /// The other side of a conversation: a user (1:1) or a group, in one word
 /// (the top bit marks a group), so an inbox entry stays 48 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -794,17 +794,17 @@ impl Sim {
         for (user, expected) in expected.iter_mut().enumerate() {
             expected.sort_unstable();
             let inbox = core.delivery.inbox_ids(UserId(user as u64 + 1));
-            let ids: Vec<u64> = inbox.iter().map(|&(_, id)| id).collect();
+            let ids: Vec<u64> = inbox.iter().map(|&(_, id)| id.0).collect();
             assert_eq!(
                 &ids, expected,
                 "seed {seed}: user {user}'s inbox holds every acknowledged message once, in order"
             );
             for device in &self.devices[user] {
                 for (sequence, id) in &device.seen {
-                    let entry = inbox.iter().find(|(s, _)| s == sequence);
+                    let entry = inbox.iter().find(|(s, _)| s.0 == *sequence);
                     assert_eq!(
-                        entry.map(|(_, id)| id),
-                        Some(id),
+                        entry.map(|(_, id)| id.0),
+                        Some(*id),
                         "seed {seed}: what user {user}'s device saw is in the inbox"
                     );
                 }

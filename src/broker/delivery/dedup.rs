@@ -5,8 +5,11 @@ use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap as HashMap;
 
-/// What a client id was given: (server message id, inbox sequence).
-pub(super) type Ack = (u64, u64);
+use crate::broker::ids::{InboxSeq, MessageId};
+
+/// What a client id was given: the message's id and the sender's inbox
+/// sequence.
+pub(super) type Ack = (MessageId, InboxSeq);
 
 /// A resend key: the sending device's slot among its user's devices (0 for
 /// ids remembered under rules that keyed by user alone), then the client
@@ -122,52 +125,63 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// An acknowledgement of message `id` at inbox sequence `sequence`.
+    fn ack(id: u64, sequence: u64) -> Ack {
+        (MessageId(id), InboxSeq(sequence))
+    }
+
     #[test]
     fn dedup_forgets_the_oldest_past_its_window() {
         let mut dedup = Dedup::default();
         for id in 0..5 {
-            dedup.insert((0, id), (id * 10, id), 3);
+            dedup.insert((0, id), ack(id * 10, id), 3);
         }
         // Each case: a client id and whether it is still remembered.
         for (id, known) in [(0, false), (1, false), (2, true), (3, true), (4, true)] {
             assert_eq!(dedup.get((0, id)).is_some(), known, "id {id}");
         }
-        assert_eq!(dedup.get((0, 3)), Some((30, 3)));
+        assert_eq!(dedup.get((0, 3)), Some(ack(30, 3)));
         assert!(dedup.index.is_none(), "increasing ids need no index");
     }
 
     #[test]
     fn a_ring_from_a_larger_window_shrinks_to_the_new_one() {
-        let entries: Vec<(Key, Ack)> = (0..10).map(|id| ((0, id), (id, id))).collect();
+        let entries: Vec<(Key, Ack)> = (0..10).map(|id| ((0, id), ack(id, id))).collect();
         let mut dedup = Dedup::from_entries(entries);
-        dedup.insert((0, 10), (10, 10), 4);
+        dedup.insert((0, 10), ack(10, 10), 4);
         assert_eq!(dedup.ids(), [7, 8, 9, 10]);
         // Out of order, so the index is kept too.
-        let mut dedup =
-            Dedup::from_entries(vec![((0, 5), (1, 1)), ((0, 2), (2, 2)), ((0, 9), (3, 3))]);
-        dedup.insert((0, 1), (4, 4), 2);
+        let mut dedup = Dedup::from_entries(vec![
+            ((0, 5), ack(1, 1)),
+            ((0, 2), ack(2, 2)),
+            ((0, 9), ack(3, 3)),
+        ]);
+        dedup.insert((0, 1), ack(4, 4), 2);
         assert_eq!(dedup.ids(), [9, 1]);
-        assert_eq!((dedup.get((0, 5)), dedup.get((0, 9))), (None, Some((3, 3))));
+        assert_eq!(
+            (dedup.get((0, 5)), dedup.get((0, 9))),
+            (None, Some(ack(3, 3)))
+        );
     }
 
     #[test]
     fn a_device_key_falls_back_to_an_id_kept_before_per_device_keys() {
         let mut dedup = Dedup::default();
-        dedup.insert((0, 7), (70, 1), 4);
+        dedup.insert((0, 7), ack(70, 1), 4);
         // Each case: a key, and what a device's lookup finds.
         let cases = [
-            ((1, 7), Some((70, 1))), // a slot-0 id stands for every device
-            ((2, 7), Some((70, 1))),
+            ((1, 7), Some(ack(70, 1))), // a slot-0 id stands for every device
+            ((2, 7), Some(ack(70, 1))),
             ((1, 8), None),
         ];
         for (key, found) in cases {
             assert_eq!(dedup.get_for_device(key), found, "{key:?}");
         }
-        dedup.insert((1, 9), (90, 2), 4);
+        dedup.insert((1, 9), ack(90, 2), 4);
         assert_eq!(dedup.get_for_device((2, 9)), None, "another device's id");
         // Once the slot-0 id leaves the window, nothing falls back.
         for id in 10..14 {
-            dedup.insert((1, id), (id, id), 4);
+            dedup.insert((1, id), ack(id, id), 4);
         }
         assert_eq!(dedup.legacy, 0);
         assert_eq!(dedup.get_for_device((1, 7)), None);
@@ -187,12 +201,12 @@ mod tests {
                 let expected = model.iter().find(|(m, _)| *m == key).map(|&(_, ack)| ack);
                 prop_assert_eq!(dedup.get(key), expected);
                 if expected.is_none() {
-                    let ack = (step as u64, key.1);
-                    dedup.insert(key, ack, window);
+                    let given = ack(step as u64, key.1);
+                    dedup.insert(key, given, window);
                     if model.len() == window {
                         model.pop_front();
                     }
-                    model.push_back((key, ack));
+                    model.push_back((key, given));
                 }
                 prop_assert_eq!(dedup.ids(), model.iter().map(|((_, m), _)| *m).collect::<Vec<_>>());
                 let legacy = model.iter().filter(|((slot, _), _)| *slot == 0).count();

@@ -24,7 +24,7 @@ impl Delivery {
                 .map(|&index| self.stored(index))
                 .map(|e| {
                     (
-                        e.server_message_id,
+                        e.server_message_id.0,
                         e.sender.0,
                         e.to.raw(),
                         e.timestamp_ms,
@@ -102,7 +102,7 @@ impl Delivery {
     /// resend slot. The simulation runs it after every step.
     pub(crate) fn check_invariants(&self) {
         let _ = self.digest();
-        let ids: Vec<u64> = self.messages.iter().map(|m| m.server_message_id).collect();
+        let ids: Vec<_> = self.messages.iter().map(|m| m.server_message_id).collect();
         assert!(
             ids.windows(2).all(|w| w[0] < w[1]),
             "messages in journal order"
@@ -136,17 +136,19 @@ impl Delivery {
     }
 
     /// A user's inbox as (inbox sequence, server message id), oldest first.
-    pub(crate) fn inbox_ids(&self, user: super::UserId) -> Vec<(u64, u64)> {
+    pub(crate) fn inbox_ids(
+        &self,
+        user: super::UserId,
+    ) -> Vec<(super::InboxSeq, super::MessageId)> {
         let mailbox = self.user(user);
+        let first = super::InboxSeq(mailbox.expired + 1);
         mailbox
             .inbox
             .iter()
             .enumerate()
             .map(|(at, &index)| {
-                (
-                    mailbox.expired + at as u64 + 1,
-                    self.stored(index).server_message_id,
-                )
+                let sequence = super::InboxSeq(first.0 + at as u64);
+                (sequence, self.stored(index).server_message_id)
             })
             .collect()
     }

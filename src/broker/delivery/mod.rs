@@ -25,7 +25,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use rustc_hash::FxHashMap as HashMap;
 
 use super::event::{decode_record, record_body, Command, Intent, Journaled, Outbox};
-use super::ids::{ConnId, Peer, UserId};
+use super::ids::{ConnId, InboxSeq, MessageId, Peer, UserId};
 use crate::codec::proto::{self, Compression, DeliveryMode, ErrorCode};
 use crate::codec::{DeliverRef, Message};
 use crate::journal::{JournalReader, Position};
@@ -76,7 +76,7 @@ const EXPIRY_INBOXES_PER_EVENT: usize = 1;
 /// A message, stored once for every inbox it is in.
 #[derive(Debug, Clone, Copy)]
 struct Stored {
-    server_message_id: u64,
+    server_message_id: MessageId,
     sender: UserId,
     /// The recipient of a 1:1 message, or the group of a group message.
     to: Peer,
@@ -488,7 +488,7 @@ impl Delivery {
                 after,
                 limit,
                 lz4,
-            } => self.sync(conn, *correlation_id, *user, *after, *limit, *lz4, out),
+            } => self.sync(conn, *correlation_id, *user, after.0, *limit, *lz4, out),
             Intent::MarkRead {
                 user,
                 correlation_id,
@@ -505,7 +505,7 @@ impl Delivery {
                     );
                     return;
                 }
-                self.mark_read(conn, *correlation_id, *user, *peer, *up_to, out)
+                self.mark_read(conn, *correlation_id, *user, *peer, up_to.0, out)
             }
             Intent::Member {
                 group,
@@ -536,7 +536,7 @@ impl Delivery {
     ) {
         let sender = message.sender;
         let client_message_id = message.client_message_id;
-        let ack = |server_message_id, inbox_sequence| {
+        let ack = |MessageId(server_message_id), InboxSeq(inbox_sequence)| {
             Message::SendAck(proto::SendAck {
                 client_message_id,
                 server_message_id,
@@ -556,7 +556,8 @@ impl Delivery {
                         ErrorCode::ClientIdReused,
                         format!(
                             "client message id {client_message_id} was used lately for another \
-                             message (#{inbox_sequence}); number each new message anew"
+                             message (#{}); number each new message anew",
+                            inbox_sequence.0
                         ),
                     );
                     return;
@@ -575,7 +576,7 @@ impl Delivery {
             return;
         }
         let stored = Stored {
-            server_message_id: journaled.sequence,
+            server_message_id: MessageId(journaled.sequence),
             sender,
             to: message.to,
             timestamp_ms: journaled.timestamp_ns / 1_000_000,
@@ -594,14 +595,16 @@ impl Delivery {
         let sender_sequence = self.append(sender, index, &stored);
         if let Some(key) = key {
             let window = self.config.dedup_window;
-            self.user_mut(sender)
-                .sent
-                .insert(key, (journaled.sequence, sender_sequence), window);
+            self.user_mut(sender).sent.insert(
+                key,
+                (stored.server_message_id, InboxSeq(sender_sequence)),
+                window,
+            );
         }
         out.send(
             conn,
             correlation_id,
-            &ack(journaled.sequence, sender_sequence),
+            &ack(stored.server_message_id, InboxSeq(sender_sequence)),
         );
         self.push(sender, conn, &stored, sender_sequence, message.body, out);
         self.fan_out(conn, index, &stored, message.body, out);
@@ -628,9 +631,10 @@ impl Delivery {
     /// Whether `message` is the one `sender`'s inbox holds at `sequence`
     /// (same conversation, same body): a true resend. A message that has
     /// expired from the inbox cannot be compared, and counts as the same.
-    fn same_message(&self, sender: UserId, sequence: u64, message: &NewMessage<'_>) -> bool {
+    fn same_message(&self, sender: UserId, sequence: InboxSeq, message: &NewMessage<'_>) -> bool {
         let user = self.user(sender);
         let Some(index) = sequence
+            .0
             .checked_sub(user.expired + 1)
             .and_then(|at| user.inbox.get(at as usize))
         else {
@@ -704,7 +708,7 @@ impl Delivery {
         let (recipient, group_id) = self.to_fields(entry.to);
         let deliver = DeliverRef {
             sender: &self.user(entry.sender).name,
-            server_message_id: entry.server_message_id,
+            server_message_id: entry.server_message_id.0,
             inbox_sequence,
             timestamp_ms: entry.timestamp_ms,
             body,
@@ -740,7 +744,7 @@ impl Delivery {
         let (recipient, group_id) = self.to_fields(entry.to);
         proto::Deliver {
             sender: self.user(entry.sender).name.clone(),
-            server_message_id: entry.server_message_id,
+            server_message_id: entry.server_message_id.0,
             inbox_sequence,
             timestamp_ms: entry.timestamp_ms,
             body,

@@ -12,7 +12,7 @@ use super::dedup::Dedup;
 use super::read::Conversation;
 use super::{Delivery, DeliveryConfig, Device, Mailbox, MessageIndex, Stored};
 use crate::broker::ids::ConnId;
-use crate::broker::ids::{Peer, UserId};
+use crate::broker::ids::{InboxSeq, MessageId, Peer, UserId};
 use crate::codec::proto::DeliveryMode;
 use std::io::{Read, Write};
 
@@ -33,7 +33,7 @@ impl Delivery {
         out.u64(self.expire_end);
         out.u64(self.next_expiry_ms);
         for message in &self.messages {
-            out.u64(message.server_message_id);
+            out.u64(message.server_message_id.0);
             out.u64(message.sender.0);
             out.u64(message.to.raw());
             out.u64(message.timestamp_ms);
@@ -69,8 +69,8 @@ impl Delivery {
             for ((slot, client_message_id), (server_message_id, sequence)) in user.sent.entries() {
                 out.u32(slot);
                 out.u64(client_message_id);
-                out.u64(server_message_id);
-                out.u64(sequence);
+                out.u64(server_message_id.0);
+                out.u64(sequence.0);
             }
             // In the order they logged in.
             out.count(user.devices.len());
@@ -121,7 +121,7 @@ impl Delivery {
                 return Err(input.error("a message to an id out of range"));
             }
             delivery.messages.push_back(Stored {
-                server_message_id,
+                server_message_id: MessageId(server_message_id),
                 sender,
                 to,
                 timestamp_ms: input.u64()?,
@@ -178,7 +178,10 @@ impl Delivery {
                 if slot as usize > device_ids.len() {
                     return Err(input.error("a resend key of an unknown device"));
                 }
-                sent.push(((slot, input.u64()?), (input.u64()?, input.u64()?)));
+                sent.push((
+                    (slot, input.u64()?),
+                    (MessageId(input.u64()?), InboxSeq(input.u64()?)),
+                ));
             }
             let mut devices = Vec::new();
             for _ in 0..input.count(16)? {

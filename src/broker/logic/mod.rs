@@ -56,7 +56,7 @@ use crossbeam_channel::{Sender, TrySendError};
 
 use super::auth::AuthJob;
 use super::event::{Command, Intent, Journaled, Outbox, Projection};
-use super::ids::{ConnId, GroupId, Peer, UserId};
+use super::ids::{ConnId, GroupId, InboxSeq, Peer, UserId};
 use crate::codec::journal_proto::{LoginVerified, Registered};
 use crate::codec::proto::{self, login, Compression, ContactState, DeliveryMode, ErrorCode};
 use crate::codec::SendView;
@@ -937,7 +937,7 @@ impl Logic {
         out.intents.push(Intent::Sync {
             user: session.user,
             correlation_id,
-            after: sync.after_sequence,
+            after: InboxSeq(sync.after_sequence),
             limit: sync.limit,
             lz4: session.lz4,
         });
@@ -986,7 +986,7 @@ impl Logic {
             user: user_id,
             correlation_id,
             peer,
-            up_to: mark.up_to_sequence,
+            up_to: InboxSeq(mark.up_to_sequence),
             former_member,
         });
     }
