@@ -148,6 +148,9 @@ fn a_terminal_reconnects_after_the_server_restarts_and_shows_what_it_missed() {
     let mut bo = Terminal::logged_in(address, "bo", &[]);
     ana.type_line("bo: before the restart");
     bo.expect("ana → bo: before the restart");
+    // What a terminal shows it marks read; wait for the mark to land.
+    bo.type_line("/read");
+    bo.expect("all shown marked read; 0 unread in all");
 
     server.shutdown().unwrap();
     ana.expect("connection lost");

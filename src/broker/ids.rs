@@ -5,34 +5,11 @@ use std::fmt;
 /// A client connection, as the network layer (or an embedding gateway)
 /// names it. The broker never reuses one within a run; the journal records
 /// them, and a run's start marker tells replay that every older connection
-/// is gone.
-///
-/// The mio server puts its I/O thread's index in the top 16 bits, so the
-/// egress knows which outbound ring a frame goes to; a gateway may use the
+/// is gone. The broker gives the bits no meaning: the mio server puts its
+/// I/O thread's index in them (`net::conn`), and a gateway may use the
 /// whole 64 bits as it likes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct ConnId(pub u64);
-
-impl ConnId {
-    const THREAD_SHIFT: u32 = 48;
-
-    /// The id of the `counter`-th connection of I/O thread `thread_index`.
-    ///
-    /// # Panics
-    /// If `counter` does not fit 48 bits.
-    pub fn for_thread(thread_index: u16, counter: u64) -> Self {
-        assert!(
-            counter < 1 << Self::THREAD_SHIFT,
-            "connection counter overflow"
-        );
-        ConnId((u64::from(thread_index) << Self::THREAD_SHIFT) | counter)
-    }
-
-    /// The I/O thread index of an id made by [`ConnId::for_thread`].
-    pub fn thread_index(self) -> u16 {
-        (self.0 >> Self::THREAD_SHIFT) as u16
-    }
-}
 
 impl fmt::Display for ConnId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -101,16 +78,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn thread_index_round_trips() {
-        // Each case: thread index and counter.
-        for (thread, counter) in [(0, 0), (1, 5), (u16::MAX, (1 << 48) - 1)] {
-            let id = ConnId::for_thread(thread, counter);
-            assert_eq!(id.thread_index(), thread);
-            assert_eq!(id.0 & ((1 << 48) - 1), counter);
-        }
-    }
-
-    #[test]
     fn a_peer_is_a_user_or_a_group() {
         let user = Peer::user(UserId(7));
         let group = Peer::group(GroupId(7));
@@ -120,11 +87,5 @@ mod tests {
             (group.as_user(), group.as_group()),
             (None, Some(GroupId(7)))
         );
-    }
-
-    #[test]
-    #[should_panic(expected = "overflow")]
-    fn counter_over_48_bits_is_refused() {
-        ConnId::for_thread(0, 1 << 48);
     }
 }

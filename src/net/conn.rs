@@ -143,6 +143,55 @@ pub(crate) struct Connection {
     pub(crate) gate: AnswerGate,
 }
 
+/// How the server numbers its connections: the I/O thread's index in the
+/// top 16 bits of a [`ConnId`], so the egress knows which thread's
+/// outbound ring a frame goes to, and that thread's counter below them.
+pub(crate) mod numbering {
+    use crate::broker::ConnId;
+
+    const THREAD_SHIFT: u32 = 48;
+    const COUNTER_MASK: u64 = (1 << THREAD_SHIFT) - 1;
+
+    /// The id of the `counter`-th connection of I/O thread `thread_index`.
+    ///
+    /// # Panics
+    /// If `counter` does not fit 48 bits.
+    pub(crate) fn conn_id(thread_index: u16, counter: u64) -> ConnId {
+        assert!(counter <= COUNTER_MASK, "connection counter overflow");
+        ConnId((u64::from(thread_index) << THREAD_SHIFT) | counter)
+    }
+
+    /// The I/O thread of an id made by [`conn_id`].
+    pub(crate) fn thread_of(conn: ConnId) -> u16 {
+        (conn.0 >> THREAD_SHIFT) as u16
+    }
+
+    /// The thread's own counter in an id made by [`conn_id`].
+    pub(crate) fn counter_of(conn: ConnId) -> u64 {
+        conn.0 & COUNTER_MASK
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn an_id_carries_its_thread_and_counter() {
+            // Each case: a thread index and a counter.
+            for (thread, counter) in [(0, 0), (1, 7), (u16::MAX, COUNTER_MASK)] {
+                let id = conn_id(thread, counter);
+                assert_eq!((thread_of(id), counter_of(id)), (thread, counter));
+            }
+        }
+
+        #[test]
+        #[should_panic(expected = "overflow")]
+        fn a_counter_over_48_bits_is_refused() {
+            conn_id(0, 1 << 48);
+        }
+    }
+}
+
 /// What a read pass found.
 pub(crate) enum ReadOutcome {
     /// The socket has no more bytes now.

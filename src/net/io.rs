@@ -14,7 +14,7 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::conn::{CloseReason, Connection, ReadOutcome};
+use super::conn::{numbering, CloseReason, Connection, ReadOutcome};
 use super::per_ip::{IpSlot, PerIp};
 use super::stats::{Counters, Tally};
 use super::{Control, FrameBatch, Outbound, ServerConfig};
@@ -453,7 +453,7 @@ impl Loop {
             tracing::warn!(%error, "registering a connection failed");
             return;
         }
-        let id = ConnId::for_thread(self.thread.index, counter);
+        let id = numbering::conn_id(self.thread.index, counter);
         let ip = stream.peer_addr().ok().map(|address| address.ip());
         let rate = self.thread.config.frames_per_second_max;
         let websocket = self.thread.config.websocket;
@@ -849,7 +849,7 @@ struct Deliveries<'a> {
 impl Deliveries<'_> {
     /// Queues one frame (or a close) for `id`, if it is still connected.
     fn deliver(&mut self, id: ConnId, close: bool, frame: &[u8]) {
-        let counter = id.0 & ((1 << 48) - 1);
+        let counter = numbering::counter_of(id);
         let Some(conn) = self.conns.get_mut(&counter) else {
             return; // gone already
         };

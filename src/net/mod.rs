@@ -270,7 +270,10 @@ impl EgressRing {
 
 impl NetEgress {
     fn queue(&mut self, conn: ConnId, close: bool, frame: &[u8]) {
-        let Some(ring) = self.rings.get_mut(conn.thread_index() as usize) else {
+        let Some(ring) = self
+            .rings
+            .get_mut(conn::numbering::thread_of(conn) as usize)
+        else {
             // Not an id this server made; nothing to deliver to.
             return;
         };
