@@ -105,6 +105,21 @@ pub(crate) enum AuthJob {
 }
 
 impl AuthJob {
+    /// The connection that asked, and its request's correlation id.
+    pub(crate) fn asker(&self) -> (ConnId, u64) {
+        let (AuthJob::Hash {
+            conn,
+            correlation_id,
+            ..
+        }
+        | AuthJob::Verify {
+            conn,
+            correlation_id,
+            ..
+        }) = self;
+        (*conn, *correlation_id)
+    }
+
     fn cancelled(&self) -> bool {
         let (AuthJob::Hash { cancelled, .. } | AuthJob::Verify { cancelled, .. }) = self;
         // Relaxed: a hint; a job that starts just before its connection

@@ -459,6 +459,10 @@ pub struct Outbox {
     items: Vec<OutItem>,
     pub(crate) projections: Vec<Projection>,
     pub(crate) intents: Vec<Intent>,
+    /// Password work for the auth workers, which the logic stage hands
+    /// over (calling [`super::logic::Logic::check_not_started`] for a job
+    /// the workers' queue refuses). Replay never makes any.
+    pub(crate) auth: Vec<super::auth::AuthJob>,
     /// Frames and closes are dropped, not queued: replay keeps only the
     /// intents and projections, and nobody would read the frames.
     muted: bool,
@@ -505,6 +509,7 @@ impl Outbox {
         self.items.clear();
         self.projections.clear();
         self.intents.clear();
+        self.auth.clear();
     }
 
     /// Queues `message` for `conn`.

@@ -414,6 +414,8 @@ struct Shared {
     census: Arc<stages::CensusCell>,
     /// The journal, flush, logic and fan-out stages' latencies.
     latencies: [Arc<StageLatency>; 4],
+    /// The auth workers' queue, where the logic stage hands password work.
+    auth: crossbeam_channel::Sender<auth::AuthJob>,
 }
 
 /// The recovered state the stages take over: journal, SQLite store, logic,
@@ -452,6 +454,7 @@ fn build_pipeline(
         logic,
         census: Arc::clone(&shared.census),
         latency: LatencyRecorder::new(logic_latency),
+        auth: shared.auth,
     };
     let logic_stage = builder.stage_mut("logic", &[flush_stage], logic);
     let fan_out = FanOut {
@@ -519,7 +522,6 @@ impl Broker {
         let (jobs_sender, jobs) = auth::AuthPool::queue(&config.auth);
         let logins = Arc::new(LoginCounters::default());
         logic.set_auth(
-            jobs_sender,
             auth::dummy_hash(&config.auth),
             logins.clone(),
             config.auth.checks_per_address_max,
@@ -534,6 +536,7 @@ impl Broker {
             records: Arc::clone(&records),
             census: Arc::clone(&census),
             latencies: latencies.clone(),
+            auth: jobs_sender,
         };
         let state = (
             journal,

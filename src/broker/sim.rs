@@ -26,11 +26,10 @@
 //! replays it. `cargo test` runs [`SEEDS`] seeds; `COURIER_SIM_SEEDS=N
 //! cargo test --release --lib sim -- --ignored` runs N more.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crossbeam_channel::Receiver;
 use prost::Message as _;
 
 use super::auth::{dummy_hash, AuthConfig, AuthJob, InlineWorker};
@@ -83,7 +82,8 @@ struct Core {
     journal: Journal,
     logic: Logic,
     delivery: Delivery,
-    jobs: Receiver<AuthJob>,
+    /// The auth jobs logic left, for the inline worker.
+    jobs: VecDeque<AuthJob>,
     worker: InlineWorker,
     clock_ns: u64,
 }
@@ -125,14 +125,13 @@ impl Core {
             Ok(true)
         })
         .expect("the journal replays");
-        let (sender, jobs) = crossbeam_channel::unbounded();
         let auth = AuthConfig::insecure_fast();
-        logic.set_auth(sender, dummy_hash(&auth), Arc::default(), 0);
+        logic.set_auth(dummy_hash(&auth), Arc::default(), 0);
         let mut core = Self {
             journal,
             logic,
             delivery,
-            jobs,
+            jobs: VecDeque::new(),
             worker: InlineWorker::new(&auth),
             clock_ns,
         };
@@ -154,7 +153,7 @@ impl Core {
     /// whatever auth jobs it left; the frames and closes it made.
     fn event(&mut self, conn: ConnId, origin: Origin, body: &[u8]) -> Vec<Out2> {
         let mut frames = self.apply(conn, decode_inbound(origin, body), body);
-        while let Ok(job) = self.jobs.try_recv() {
+        while let Some(job) = self.jobs.pop_front() {
             if let Some((conn, origin, body)) = self.worker.run(job) {
                 frames.extend(self.apply(conn, decode_inbound(origin, &body), &body));
             }
@@ -185,6 +184,7 @@ impl Core {
         let now_ms = self.clock_ns / 1_000_000;
         self.logic
             .apply(conn, &command, body, journaled, now_ms, &mut logic_out);
+        self.jobs.extend(logic_out.auth.drain(..));
         let mut fan_out = Outbox::default();
         carry_out(
             &mut self.delivery,

@@ -3,6 +3,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crossbeam_channel::TrySendError;
+
+use super::auth::AuthJob;
 use super::delivery::Delivery;
 use super::event::{decode_inbound, encode_record, Inbound, Journaled, Out, Outbox};
 use super::ids::ConnId;
@@ -136,6 +139,24 @@ pub(crate) struct LogicStage {
     /// Logic's census, published once per batch for [`super::Broker::census`].
     pub(crate) census: std::sync::Arc<CensusCell>,
     pub(crate) latency: LatencyRecorder,
+    /// Where password work goes: the auth workers' queue.
+    pub(crate) auth: crossbeam_channel::Sender<AuthJob>,
+}
+
+impl LogicStage {
+    /// Hands the auth jobs logic left in `outbox` to the workers.
+    fn submit_auth(&mut self, outbox: &mut Outbox) {
+        for job in std::mem::take(&mut outbox.auth) {
+            let (job, stopping) = match self.auth.try_send(job) {
+                Ok(()) => continue,
+                Err(TrySendError::Full(job)) => (job, false),
+                Err(TrySendError::Disconnected(job)) => (job, true),
+            };
+            let (conn, correlation_id) = job.asker();
+            self.logic
+                .check_not_started(conn, correlation_id, stopping, outbox);
+        }
+    }
 }
 
 impl MutHandler<Inbound> for LogicStage {
@@ -149,6 +170,9 @@ impl MutHandler<Inbound> for LogicStage {
             event.published_ns / 1_000_000,
             &mut event.outbox,
         );
+        if !event.outbox.auth.is_empty() {
+            self.submit_auth(&mut event.outbox);
+        }
         if end_of_batch {
             self.census.store(self.logic.census());
             self.latency.end_batch();

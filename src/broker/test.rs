@@ -267,9 +267,7 @@ fn run_with_retention(history: &[Step], retention_ms: u64) -> String {
     };
     let mut journal = Journal::open(dir.path().join("journal"), journal_config.clone()).unwrap();
     let mut live = State::new(&journal, retention_ms);
-    let (auth, _jobs) = crossbeam_channel::bounded(1000);
-    live.logic
-        .set_auth(auth, String::new(), Default::default(), 0);
+    live.logic.set_auth(String::new(), Default::default(), 0);
     let mut clock = 0u64;
     let mut run_number = 0u64;
     let mut snapshot: Option<(u64, SnapshotBody)> = None;

@@ -7,6 +7,15 @@
 //! Commands that are not journaled (a ping, a password still to be hashed)
 //! change nothing that replay needs.
 //!
+//! The state is kept in rooms, one per domain, each a struct in a module
+//! of its own that owns its data: accounts (`accounts.rs`: names, hashes,
+//! tokens), sessions (`sessions.rs`: connections, devices online),
+//! contacts (`contacts.rs`) and groups (`groups.rs`). [`Logic`] routes each
+//! command to its room, with a [`Call`] (who asked, where answers go) and
+//! read-only views of the rooms it consults. Logic reaches nothing outside:
+//! password work leaves as [`Outbox::auth`] jobs, which the logic stage
+//! hands to the workers.
+//!
 //! The inboxes are not here: logic checks a message, a sync or a read mark
 //! against accounts, sessions, contacts and groups, and leaves an
 //! [`Intent`] that the fan-out stage's [`crate::broker::delivery`] state
@@ -25,34 +34,33 @@
 //!    client sent it; what a worker computes (a hash) is journaled as its
 //!    result. Time and randomness come from the record (its timestamp,
 //!    its sequence as a seed), never from a clock here.
-//! 3. **State and rules.** The domain's state and the checks of its
-//!    commands, in a module of its own beside this one, reached from
-//!    [`Logic::apply`] by message type; a command changes nothing or is
-//!    refused with an error to its connection only. A rule that changes
-//!    what a journaled command does is gated on `rules_version` (bumping
-//!    [`RULES_VERSION`]), so old journals replay as they were.
+//! 3. **Room.** A struct that owns the domain's state, in a module of its
+//!    own beside this one, with a `# Invariants` section in its module
+//!    docs, its command handlers (taking a [`Call`] and what they consult
+//!    of the other rooms, such as a `Directory` of names and devices
+//!    online), and a field of [`Logic`] that `Logic::room` routes its
+//!    message types to. A command changes nothing or is refused with an
+//!    error to its connection only. A rule that changes what a journaled
+//!    command does is gated on `rules_version` (bumping
+//!    [`RULES_VERSION`]), so old journals replay as they were. A room that
+//!    keeps something per user grows in `Logic::registered`.
 //! 4. **Fan-out.** Work on the inboxes or other per-recipient state leaves
 //!    as an [`Intent`] for the fan-out stage, which also answers the
 //!    command when its answer needs that state (a `SendAck`).
-//! 5. **Snapshot.** The state's part of `encode` / `decode` in
-//!    `snapshot.rs` (bumping the snapshot format, and reading the version
-//!    before it), and of `digest` in `digest.rs` for the replay tests.
-//! 6. **Invariants.** What its `# Invariants` docs claim, checked in
-//!    `check_invariants` (`digest.rs`), which the simulation runs after
-//!    every step.
+//! 5. **Snapshot.** The room's `encode` / `decode` of its part, called
+//!    from `snapshot.rs` (bumping the snapshot format, and reading the
+//!    version before it), and its `digest`, called from `digest.rs` for the
+//!    replay tests.
+//! 6. **Invariants.** The room's `check_invariants` checks what its
+//!    `# Invariants` claim; `Logic::check_invariants` (`digest.rs`) calls
+//!    it, and the simulation runs that after every step.
 //! 7. **Projection.** What operators query, as a [`Projection`] the SQLite
 //!    store applies in its batches (`store.rs`).
 //! 8. **Simulation.** Steps for its commands in `broker/sim.rs`, and what
 //!    its promises are, checked against the simulation's oracle.
 
-use std::collections::BTreeSet;
-use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-
-use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
-
-use crossbeam_channel::{Sender, TrySendError};
 
 use super::auth::AuthJob;
 use super::event::{Command, Intent, Journaled, Outbox, Projection};
@@ -62,23 +70,26 @@ use crate::codec::proto::{self, login, Compression, ContactState, DeliveryMode, 
 use crate::codec::SendView;
 use crate::codec::{Message, PROTOCOL_VERSION};
 
+mod accounts;
 mod contacts;
 #[cfg(test)]
 mod digest;
 mod gate;
 mod groups;
 mod names;
+mod sessions;
 mod snapshot;
 
+use accounts::Accounts;
+use contacts::{ContactOp, Contacts, Directory};
 pub(crate) use gate::address_key;
 use gate::LoginGate;
 pub use gate::{LoginCounters, LoginCounts};
-use names::{check_name, check_user_name, name_key};
-
-use contacts::{ContactEntry, ContactOp};
-use groups::Group;
 pub use groups::GROUP_NAME_BYTES_MAX;
+use groups::{GroupRules, Groups};
 pub(crate) use groups::{GROUP_INFO_BYTES_PER_MEMBER, GROUP_INFO_OVERHEAD_BYTES};
+use names::{check_name, check_user_name};
+use sessions::{Check, Session, Sessions};
 
 /// Longest user name or device id, in bytes.
 pub const NAME_BYTES_MAX: usize = 64;
@@ -113,103 +124,48 @@ pub(crate) struct LogicConfig {
     pub(crate) rules_version: u32,
 }
 
-#[derive(Debug)]
-struct User {
-    name: String,
-    password_hash: String,
-    /// Device id to its login token.
-    tokens: HashMap<String, String>,
-    /// Connections logged in as this user.
-    online: Vec<ConnId>,
-    /// This user's contact list; an entry whose state is NONE stays, so a
-    /// device syncing from an older version learns of the removal.
-    contacts: HashMap<UserId, ContactEntry>,
-    /// Bumped by each change to `contacts`.
-    contact_version: u64,
-    /// Groups this user is a member of.
-    groups: BTreeSet<GroupId>,
-    /// Groups this user is invited to and has not joined.
-    invitations: BTreeSet<GroupId>,
-}
-
-#[derive(Debug, Clone)]
-struct Session {
-    user: UserId,
-    device_id: String,
-    /// The device accepts LZ4-compressed frames.
-    lz4: bool,
-}
-
-/// The state of one live connection.
-#[derive(Debug, Default)]
-struct Conn {
-    session: Option<Session>,
-    /// The client's address, where the network layer said.
-    ip: Option<IpAddr>,
-    /// The password check this connection has at the auth workers (one at
-    /// a time).
-    check: Option<Check>,
-}
-
-/// A password check under way for a connection (live state, never in a
-/// snapshot: replay sees only the checks' journaled results).
-#[derive(Debug)]
-struct Check {
-    /// Set when the connection closes, so a worker skips the job.
-    cancelled: Arc<AtomicBool>,
-    /// The name a login was for (its failures count against it), or the
-    /// key a registration holds in `pending` (released if it is dropped).
-    name: String,
-    registration: bool,
-}
-
-impl Check {
-    fn login(name: String) -> Self {
-        Self {
-            cancelled: Arc::default(),
-            name,
-            registration: false,
-        }
-    }
-
-    fn registration(key: String) -> Self {
-        Self {
-            cancelled: Arc::default(),
-            name: key,
-            registration: true,
-        }
-    }
-}
-
-/// All chat state, and the rules that change it.
+/// All chat state, one room per domain, and the routing of commands to
+/// them. Logic reaches nothing outside: password work leaves as
+/// [`Outbox::auth`] jobs, inbox work as intents.
 pub(crate) struct Logic {
     config: LogicConfig,
-    users: Vec<User>,
-    /// Keyed by the name's bytes, so that a Send's recipient, checked as
-    /// UTF-8 when its frame was decoded, is looked up without a second check.
-    by_name: HashMap<Box<[u8]>, UserId>,
-    conns: HashMap<ConnId, Conn>,
-    /// Every user by the key look-alike names share (the first user, where
-    /// names registered before that rule share one).
-    by_key: HashMap<String, UserId>,
-    /// Names (their keys, from rules 1) whose registration is at an auth
-    /// worker.
-    pending_names: HashSet<String>,
-    /// Every group (index = id - 1), dissolved ones included.
-    groups: Vec<Group>,
-    /// The auth workers, and the hash a login for an unknown user is
-    /// checked against (so it costs what a wrong password does); `None`
-    /// while replaying.
-    auth: Option<(Sender<AuthJob>, Arc<str>)>,
+    accounts: Accounts,
+    sessions: Sessions,
+    contacts: Contacts,
+    groups: Groups,
+    /// The hash a login for an unknown user is checked against (so it
+    /// costs what a wrong password does); `None` while replaying, which
+    /// never meets a password.
+    dummy_hash: Option<Arc<str>>,
     /// Limits on password guessing (live state only).
     gate: LoginGate,
     /// When the command being applied arrived (monotonic ms): for the
     /// gate alone.
     now_ms: u64,
-    /// Users with at least one device logged in.
-    users_online: u64,
-    /// Devices (sessions) logged in.
-    devices_online: u64,
+}
+
+/// Who asked, and where the answers go: what a room's command handler
+/// gets from the routing.
+pub(super) struct Call<'a> {
+    pub(super) conn: ConnId,
+    pub(super) correlation_id: u64,
+    /// The user the connection is logged in as.
+    pub(super) me: UserId,
+    pub(super) out: &'a mut Outbox,
+}
+
+impl Call<'_> {
+    pub(super) fn error(&mut self, code: ErrorCode, text: impl Into<String>) {
+        self.out.error(self.conn, self.correlation_id, code, text);
+    }
+
+    pub(super) fn send(&mut self, message: &Message) {
+        self.out.send(self.conn, self.correlation_id, message);
+    }
+
+    pub(super) fn ok_group(&mut self, group: GroupId) {
+        self.send(&Message::GroupOk(proto::GroupOk { group_id: group.0 }));
+    }
 }
 
 /// How many users there are and how many are online, as logic counts them,
@@ -234,55 +190,42 @@ impl Logic {
     pub(crate) fn new(config: LogicConfig) -> Self {
         Self {
             config,
-            users: Vec::new(),
-            by_name: HashMap::default(),
-            by_key: HashMap::default(),
-            conns: HashMap::default(),
-            pending_names: HashSet::default(),
-            groups: Vec::new(),
-            auth: None,
+            accounts: Accounts::default(),
+            sessions: Sessions::default(),
+            contacts: Contacts::default(),
+            groups: Groups::default(),
+            dummy_hash: None,
             gate: LoginGate::new(Arc::default(), 0),
             now_ms: 0,
-            users_online: 0,
-            devices_online: 0,
         }
     }
 
     /// The counts of users and of who is online now.
     pub(crate) fn census(&self) -> Census {
         Census {
-            users_registered: self.users.len() as u64,
-            users_online: self.users_online,
-            devices_online: self.devices_online,
+            users_registered: self.accounts.len() as u64,
+            users_online: self.sessions.users_online,
+            devices_online: self.sessions.devices_online,
             ..Census::default()
         }
     }
 
-    /// Connects logic to the auth workers, once replay is done;
-    /// `dummy_hash` is what a login for an unknown user is checked
+    /// Lets logic take password logins and registrations, once replay is
+    /// done: `dummy_hash` is what a login for an unknown user is checked
     /// against, and `counters` where the gate counts failures and refusals.
     pub(crate) fn set_auth(
         &mut self,
-        auth: Sender<AuthJob>,
         dummy_hash: String,
         counters: Arc<LoginCounters>,
         checks_per_address_max: u32,
     ) {
-        self.auth = Some((auth, dummy_hash.into()));
+        self.dummy_hash = Some(dummy_hash.into());
         self.gate = LoginGate::new(counters, checks_per_address_max);
     }
 
     /// How many accounts exist.
     pub(crate) fn user_count(&self) -> usize {
-        self.users.len()
-    }
-
-    fn user(&self, id: UserId) -> &User {
-        &self.users[(id.0 - 1) as usize]
-    }
-
-    fn user_mut(&mut self, id: UserId) -> &mut User {
-        &mut self.users[(id.0 - 1) as usize]
+        self.accounts.len()
     }
 
     /// Applies one command from `conn`. `body` is the bytes the command was
@@ -290,7 +233,8 @@ impl Logic {
     /// it was journaled (`None` for one that is not); `now_ms` is when it
     /// arrived, by a monotonic clock, which only the login limits read
     /// (never anything replay rebuilds). Replies, the changes the SQLite
-    /// store projects and the intents for the inboxes go to `out`.
+    /// store projects, the intents for the inboxes and the jobs for the
+    /// auth workers go to `out`.
     pub(crate) fn apply(
         &mut self,
         conn: ConnId,
@@ -310,14 +254,9 @@ impl Logic {
             }
             Command::Empty => {}
             Command::Start(started) => {
-                self.conns.clear();
+                self.sessions.clear();
                 self.gate.clear_checks();
-                self.pending_names.clear();
-                for user in &mut self.users {
-                    user.online.clear();
-                }
-                self.users_online = 0;
-                self.devices_online = 0;
+                self.accounts.release_all();
                 if let Some(started) = started {
                     // The run's own settings: replay decides as it did.
                     self.config.frame_size_max = started.frame_size_max_bytes as usize;
@@ -336,13 +275,7 @@ impl Logic {
                 // opens it afresh): a session left on it would stay online
                 // with no connection to end it.
                 self.disconnect(conn, out);
-                self.conns.insert(
-                    conn,
-                    Conn {
-                        ip: *ip,
-                        ..Conn::default()
-                    },
-                );
+                self.sessions.connect(conn, *ip);
             }
             Command::Disconnected => self.disconnect(conn, out),
             Command::Invalid {
@@ -365,7 +298,7 @@ impl Logic {
             }
             Command::LoginRefused { correlation_id } => {
                 if let Some(check) = self.check_done(conn) {
-                    let ip = self.conns.get(&conn).and_then(|c| c.ip);
+                    let ip = self.sessions.conn(conn).and_then(|c| c.ip);
                     self.gate.failed(check.name.as_bytes(), ip, self.now_ms);
                 }
                 out.error(
@@ -378,6 +311,34 @@ impl Logic {
         }
     }
 
+    /// The auth workers did not take the job logic left for `conn` (their
+    /// queue is full, or they have stopped): the check ends without a
+    /// result, and the client is told why.
+    pub(crate) fn check_not_started(
+        &mut self,
+        conn: ConnId,
+        correlation_id: u64,
+        stopping: bool,
+        out: &mut Outbox,
+    ) {
+        if let Some(check) = self.check_done(conn) {
+            if check.registration {
+                self.accounts.release(&check.name);
+            }
+        }
+        if stopping {
+            out.error(
+                conn,
+                correlation_id,
+                ErrorCode::Internal,
+                "the server is stopping",
+            );
+        } else {
+            let text = "too many logins at once; try again";
+            out.error(conn, correlation_id, ErrorCode::Overloaded, text);
+        }
+    }
+
     /// Ends `conn`: its session, and any password check it has under way
     /// (a worker that has not started it skips it).
     fn disconnect(&mut self, conn: ConnId, out: &mut Outbox) {
@@ -385,15 +346,15 @@ impl Logic {
         if let Some(check) = self.check_done(conn) {
             check.cancelled.store(true, Ordering::Relaxed);
             if check.registration {
-                self.pending_names.remove(&check.name);
+                self.accounts.release(&check.name);
             }
         }
-        self.conns.remove(&conn);
+        self.sessions.remove(conn);
     }
 
     /// The password check `conn` had under way, now done.
     fn check_done(&mut self, conn: ConnId) -> Option<Check> {
-        let state = self.conns.get_mut(&conn)?;
+        let state = self.sessions.conn_mut(conn)?;
         let check = state.check.take()?;
         let ip = state.ip;
         self.gate.check_ended(ip);
@@ -402,92 +363,107 @@ impl Logic {
 
     fn client(&mut self, conn: ConnId, correlation_id: u64, message: &Message, out: &mut Outbox) {
         match message {
-            Message::Hello(hello) => {
-                if hello.protocol_version != PROTOCOL_VERSION {
-                    out.error(
-                        conn,
-                        correlation_id,
-                        ErrorCode::UnsupportedVersion,
-                        format!(
-                            "protocol version {} is not supported; this server speaks {PROTOCOL_VERSION}",
-                            hello.protocol_version
-                        ),
-                    );
-                    out.close(conn);
-                    return;
-                }
-                let reply = Message::HelloOk(proto::HelloOk {
-                    protocol_version: PROTOCOL_VERSION,
-                    max_frame_bytes: self.config.frame_size_max as u32,
-                    heartbeat_interval_ms: self.config.heartbeat_interval_ms,
-                });
-                out.send(conn, correlation_id, &reply);
-            }
+            Message::Hello(hello) => self.hello(conn, correlation_id, hello, out),
             Message::Ping(ping) => {
-                out.send(
-                    conn,
-                    correlation_id,
-                    &Message::Pong(proto::Pong { nonce: ping.nonce }),
-                );
+                let pong = Message::Pong(proto::Pong { nonce: ping.nonce });
+                out.send(conn, correlation_id, &pong);
             }
             Message::Register(register) => self.register(conn, correlation_id, register, out),
             Message::Login(login) => self.login(conn, correlation_id, login, out),
             Message::Logout(_) => {
                 if let Some(session) = self.end_session(conn, out) {
-                    self.user_mut(session.user)
-                        .tokens
-                        .remove(&session.device_id);
+                    let account = self.accounts.get_mut(session.user);
+                    account.tokens.remove(&session.device_id);
                 }
             }
             Message::Sync(sync) => self.sync(conn, correlation_id, sync, out),
             Message::MarkRead(mark) => self.mark_read(conn, correlation_id, mark, out),
-            Message::ContactRequest(m) => {
-                self.contact(conn, correlation_id, ContactOp::Request, &m.user, out)
-            }
-            Message::ContactAccept(m) => {
-                self.contact(conn, correlation_id, ContactOp::Accept, &m.user, out)
-            }
-            Message::ContactDecline(m) => {
-                self.contact(conn, correlation_id, ContactOp::Decline, &m.user, out)
-            }
-            Message::ContactRemove(m) => {
-                self.contact(conn, correlation_id, ContactOp::Remove, &m.user, out)
-            }
-            Message::ContactBlock(m) => {
-                let op = if m.blocked {
-                    ContactOp::Block
-                } else {
-                    ContactOp::Unblock
-                };
-                self.contact(conn, correlation_id, op, &m.user, out)
-            }
-            Message::ContactSync(m) => {
-                self.contact_sync(conn, correlation_id, m.after_version, out)
-            }
-            Message::GroupCreate(_)
-            | Message::GroupInvite(_)
-            | Message::GroupJoin(_)
-            | Message::GroupLeave(_)
-            | Message::GroupRemove(_)
-            | Message::GroupRename(_)
-            | Message::GroupMembers(_)
-            | Message::GroupListRequest(_) => self.group(conn, correlation_id, message, out),
-            other => out.error(
-                conn,
-                correlation_id,
-                ErrorCode::UnknownMessageType,
-                format!("a client does not send {:?}", other.message_type()),
-            ),
+            _ => self.room(conn, correlation_id, message, out),
         }
     }
 
-    fn session(&self, conn: ConnId) -> Option<&Session> {
-        self.conns.get(&conn).and_then(|c| c.session.as_ref())
+    fn hello(&self, conn: ConnId, correlation_id: u64, hello: &proto::Hello, out: &mut Outbox) {
+        if hello.protocol_version != PROTOCOL_VERSION {
+            let text = format!(
+                "protocol version {} is not supported; this server speaks {PROTOCOL_VERSION}",
+                hello.protocol_version
+            );
+            out.error(conn, correlation_id, ErrorCode::UnsupportedVersion, text);
+            out.close(conn);
+            return;
+        }
+        let reply = Message::HelloOk(proto::HelloOk {
+            protocol_version: PROTOCOL_VERSION,
+            max_frame_bytes: self.config.frame_size_max as u32,
+            heartbeat_interval_ms: self.config.heartbeat_interval_ms,
+        });
+        out.send(conn, correlation_id, &reply);
+    }
+
+    /// Routes a logged-in user's command to the room of its domain.
+    fn room(&mut self, conn: ConnId, correlation_id: u64, message: &Message, out: &mut Outbox) {
+        let contact_op = match message {
+            Message::ContactRequest(m) => Some((ContactOp::Request, &m.user)),
+            Message::ContactAccept(m) => Some((ContactOp::Accept, &m.user)),
+            Message::ContactDecline(m) => Some((ContactOp::Decline, &m.user)),
+            Message::ContactRemove(m) => Some((ContactOp::Remove, &m.user)),
+            Message::ContactBlock(m) if m.blocked => Some((ContactOp::Block, &m.user)),
+            Message::ContactBlock(m) => Some((ContactOp::Unblock, &m.user)),
+            _ => None,
+        };
+        let is_group = matches!(
+            message,
+            Message::GroupCreate(_)
+                | Message::GroupInvite(_)
+                | Message::GroupJoin(_)
+                | Message::GroupLeave(_)
+                | Message::GroupRemove(_)
+                | Message::GroupRename(_)
+                | Message::GroupMembers(_)
+                | Message::GroupListRequest(_)
+        );
+        if contact_op.is_none() && !is_group && !matches!(message, Message::ContactSync(_)) {
+            let text = format!("a client does not send {:?}", message.message_type());
+            out.error(conn, correlation_id, ErrorCode::UnknownMessageType, text);
+            return;
+        }
+        let Some(me) = self.logged_in(conn, correlation_id, out) else {
+            return;
+        };
+        let mut call = Call {
+            conn,
+            correlation_id,
+            me,
+            out,
+        };
+        let who = Directory {
+            accounts: &self.accounts,
+            sessions: &self.sessions,
+        };
+        let rules_version = self.config.rules_version;
+        if let Some((op, name)) = contact_op {
+            self.contacts
+                .change(&who, rules_version, &mut call, op, name);
+        } else if let Message::ContactSync(m) = message {
+            let budget =
+                self.config.frame_size_max - crate::broker::delivery::SYNC_BATCH_OVERHEAD_BYTES;
+            self.contacts.sync(&who, &mut call, m.after_version, budget);
+        } else {
+            let (config, contacts) = (&self.config, &self.contacts);
+            let may_invite = |from, to| may_message(config, contacts, from, to);
+            let rules = GroupRules {
+                who,
+                may_invite: &may_invite,
+                members_max: config.group_members_max,
+                frame_size_max: config.frame_size_max,
+            };
+            self.groups.command(&rules, &mut call, message);
+        }
     }
 
     /// The user `conn` is logged in as; if none, answers `NOT_LOGGED_IN`.
     fn logged_in(&self, conn: ConnId, correlation_id: u64, out: &mut Outbox) -> Option<UserId> {
-        let user = self.session(conn).map(|session| session.user);
+        let user = self.sessions.session(conn).map(|session| session.user);
         if user.is_none() {
             out.error(conn, correlation_id, ErrorCode::NotLoggedIn, "log in first");
         }
@@ -501,29 +477,23 @@ impl Logic {
         register: &proto::Register,
         out: &mut Outbox,
     ) {
-        if let Err(reason) = check_user_name(&register.user, self.config.rules_version) {
+        let rules_version = self.config.rules_version;
+        if let Err(reason) = check_user_name(&register.user, rules_version) {
             out.error(conn, correlation_id, ErrorCode::MalformedFrame, reason);
             return;
         }
         if register.password.is_empty() || register.password.len() > PASSWORD_BYTES_MAX {
-            out.error(
-                conn,
-                correlation_id,
-                ErrorCode::MalformedFrame,
-                format!("a password has 1 to {PASSWORD_BYTES_MAX} bytes"),
-            );
+            let text = format!("a password has 1 to {PASSWORD_BYTES_MAX} bytes");
+            out.error(conn, correlation_id, ErrorCode::MalformedFrame, text);
             return;
         }
-        let key = self.registration_key(&register.user);
-        if self.name_taken(&register.user, &key) || self.pending_names.contains(&key) {
+        let key = Accounts::registration_key(&register.user, rules_version);
+        if self.accounts.taken(&register.user, &key, rules_version) {
             out.error(
                 conn,
                 correlation_id,
                 ErrorCode::UserExists,
-                format!(
-                    "user {:?} exists, or one whose name looks the same",
-                    register.user
-                ),
+                user_exists(&register.user),
             );
             return;
         }
@@ -534,34 +504,10 @@ impl Logic {
             password: register.password.clone(),
             cancelled,
         };
-        if self.submit(
-            conn,
-            correlation_id,
-            Check::registration(key.clone()),
-            job,
-            out,
-        ) {
-            self.pending_names.insert(key);
+        let check = Check::registration(key.clone());
+        if self.submit(conn, correlation_id, check, job, out) {
+            self.accounts.reserve(key);
         }
-    }
-
-    /// What a registration of `name` is known by while it is hashed, and
-    /// is checked against: from rules 1 the key look-alike names share,
-    /// before them the name itself.
-    fn registration_key(&self, name: &str) -> String {
-        if self.config.rules_version >= 1 {
-            name_key(name)
-        } else {
-            name.to_owned()
-        }
-    }
-
-    /// Whether a new registration may not take `name` (whose
-    /// [`Logic::registration_key`] is `key`): a user has it, or (from
-    /// rules 1) a name that looks the same.
-    fn name_taken(&self, name: &str, key: &str) -> bool {
-        self.by_name.contains_key(name.as_bytes())
-            || (self.config.rules_version >= 1 && self.by_key.contains_key(key))
     }
 
     fn login(&mut self, conn: ConnId, correlation_id: u64, login: &proto::Login, out: &mut Outbox) {
@@ -570,21 +516,20 @@ impl Logic {
             return;
         }
         let refuse = |out: &mut Outbox| {
-            out.error(
-                conn,
-                correlation_id,
-                ErrorCode::BadCredentials,
-                "wrong user or password",
-            )
+            let text = "wrong user or password";
+            out.error(conn, correlation_id, ErrorCode::BadCredentials, text)
         };
-        let user_id = self.by_name.get(login.user.as_bytes()).copied();
+        let user_id = self.accounts.find(login.user.as_bytes());
         match &login.secret {
             Some(login::Secret::Password(password)) => {
+                let Some(dummy_hash) = &self.dummy_hash else {
+                    unreachable!("a password login while replaying");
+                };
                 // An unknown user's password is checked too, against a hash
                 // nobody knows the password of: both take one argon2 check.
                 let password_hash = match user_id {
-                    Some(user_id) => self.user(user_id).password_hash.as_str().into(),
-                    None => self.dummy_hash(),
+                    Some(user_id) => self.accounts.get(user_id).password_hash.as_str().into(),
+                    None => dummy_hash.clone(),
                 };
                 let job = |cancelled| AuthJob::Verify {
                     conn,
@@ -607,7 +552,7 @@ impl Logic {
                 let Some(user_id) = user_id else {
                     return refuse(out);
                 };
-                let known = self.user(user_id).tokens.get(&login.device_id);
+                let known = self.accounts.get(user_id).tokens.get(&login.device_id);
                 if known.is_none_or(|known| known != token) {
                     return refuse(out);
                 }
@@ -618,31 +563,21 @@ impl Logic {
         }
     }
 
-    fn dummy_hash(&self) -> Arc<str> {
-        let Some((_, dummy_hash)) = &self.auth else {
-            unreachable!("a password login while replaying");
-        };
-        dummy_hash.clone()
-    }
-
-    /// Hands `check` for `conn` to the auth workers, as the job `job`
+    /// Leaves `check` for `conn` to the auth workers, as the job `job`
     /// builds around the check's cancel flag, and records it on the
     /// connection; false, with an error to the client, if the gate refuses
-    /// it, the connection has one under way, or the workers are saturated.
+    /// it or the connection has one under way. (The stage that hands the
+    /// job over calls [`Logic::check_not_started`] if the workers refuse.)
     fn submit(
         &mut self,
         conn: ConnId,
         correlation_id: u64,
         check: Check,
-        job: impl FnOnce(Arc<AtomicBool>) -> AuthJob,
+        job: impl FnOnce(Arc<std::sync::atomic::AtomicBool>) -> AuthJob,
         out: &mut Outbox,
     ) -> bool {
-        let Some((auth, _)) = &self.auth else {
-            // Replay never meets a command that needs the workers: only
-            // their results are journaled.
-            unreachable!("an auth job while replaying");
-        };
-        let Some(state) = self.conns.get(&conn) else {
+        assert!(self.dummy_hash.is_some(), "replay never meets an auth job");
+        let Some(state) = self.sessions.conn(conn) else {
             // A gateway that never announced the connection.
             out.error(
                 conn,
@@ -653,50 +588,22 @@ impl Logic {
             return false;
         };
         if state.check.is_some() {
-            out.error(
-                conn,
-                correlation_id,
-                ErrorCode::Overloaded,
-                "one login or registration at a time on a connection: wait for its answer",
-            );
+            let text = "one login or registration at a time on a connection: wait for its answer";
+            out.error(conn, correlation_id, ErrorCode::Overloaded, text);
             return false;
         }
+        let ip = state.ip;
         let login_name = (!check.registration).then_some(check.name.as_bytes());
-        if let Err(refusal) = self.gate.check(login_name, state.ip, self.now_ms) {
+        if let Err(refusal) = self.gate.check(login_name, ip, self.now_ms) {
             let retry_after_ms = u32::try_from(refusal.retry_after_ms()).unwrap_or(u32::MAX);
-            out.send(
-                conn,
-                correlation_id,
-                &Message::retry_after(retry_after_ms, refusal.text()),
-            );
+            let refused = Message::retry_after(retry_after_ms, refusal.text());
+            out.send(conn, correlation_id, &refused);
             return false;
         }
-        match auth.try_send(job(check.cancelled.clone())) {
-            Ok(()) => {
-                let ip = state.ip;
-                self.gate.check_started(ip);
-                self.conns.get_mut(&conn).expect("looked up above").check = Some(check);
-                true
-            }
-            Err(TrySendError::Full(_)) => {
-                out.error(
-                    conn,
-                    correlation_id,
-                    ErrorCode::Overloaded,
-                    "too many logins at once; try again",
-                );
-                false
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                out.error(
-                    conn,
-                    correlation_id,
-                    ErrorCode::Internal,
-                    "the server is stopping",
-                );
-                false
-            }
-        }
+        out.auth.push(job(check.cancelled.clone()));
+        self.gate.check_started(ip);
+        self.sessions.conn_mut(conn).expect("looked up above").check = Some(check);
+        true
     }
 
     fn registered(
@@ -706,49 +613,26 @@ impl Logic {
         journaled: Option<Journaled>,
         out: &mut Outbox,
     ) {
-        let key = self.registration_key(&registered.user);
-        self.pending_names.remove(&key);
-        if self.name_taken(&registered.user, &key) {
-            out.error(
-                conn,
-                registered.correlation_id,
-                ErrorCode::UserExists,
-                format!(
-                    "user {:?} exists, or one whose name looks the same",
-                    registered.user
-                ),
-            );
+        let rules_version = self.config.rules_version;
+        let key = Accounts::registration_key(&registered.user, rules_version);
+        self.accounts.release(&key);
+        if self.accounts.taken(&registered.user, &key, rules_version) {
+            let text = user_exists(&registered.user);
+            out.error(conn, registered.correlation_id, ErrorCode::UserExists, text);
             return;
         }
         let journaled = journaled.expect("a registration is always journaled before logic");
-        let user_id = UserId(self.users.len() as u64 + 1);
-        self.users.push(User {
-            name: registered.user.clone(),
-            password_hash: registered.password_hash.clone(),
-            tokens: HashMap::default(),
-            online: Vec::new(),
-            contacts: HashMap::default(),
-            contact_version: 0,
-            groups: BTreeSet::new(),
-            invitations: BTreeSet::new(),
-        });
+        let user_id = self
+            .accounts
+            .add(&registered.user, &registered.password_hash);
+        self.sessions.add_user();
+        self.contacts.add_user();
+        self.groups.add_user();
         out.intents.push(Intent::Account {
             name: registered.user.clone(),
         });
-        self.by_name
-            .insert(registered.user.as_bytes().into(), user_id);
-        // Under rules 0 the registration key was the name itself.
-        let look_alike_key = if self.config.rules_version >= 1 {
-            key
-        } else {
-            name_key(&registered.user)
-        };
-        self.by_key.entry(look_alike_key).or_insert(user_id);
-        out.send(
-            conn,
-            registered.correlation_id,
-            &Message::RegisterOk(proto::RegisterOk { user_id: user_id.0 }),
-        );
+        let ok = Message::RegisterOk(proto::RegisterOk { user_id: user_id.0 });
+        out.send(conn, registered.correlation_id, &ok);
         out.projections.push(Projection::Account {
             user_id,
             name: registered.user.clone(),
@@ -759,9 +643,9 @@ impl Logic {
 
     fn login_verified(&mut self, conn: ConnId, verified: &LoginVerified, out: &mut Outbox) {
         let user_id = UserId(verified.user_id);
-        if !self.conns.contains_key(&conn)
+        if self.sessions.conn(conn).is_none()
             || verified.user_id == 0
-            || verified.user_id > self.users.len() as u64
+            || verified.user_id > self.accounts.len() as u64
         {
             // The device left before its password was checked.
             return;
@@ -777,17 +661,10 @@ impl Logic {
                 Vec::new()
             },
         };
-        self.user_mut(user_id)
-            .tokens
-            .insert(verified.device_id.clone(), verified.token.clone());
-        self.open_session(
-            conn,
-            verified.correlation_id,
-            user_id,
-            &login,
-            verified.token.clone(),
-            out,
-        );
+        let tokens = &mut self.accounts.get_mut(user_id).tokens;
+        tokens.insert(verified.device_id.clone(), verified.token.clone());
+        let token = verified.token.clone();
+        self.open_session(conn, verified.correlation_id, user_id, &login, token, out);
     }
 
     fn open_session(
@@ -799,7 +676,7 @@ impl Logic {
         token: String,
         out: &mut Outbox,
     ) {
-        if !self.conns.contains_key(&conn) {
+        if self.sessions.conn(conn).is_none() {
             return;
         }
         self.end_session(conn, out);
@@ -813,13 +690,7 @@ impl Logic {
             device_id: login.device_id.clone(),
             lz4,
         };
-        self.conns.get_mut(&conn).expect("checked above").session = Some(session);
-        let online = &mut self.user_mut(user_id).online;
-        online.push(conn);
-        if online.len() == 1 {
-            self.users_online += 1;
-        }
-        self.devices_online += 1;
+        self.sessions.open(conn, session);
         // The fan-out stage answers LoginOk: it knows the inbox head.
         out.intents.push(Intent::SessionOpened {
             user: user_id,
@@ -832,13 +703,7 @@ impl Logic {
     }
 
     fn end_session(&mut self, conn: ConnId, out: &mut Outbox) -> Option<Session> {
-        let session = self.conns.get_mut(&conn)?.session.take()?;
-        let online = &mut self.user_mut(session.user).online;
-        online.retain(|&c| c != conn);
-        if online.is_empty() {
-            self.users_online -= 1;
-        }
-        self.devices_online -= 1;
+        let session = self.sessions.close(conn)?;
         out.intents
             .push(Intent::SessionClosed { user: session.user });
         Some(session)
@@ -857,29 +722,21 @@ impl Logic {
         };
         let body_max = self.config.frame_size_max - BODY_HEADROOM_BYTES;
         if view.body.len() > body_max {
-            out.error(
-                conn,
-                correlation_id,
-                ErrorCode::FrameTooLarge,
-                format!("a message body has at most {body_max} bytes"),
-            );
+            let text = format!("a message body has at most {body_max} bytes");
+            out.error(conn, correlation_id, ErrorCode::FrameTooLarge, text);
             return;
         }
         let recipient = view.recipient_bytes(body);
         let (to, refusal) = if view.group_id != 0 {
             if !recipient.is_empty() {
-                out.error(
-                    conn,
-                    correlation_id,
-                    ErrorCode::MalformedFrame,
-                    "a Send names a recipient or a group, not both",
-                );
+                let text = "a Send names a recipient or a group, not both";
+                out.error(conn, correlation_id, ErrorCode::MalformedFrame, text);
                 return;
             }
             let group = GroupId(view.group_id);
-            let refusal = match self.group_ref(group) {
+            let refusal = match self.groups.live(group) {
                 None => Some((ErrorCode::UnknownGroup, format!("no group {}", group.0))),
-                Some(_) if !self.user(sender_id).groups.contains(&group) => Some((
+                Some(_) if !self.groups.is_member(sender_id, group) => Some((
                     ErrorCode::NotMember,
                     format!("you are not a member of group {}", group.0),
                 )),
@@ -887,16 +744,13 @@ impl Logic {
             };
             (Peer::group(group), refusal)
         } else {
-            let Some(&recipient_id) = self.by_name.get(recipient) else {
-                out.error(
-                    conn,
-                    correlation_id,
-                    ErrorCode::UnknownRecipient,
-                    format!("no user {:?}", view.recipient(body)),
-                );
+            let Some(recipient_id) = self.accounts.find(recipient) else {
+                let text = format!("no user {:?}", view.recipient(body));
+                out.error(conn, correlation_id, ErrorCode::UnknownRecipient, text);
                 return;
             };
-            let refusal = (!self.may_message(sender_id, recipient_id)).then(|| {
+            let allowed = may_message(&self.config, &self.contacts, sender_id, recipient_id);
+            let refusal = (!allowed).then(|| {
                 let text = format!("{} is not your friend", view.recipient(body));
                 (ErrorCode::NotFriends, text)
             });
@@ -921,16 +775,8 @@ impl Logic {
         });
     }
 
-    /// Whether `from` may message (or invite) `to`: friends only, unless
-    /// the server runs open.
-    fn may_message(&self, from: UserId, to: UserId) -> bool {
-        self.config.open_messaging
-            || from == to
-            || self.contact_state(from, to) == ContactState::Friend
-    }
-
     fn sync(&self, conn: ConnId, correlation_id: u64, sync: &proto::Sync, out: &mut Outbox) {
-        let Some(session) = self.session(conn) else {
+        let Some(session) = self.sessions.session(conn) else {
             out.error(conn, correlation_id, ErrorCode::NotLoggedIn, "log in first");
             return;
         };
@@ -956,13 +802,9 @@ impl Logic {
         let mut former_member = false;
         let peer = if mark.group_id != 0 {
             let group = GroupId(mark.group_id);
-            let Some(found) = self.group_ref(group) else {
-                out.error(
-                    conn,
-                    correlation_id,
-                    ErrorCode::UnknownGroup,
-                    format!("no group {}", group.0),
-                );
+            let Some(found) = self.groups.live(group) else {
+                let text = format!("no group {}", group.0);
+                out.error(conn, correlation_id, ErrorCode::UnknownGroup, text);
                 return;
             };
             // A former member may still mark what it received read; from
@@ -971,13 +813,9 @@ impl Logic {
             former_member = self.config.rules_version >= 1 && !found.members.contains(&user_id);
             Peer::group(group)
         } else {
-            let Some(&peer) = self.by_name.get(mark.peer.as_bytes()) else {
-                out.error(
-                    conn,
-                    correlation_id,
-                    ErrorCode::UnknownRecipient,
-                    format!("no user {:?}", mark.peer),
-                );
+            let Some(peer) = self.accounts.find(mark.peer.as_bytes()) else {
+                let text = format!("no user {:?}", mark.peer);
+                out.error(conn, correlation_id, ErrorCode::UnknownRecipient, text);
                 return;
             };
             Peer::user(peer)
@@ -992,8 +830,106 @@ impl Logic {
     }
 }
 
+/// Whether `from` may message (or invite) `to`: friends only, unless
+/// the server runs open.
+fn may_message(config: &LogicConfig, contacts: &Contacts, from: UserId, to: UserId) -> bool {
+    config.open_messaging || from == to || contacts.state(from, to) == ContactState::Friend
+}
+
+fn user_exists(name: &str) -> String {
+    format!("user {name:?} exists, or one whose name looks the same")
+}
+
 fn accepts_lz4(login: &proto::Login) -> bool {
     login
         .accept_compression
         .contains(&(Compression::Lz4 as i32))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::event::{decode_frame, Out};
+
+    fn logic() -> Logic {
+        let mut logic = Logic::new(LogicConfig {
+            frame_size_max: 64 * 1024,
+            heartbeat_interval_ms: 1000,
+            open_messaging: true,
+            group_members_max: 10,
+            rules_version: RULES_VERSION,
+        });
+        logic.set_auth("dummy".into(), Arc::default(), 0);
+        logic
+    }
+
+    fn apply(logic: &mut Logic, conn: ConnId, message: &Message) -> Outbox {
+        let mut frame = Vec::new();
+        message.encode_frame(1, &mut frame);
+        let body = &frame[crate::codec::LENGTH_PREFIX_BYTES..];
+        let mut out = Outbox::default();
+        logic.apply(conn, &decode_frame(body), body, None, 0, &mut out);
+        out
+    }
+
+    fn error_codes(out: &Outbox) -> Vec<ErrorCode> {
+        out.iter()
+            .filter_map(|item| match item {
+                Out::Frame(_, frame) => {
+                    use crate::codec::{FRAME_HEADER_BYTES, LENGTH_PREFIX_BYTES};
+                    let header = &frame[LENGTH_PREFIX_BYTES..];
+                    let message_type = u16::from_be_bytes([header[0], header[1]]);
+                    let payload = &header[FRAME_HEADER_BYTES..];
+                    match Message::decode_parts(message_type, payload) {
+                        Ok(Message::Error(error)) => ErrorCode::try_from(error.code).ok(),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_job_the_workers_refuse_ends_its_check_and_frees_the_name() {
+        let mut logic = logic();
+        let conn = ConnId(1);
+        logic.apply(
+            conn,
+            &Command::Connected(None),
+            &[],
+            None,
+            0,
+            &mut Outbox::default(),
+        );
+        let register = Message::Register(proto::Register {
+            user: "ana".into(),
+            password: "pw".into(),
+        });
+        let out = apply(&mut logic, conn, &register);
+        assert_eq!(out.auth.len(), 1, "the hash leaves as a job");
+        // The name is held while it is hashed; another waits for the
+        // first one's answer.
+        assert_eq!(
+            error_codes(&apply(&mut logic, ConnId(2), &register)),
+            [ErrorCode::UserExists]
+        );
+        let other = Message::Register(proto::Register {
+            user: "bo".into(),
+            password: "pw".into(),
+        });
+        assert_eq!(
+            error_codes(&apply(&mut logic, conn, &other)),
+            [ErrorCode::Overloaded]
+        );
+        // The queue was full: the client hears so, and may try again.
+        let mut out = Outbox::default();
+        logic.check_not_started(conn, 1, false, &mut out);
+        assert_eq!(error_codes(&out), [ErrorCode::Overloaded]);
+        logic.check_invariants();
+        let again = apply(&mut logic, conn, &register);
+        assert_eq!(again.auth.len(), 1, "the name was released");
+        assert!(error_codes(&again).is_empty());
+        logic.check_invariants();
+    }
 }
