@@ -9,6 +9,7 @@ mod util;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::time::{Duration, Instant};
 
+use courier::broker::Clock;
 use courier::client::{Client, ClientError};
 use courier::codec::proto::{self, DeliveryMode, ErrorCode};
 use courier::codec::Message;
@@ -49,7 +50,13 @@ fn retry_after(result: Result<proto::LoginOk, ClientError>) -> u32 {
 #[test]
 fn guessing_locks_the_account_then_the_right_password_waits_its_turn() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, address) = start_with_users(dir.path(), &["ana", "bo"]);
+    let mut config = config(dir.path());
+    let clock = Clock::manual();
+    config.broker.clock = clock.clone();
+    let server = courier::net::start(config).unwrap();
+    let address = server.local_addr();
+    register(address, "ana");
+    register(address, "bo");
     let mut guesser = connect_from(Ipv4Addr::new(127, 0, 0, 2), address);
     // Five failures are free; the sixth locks the account for a second.
     for guess in 0..6 {
@@ -66,12 +73,18 @@ fn guessing_locks_the_account_then_the_right_password_waits_its_turn() {
     // bo from elsewhere is not.
     let mut bo = connect_from(Ipv4Addr::new(127, 0, 0, 3), address);
     try_login(&mut bo, "bo", &password("bo")).unwrap();
+    // The lock holds until the clock has moved all the way past it.
+    clock.advance(Duration::from_millis(u64::from(wait_ms) - 1));
+    assert_eq!(
+        retry_after(try_login(&mut owner, "ana", &password("ana"))),
+        1
+    );
     // Once the lock runs out, the right password logs in.
-    std::thread::sleep(Duration::from_millis(u64::from(wait_ms)));
+    clock.advance(Duration::from_millis(1));
     try_login(&mut owner, "ana", &password("ana")).unwrap();
     let stats = server.stats();
     assert_eq!(stats.logins_failed, 6);
-    assert_eq!(stats.logins_refused_account, 2);
+    assert_eq!(stats.logins_refused_account, 3);
     assert_eq!(stats.logins_refused_address, 1);
 }
 

@@ -10,6 +10,7 @@ mod util;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use courier::broker::Clock;
 use courier::client::Client;
 use courier::codec::proto::DeliveryMode;
 use courier::net::{self, ServerConfig};
@@ -55,14 +56,17 @@ fn ana_sends_bo(address: SocketAddr, count: u64) -> Client {
 #[test]
 fn old_messages_expire_and_their_segments_go_at_the_next_start() {
     let dir = tempfile::tempdir().unwrap();
-    let config = retention_config(dir.path());
+    let mut config = retention_config(dir.path());
+    let clock = Clock::manual();
+    config.broker.clock = clock.clone();
     let server = net::start(config.clone()).unwrap();
     let address = server.local_addr();
     // 200 messages of 16 KiB: about three 1 MiB segments.
     let mut ana = ana_sends_bo(address, 200);
     let full = segments(dir.path());
     assert!(full >= 4, "{full} segments");
-    std::thread::sleep(Duration::from_millis(RETENTION_S * 1000 + 500));
+    // Time moves past the retention of every message sent so far.
+    clock.advance(Duration::from_millis(RETENTION_S * 1000 + 500));
     // The next message's journaled time is past the retention of all
     // the others: it runs the expiry pass.
     let fresh = ana.send("bo", 201, b"fresh").unwrap();

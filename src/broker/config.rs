@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::auth::AuthConfig;
+use super::clock::Clock;
 use crate::codec::FRAME_SIZE_MAX_DEFAULT;
 use crate::journal::Durability;
 use crate::ringbuffer::{Placement, ThreadSpec, WaitStrategy};
@@ -139,6 +140,10 @@ pub struct BrokerConfig {
     pub segments_kept_for_reuse: usize,
     /// Password hashing.
     pub auth: AuthConfig,
+    /// Where time comes from: the system's clocks, or a manual
+    /// [`Clock`] a test or an embedder moves (not read from TOML).
+    #[serde(skip)]
+    pub clock: Clock,
 }
 
 impl Default for BrokerConfig {
@@ -164,6 +169,7 @@ impl Default for BrokerConfig {
             snapshot_every_segments: 4,
             segments_kept_for_reuse: 4,
             auth: AuthConfig::default(),
+            clock: Clock::system(),
         }
     }
 }

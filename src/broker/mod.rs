@@ -31,6 +31,7 @@
 //!    everything published, flushes the journal and stops the threads.
 
 mod auth;
+mod clock;
 mod compactor;
 mod config;
 mod delivery;
@@ -53,6 +54,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub use auth::AuthConfig;
+pub use clock::Clock;
 pub use config::{BrokerConfig, DurabilitySetting, PlacementSetting, WaitSetting};
 pub use event::{
     Inbound, Out, Outbox, RecordError, RECORD_CONNECTED, RECORD_DISCONNECTED, RECORD_FRAME,
@@ -439,6 +441,7 @@ fn build_pipeline(
         journal,
         scratch: Vec::new(),
         batch_timestamp_ns: None,
+        clock: config.clock.clone(),
         records: shared.records,
         latency: LatencyRecorder::new(journal_latency),
     };
@@ -455,6 +458,8 @@ fn build_pipeline(
         census: Arc::clone(&shared.census),
         latency: LatencyRecorder::new(logic_latency),
         auth: shared.auth,
+        clock: config.clock.clone(),
+        batch_now_ms: None,
     };
     let logic_stage = builder.stage_mut("logic", &[flush_stage], logic);
     let fan_out = FanOut {

@@ -15,7 +15,7 @@ use super::delivery::{Delivery, DeliveryConfig};
 use super::event::{self, decode_record, encode_record, Command, Journaled, Outbox};
 use super::logic::{Logic, LogicConfig, RULES_VERSION};
 use super::snapshot;
-use super::stages::{self, now_ns};
+use super::stages;
 use super::store::Store;
 use super::{BrokerConfig, BrokerError, ConnId, OpenReport, RECORD_START};
 use crate::codec::journal_proto::Started;
@@ -176,7 +176,7 @@ fn start_run(
     let run_settings_bytes = prost::Message::encode_to_vec(&run_settings);
     let mut payload = Vec::new();
     encode_record(ConnId(0), &run_settings_bytes, &mut payload);
-    let timestamp_ns = now_ns();
+    let timestamp_ns = config.clock.wall_ns();
     let start = journal.append(RECORD_START, timestamp_ns, &payload)?;
     journal.flush()?;
     let journaled = Journaled {

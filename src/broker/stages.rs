@@ -1,11 +1,11 @@
 //! The pipeline's stages: decode → journal → flush → logic → (fan-out ∥ store).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::TrySendError;
 
 use super::auth::AuthJob;
+use super::clock::Clock;
 use super::delivery::Delivery;
 use super::event::{decode_inbound, encode_record, Inbound, Journaled, Out, Outbox};
 use super::ids::ConnId;
@@ -36,17 +36,12 @@ pub(crate) struct JournalStage {
     /// The time stamped on every record of the current batch: one clock
     /// read per batch, not per record.
     pub(crate) batch_timestamp_ns: Option<u64>,
+    /// Where the stamps come from.
+    pub(crate) clock: Clock,
     /// The journal's next sequence, published once per batch for
     /// [`super::Broker::journal_records`].
     pub(crate) records: std::sync::Arc<std::sync::atomic::AtomicU64>,
     pub(crate) latency: LatencyRecorder,
-}
-
-/// The wall clock in ns since the Unix epoch: the time stamped on ingest.
-pub(crate) fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 impl MutHandler<Inbound> for JournalStage {
@@ -54,7 +49,10 @@ impl MutHandler<Inbound> for JournalStage {
         self.latency.note(event.published_ns);
         if let Some(record_type) = event.command.record_type() {
             encode_record(event.conn, &event.body, &mut self.scratch);
-            let timestamp_ns = *self.batch_timestamp_ns.get_or_insert_with(now_ns);
+            let clock = &self.clock;
+            let timestamp_ns = *self
+                .batch_timestamp_ns
+                .get_or_insert_with(|| clock.wall_ns());
             match self
                 .journal
                 .append(record_type, timestamp_ns, &self.scratch)
@@ -141,6 +139,10 @@ pub(crate) struct LogicStage {
     pub(crate) latency: LatencyRecorder,
     /// Where password work goes: the auth workers' queue.
     pub(crate) auth: crossbeam_channel::Sender<AuthJob>,
+    /// Where logic's "now" comes from (the login limits read it), once
+    /// per batch.
+    pub(crate) clock: Clock,
+    pub(crate) batch_now_ms: Option<u64>,
 }
 
 impl LogicStage {
@@ -167,13 +169,16 @@ impl MutHandler<Inbound> for LogicStage {
             &event.command,
             &event.body,
             event.journaled,
-            event.published_ns / 1_000_000,
+            *self
+                .batch_now_ms
+                .get_or_insert_with(|| self.clock.monotonic_ms()),
             &mut event.outbox,
         );
         if !event.outbox.auth.is_empty() {
             self.submit_auth(&mut event.outbox);
         }
         if end_of_batch {
+            self.batch_now_ms = None;
             self.census.store(self.logic.census());
             self.latency.end_batch();
         }

@@ -14,6 +14,8 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use crate::broker::Clock;
+
 use super::conn::{numbering, CloseReason, Connection, ReadOutcome};
 use super::per_ip::{IpSlot, PerIp};
 use super::stats::{Counters, Tally};
@@ -103,6 +105,8 @@ struct Loop {
     reading: bool,
     outbound_done: bool,
     next_heartbeat_check: Instant,
+    /// Where time comes from (heartbeats, the frame allowance, pauses).
+    clock: Clock,
     /// Scratch for the frame ranges of one publish.
     ranges: Vec<std::ops::Range<usize>>,
     /// Frames taken from the inline driver's fan-out, swapped with the
@@ -158,6 +162,7 @@ impl Warning {
 impl IoThread {
     pub(crate) fn run(self) {
         let frame_size_max = self.config.broker.frame_size_max_bytes;
+        let clock = self.config.broker.clock.clone();
         let mut state = Loop {
             thread: self,
             decoder: FrameDecoder::new(frame_size_max),
@@ -170,7 +175,8 @@ impl IoThread {
             pending: VecDeque::new(),
             reading: true,
             outbound_done: false,
-            next_heartbeat_check: Instant::now(),
+            next_heartbeat_check: clock.now(),
+            clock,
             ranges: Vec::with_capacity(FRAMES_PER_BATCH_MAX),
             local_scratch: FrameBatch::default(),
             tally: Tally::default(),
@@ -191,7 +197,7 @@ impl Loop {
     fn run(&mut self) {
         let mut events = Events::with_capacity(EVENTS_MAX);
         loop {
-            let now = Instant::now();
+            let now = self.clock.now();
             self.drain_outbound();
             self.run_pipeline();
             self.publish_pending();
@@ -244,7 +250,7 @@ impl Loop {
                 // What this thread reads next must not wake itself.
                 driver.end_wait();
             }
-            let now = Instant::now();
+            let now = self.clock.now();
             for event in events.iter() {
                 match event.token() {
                     WAKE => self.take_handoffs(now),

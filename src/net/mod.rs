@@ -383,6 +383,12 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
     for _ in 0..config.io_threads {
         let poll = Poll::new().map_err(os("mio poll"))?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKE).map_err(os("mio waker"))?);
+        // A manual clock that moves wakes the thread to look at its
+        // deadlines (heartbeats, pauses) again.
+        let woken = Arc::clone(&waker);
+        config.broker.clock.on_advance(move || {
+            let _ = woken.wake();
+        });
         let (sockets, handoff) = crossbeam_channel::unbounded();
         siblings.push(Sibling {
             sockets,

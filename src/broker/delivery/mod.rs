@@ -238,12 +238,12 @@ pub(crate) struct Delivery {
     fronts: BinaryHeap<Reverse<(u64, u64)>>,
     /// Members of each group (index = id - 1), in the order they joined.
     groups: Vec<Vec<UserId>>,
-    /// Where message bodies are read from for Sync.
-    reader: JournalReader,
+    /// Where message bodies are read from for a sync or a push.
+    bodies: Box<dyn Bodies>,
 }
 
 impl Delivery {
-    pub(crate) fn new(config: DeliveryConfig, reader: JournalReader) -> Self {
+    pub(crate) fn new(config: DeliveryConfig, bodies: impl Bodies + 'static) -> Self {
         Self {
             config,
             users: Vec::new(),
@@ -254,7 +254,7 @@ impl Delivery {
             entries_held: 0,
             fronts: BinaryHeap::new(),
             groups: Vec::new(),
-            reader,
+            bodies: Box::new(bodies),
         }
     }
 
@@ -823,10 +823,25 @@ impl Delivery {
         out.send_compressible(conn, correlation_id, &Message::SyncBatch(batch), lz4);
     }
 
-    /// Reads a message body back from the journal.
+    /// Reads a message body back from where the bodies are kept.
+    fn body(&self, position: Position) -> Result<Vec<u8>, String> {
+        self.bodies.body(position)
+    }
+}
+
+/// Where the fan-out stage reads a stored message's body back from, by
+/// the position of the record that carried it: the journal, in a broker.
+/// Memory holds 48 bytes per message; the bodies stay where they were
+/// journaled.
+pub(crate) trait Bodies: Send {
+    /// The body of the message journaled at `position`; an error names
+    /// what was there instead.
+    fn body(&self, position: Position) -> Result<Vec<u8>, String>;
+}
+
+impl Bodies for JournalReader {
     fn body(&self, position: Position) -> Result<Vec<u8>, String> {
         let record = self
-            .reader
             .read(position)
             .map_err(|e| format!("message at {position:?} unreadable: {e}"))?;
         match decode_record(record.sequence(), record.record_type(), record.payload()) {
