@@ -561,7 +561,7 @@ impl Client {
         let (used, ending) = websocket::decode(
             &mut ws.raw,
             websocket::Role::Client,
-            websocket::CLIENT_PAYLOAD_MAX,
+            websocket::CLIENT_PAYLOAD_BYTES_MAX,
             |data| input.extend_from_slice(data),
             &mut ws.masks,
             &mut replies,

@@ -318,7 +318,7 @@ fn read_state_is_per_conversation_and_agrees_across_devices() {
 fn the_largest_body_allowed_is_delivered_and_synced_and_a_larger_one_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (server, address) = start_with_users(dir.path(), &["ana", "bo"]);
-    let limit = courier::codec::FRAME_SIZE_MAX_DEFAULT - courier::broker::BODY_HEADROOM_BYTES;
+    let limit = courier::codec::FRAME_SIZE_MAX_BYTES_DEFAULT - courier::broker::BODY_HEADROOM_BYTES;
     let mut ana = login(address, "ana", "phone", DeliveryMode::PushMessage);
     let mut bo = login(address, "bo", "phone", DeliveryMode::PushMessage);
     expect_code(

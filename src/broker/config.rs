@@ -1,4 +1,10 @@
 //! The broker's configuration, as read from TOML.
+//!
+//! Names of settings and constants that hold a bare number end in its
+//! unit, and a bound comes after the unit: `flush_interval_ms`,
+//! `segment_size_mb`, `frame_size_max_bytes`, `NAME_BYTES_MAX`,
+//! `MESSAGE_RETENTION_S_MAX`. A count needs no unit (`ring_slots`,
+//! `group_members_max`); a `Duration` carries its own.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -7,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::AuthConfig;
 use super::clock::Clock;
-use crate::codec::FRAME_SIZE_MAX_DEFAULT;
+use crate::codec::FRAME_SIZE_MAX_BYTES_DEFAULT;
 use crate::journal::Durability;
 use crate::ringbuffer::{Placement, ThreadSpec, WaitStrategy};
 
@@ -157,7 +163,7 @@ impl Default for BrokerConfig {
             placement: PlacementSetting::Auto,
             wait: WaitSetting::Blocking,
             wait_yield_us: 5,
-            frame_size_max_bytes: FRAME_SIZE_MAX_DEFAULT,
+            frame_size_max_bytes: FRAME_SIZE_MAX_BYTES_DEFAULT,
             heartbeat_interval_ms: 30_000,
             dedup_window: 4096,
             sync_limit_max: 500,

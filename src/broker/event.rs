@@ -30,7 +30,7 @@ use std::net::IpAddr;
 
 use prost::Message as _;
 
-use super::ids::{ConnId, GroupId, InboxSeq, Peer, UserId};
+use super::ids::{ConnId, DeviceId, GroupId, InboxSeq, Peer, RecordSeq, UserId};
 use crate::codec::journal_proto::{LoginVerified, Registered, Started};
 use crate::codec::proto::{login, ContactState, DeliveryMode, ErrorCode, MessageType};
 use crate::codec::{DeliverRef, Message, MessageError, SendView, FRAME_HEADER_BYTES};
@@ -342,7 +342,7 @@ pub(crate) fn encode_record(conn: ConnId, body: &[u8], out: &mut Vec<u8>) {
 /// time from, so replay reaches the same state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Journaled {
-    pub(crate) sequence: u64,
+    pub(crate) sequence: RecordSeq,
     pub(crate) position: Position,
     pub(crate) timestamp_ns: u64,
 }
@@ -399,7 +399,7 @@ pub(crate) enum Intent {
     SessionOpened {
         user: UserId,
         /// The device's id, which keys its resends.
-        device_id: Box<str>,
+        device_id: DeviceId,
         mode: DeliveryMode,
         lz4: bool,
         correlation_id: u64,

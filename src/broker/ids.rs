@@ -25,6 +25,37 @@ pub struct UserId(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct GroupId(pub u64);
 
+/// One of a user's devices, as its client names it at login (1 to 64
+/// bytes, checked there). A login token and the resend keys of a user's
+/// messages are per device.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct DeviceId(Box<str>);
+
+/// As the string it is, so that dumps read as the client named it.
+impl fmt::Debug for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl DeviceId {
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for DeviceId {
+    fn from(name: &str) -> Self {
+        DeviceId(name.into())
+    }
+}
+
+impl std::borrow::Borrow<str> for DeviceId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A message's place in one user's inbox: 1 for the first entry, then
 /// counting up without gaps, assigned in journal order. On the wire it is
 /// `inbox_sequence` (and `after_sequence`, `up_to_sequence`, `head_sequence`).
@@ -35,6 +66,20 @@ pub(crate) struct InboxSeq(pub(crate) u64);
 /// it (`server_message_id` on the wire), the same in every inbox it is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub(crate) struct MessageId(pub(crate) u64);
+
+/// A journal record's sequence: 1 for the first record ever written, then
+/// counting up without gaps across segments and runs. A stored message's
+/// [`MessageId`] is its record's sequence; the SQLite projection records
+/// how far it has applied in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub(crate) struct RecordSeq(pub(crate) u64);
+
+impl RecordSeq {
+    /// The id of the message this record carried.
+    pub(crate) fn message_id(self) -> MessageId {
+        MessageId(self.0)
+    }
+}
 
 /// The other side of a conversation: a user (1:1) or a group, in one word
 /// (the top bit marks a group), so an inbox entry stays 48 bytes.

@@ -8,6 +8,7 @@
 //! it returns into the pipeline, and the compactor and the tests replay
 //! with the same functions.
 
+use crate::broker::ids::RecordSeq;
 use std::path::Path;
 
 use super::compactor::{self, Base, CompactorSettings};
@@ -180,7 +181,7 @@ fn start_run(
     let start = journal.append(RECORD_START, timestamp_ns, &payload)?;
     journal.flush()?;
     let journaled = Journaled {
-        sequence: start.sequence,
+        sequence: RecordSeq(start.sequence),
         position: start.position,
         timestamp_ns,
     };
@@ -202,7 +203,7 @@ fn start_run(
         Some(journaled),
         &mut Outbox::default(),
     );
-    store.note(start.sequence, &[]);
+    store.note(RecordSeq(start.sequence), &[]);
     store.commit_all()?;
     Ok(journaled)
 }
@@ -212,7 +213,7 @@ fn start_run(
 /// next start, and failing to write one is no reason to refuse to serve.
 fn write_snapshot(dir: &Path, start: Journaled, logic: &Logic, delivery: &Delivery) -> Option<u64> {
     let point = snapshot::SnapshotPoint {
-        sequence: start.sequence,
+        sequence: start.sequence.0,
         timestamp_ns: start.timestamp_ns,
     };
     let encode = |body: &mut snapshot::Encoder<_>| {
@@ -220,7 +221,7 @@ fn write_snapshot(dir: &Path, start: Journaled, logic: &Logic, delivery: &Delive
         delivery.encode(body);
     };
     match snapshot::write(dir, point, encode) {
-        Ok(_) => Some(start.sequence),
+        Ok(_) => Some(start.sequence.0),
         Err(error) => {
             tracing::warn!(%error, dir = %dir.display(), "cannot write a snapshot");
             None
@@ -414,7 +415,7 @@ pub(super) fn replay(
         logic,
         delivery,
         |sequence, projections| {
-            store.note(sequence, projections);
+            store.note(RecordSeq(sequence), projections);
             count += 1;
             if count.is_multiple_of(4096) {
                 store.commit()?;
@@ -465,7 +466,7 @@ pub(super) fn apply_records(
         let (conn, command) =
             decode_record(record.sequence(), record.record_type(), record.payload())?;
         let journaled = Journaled {
-            sequence: record.sequence(),
+            sequence: RecordSeq(record.sequence()),
             position: record.position(),
             timestamp_ns: record.timestamp_ns(),
         };

@@ -26,6 +26,7 @@
 //! replays it. `cargo test` runs [`SEEDS`] seeds; `COURIER_SIM_SEEDS=N
 //! cargo test --release --lib sim -- --ignored` runs N more.
 
+use crate::broker::ids::RecordSeq;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -175,7 +176,7 @@ impl Core {
                 .append(record_type, self.clock_ns, &payload)
                 .expect("the journal appends");
             Journaled {
-                sequence: appended.sequence,
+                sequence: RecordSeq(appended.sequence),
                 position: appended.position,
                 timestamp_ns: self.clock_ns,
             }

@@ -1,5 +1,6 @@
 //! The pipeline's stages: decode → journal → flush → logic → (fan-out ∥ store).
 
+use crate::broker::ids::RecordSeq;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crossbeam_channel::TrySendError;
@@ -59,7 +60,7 @@ impl MutHandler<Inbound> for JournalStage {
             {
                 Ok(appended) => {
                     event.journaled = Some(Journaled {
-                        sequence: appended.sequence,
+                        sequence: RecordSeq(appended.sequence),
                         position: appended.position,
                         timestamp_ns,
                     });

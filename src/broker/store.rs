@@ -7,6 +7,7 @@
 //! what comes after that sequence, so catch-up after a crash is exact: no
 //! account is missing and none is inserted twice.
 
+use crate::broker::ids::RecordSeq;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -179,7 +180,8 @@ impl Store {
 
     /// Notes a journal record (and its projection, if any) for the next
     /// commit. Records already projected are skipped.
-    pub(crate) fn note(&mut self, sequence: u64, projections: &[Projection]) {
+    pub(crate) fn note(&mut self, sequence: RecordSeq, projections: &[Projection]) {
+        let RecordSeq(sequence) = sequence;
         if sequence < self.applied_until {
             return;
         }
@@ -372,11 +374,11 @@ mod tests {
     #[test]
     fn catch_up_skips_what_was_committed() {
         let (_dir, path, mut store) = fresh();
-        store.note(0, &[]);
-        store.note(1, &[account(1, "ana")]);
-        store.note(2, &[]);
+        store.note(RecordSeq(0), &[]);
+        store.note(RecordSeq(1), &[account(1, "ana")]);
+        store.note(RecordSeq(2), &[]);
         store.commit().unwrap();
-        store.note(3, &[account(2, "bo")]);
+        store.note(RecordSeq(3), &[account(2, "bo")]);
         // Not committed: a crash here loses it from SQLite, not the journal.
         drop(store);
         assert_eq!(count(&path), 1);
@@ -385,7 +387,7 @@ mod tests {
         assert_eq!(store.applied_until(), 3);
         // Replay offers everything again; only sequence 3 on is new.
         for (sequence, projection) in [(1, account(1, "ana")), (3, account(2, "bo"))] {
-            store.note(sequence, &[projection]);
+            store.note(RecordSeq(sequence), &[projection]);
         }
         store.commit().unwrap();
         assert_eq!(count(&path), 2);
@@ -395,17 +397,17 @@ mod tests {
     #[test]
     fn a_long_run_without_changes_records_its_progress() {
         let (_dir, path, mut store) = fresh();
-        store.note(0, &[account(1, "ana")]);
+        store.note(RecordSeq(0), &[account(1, "ana")]);
         store.commit().unwrap();
         assert_eq!(store.applied_until(), 1);
         // The count decides here, not the time.
         store.written_at = far_future();
         for sequence in 1..PROGRESS_RECORDS {
-            store.note(sequence, &[]);
+            store.note(RecordSeq(sequence), &[]);
             store.commit().unwrap();
         }
         assert_eq!(store.applied_until(), 1, "not yet");
-        store.note(PROGRESS_RECORDS, &[]);
+        store.note(RecordSeq(PROGRESS_RECORDS), &[]);
         store.commit().unwrap();
         assert_eq!(store.applied_until(), PROGRESS_RECORDS + 1);
         // Another connection learns it, made durable.
@@ -434,7 +436,7 @@ mod tests {
     fn a_quiet_second_records_its_progress() {
         let (_dir, _, mut store) = fresh();
         store.written_at = far_future();
-        store.note(0, &[]);
+        store.note(RecordSeq(0), &[]);
         store.commit().unwrap();
         assert_eq!(store.applied_until(), 0, "not yet");
         store.written_at = Instant::now() - PROGRESS_EVERY;
@@ -448,7 +450,7 @@ mod tests {
         let checkpointer = Checkpointer::open(&path).unwrap();
         assert_eq!(checkpointer.durable_applied_until().unwrap(), Some(0));
         for (sequence, name) in [(3, "ana"), (9, "bo")] {
-            store.note(sequence, &[account(sequence, name)]);
+            store.note(RecordSeq(sequence), &[account(sequence, name)]);
             store.commit().unwrap();
             assert_eq!(
                 checkpointer.durable_applied_until().unwrap(),
@@ -461,10 +463,10 @@ mod tests {
     fn a_batch_without_changes_writes_nothing_until_the_stop() {
         let (_dir, path, mut store) = fresh();
         store.written_at = far_future();
-        store.note(0, &[]);
+        store.note(RecordSeq(0), &[]);
         store.commit().unwrap();
         assert_eq!(store.applied_until(), 0);
-        store.note(1, &[]);
+        store.note(RecordSeq(1), &[]);
         store.commit_all().unwrap();
         assert_eq!(store.applied_until(), 2);
         drop(store);

@@ -2,6 +2,7 @@
 //! command as the pipeline applies it (logic, then the inboxes), leaves the
 //! same state as fresh state that replays the journal the history wrote.
 
+use crate::broker::ids::RecordSeq;
 use proptest::prelude::*;
 use prost::Message as _;
 
@@ -207,7 +208,7 @@ fn apply_live(
         *clock += 1_000_000;
         let appended = journal.append(record_type, *clock, &payload).unwrap();
         Journaled {
-            sequence: appended.sequence,
+            sequence: RecordSeq(appended.sequence),
             position: appended.position,
             timestamp_ns: *clock,
         }
@@ -515,7 +516,7 @@ fn run_with_retention(history: &[Step], retention_ms: u64) -> String {
                     .append(super::RECORD_START, clock, &payload)
                     .unwrap();
                 let journaled = Journaled {
-                    sequence: start.sequence,
+                    sequence: RecordSeq(start.sequence),
                     position: start.position,
                     timestamp_ns: clock,
                 };

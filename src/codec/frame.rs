@@ -20,10 +20,10 @@ pub const LENGTH_PREFIX_BYTES: usize = 4;
 /// Bytes of the header after the length prefix.
 pub const FRAME_HEADER_BYTES: usize = 12;
 /// The default limit on `length` (header and payload): 64 KiB.
-pub const FRAME_SIZE_MAX_DEFAULT: usize = 64 * 1024;
+pub const FRAME_SIZE_MAX_BYTES_DEFAULT: usize = 64 * 1024;
 
 const _: () = assert!(FRAME_HEADER_BYTES == 2 + 2 + 8);
-const _: () = assert!(FRAME_SIZE_MAX_DEFAULT <= u32::MAX as usize);
+const _: () = assert!(FRAME_SIZE_MAX_BYTES_DEFAULT <= u32::MAX as usize);
 
 /// One frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,7 +85,7 @@ pub struct FrameDecoder {
 
 impl Default for FrameDecoder {
     fn default() -> Self {
-        Self::new(FRAME_SIZE_MAX_DEFAULT)
+        Self::new(FRAME_SIZE_MAX_BYTES_DEFAULT)
     }
 }
 

@@ -12,7 +12,7 @@ pub mod websocket;
 
 pub use compress::{compress_frame, decompress, DecompressError, COMPRESS_BYTES_MIN, FLAG_LZ4};
 pub use frame::{
-    Frame, FrameDecoder, FrameError, FRAME_HEADER_BYTES, FRAME_SIZE_MAX_DEFAULT,
+    Frame, FrameDecoder, FrameError, FRAME_HEADER_BYTES, FRAME_SIZE_MAX_BYTES_DEFAULT,
     LENGTH_PREFIX_BYTES,
 };
 pub use message::{DeliverRef, Message, MessageError, PROTOCOL_VERSION};

@@ -29,7 +29,7 @@ pub const HANDSHAKE_BYTES_MAX: usize = 8 * 1024;
 
 /// The largest frame a client accepts from a server: room for the largest
 /// courier frame a server may be configured to send (16 MiB).
-pub const CLIENT_PAYLOAD_MAX: usize = 32 << 20;
+pub const CLIENT_PAYLOAD_BYTES_MAX: usize = 32 << 20;
 
 /// Which end of the WebSocket this side is: a client masks what it sends,
 /// a server does not, and each side refuses frames the other end should
@@ -610,7 +610,7 @@ mod tests {
         raw[2] = 0x7f; // the protocol keeps the top bit clear
         for (role, payload_max) in [
             (Role::Client, usize::MAX),
-            (Role::Client, CLIENT_PAYLOAD_MAX),
+            (Role::Client, CLIENT_PAYLOAD_BYTES_MAX),
         ] {
             let Pass {
                 used, ending, data, ..

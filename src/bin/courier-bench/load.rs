@@ -179,7 +179,7 @@ impl Conn {
         let (used, ending) = websocket::decode(
             &mut ws.raw,
             Role::Client,
-            websocket::CLIENT_PAYLOAD_MAX,
+            websocket::CLIENT_PAYLOAD_BYTES_MAX,
             |data| {
                 let end = *input_end + data.len();
                 if input.len() < end {

@@ -21,10 +21,10 @@ use crate::Common;
 
 /// The longest protocol line accepted before its end (`INFO` carries a JSON
 /// object of a few hundred bytes; a `MSG` line a subject and three numbers).
-const LINE_MAX: usize = 64 * 1024;
+const LINE_BYTES_MAX: usize = 64 * 1024;
 
 /// The largest message payload accepted (NATS's own default limit is 1 MiB).
-const PAYLOAD_MAX: usize = 64 << 20;
+const PAYLOAD_BYTES_MAX: usize = 64 << 20;
 
 /// One unit of what a NATS server sends a client.
 #[derive(Debug, PartialEq, Eq)]
@@ -44,8 +44,8 @@ pub enum Op<'a> {
 /// not the protocol, is an error.
 pub fn parse(input: &[u8]) -> anyhow::Result<Option<(Op<'_>, usize)>> {
     let Some(newline) = input.iter().position(|&b| b == b'\n') else {
-        if input.len() > LINE_MAX {
-            bail!("a NATS protocol line longer than {LINE_MAX} bytes");
+        if input.len() > LINE_BYTES_MAX {
+            bail!("a NATS protocol line longer than {LINE_BYTES_MAX} bytes");
         }
         return Ok(None);
     };
@@ -61,8 +61,8 @@ pub fn parse(input: &[u8]) -> anyhow::Result<Option<(Op<'_>, usize)>> {
             .and_then(|field| std::str::from_utf8(field).ok())
             .and_then(|field| field.parse().ok())
             .with_context(|| format!("a MSG line without a size: {:?}", text(line)))?;
-        if size > PAYLOAD_MAX {
-            bail!("a MSG of {size} bytes, over {PAYLOAD_MAX}");
+        if size > PAYLOAD_BYTES_MAX {
+            bail!("a MSG of {size} bytes, over {PAYLOAD_BYTES_MAX}");
         }
         let end = after + size + 2;
         if input.len() < end {
@@ -368,8 +368,8 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
-        assert!(parse(&vec![b'x'; LINE_MAX + 1]).is_err());
-        assert!(parse(&vec![b'x'; LINE_MAX]).unwrap().is_none());
+        assert!(parse(&vec![b'x'; LINE_BYTES_MAX + 1]).is_err());
+        assert!(parse(&vec![b'x'; LINE_BYTES_MAX]).unwrap().is_none());
     }
 
     #[test]

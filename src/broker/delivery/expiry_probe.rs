@@ -53,7 +53,7 @@ fn expiry_probe() {
             refused: None,
         };
         let journaled = Journaled {
-            sequence: m,
+            sequence: crate::broker::ids::RecordSeq(m),
             position: Position {
                 segment: 0,
                 offset: 0,

@@ -25,7 +25,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use rustc_hash::FxHashMap as HashMap;
 
 use super::event::{decode_record, record_body, Command, Intent, Journaled, Outbox};
-use super::ids::{ConnId, InboxSeq, MessageId, Peer, UserId};
+use super::ids::{ConnId, DeviceId, InboxSeq, MessageId, Peer, UserId};
 use crate::codec::proto::{self, Compression, DeliveryMode, ErrorCode};
 use crate::codec::{DeliverRef, Message};
 use crate::journal::{JournalReader, Position};
@@ -139,7 +139,7 @@ struct Mailbox {
     devices: Vec<Device>,
     /// Every device id that sent under per-device resend keys, in the
     /// order they first logged in; a device's slot is its place plus one.
-    device_ids: Vec<Box<str>>,
+    device_ids: Vec<DeviceId>,
     sent: Dedup,
 }
 
@@ -166,11 +166,11 @@ impl Mailbox {
     }
 
     /// The resend-key slot of `device_id`, given one if it has none.
-    fn device_slot(&mut self, device_id: &str) -> u32 {
-        let at = match self.device_ids.iter().position(|id| &**id == device_id) {
+    fn device_slot(&mut self, device_id: &DeviceId) -> u32 {
+        let at = match self.device_ids.iter().position(|id| id == device_id) {
             Some(at) => at,
             None => {
-                self.device_ids.push(device_id.into());
+                self.device_ids.push(device_id.clone());
                 self.device_ids.len() - 1
             }
         };
@@ -576,7 +576,7 @@ impl Delivery {
             return;
         }
         let stored = Stored {
-            server_message_id: MessageId(journaled.sequence),
+            server_message_id: journaled.sequence.message_id(),
             sender,
             to: message.to,
             timestamp_ms: journaled.timestamp_ns / 1_000_000,

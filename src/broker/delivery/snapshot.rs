@@ -11,7 +11,7 @@ use rustc_hash::FxHashMap as HashMap;
 use super::dedup::Dedup;
 use super::read::Conversation;
 use super::{Delivery, DeliveryConfig, Device, Mailbox, MessageIndex, Stored};
-use crate::broker::ids::ConnId;
+use crate::broker::ids::{ConnId, DeviceId};
 use crate::broker::ids::{InboxSeq, MessageId, Peer, UserId};
 use crate::codec::proto::DeliveryMode;
 use std::io::{Read, Write};
@@ -63,7 +63,7 @@ impl Delivery {
             out.u64(user.unread_count);
             out.count(user.device_ids.len());
             for device_id in &user.device_ids {
-                out.str(device_id);
+                out.str(device_id.as_str());
             }
             out.count(user.sent.entries().len());
             for ((slot, client_message_id), (server_message_id, sequence)) in user.sent.entries() {
@@ -169,7 +169,7 @@ impl Delivery {
             let mut device_ids = Vec::new();
             if v4 {
                 for _ in 0..input.count(8)? {
-                    device_ids.push(input.str()?.into_boxed_str());
+                    device_ids.push(DeviceId::from(input.str()?.as_str()));
                 }
             }
             let mut sent = Vec::new();

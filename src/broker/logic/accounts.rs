@@ -13,7 +13,7 @@
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use super::names::name_key;
-use super::UserId;
+use super::{DeviceId, UserId};
 use crate::broker::snapshot::{Decoder, Encoder, SnapshotError};
 
 #[derive(Debug)]
@@ -21,7 +21,7 @@ pub(super) struct Account {
     pub(super) name: String,
     pub(super) password_hash: String,
     /// Device id to its login token.
-    pub(super) tokens: HashMap<String, String>,
+    pub(super) tokens: HashMap<DeviceId, String>,
 }
 
 /// Every account, by id and by name.
@@ -124,7 +124,7 @@ impl Accounts {
         out.str(&account.password_hash);
         out.count(account.tokens.len());
         for (device, token) in &account.tokens {
-            out.str(device);
+            out.str(device.as_str());
             out.str(token);
         }
     }
@@ -143,6 +143,7 @@ impl Accounts {
         for _ in 0..input.count(16)? {
             let device = input.str()?;
             let token = input.str()?;
+            let device = DeviceId::from(device.as_str());
             self.get_mut(id).tokens.insert(device, token);
         }
         Ok(id)

@@ -21,7 +21,7 @@ use rustc_hash::FxHashMap as HashMap;
 /// Failed logins allowed before the first lock, per account and per address.
 const FAILURES_FREE: u32 = 5;
 /// The first lock; each further failure doubles it.
-const LOCK_MS_FIRST: u64 = 1_000;
+const LOCK_FIRST_MS: u64 = 1_000;
 /// The longest lock.
 const LOCK_MS_MAX: u64 = 15 * 60 * 1_000;
 /// A record with no failure for this long is forgotten.
@@ -141,7 +141,7 @@ impl Record {
         self.last_failure_ms = now_ms;
         if self.failures > FAILURES_FREE {
             let doublings = (self.failures - FAILURES_FREE - 1).min(32);
-            let lock_ms = LOCK_MS_FIRST
+            let lock_ms = LOCK_FIRST_MS
                 .saturating_mul(1 << doublings)
                 .min(LOCK_MS_MAX);
             self.locked_until_ms = now_ms + lock_ms;

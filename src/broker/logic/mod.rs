@@ -64,7 +64,7 @@ use std::sync::Arc;
 
 use super::auth::AuthJob;
 use super::event::{Command, Intent, Journaled, Outbox, Projection};
-use super::ids::{ConnId, GroupId, InboxSeq, Peer, UserId};
+use super::ids::{ConnId, DeviceId, GroupId, InboxSeq, Peer, UserId};
 use crate::codec::journal_proto::{LoginVerified, Registered};
 use crate::codec::proto::{self, login, Compression, ContactState, DeliveryMode, ErrorCode};
 use crate::codec::SendView;
@@ -373,7 +373,7 @@ impl Logic {
             Message::Logout(_) => {
                 if let Some(session) = self.end_session(conn, out) {
                     let account = self.accounts.get_mut(session.user);
-                    account.tokens.remove(&session.device_id);
+                    account.tokens.remove(session.device_id.as_str());
                 }
             }
             Message::Sync(sync) => self.sync(conn, correlation_id, sync, out),
@@ -552,7 +552,11 @@ impl Logic {
                 let Some(user_id) = user_id else {
                     return refuse(out);
                 };
-                let known = self.accounts.get(user_id).tokens.get(&login.device_id);
+                let known = self
+                    .accounts
+                    .get(user_id)
+                    .tokens
+                    .get(login.device_id.as_str());
                 if known.is_none_or(|known| known != token) {
                     return refuse(out);
                 }
@@ -662,7 +666,8 @@ impl Logic {
             },
         };
         let tokens = &mut self.accounts.get_mut(user_id).tokens;
-        tokens.insert(verified.device_id.clone(), verified.token.clone());
+        let device = DeviceId::from(verified.device_id.as_str());
+        tokens.insert(device, verified.token.clone());
         let token = verified.token.clone();
         self.open_session(conn, verified.correlation_id, user_id, &login, token, out);
     }
@@ -687,14 +692,14 @@ impl Logic {
         let lz4 = accepts_lz4(login);
         let session = Session {
             user: user_id,
-            device_id: login.device_id.clone(),
+            device_id: DeviceId::from(login.device_id.as_str()),
             lz4,
         };
         self.sessions.open(conn, session);
         // The fan-out stage answers LoginOk: it knows the inbox head.
         out.intents.push(Intent::SessionOpened {
             user: user_id,
-            device_id: login.device_id.as_str().into(),
+            device_id: DeviceId::from(login.device_id.as_str()),
             mode,
             lz4,
             correlation_id,

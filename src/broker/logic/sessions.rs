@@ -14,13 +14,13 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap as HashMap;
 
-use super::{ConnId, UserId};
+use super::{ConnId, DeviceId, UserId};
 use crate::broker::snapshot::{Decoder, Encoder, SnapshotError};
 
 #[derive(Debug, Clone)]
 pub(super) struct Session {
     pub(super) user: UserId,
-    pub(super) device_id: String,
+    pub(super) device_id: DeviceId,
     /// The device accepts LZ4-compressed frames.
     pub(super) lz4: bool,
 }
@@ -189,7 +189,7 @@ impl Sessions {
                 None => out.u64(0),
                 Some(session) => {
                     out.u64(session.user.0);
-                    out.str(&session.device_id);
+                    out.str(session.device_id.as_str());
                     out.u32(u32::from(session.lz4));
                 }
             }
@@ -212,7 +212,7 @@ impl Sessions {
                 }
                 user => Some(Session {
                     user: UserId(user),
-                    device_id: input.str()?,
+                    device_id: DeviceId::from(input.str()?.as_str()),
                     lz4: input.u32()? != 0,
                 }),
             };
