@@ -16,14 +16,14 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::broker::Clock;
 
-use super::conn::{numbering, CloseReason, Connection, ReadOutcome};
+use super::accept::{Acceptor, Listening, Warning};
+use super::conn::{numbering, Connection, ReadOutcome};
 use super::per_ip::{IpSlot, PerIp};
+use super::session::{CloseReason, Delivered, Limits, Published, Session, FRAMES_PER_BATCH_MAX};
 use super::stats::{Counters, Tally};
 use super::{Control, FrameBatch, Outbound, ServerConfig};
 use crate::broker::{BrokerDriver, ConnId, Ingress};
-use crate::codec::{
-    proto::ErrorCode, AnswerGate, FrameDecoder, FrameError, Message, LENGTH_PREFIX_BYTES,
-};
+use crate::codec::{FrameDecoder, LENGTH_PREFIX_BYTES};
 use crate::ringbuffer::{Poller, TryPublishError};
 
 pub(crate) const WAKE: Token = Token(usize::MAX);
@@ -42,12 +42,6 @@ const LOCAL_SCRATCH_KEEP_BYTES: usize = 1 << 20;
 const EVENTS_MAX: usize = 1024;
 /// How long a stopping thread keeps trying to write what it still holds.
 const SHUTDOWN_WRITE_GRACE: Duration = Duration::from_secs(2);
-/// Out of descriptors with no spare to free: how soon to try accepting
-/// again (the listener's readiness, edge-triggered, will not say so).
-const ACCEPT_RETRY: Duration = Duration::from_millis(100);
-/// A warning that may repeat with every connection is logged at most this
-/// often, with how many times it happened meanwhile.
-const WARNING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A connection event that the ring had no room for yet.
 enum Pending {
@@ -93,7 +87,6 @@ struct Loop {
     decoder: FrameDecoder,
     conns: HashMap<u64, Connection>,
     next_counter: u64,
-    accepted: usize,
     dirty: Vec<u64>,
     /// Connections with input that the full ring could not take yet, or
     /// that stopped reading early to be fair; read again next pass.
@@ -114,61 +107,22 @@ struct Loop {
     local_scratch: FrameBatch,
     /// Counts since the last pass, added to the shared counters once a pass.
     tally: Tally,
-    /// The listening thread's spare descriptor (on /dev/null). Out of
-    /// descriptors, it is closed to accept a waiting connection and close it
-    /// at once, so clients are refused instead of left in the backlog
-    /// unanswered; then it is opened again.
-    spare_descriptor: Option<std::fs::File>,
-    /// When to try accepting again after running out of descriptors with no
-    /// spare left.
-    accept_retry_at: Option<Instant>,
-    /// Connections refused for want of descriptors.
-    descriptor_warning: Warning,
-    /// Connections refused under `connections_per_ip_max`.
-    per_ip_warning: Warning,
+    /// Accepting, on the listening thread.
+    acceptor: Acceptor,
     /// Connections refused under `connections_max`.
     full_warning: Warning,
-}
-
-/// A warning logged at most once per [`WARNING_INTERVAL`], with the count
-/// of what it stands for since it was last logged.
-#[derive(Default)]
-struct Warning {
-    last: Option<Instant>,
-    count: u64,
-}
-
-impl Warning {
-    /// Adds `count` and logs through `log` (given the count since the last
-    /// log) unless it logged less than an interval ago.
-    fn warn_counting(&mut self, now: Instant, count: u64, log: impl FnOnce(u64)) {
-        self.count += count;
-        if self
-            .last
-            .is_some_and(|at| now.duration_since(at) < WARNING_INTERVAL)
-        {
-            return;
-        }
-        self.last = Some(now);
-        log(std::mem::take(&mut self.count));
-    }
-
-    /// Counts one and logs as [`warn_counting`](Self::warn_counting).
-    fn warn(&mut self, now: Instant, log: impl FnOnce(u64)) {
-        self.warn_counting(now, 1, log);
-    }
 }
 
 impl IoThread {
     pub(crate) fn run(self) {
         let frame_size_max = self.config.broker.frame_size_max_bytes;
         let clock = self.config.broker.clock.clone();
+        let listening = self.listener.is_some();
         let mut state = Loop {
             thread: self,
             decoder: FrameDecoder::new(frame_size_max),
             conns: HashMap::default(),
             next_counter: 0,
-            accepted: 0,
             dirty: Vec::new(),
             unread: VecDeque::new(),
             paused: BinaryHeap::new(),
@@ -180,15 +134,9 @@ impl IoThread {
             ranges: Vec::with_capacity(FRAMES_PER_BATCH_MAX),
             local_scratch: FrameBatch::default(),
             tally: Tally::default(),
-            spare_descriptor: None,
-            accept_retry_at: None,
-            descriptor_warning: Warning::default(),
-            per_ip_warning: Warning::default(),
+            acceptor: Acceptor::new(listening),
             full_warning: Warning::default(),
         };
-        if state.thread.listener.is_some() {
-            state.spare_descriptor = open_spare_descriptor();
-        }
         state.run();
     }
 }
@@ -216,8 +164,7 @@ impl Loop {
             if self.reading && now >= self.next_heartbeat_check {
                 self.check_heartbeats(now);
             }
-            if self.accept_retry_at.is_some_and(|at| now >= at) {
-                self.accept_retry_at = None;
+            if self.acceptor.retry_at().is_some_and(|at| now >= at) {
                 self.accept(now);
             }
             self.tally.flush(&self.thread.counters);
@@ -292,7 +239,7 @@ impl Loop {
         if let Some(Reverse((resume, _))) = self.paused.peek() {
             wake = wake.min(*resume);
         }
-        if let Some(retry) = self.accept_retry_at {
+        if let Some(retry) = self.acceptor.retry_at() {
             wake = wake.min(retry);
         }
         Some(wake.saturating_duration_since(now))
@@ -306,122 +253,29 @@ impl Loop {
             }
             self.paused.pop();
             if let Some(conn) = self.conns.get_mut(&counter) {
-                conn.paused_until = None;
+                conn.session.resume();
                 self.queue_unread(counter);
             }
         }
     }
 
+    /// Accepts what is waiting, and registers this thread's share.
     fn accept(&mut self, now: Instant) {
-        loop {
-            let Some(listener) = &self.thread.listener else {
-                return;
-            };
-            match listener.accept() {
-                Ok((stream, peer)) => {
-                    let slot = match &self.thread.per_ip {
-                        Some(per_ip) => match per_ip.take(peer.ip()) {
-                            Some(slot) => Some(slot),
-                            None => {
-                                // Counted (and published) before the close
-                                // tells the client.
-                                self.tally.connections_refused += 1;
-                                self.tally.flush(&self.thread.counters);
-                                drop(stream);
-                                let limit = self.thread.config.connections_per_ip_max;
-                                self.per_ip_warning.warn(now, |refused| {
-                                    tracing::warn!(
-                                        peer = %peer.ip(),
-                                        limit,
-                                        refused,
-                                        "connection refused: its address is at connections_per_ip_max"
-                                    )
-                                });
-                                continue;
-                            }
-                        },
-                        None => None,
-                    };
-                    let sibling = self.accepted % self.thread.siblings.len().max(1);
-                    self.accepted += 1;
-                    if sibling == self.thread.index as usize || self.thread.siblings.is_empty() {
-                        self.register((stream, slot), now);
-                    } else {
-                        let target = &self.thread.siblings[sibling];
-                        // A sibling gone means the server is stopping; the
-                        // socket is dropped (closed).
-                        if target.sockets.send((stream, slot)).is_ok() {
-                            let _ = target.waker.wake();
-                        }
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // Out of descriptors (which Linux reports even when no
-                // connection is waiting).
-                Err(error) if out_of_descriptors(&error) => {
-                    match self.refuse_for_descriptors() {
-                        Refusal::Refused => self.warn_out_of_descriptors(now, &error, 1),
-                        Refusal::NoneWaiting => return,
-                        Refusal::NoSpare => {
-                            self.warn_out_of_descriptors(now, &error, 0);
-                            // Try again soon: the listener will not report
-                            // the connections already waiting again.
-                            self.accept_retry_at = Some(now + ACCEPT_RETRY);
-                            return;
-                        }
-                    }
-                }
-                Err(error) => {
-                    // The listener stays, and the next readiness event
-                    // tries again.
-                    tracing::warn!(%error, "accept failed");
-                    return;
-                }
-            }
+        let Some(listener) = &self.thread.listener else {
+            return;
+        };
+        let mut listening = Listening {
+            listener,
+            per_ip: self.thread.per_ip.as_ref(),
+            per_ip_max: self.thread.config.connections_per_ip_max,
+            siblings: &self.thread.siblings,
+            index: usize::from(self.thread.index),
+            tally: &mut self.tally,
+            counters: &self.thread.counters,
+        };
+        for accepted in self.acceptor.accept(&mut listening, now) {
+            self.register(accepted, now);
         }
-    }
-
-    /// Out of descriptors: frees the spare, accepts one waiting connection
-    /// and closes it at once, and takes the spare back.
-    fn refuse_for_descriptors(&mut self) -> Refusal {
-        let Some(spare) = self.spare_descriptor.take() else {
-            self.spare_descriptor = open_spare_descriptor();
-            return Refusal::NoSpare;
-        };
-        drop(spare);
-        let refusal = match &self.thread.listener {
-            Some(listener) => match listener.accept() {
-                Ok((refused, _)) => {
-                    // Counted where the metrics read it before the close
-                    // tells the client, so no reading after the refusal
-                    // misses it.
-                    self.tally.connections_refused += 1;
-                    self.tally.flush(&self.thread.counters);
-                    // Dropped: closed at once, so the client learns now.
-                    drop(refused);
-                    Refusal::Refused
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Refusal::NoneWaiting,
-                // Taken by another thread between the close and the accept.
-                Err(_) => Refusal::NoSpare,
-            },
-            None => Refusal::NoneWaiting,
-        };
-        self.spare_descriptor = open_spare_descriptor();
-        refusal
-    }
-
-    fn warn_out_of_descriptors(&mut self, now: Instant, error: &io::Error, refused: u64) {
-        self.descriptor_warning
-            .warn_counting(now, refused, |refused| {
-                tracing::warn!(
-                    %error,
-                    refused,
-                    "out of file descriptors: refusing new connections until some close \
-                     (raise the open files limit with ulimit -n or LimitNOFILE=)"
-                )
-            });
     }
 
     fn take_handoffs(&mut self, now: Instant) {
@@ -461,9 +315,14 @@ impl Loop {
         }
         let id = numbering::conn_id(self.thread.index, counter);
         let ip = stream.peer_addr().ok().map(|address| address.ip());
-        let rate = self.thread.config.frames_per_second_max;
-        let websocket = self.thread.config.websocket;
-        let mut conn = Connection::new(id, stream, rate, websocket, now);
+        let config = &self.thread.config;
+        let limits = Limits {
+            frames_per_second: config.frames_per_second_max,
+            output_cap_bytes: config.output_cap_bytes,
+            heartbeat_timeout: Duration::from_millis(config.heartbeat_timeout_ms),
+        };
+        let session = Session::new(id, limits, config.websocket, now);
+        let mut conn = Connection::new(stream, session);
         conn.ip_slot = ip_slot;
         self.conns.insert(counter, conn);
         self.tally.connections_accepted += 1;
@@ -538,67 +397,54 @@ impl Loop {
         let Some(conn) = self.conns.get_mut(&counter) else {
             return;
         };
-        if conn.closing.is_some() || conn.paused_until.is_some() || !conn.gate.is_open() {
+        if !conn.session.readable() {
             // A paused connection is read again from `resume_paused`, one
             // awaiting an answer once it goes out (`Deliveries::deliver`).
             return;
         }
-        let limit = match self.thread.config.frames_per_second_max {
-            0 => None,
-            rate => Some((rate, now)),
+        let mut publish = |conn: &mut Connection| {
+            let Some(ingress) = &mut self.thread.ingress else {
+                return Published::Full;
+            };
+            let frames_in = &mut self.tally.frames_in;
+            let ranges = &mut self.ranges;
+            conn.session
+                .publish(&self.decoder, ingress, ranges, frames_in, now)
         };
-        let published = publish_frames(
-            conn,
-            &self.decoder,
-            &mut self.thread.ingress,
-            &mut self.ranges,
-            &mut self.tally,
-            limit,
-        );
-        match published {
+        match publish(conn) {
             Published::All => {}
-            Published::Held => return,
-            Published::Full => {
-                self.queue_unread(counter);
-                return;
-            }
-            Published::Throttled => return self.pause(counter),
-            Published::Bad(reason) => return self.refuse_framing(counter, reason),
+            Published::Held | Published::Waiting => return,
+            Published::Full => return self.queue_unread(counter),
+            Published::Throttled => return self.paused(counter),
+            Published::Bad => return self.mark_dirty(counter),
         }
-        if conn.read_closed {
+        if conn.session.read_closed {
             return self.close(counter, CloseReason::PeerClosed);
         }
         let (outcome, bytes) = conn.read(READS_PER_PASS_MAX, now);
-        self.tally.bytes_in += bytes as u64;
         // A WebSocket frame carries at most one frame of the largest size
         // (or several smaller ones).
         let payload_max = self.decoder.frame_size_max() + LENGTH_PREFIX_BYTES;
         // A refused upgrade or an ended WebSocket sets `closing`: the answer
         // is written, then the connection closes, and nothing more is read.
-        if conn.settle_transport(payload_max) {
+        let queued = conn.session.settle_transport(payload_max);
+        let published = publish(conn);
+        self.tally.bytes_in += bytes as u64;
+        if queued {
             self.mark_dirty(counter);
         }
-        let Some(conn) = self.conns.get_mut(&counter) else {
-            return;
-        };
-        let published = publish_frames(
-            conn,
-            &self.decoder,
-            &mut self.thread.ingress,
-            &mut self.ranges,
-            &mut self.tally,
-            limit,
-        );
         match (published, outcome) {
-            (Published::Bad(reason), _) => self.refuse_framing(counter, reason),
+            (Published::Bad, _) => self.mark_dirty(counter),
             (Published::Throttled, ReadOutcome::Closed(reason)) => {
                 // The client is gone: what it sent before going stays
                 // unpublished, as for any connection that closes.
                 self.close(counter, reason)
             }
-            (Published::Throttled, _) => self.pause(counter),
-            (Published::Held, ReadOutcome::Closed(reason)) => self.close(counter, reason),
-            (Published::Held, _) => {}
+            (Published::Throttled, _) => self.paused(counter),
+            (Published::Held | Published::Waiting, ReadOutcome::Closed(reason)) => {
+                self.close(counter, reason)
+            }
+            (Published::Held | Published::Waiting, _) => {}
             (Published::Full, _) | (Published::All, ReadOutcome::More) => {
                 self.queue_unread(counter);
             }
@@ -607,33 +453,16 @@ impl Loop {
         }
     }
 
-    /// The connection sent more than its allowance: stop reading it until
-    /// the allowance has refilled a little.
-    fn pause(&mut self, counter: u64) {
-        let rate = self.thread.config.frames_per_second_max;
-        let Some(conn) = self.conns.get_mut(&counter) else {
+    /// The connection sent more than its allowance and its session paused
+    /// it: read it again when the pause ends.
+    fn paused(&mut self, counter: u64) {
+        let Some(conn) = self.conns.get(&counter) else {
             return;
         };
-        let resume = conn.allowance.resume_at(rate);
-        conn.paused_until = Some(resume);
-        self.paused.push(Reverse((resume, counter)));
-        self.tally.reads_paused += 1;
-    }
-
-    /// Answers bad framing with an error frame, then closes once it is written.
-    fn refuse_framing(&mut self, counter: u64, error: FrameError) {
-        let Some(conn) = self.conns.get_mut(&counter) else {
-            return;
-        };
-        let code = match error {
-            FrameError::TooLarge { .. } => ErrorCode::FrameTooLarge,
-            FrameError::TooShort(_) => ErrorCode::MalformedFrame,
-        };
-        let mut frame = Vec::new();
-        Message::error(code, error.to_string()).encode_frame(0, &mut frame);
-        conn.queue_frame(&frame);
-        conn.close_after_output(CloseReason::BadFraming(error.to_string()));
-        self.mark_dirty(counter);
+        if let Some(resume) = conn.session.paused_until() {
+            self.paused.push(Reverse((resume, counter)));
+            self.tally.reads_paused += 1;
+        }
     }
 
     fn mark_dirty(&mut self, counter: u64) {
@@ -649,7 +478,6 @@ impl Loop {
         let mut out = Deliveries {
             conns: &mut self.conns,
             dirty: &mut self.dirty,
-            cap: self.thread.config.output_cap_bytes,
             slow: Vec::new(),
             answered: Vec::new(),
         };
@@ -703,7 +531,6 @@ impl Loop {
         let mut out = Deliveries {
             conns: &mut self.conns,
             dirty: &mut self.dirty,
-            cap: self.thread.config.output_cap_bytes,
             slow: Vec::new(),
             answered: Vec::new(),
         };
@@ -736,7 +563,7 @@ impl Loop {
             let pending_bytes = self
                 .conns
                 .get(&counter)
-                .map_or(0, Connection::pending_output);
+                .map_or(0, |conn| conn.session.unwritten().len());
             self.close(counter, CloseReason::SlowReader { pending_bytes });
         }
     }
@@ -748,15 +575,15 @@ impl Loop {
                 continue;
             };
             conn.dirty = false;
-            let before = conn.pending_output();
-            let written = conn.write();
-            self.tally.bytes_out += (before - conn.pending_output()) as u64;
-            if let Err(error) = written {
-                self.close(counter, CloseReason::Io(error.to_string()));
-                continue;
+            match conn.write() {
+                Ok(bytes) => self.tally.bytes_out += bytes as u64,
+                Err(error) => {
+                    self.close(counter, CloseReason::Io(error.to_string()));
+                    continue;
+                }
             }
-            if conn.pending_output() == 0 {
-                if let Some(reason) = conn.closing.clone() {
+            if conn.session.unwritten().is_empty() {
+                if let Some(reason) = conn.session.closing.clone() {
                     self.close(counter, reason);
                 }
             }
@@ -769,7 +596,7 @@ impl Loop {
         let expired: Vec<u64> = self
             .conns
             .iter()
-            .filter(|(_, conn)| now.duration_since(conn.last_input) > timeout)
+            .filter(|(_, conn)| conn.session.silent_too_long(now))
             .map(|(&counter, _)| counter)
             .collect();
         for counter in expired {
@@ -791,12 +618,13 @@ impl Loop {
         }
         match &reason {
             CloseReason::PeerClosed | CloseReason::Shutdown => {
-                tracing::debug!(conn = %conn.id, ?reason, "connection closed")
+                tracing::debug!(conn = %conn.session.id, ?reason, "connection closed")
             }
-            _ => tracing::info!(conn = %conn.id, ?reason, "connection closed"),
+            _ => tracing::info!(conn = %conn.session.id, ?reason, "connection closed"),
         }
         let _ = self.thread.poll.registry().deregister(&mut conn.stream);
-        self.pending.push_back(Pending::Disconnected(conn.id));
+        self.pending
+            .push_back(Pending::Disconnected(conn.session.id));
         self.publish_pending();
     }
 
@@ -821,7 +649,7 @@ impl Loop {
         loop {
             let mut waiting = false;
             for conn in self.conns.values_mut() {
-                if conn.write().is_ok() && conn.pending_output() > 0 {
+                if conn.write().is_ok() && !conn.session.unwritten().is_empty() {
                     waiting = true;
                 }
             }
@@ -845,7 +673,6 @@ impl Loop {
 struct Deliveries<'a> {
     conns: &'a mut HashMap<u64, Connection>,
     dirty: &'a mut Vec<u64>,
-    cap: usize,
     /// Connections over their output cap, to be closed.
     slow: Vec<u64>,
     /// Connections whose awaited answer went out: read them again.
@@ -859,20 +686,17 @@ impl Deliveries<'_> {
         let Some(conn) = self.conns.get_mut(&counter) else {
             return; // gone already
         };
-        if conn.id != id {
+        if conn.session.id != id {
             return;
         }
-        if close {
-            conn.close_after_output(CloseReason::Broker);
-        } else if conn.pending_output() + frame.len() > self.cap {
-            if !self.slow.contains(&counter) {
-                self.slow.push(counter);
-            }
-            return;
-        } else {
-            conn.queue_frame(frame);
-            if conn.gate.answered(frame) {
-                self.answered.push(counter);
+        match conn.session.deliver(close, frame) {
+            Delivered::Queued => {}
+            Delivered::Answered => self.answered.push(counter),
+            Delivered::Slow => {
+                if !self.slow.contains(&counter) {
+                    self.slow.push(counter);
+                }
+                return;
             }
         }
         if !conn.dirty {
@@ -880,147 +704,4 @@ impl Deliveries<'_> {
             self.dirty.push(counter);
         }
     }
-}
-
-enum Published {
-    All,
-    Full,
-    /// A Register or Login was published: the rest waits for its answer.
-    Held,
-    /// The budget ran out with input left.
-    Throttled,
-    Bad(FrameError),
-}
-
-/// Frames published with one claim at most.
-const FRAMES_PER_BATCH_MAX: usize = 64;
-
-/// Publishes every whole frame in the connection's input, in place, in
-/// batches; with a `limit` (frames per second, now), only as many as the
-/// connection's allowance holds, which it takes them off. `ranges` is
-/// scratch space.
-fn publish_frames(
-    conn: &mut Connection,
-    decoder: &FrameDecoder,
-    ingress: &mut Option<Ingress>,
-    ranges: &mut Vec<std::ops::Range<usize>>,
-    tally: &mut Tally,
-    limit: Option<(u32, Instant)>,
-) -> Published {
-    let Some(ingress) = ingress else {
-        return Published::Full;
-    };
-    let mut budget = match limit {
-        Some((rate, now)) => conn.allowance.available(rate, now),
-        None => u64::MAX,
-    };
-    let start_budget = budget;
-    let published = publish_within(conn, decoder, ingress, ranges, tally, &mut budget);
-    if limit.is_some() {
-        conn.allowance.spend(start_budget - budget);
-    }
-    published
-}
-
-/// [`publish_frames`] with a budget of frames, which it counts down.
-fn publish_within(
-    conn: &mut Connection,
-    decoder: &FrameDecoder,
-    ingress: &mut Ingress,
-    ranges: &mut Vec<std::ops::Range<usize>>,
-    tally: &mut Tally,
-    budget: &mut u64,
-) -> Published {
-    loop {
-        let input = conn.pending_input();
-        if *budget == 0 {
-            return if input.is_empty() {
-                Published::All
-            } else {
-                Published::Throttled
-            };
-        }
-        let batch_max = (*budget).min(FRAMES_PER_BATCH_MAX as u64) as usize;
-        ranges.clear();
-        let mut offset = 0;
-        let mut bad = None;
-        let mut held = None;
-        while ranges.len() < batch_max && held.is_none() {
-            match decoder.frame_bytes(&input[offset..]) {
-                Ok(Some(total)) if offset + total <= input.len() => {
-                    let range = offset + LENGTH_PREFIX_BYTES..offset + total;
-                    held = AnswerGate::needs_answer(&input[range.clone()]);
-                    ranges.push(range);
-                    offset += total;
-                }
-                Ok(_) => break,
-                Err(error) => {
-                    bad = Some(error);
-                    break;
-                }
-            }
-        }
-        if ranges.is_empty() {
-            return bad.map_or(Published::All, Published::Bad);
-        }
-        let batch_full = ranges.len() == batch_max;
-        match ingress.try_frames_in(conn.id, input, ranges) {
-            Ok(()) => {
-                tally.frames_in += ranges.len() as u64;
-                *budget -= ranges.len() as u64;
-                conn.consume_input(offset);
-            }
-            Err(TryPublishError::Full) => {
-                // Not room for all: publish what fits, one by one.
-                let mut taken = 0;
-                for range in ranges.iter() {
-                    if ingress.try_frame(conn.id, &input[range.clone()]).is_err() {
-                        break;
-                    }
-                    tally.frames_in += 1;
-                    *budget -= 1;
-                    taken = range.end;
-                }
-                conn.consume_input(taken);
-                if taken < offset {
-                    return Published::Full;
-                }
-            }
-            Err(TryPublishError::Halted(_)) => return Published::Full,
-        }
-        if let Some(correlation_id) = held {
-            conn.gate.wait_for(correlation_id);
-            return Published::Held;
-        }
-        if let Some(error) = bad {
-            return Published::Bad(error);
-        }
-        if !batch_full {
-            return Published::All;
-        }
-    }
-}
-
-/// What [`Loop::refuse_for_descriptors`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Refusal {
-    /// Accepted a waiting connection and closed it.
-    Refused,
-    /// Nothing was waiting.
-    NoneWaiting,
-    /// No spare descriptor to free for it.
-    NoSpare,
-}
-
-/// Whether `error` says the process or the system has no descriptor left.
-fn out_of_descriptors(error: &io::Error) -> bool {
-    matches!(
-        rustix::io::Errno::from_io_error(error),
-        Some(rustix::io::Errno::MFILE | rustix::io::Errno::NFILE)
-    )
-}
-
-/// A descriptor to hold in reserve; none if even that cannot be had.
-fn open_spare_descriptor() -> Option<std::fs::File> {
-    std::fs::File::open("/dev/null").ok()
 }

@@ -11,11 +11,13 @@
 //! drain what was published and flush the journal, write out what the
 //! broker sent (for two seconds at most), close every connection.
 
+mod accept;
 mod conn;
 mod io;
 mod log_sink;
 mod metrics;
 mod per_ip;
+mod session;
 mod stats;
 
 pub use log_sink::{log_lines_dropped, print_line, LogSink};
