@@ -251,6 +251,191 @@ fn check_snapshots_at_every_record(journal: &Journal, retention_ms: u64, live_di
     }
 }
 
+fn name(user: u8) -> String {
+    format!("user{user}")
+}
+
+fn token(user: u8, device: u8) -> String {
+    format!("token-{user}-{device}")
+}
+
+impl Step {
+    /// The event the step publishes in run `run` (each run numbers its
+    /// connections afresh), or `None` for a restart.
+    fn event(&self, run: u64) -> Option<(ConnId, Origin, Vec<u8>)> {
+        let conn = |c: u8| ConnId(run * 100 + u64::from(c));
+        let frame = |c: u8, message: Message| (conn(c), Origin::Frame, frame_body(&message));
+        Some(match *self {
+            Step::Register(u) => {
+                let registered = Registered {
+                    correlation_id: 1,
+                    user: name(u),
+                    password_hash: "h".into(),
+                };
+                (conn(0), Origin::Registered, registered.encode_to_vec())
+            }
+            Step::Connect(c) => (conn(c), Origin::Connected, Vec::new()),
+            Step::Disconnect(c) => (conn(c), Origin::Disconnected, Vec::new()),
+            Step::Login {
+                conn: c,
+                user,
+                device,
+                notice,
+            } => {
+                let verified = login_verified(user, device, notice);
+                (conn(c), Origin::LoginVerified, verified.encode_to_vec())
+            }
+            Step::TokenLogin {
+                conn: c,
+                user,
+                device,
+            } => frame(
+                c,
+                Message::Login(proto::Login {
+                    user: name(user),
+                    secret: Some(proto::login::Secret::Token(token(user, device))),
+                    device_id: format!("d{device}"),
+                    delivery_mode: 0,
+                    accept_compression: vec![proto::Compression::Lz4 as i32],
+                }),
+            ),
+            Step::Send {
+                conn: c,
+                to,
+                client_id,
+            } => frame(
+                c,
+                Message::Send(proto::Send {
+                    recipient: name(to),
+                    client_message_id: u64::from(client_id),
+                    body: vec![to, client_id],
+                    group_id: 0,
+                }),
+            ),
+            Step::Sync { conn: c, after } => frame(
+                c,
+                Message::Sync(proto::Sync {
+                    after_sequence: u64::from(after),
+                    limit: 0,
+                }),
+            ),
+            Step::Logout(c) => frame(c, Message::Logout(proto::Logout {})),
+            Step::Contact { conn: c, user, op } => frame(c, contact_message(user, op)),
+            Step::MarkRead {
+                conn: c,
+                peer,
+                up_to,
+            } => {
+                // Peers 3 and 4 are groups 1 and 2.
+                let mark = proto::MarkRead {
+                    peer: if peer < 3 { name(peer) } else { String::new() },
+                    up_to_sequence: u64::from(up_to),
+                    group_id: if peer < 3 { 0 } else { u64::from(peer) - 2 },
+                };
+                frame(c, Message::MarkRead(mark))
+            }
+            Step::Group {
+                conn: c,
+                group,
+                user,
+                op,
+            } => frame(c, group_message(group, user, op)),
+            Step::Restart => return None,
+        })
+    }
+}
+
+fn login_verified(user: u8, device: u8, notice: bool) -> LoginVerified {
+    let mode = if notice {
+        DeliveryMode::PushNotice
+    } else {
+        DeliveryMode::PushMessage
+    };
+    LoginVerified {
+        correlation_id: 1,
+        user_id: u64::from(user) + 1,
+        device_id: format!("d{device}"),
+        delivery_mode: mode as i32,
+        token: token(user, device),
+        lz4: device == 1,
+    }
+}
+
+fn contact_message(user: u8, op: u8) -> Message {
+    let user = name(user);
+    match op {
+        0 => Message::ContactRequest(proto::ContactRequest { user }),
+        1 => Message::ContactAccept(proto::ContactAccept { user }),
+        2 => Message::ContactDecline(proto::ContactDecline { user }),
+        3 => Message::ContactRemove(proto::ContactRemove { user }),
+        op => Message::ContactBlock(proto::ContactBlock {
+            user,
+            blocked: op == 4,
+        }),
+    }
+}
+
+/// A group command: create (with members by bit mask), invite, join,
+/// leave, remove, rename, or post a message.
+fn group_message(group: u8, user: u8, op: u8) -> Message {
+    let group_id = u64::from(group);
+    match op {
+        0 => Message::GroupCreate(proto::GroupCreate {
+            name: format!("g{user}"),
+            members: (0..3).filter(|u| user & (1 << u) != 0).map(name).collect(),
+        }),
+        1 => Message::GroupInvite(proto::GroupInvite {
+            group_id,
+            user: name(user % 3),
+        }),
+        2 => Message::GroupJoin(proto::GroupJoin { group_id }),
+        3 => Message::GroupLeave(proto::GroupLeave { group_id }),
+        4 => Message::GroupRemove(proto::GroupRemove {
+            group_id,
+            user: name(user % 3),
+        }),
+        5 => Message::GroupRename(proto::GroupRename {
+            group_id,
+            name: format!("renamed{user}"),
+        }),
+        _ => Message::Send(proto::Send {
+            recipient: String::new(),
+            client_message_id: u64::from(user),
+            body: vec![group, user],
+            group_id,
+        }),
+    }
+}
+
+/// What Broker::open does after replay: a start marker, journaled and
+/// applied; its sequence.
+fn restart(journal: &mut Journal, live: &mut State, clock: &mut u64, retention_ms: u64) -> u64 {
+    let (logic, delivery) = configs(retention_ms);
+    let started = Started {
+        frame_size_max_bytes: logic.frame_size_max as u32,
+        open_messaging: logic.open_messaging,
+        group_members_max: logic.group_members_max as u32,
+        dedup_window: delivery.dedup_window as u32,
+        message_retention_ms: retention_ms,
+        rules_version: RULES_VERSION,
+    };
+    let started_bytes = started.encode_to_vec();
+    let mut payload = Vec::new();
+    encode_record(ConnId(0), &started_bytes, &mut payload);
+    *clock += 1_000_000;
+    let start = journal
+        .append(super::RECORD_START, *clock, &payload)
+        .unwrap();
+    let journaled = Journaled {
+        sequence: RecordSeq(start.sequence),
+        position: start.position,
+        timestamp_ns: *clock,
+    };
+    let command = Command::Start(Some(started));
+    live.apply(ConnId(0), &command, &started_bytes, Some(journaled));
+    start.sequence
+}
+
 /// Applies `history` live, checks that replay agrees, and returns the
 /// state's digest.
 fn run(history: &[Step]) -> String {
@@ -272,9 +457,6 @@ fn run_with_retention(history: &[Step], retention_ms: u64) -> String {
     let mut clock = 0u64;
     let mut run_number = 0u64;
     let mut snapshot: Option<(u64, SnapshotBody)> = None;
-    let conn = |run: u64, c: u8| ConnId(run * 100 + u64::from(c));
-    let name = |u: u8| format!("user{u}");
-    let token = |u: u8, d: u8| format!("token-{u}-{d}");
     apply_live(
         &mut journal,
         &mut live,
@@ -284,255 +466,39 @@ fn run_with_retention(history: &[Step], retention_ms: u64) -> String {
         &mut clock,
     );
     for step in history {
-        match *step {
-            Step::Register(u) => {
-                let registered = Registered {
-                    correlation_id: 1,
-                    user: name(u),
-                    password_hash: "h".into(),
-                };
-                apply_live(
-                    &mut journal,
-                    &mut live,
-                    conn(run_number, 0),
-                    Origin::Registered,
-                    &registered.encode_to_vec(),
-                    &mut clock,
-                );
-            }
-            Step::Connect(c) => apply_live(
-                &mut journal,
-                &mut live,
-                conn(run_number, c),
-                Origin::Connected,
-                &[],
-                &mut clock,
-            ),
-            Step::Login {
-                conn: c,
-                user,
-                device,
-                notice,
-            } => {
-                let verified = LoginVerified {
-                    correlation_id: 1,
-                    user_id: u64::from(user) + 1,
-                    device_id: format!("d{device}"),
-                    delivery_mode: if notice {
-                        DeliveryMode::PushNotice
-                    } else {
-                        DeliveryMode::PushMessage
-                    } as i32,
-                    token: token(user, device),
-                    lz4: device == 1,
-                };
-                apply_live(
-                    &mut journal,
-                    &mut live,
-                    conn(run_number, c),
-                    Origin::LoginVerified,
-                    &verified.encode_to_vec(),
-                    &mut clock,
-                );
-            }
-            Step::TokenLogin {
-                conn: c,
-                user,
-                device,
-            } => {
-                let login = Message::Login(proto::Login {
-                    user: name(user),
-                    secret: Some(proto::login::Secret::Token(token(user, device))),
-                    device_id: format!("d{device}"),
-                    delivery_mode: 0,
-                    accept_compression: vec![proto::Compression::Lz4 as i32],
-                });
-                apply_live(
-                    &mut journal,
-                    &mut live,
-                    conn(run_number, c),
-                    Origin::Frame,
-                    &frame_body(&login),
-                    &mut clock,
-                );
-            }
-            Step::Send {
-                conn: c,
-                to,
-                client_id,
-            } => {
-                let send = Message::Send(proto::Send {
-                    recipient: name(to),
-                    client_message_id: u64::from(client_id),
-                    body: vec![to, client_id],
-                    group_id: 0,
-                });
-                apply_live(
-                    &mut journal,
-                    &mut live,
-                    conn(run_number, c),
-                    Origin::Frame,
-                    &frame_body(&send),
-                    &mut clock,
-                );
-            }
-            Step::Sync { conn: c, after } => {
-                let sync = Message::Sync(proto::Sync {
-                    after_sequence: u64::from(after),
-                    limit: 0,
-                });
-                apply_live(
-                    &mut journal,
-                    &mut live,
-                    conn(run_number, c),
-                    Origin::Frame,
-                    &frame_body(&sync),
-                    &mut clock,
-                );
-            }
-            Step::Logout(c) => {
-                let logout = Message::Logout(proto::Logout {});
-                apply_live(
-                    &mut journal,
-                    &mut live,
-                    conn(run_number, c),
-                    Origin::Frame,
-                    &frame_body(&logout),
-                    &mut clock,
-                );
-            }
-            Step::Contact { conn: c, user, op } => {
-                let user = name(user);
-                let message = match op {
-                    0 => Message::ContactRequest(proto::ContactRequest { user }),
-                    1 => Message::ContactAccept(proto::ContactAccept { user }),
-                    2 => Message::ContactDecline(proto::ContactDecline { user }),
-                    3 => Message::ContactRemove(proto::ContactRemove { user }),
-                    4 => Message::ContactBlock(proto::ContactBlock {
-                        user,
-                        blocked: true,
-                    }),
-                    _ => Message::ContactBlock(proto::ContactBlock {
-                        user,
-                        blocked: false,
-                    }),
-                };
-                apply_live(
-                    &mut journal,
-                    &mut live,
-                    conn(run_number, c),
-                    Origin::Frame,
-                    &frame_body(&message),
-                    &mut clock,
-                );
-            }
-            Step::MarkRead {
-                conn: c,
-                peer,
-                up_to,
-            } => {
-                // Peers 3 and 4 are groups 1 and 2.
-                let mark = Message::MarkRead(proto::MarkRead {
-                    peer: if peer < 3 { name(peer) } else { String::new() },
-                    up_to_sequence: u64::from(up_to),
-                    group_id: if peer < 3 { 0 } else { u64::from(peer) - 2 },
-                });
-                apply_live(
-                    &mut journal,
-                    &mut live,
-                    conn(run_number, c),
-                    Origin::Frame,
-                    &frame_body(&mark),
-                    &mut clock,
-                );
-            }
-            Step::Group {
-                conn: c,
-                group,
-                user,
-                op,
-            } => {
-                let group_id = u64::from(group);
-                let message = match op {
-                    0 => Message::GroupCreate(proto::GroupCreate {
-                        name: format!("g{user}"),
-                        members: (0..3).filter(|u| user & (1 << u) != 0).map(name).collect(),
-                    }),
-                    1 => Message::GroupInvite(proto::GroupInvite {
-                        group_id,
-                        user: name(user % 3),
-                    }),
-                    2 => Message::GroupJoin(proto::GroupJoin { group_id }),
-                    3 => Message::GroupLeave(proto::GroupLeave { group_id }),
-                    4 => Message::GroupRemove(proto::GroupRemove {
-                        group_id,
-                        user: name(user % 3),
-                    }),
-                    5 => Message::GroupRename(proto::GroupRename {
-                        group_id,
-                        name: format!("renamed{user}"),
-                    }),
-                    _ => Message::Send(proto::Send {
-                        recipient: String::new(),
-                        client_message_id: u64::from(user),
-                        body: vec![group, user],
-                        group_id,
-                    }),
-                };
-                apply_live(
-                    &mut journal,
-                    &mut live,
-                    conn(run_number, c),
-                    Origin::Frame,
-                    &frame_body(&message),
-                    &mut clock,
-                );
-            }
-            Step::Disconnect(c) => apply_live(
-                &mut journal,
-                &mut live,
-                conn(run_number, c),
-                Origin::Disconnected,
-                &[],
-                &mut clock,
-            ),
-            Step::Restart => {
-                // What Broker::open does after replay: a start marker.
-                run_number += 1;
-                let (logic, delivery) = configs(retention_ms);
-                let started = Started {
-                    frame_size_max_bytes: logic.frame_size_max as u32,
-                    open_messaging: logic.open_messaging,
-                    group_members_max: logic.group_members_max as u32,
-                    dedup_window: delivery.dedup_window as u32,
-                    message_retention_ms: retention_ms,
-                    rules_version: RULES_VERSION,
-                };
-                let started_bytes = started.encode_to_vec();
-                let mut payload = Vec::new();
-                encode_record(ConnId(0), &started_bytes, &mut payload);
-                clock += 1_000_000;
-                let start = journal
-                    .append(super::RECORD_START, clock, &payload)
-                    .unwrap();
-                let journaled = Journaled {
-                    sequence: RecordSeq(start.sequence),
-                    position: start.position,
-                    timestamp_ns: clock,
-                };
-                let command = Command::Start(Some(started));
-                live.apply(ConnId(0), &command, &started_bytes, Some(journaled));
-                snapshot = Some((start.sequence, live.snapshot()));
-            }
+        if let Some((conn, origin, body)) = step.event(run_number) {
+            apply_live(&mut journal, &mut live, conn, origin, &body, &mut clock);
+        } else {
+            run_number += 1;
+            let sequence = restart(&mut journal, &mut live, &mut clock, retention_ms);
+            snapshot = Some((sequence, live.snapshot()));
         }
     }
-    // A snapshot at the last start, and the journal after it, give the
-    // same state as the whole journal.
-    if let Some((sequence, body)) = &snapshot {
-        let mut state = State::from_snapshot(&journal, body, retention_ms);
+    check_replays(&dir, &journal, snapshot.as_ref(), &live, retention_ms);
+    // The journal as reopened from disk replays to the same state too.
+    drop(journal);
+    let journal = Journal::open(dir.path().join("journal"), journal_config).unwrap();
+    let mut store = Store::open(&dir.path().join("courier.db")).unwrap();
+    let reopened = State::replayed(&journal, &mut store, retention_ms);
+    assert_eq!(reopened.digest(), live.digest());
+    live.digest()
+}
+
+/// Replay agrees with the `live` state: from the snapshot at the last
+/// start (and the journal after it), from a snapshot at every record, and
+/// from the whole journal.
+fn check_replays(
+    dir: &tempfile::TempDir,
+    journal: &Journal,
+    snapshot: Option<&(u64, SnapshotBody)>,
+    live: &State,
+    retention_ms: u64,
+) {
+    if let Some((sequence, body)) = snapshot {
+        let mut state = State::from_snapshot(journal, body, retention_ms);
         let mut store = Store::open(&dir.path().join("snapshot-check.db")).unwrap();
         replay(
-            &journal,
+            journal,
             Some(*sequence),
             &mut state.logic,
             &mut state.delivery,
@@ -541,16 +507,10 @@ fn run_with_retention(history: &[Step], retention_ms: u64) -> String {
         .unwrap();
         assert_eq!(state.digest(), live.digest());
     }
-    check_snapshots_at_every_record(&journal, retention_ms, &live.digest());
+    check_snapshots_at_every_record(journal, retention_ms, &live.digest());
     let mut store = Store::open(&dir.path().join("courier.db")).unwrap();
-    let replayed = State::replayed(&journal, &mut store, retention_ms);
+    let replayed = State::replayed(journal, &mut store, retention_ms);
     assert_eq!(replayed.digest(), live.digest());
-    // The journal as reopened from disk replays to the same state too.
-    drop(journal);
-    let journal = Journal::open(dir.path().join("journal"), journal_config).unwrap();
-    let reopened = State::replayed(&journal, &mut store, retention_ms);
-    assert_eq!(reopened.digest(), live.digest());
-    live.digest()
 }
 
 #[test]

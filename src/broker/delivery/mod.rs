@@ -22,24 +22,25 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
-use rustc_hash::FxHashMap as HashMap;
-
-use super::event::{decode_record, record_body, Command, Intent, Journaled, Outbox};
-use super::ids::{ConnId, DeviceId, InboxSeq, MessageId, Peer, UserId};
+use super::event::{Intent, Journaled, Outbox};
+use super::ids::{ConnId, DeviceId, GroupId, InboxSeq, MessageId, Peer, UserId};
 use crate::codec::proto::{self, Compression, DeliveryMode, ErrorCode};
 use crate::codec::{DeliverRef, Message};
-use crate::journal::{JournalReader, Position};
+use crate::journal::Position;
 
 mod dedup;
 #[cfg(test)]
 mod digest;
 #[cfg(test)]
 mod expiry_probe;
+mod mailbox;
 mod read;
 mod snapshot;
+mod sync;
 
-use dedup::{Dedup, Key};
-use read::Conversation;
+use dedup::Key;
+use mailbox::{Device, Mailbox};
+pub(crate) use sync::Bodies;
 
 /// What a SyncBatch needs beside its messages (head, flag, keys, header).
 pub(super) const SYNC_BATCH_OVERHEAD_BYTES: usize = 64;
@@ -107,104 +108,6 @@ impl Stored {
         } else {
             Peer::user(self.sender)
         }
-    }
-}
-
-/// An online device of a user.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Device {
-    conn: ConnId,
-    mode: DeliveryMode,
-    lz4: bool,
-    /// The device's place in [`Mailbox::device_ids`], plus one: its part
-    /// of the resend keys (0 under rules that keyed resends by user).
-    slot: u32,
-}
-
-/// # Invariants
-/// - The entry `inbox[i]` has inbox sequence `expired + i + 1`.
-/// - Every entry refers to a message still held (numbered
-///   [`Delivery::first`] or later).
-#[derive(Debug, Default)]
-struct Mailbox {
-    name: String,
-    /// The entries not expired, oldest first.
-    inbox: VecDeque<MessageIndex>,
-    /// Entries dropped from the front by expiry.
-    expired: u64,
-    /// Read state per conversation.
-    conversations: HashMap<Peer, Conversation>,
-    /// Unread entries over all conversations.
-    unread_count: u64,
-    devices: Vec<Device>,
-    /// Every device id that sent under per-device resend keys, in the
-    /// order they first logged in; a device's slot is its place plus one.
-    device_ids: Vec<DeviceId>,
-    sent: Dedup,
-}
-
-impl Mailbox {
-    fn head(&self) -> u64 {
-        self.expired + self.inbox.len() as u64
-    }
-
-    /// A sequence no unread entry is below (0 when none is unread): the
-    /// earliest point any conversation's unread entries start from.
-    fn first_unread(&self) -> u64 {
-        if self.unread_count == 0 {
-            return 0;
-        }
-        let from = self
-            .conversations
-            .values()
-            .filter(|c| c.unread > 0)
-            .map(|c| c.unread_from)
-            .min()
-            .expect("an unread entry is in some conversation");
-        // Entries expired from the front are no longer unread.
-        from.max(self.expired + 1)
-    }
-
-    /// The resend-key slot of `device_id`, given one if it has none.
-    fn device_slot(&mut self, device_id: &DeviceId) -> u32 {
-        let at = match self.device_ids.iter().position(|id| id == device_id) {
-            Some(at) => at,
-            None => {
-                self.device_ids.push(device_id.clone());
-                self.device_ids.len() - 1
-            }
-        };
-        u32::try_from(at + 1).expect("fewer than 2^32 devices per user")
-    }
-
-    /// The entries with sequences in `from + 1..=to` that are still held,
-    /// with their sequences.
-    fn entries(&self, from: u64, to: u64) -> impl Iterator<Item = (u64, MessageIndex)> + '_ {
-        let start = from.max(self.expired);
-        let end = to.min(self.head()).max(start);
-        self.inbox
-            .range((start - self.expired) as usize..(end - self.expired) as usize)
-            .zip(start + 1..)
-            .map(|(&index, sequence)| (sequence, index))
-    }
-
-    /// Appends the message at `index`; counts it unread unless the owner
-    /// sent it.
-    fn append(&mut self, owner: UserId, index: MessageIndex, message: &Stored) -> u64 {
-        self.inbox.push_back(index);
-        if message.sender != owner {
-            let sequence = self.head();
-            self.unread_count += 1;
-            let conversation = self
-                .conversations
-                .entry(message.conversation(owner))
-                .or_default();
-            if conversation.unread == 0 {
-                conversation.unread_from = sequence;
-            }
-            conversation.unread += 1;
-        }
-        self.head()
     }
 }
 
@@ -402,25 +305,8 @@ impl Delivery {
                 message_retention_ms,
                 rules_version,
             } => {
-                self.config.rules_version = *rules_version;
-                for user in &mut self.users {
-                    user.devices.clear();
-                }
-                if let Some(window) = dedup_window {
-                    self.config.dedup_window = *window;
-                }
-                if let Some(retention) = message_retention_ms {
-                    self.config.message_retention_ms = *retention;
-                }
-                // Every start runs a pass under the run's retention and
-                // trims every inbox it concerns (nobody waits on a start).
-                // Replay from a snapshot applies the start marker it was
-                // taken at once more; a second pass at the same time finds
-                // nothing.
-                if let Some(journaled) = journaled {
-                    self.next_expiry_ms = 0;
-                    self.expire(journaled.timestamp_ns / 1_000_000, None);
-                }
+                let settings = (*dedup_window, *message_retention_ms, *rules_version);
+                self.start(settings, journaled);
             }
             Intent::Account { name } => self.users.push(Mailbox {
                 name: name.clone(),
@@ -434,32 +320,8 @@ impl Delivery {
                 correlation_id,
                 token,
             } => {
-                let per_device = self.config.rules_version >= 1;
-                let mailbox = self.user_mut(*user);
-                let slot = if per_device {
-                    mailbox.device_slot(device_id)
-                } else {
-                    0
-                };
-                mailbox.devices.push(Device {
-                    conn,
-                    mode: *mode,
-                    lz4: *lz4,
-                    slot,
-                });
-                let reply = Message::LoginOk(proto::LoginOk {
-                    user_id: user.0,
-                    token: token.to_string(),
-                    head_sequence: mailbox.head(),
-                    unread_count: mailbox.unread_count,
-                    first_unread_sequence: mailbox.first_unread(),
-                    compression: if *lz4 {
-                        Compression::Lz4
-                    } else {
-                        Compression::None
-                    } as i32,
-                });
-                out.send(conn, *correlation_id, &reply);
+                let device = (device_id, *mode, *lz4);
+                self.session_opened(conn, *correlation_id, *user, device, token, out);
             }
             Intent::SessionClosed { user } => {
                 self.user_mut(*user).devices.retain(|d| d.conn != conn);
@@ -511,18 +373,88 @@ impl Delivery {
                 group,
                 user,
                 joined,
-            } => {
-                let index = (group.0 - 1) as usize;
-                if self.groups.len() <= index {
-                    self.groups.resize_with(index + 1, Vec::new);
-                }
-                let members = &mut self.groups[index];
-                if *joined {
-                    members.push(*user);
-                } else {
-                    members.retain(|m| m != user);
-                }
-            }
+            } => self.member(*group, *user, *joined),
+        }
+    }
+
+    /// A run starts with `settings` (dedup window, retention, rules):
+    /// every device is offline.
+    fn start(
+        &mut self,
+        (dedup_window, message_retention_ms, rules_version): (Option<usize>, Option<u64>, u32),
+        journaled: Option<Journaled>,
+    ) {
+        self.config.rules_version = rules_version;
+        for user in &mut self.users {
+            user.devices.clear();
+        }
+        if let Some(window) = dedup_window {
+            self.config.dedup_window = window;
+        }
+        if let Some(retention) = message_retention_ms {
+            self.config.message_retention_ms = retention;
+        }
+        // Every start runs a pass under the run's retention and trims
+        // every inbox it concerns (nobody waits on a start). Replay from a
+        // snapshot applies the start marker it was taken at once more; a
+        // second pass at the same time finds nothing.
+        if let Some(journaled) = journaled {
+            self.next_expiry_ms = 0;
+            self.expire(journaled.timestamp_ns / 1_000_000, None);
+        }
+    }
+
+    /// `user` logged in on `conn` with `device` (its id, delivery mode and
+    /// compression): answers `LoginOk` with the inbox's head.
+    fn session_opened(
+        &mut self,
+        conn: ConnId,
+        correlation_id: u64,
+        user: UserId,
+        (device_id, mode, lz4): (&DeviceId, DeliveryMode, bool),
+        token: &str,
+        out: &mut Outbox,
+    ) {
+        let per_device = self.config.rules_version >= 1;
+        let mailbox = self.user_mut(user);
+        let slot = if per_device {
+            mailbox.device_slot(device_id)
+        } else {
+            0
+        };
+        mailbox.devices.push(Device {
+            conn,
+            mode,
+            lz4,
+            slot,
+        });
+        let compression = if lz4 {
+            Compression::Lz4
+        } else {
+            Compression::None
+        };
+        let reply = Message::LoginOk(proto::LoginOk {
+            user_id: user.0,
+            token: token.to_string(),
+            head_sequence: mailbox.head(),
+            unread_count: mailbox.unread_count,
+            first_unread_sequence: mailbox.first_unread(),
+            compression: compression as i32,
+        });
+        out.send(conn, correlation_id, &reply);
+    }
+
+    /// `user` joined or left `group`.
+    fn member(&mut self, group: GroupId, user: UserId, joined: bool) {
+        let index = (group.0 - 1) as usize;
+        if self.groups.len() <= index {
+            self.groups.resize_with(index + 1, Vec::new);
+        }
+        let members = &mut self.groups[index];
+        if joined {
+            members.push(user);
+        } else {
+            members.retain(|&m| m != user);
         }
     }
 
@@ -750,107 +682,6 @@ impl Delivery {
             body,
             recipient: recipient.to_owned(),
             group_id,
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn sync(
-        &self,
-        conn: ConnId,
-        correlation_id: u64,
-        user_id: UserId,
-        after: u64,
-        limit: u32,
-        lz4: bool,
-        out: &mut Outbox,
-    ) {
-        let user = self.user(user_id);
-        let head = user.head();
-        let after = after.min(head);
-        let limit = match limit {
-            0 => self.config.sync_limit_max,
-            n => n.min(self.config.sync_limit_max),
-        };
-        // Keep the batch inside the frame limit clients were told of.
-        let budget = self.config.frame_size_max - SYNC_BATCH_OVERHEAD_BYTES;
-        let mut batch = proto::SyncBatch {
-            messages: Vec::new(),
-            head_sequence: head,
-            more: false,
-        };
-        let mut size = 0;
-        // Expired entries are gone: a sync from before them starts at the
-        // oldest one held.
-        for (sequence, index) in user.entries(after, head) {
-            let entry = self.stored(index);
-            if batch.messages.len() as u32 == limit {
-                batch.more = true;
-                break;
-            }
-            let body = match self.body(entry.position) {
-                Ok(body) => body,
-                Err(reason) => {
-                    out.error(conn, correlation_id, ErrorCode::Internal, reason);
-                    return;
-                }
-            };
-            let deliver = self.deliver(entry, sequence, body);
-            let encoded = prost::Message::encoded_len(&deliver) + 4;
-            if size + encoded > budget {
-                if batch.messages.is_empty() {
-                    // Bodies leave room for a Deliver in a batch under the
-                    // frame limit they were sent under; only a limit
-                    // lowered since can leave one too large. Say which, so
-                    // the device can skip it.
-                    out.error(
-                        conn,
-                        correlation_id,
-                        ErrorCode::FrameTooLarge,
-                        format!(
-                            "message {sequence} is larger than this server's frame limit \
-                             ({} bytes) allows; sync from after {sequence} to skip it",
-                            self.config.frame_size_max
-                        ),
-                    );
-                    return;
-                }
-                batch.more = true;
-                break;
-            }
-            size += encoded;
-            batch.messages.push(deliver);
-        }
-        out.send_compressible(conn, correlation_id, &Message::SyncBatch(batch), lz4);
-    }
-
-    /// Reads a message body back from where the bodies are kept.
-    fn body(&self, position: Position) -> Result<Vec<u8>, String> {
-        self.bodies.body(position)
-    }
-}
-
-/// Where the fan-out stage reads a stored message's body back from, by
-/// the position of the record that carried it: the journal, in a broker.
-/// Memory holds 48 bytes per message; the bodies stay where they were
-/// journaled.
-pub(crate) trait Bodies: Send {
-    /// The body of the message journaled at `position`; an error names
-    /// what was there instead.
-    fn body(&self, position: Position) -> Result<Vec<u8>, String>;
-}
-
-impl Bodies for JournalReader {
-    fn body(&self, position: Position) -> Result<Vec<u8>, String> {
-        let record = self
-            .read(position)
-            .map_err(|e| format!("message at {position:?} unreadable: {e}"))?;
-        match decode_record(record.sequence(), record.record_type(), record.payload()) {
-            Ok((_, Command::Send { view, .. })) => {
-                Ok(record_body(record.payload())[view.body].to_vec())
-            }
-            other => Err(format!(
-                "record at {position:?} is not a message: {other:?}"
-            )),
         }
     }
 }
