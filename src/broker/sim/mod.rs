@@ -26,26 +26,17 @@
 //! replays it. `cargo test` runs [`SEEDS`] seeds; `COURIER_SIM_SEEDS=N
 //! cargo test --release --lib sim -- --ignored` runs N more.
 
-use crate::broker::ids::RecordSeq;
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 
-use prost::Message as _;
-
-use super::auth::{dummy_hash, AuthConfig, AuthJob, InlineWorker};
-use super::delivery::{Delivery, DeliveryConfig};
-use super::event::Command;
-use super::event::{decode_inbound, encode_record, Journaled, Origin, Out, Outbox};
+use super::event::Origin;
 use super::ids::{ConnId, UserId};
-use super::logic::{Logic, LogicConfig, RULES_VERSION};
-use super::recover::apply_records;
-use super::stages::carry_out;
-use super::RECORD_START;
-use crate::codec::journal_proto::Started;
 use crate::codec::proto::{self, ErrorCode};
-use crate::codec::{Message, FRAME_HEADER_BYTES, LENGTH_PREFIX_BYTES};
-use crate::journal::{Durability, Journal, JournalConfig};
+use crate::codec::{Message, LENGTH_PREFIX_BYTES};
+
+mod core;
+
+use self::core::{Core, Out2, Rng};
 
 /// Seeds `cargo test` runs.
 const SEEDS: u64 = 24;
@@ -56,181 +47,6 @@ const DEVICES: usize = 2;
 /// Groups, each of the first `GROUP_SIZE` users from a starting user.
 const GROUPS: usize = 2;
 const GROUP_SIZE: usize = 3;
-
-/// splitmix64: the simulation's one source of randomness, from the seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-}
-
-/// The broker core, with no threads and no sockets.
-struct Core {
-    journal: Journal,
-    logic: Logic,
-    delivery: Delivery,
-    /// The auth jobs logic left, for the inline worker.
-    jobs: VecDeque<AuthJob>,
-    worker: InlineWorker,
-    clock_ns: u64,
-}
-
-fn configs() -> (LogicConfig, DeliveryConfig) {
-    let logic = LogicConfig {
-        frame_size_max: 64 * 1024,
-        heartbeat_interval_ms: 1000,
-        open_messaging: true,
-        group_members_max: 8,
-        rules_version: RULES_VERSION,
-    };
-    let delivery = DeliveryConfig {
-        frame_size_max: 64 * 1024,
-        dedup_window: 4096,
-        sync_limit_max: 7,
-        message_retention_ms: 0,
-        rules_version: RULES_VERSION,
-    };
-    (logic, delivery)
-}
-
-impl Core {
-    /// Opens the journal in `dir` (recovering what is there), replays it
-    /// and appends a start marker: what `Broker::open` does.
-    fn open(dir: &Path, clock_ns: u64) -> Self {
-        let config = JournalConfig {
-            segment_size_bytes: 64 * 1024,
-            durability: Durability::None,
-            create_dir: true,
-            ..JournalConfig::default()
-        };
-        let journal = Journal::open(dir.join("journal"), config).expect("the journal opens");
-        let (logic_config, delivery_config) = configs();
-        let mut logic = Logic::new(logic_config.clone());
-        let mut delivery = Delivery::new(delivery_config.clone(), journal.reader());
-        let mut cursor = journal.reader().cursor_at_start();
-        apply_records(&mut cursor, None, &mut logic, &mut delivery, |_, _| {
-            Ok(true)
-        })
-        .expect("the journal replays");
-        let auth = AuthConfig::insecure_fast();
-        logic.set_auth(dummy_hash(&auth), Arc::default(), 0);
-        let mut core = Self {
-            journal,
-            logic,
-            delivery,
-            jobs: VecDeque::new(),
-            worker: InlineWorker::new(&auth),
-            clock_ns,
-        };
-        let started = Started {
-            frame_size_max_bytes: logic_config.frame_size_max as u32,
-            open_messaging: logic_config.open_messaging,
-            group_members_max: logic_config.group_members_max as u32,
-            dedup_window: delivery_config.dedup_window as u32,
-            message_retention_ms: 0,
-            rules_version: RULES_VERSION,
-        };
-        let body = started.encode_to_vec();
-        let frames = core.apply(ConnId(0), Command::Start(Some(started)), &body);
-        assert!(frames.is_empty(), "a start answers nobody");
-        core
-    }
-
-    /// One event through decode, journal, logic and the inboxes, then
-    /// whatever auth jobs it left; the frames and closes it made.
-    fn event(&mut self, conn: ConnId, origin: Origin, body: &[u8]) -> Vec<Out2> {
-        let mut frames = self.apply(conn, decode_inbound(origin, body), body);
-        while let Some(job) = self.jobs.pop_front() {
-            if let Some((conn, origin, body)) = self.worker.run(job) {
-                frames.extend(self.apply(conn, decode_inbound(origin, &body), &body));
-            }
-        }
-        frames
-    }
-
-    fn apply(&mut self, conn: ConnId, command: Command, body: &[u8]) -> Vec<Out2> {
-        let journaled = match command {
-            Command::Start(_) => Some(RECORD_START),
-            _ => command.record_type(),
-        }
-        .map(|record_type| {
-            let mut payload = Vec::new();
-            encode_record(conn, body, &mut payload);
-            self.clock_ns += 1_000_000;
-            let appended = self
-                .journal
-                .append(record_type, self.clock_ns, &payload)
-                .expect("the journal appends");
-            Journaled {
-                sequence: RecordSeq(appended.sequence),
-                position: appended.position,
-                timestamp_ns: self.clock_ns,
-            }
-        });
-        let mut logic_out = Outbox::default();
-        let now_ms = self.clock_ns / 1_000_000;
-        self.logic
-            .apply(conn, &command, body, journaled, now_ms, &mut logic_out);
-        self.jobs.extend(logic_out.auth.drain(..));
-        let mut fan_out = Outbox::default();
-        carry_out(
-            &mut self.delivery,
-            conn,
-            &logic_out,
-            body,
-            journaled,
-            &mut fan_out,
-        );
-        // The fan-out stage sends logic's frames first, then its own.
-        logic_out
-            .iter()
-            .chain(fan_out.iter())
-            .map(Out2::from)
-            .collect()
-    }
-
-    fn check_invariants(&self) {
-        self.logic.check_invariants();
-        self.delivery.check_invariants();
-    }
-}
-
-/// A frame or close the core made, decoded.
-enum Out2 {
-    Frame(ConnId, u64, Message),
-    Close(ConnId),
-}
-
-impl From<Out<'_>> for Out2 {
-    fn from(out: Out<'_>) -> Self {
-        match out {
-            Out::Frame(conn, bytes) | Out::Compressible(conn, bytes) => {
-                let header = &bytes[LENGTH_PREFIX_BYTES..LENGTH_PREFIX_BYTES + FRAME_HEADER_BYTES];
-                let message_type = u16::from_be_bytes([header[0], header[1]]);
-                let correlation_id = u64::from_be_bytes(header[4..12].try_into().unwrap());
-                let payload = &bytes[LENGTH_PREFIX_BYTES + FRAME_HEADER_BYTES..];
-                let message = Message::decode_parts(message_type, payload)
-                    .expect("the core sends valid frames");
-                Out2::Frame(conn, correlation_id, message)
-            }
-            Out::Close(conn) => Out2::Close(conn),
-        }
-    }
-}
 
 /// Where a message goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
