@@ -250,97 +250,16 @@ impl Store {
             source,
         };
         let transaction = self.connection.transaction().map_err(fail)?;
-        {
-            let mut insert = transaction
-                .prepare_cached(
-                    "INSERT INTO accounts (user_id, name, password_hash, created_ms)
-                     VALUES (?1, ?2, ?3, ?4)",
-                )
-                .map_err(fail)?;
-            let mut contact = transaction
-                .prepare_cached(
-                    "INSERT INTO contacts (owner_id, contact_id, state, version)
-                     VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (owner_id, contact_id)
-                     DO UPDATE SET state = excluded.state, version = excluded.version",
-                )
-                .map_err(fail)?;
-            let mut group = transaction
-                .prepare_cached(
-                    "INSERT INTO groups (group_id, name, owner_id) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (group_id)
-                     DO UPDATE SET name = excluded.name, owner_id = excluded.owner_id",
-                )
-                .map_err(fail)?;
-            let mut join = transaction
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO group_members (group_id, user_id) VALUES (?1, ?2)",
-                )
-                .map_err(fail)?;
-            let mut leave = transaction
-                .prepare_cached("DELETE FROM group_members WHERE group_id = ?1 AND user_id = ?2")
-                .map_err(fail)?;
-            for (_, projection) in &self.pending {
-                match projection {
-                    Projection::Contact {
-                        owner,
-                        contact: other,
-                        state,
-                        version,
-                    } => {
-                        contact
-                            .execute(params![
-                                owner.0 as i64,
-                                other.0 as i64,
-                                state.as_str_name(),
-                                *version as i64
-                            ])
-                            .map_err(fail)?;
-                    }
-                    Projection::Group {
-                        group: id,
-                        name,
-                        owner,
-                    } => {
-                        group
-                            .execute(params![id.0 as i64, name, owner.map(|o| o.0 as i64)])
-                            .map_err(fail)?;
-                    }
-                    Projection::Member {
-                        group: id,
-                        user,
-                        member,
-                    } => {
-                        let statement = if *member { &mut join } else { &mut leave };
-                        statement
-                            .execute(params![id.0 as i64, user.0 as i64])
-                            .map_err(fail)?;
-                    }
-                    Projection::Account {
-                        user_id,
-                        name,
-                        password_hash,
-                        created_ms,
-                    } => {
-                        insert
-                            .execute(params![
-                                user_id.0 as i64,
-                                name,
-                                password_hash,
-                                *created_ms as i64
-                            ])
-                            .map_err(fail)?;
-                    }
-                }
-            }
-            transaction
-                .execute(
-                    "INSERT INTO projection (id, applied_sequence) VALUES (1, ?1)
-                     ON CONFLICT (id) DO UPDATE SET applied_sequence = excluded.applied_sequence",
-                    params![(seen + 1) as i64],
-                )
-                .map_err(fail)?;
+        for (_, projection) in &self.pending {
+            project(&transaction, projection).map_err(fail)?;
         }
+        transaction
+            .execute(
+                "INSERT INTO projection (id, applied_sequence) VALUES (1, ?1)
+                 ON CONFLICT (id) DO UPDATE SET applied_sequence = excluded.applied_sequence",
+                params![(seen + 1) as i64],
+            )
+            .map_err(fail)?;
         transaction.commit().map_err(fail)?;
         self.applied_until = seen + 1;
         self.written_at = Instant::now();
@@ -348,6 +267,68 @@ impl Store {
         self.seen = None;
         Ok(())
     }
+}
+
+/// Writes one change into the tables (statements are prepared once per
+/// connection and cached).
+fn project(
+    transaction: &rusqlite::Transaction<'_>,
+    projection: &Projection,
+) -> rusqlite::Result<()> {
+    let statement = |sql| transaction.prepare_cached(sql);
+    match projection {
+        Projection::Account {
+            user_id,
+            name,
+            password_hash,
+            created_ms,
+        } => statement(
+            "INSERT INTO accounts (user_id, name, password_hash, created_ms)
+             VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![
+            user_id.0 as i64,
+            name,
+            password_hash,
+            *created_ms as i64
+        ]),
+        Projection::Contact {
+            owner,
+            contact,
+            state,
+            version,
+        } => statement(
+            "INSERT INTO contacts (owner_id, contact_id, state, version)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (owner_id, contact_id)
+             DO UPDATE SET state = excluded.state, version = excluded.version",
+        )?
+        .execute(params![
+            owner.0 as i64,
+            contact.0 as i64,
+            state.as_str_name(),
+            *version as i64
+        ]),
+        Projection::Group { group, name, owner } => statement(
+            "INSERT INTO groups (group_id, name, owner_id) VALUES (?1, ?2, ?3)
+             ON CONFLICT (group_id)
+             DO UPDATE SET name = excluded.name, owner_id = excluded.owner_id",
+        )?
+        .execute(params![group.0 as i64, name, owner.map(|o| o.0 as i64)]),
+        Projection::Member {
+            group,
+            user,
+            member: true,
+        } => statement("INSERT OR IGNORE INTO group_members (group_id, user_id) VALUES (?1, ?2)")?
+            .execute(params![group.0 as i64, user.0 as i64]),
+        Projection::Member {
+            group,
+            user,
+            member: false,
+        } => statement("DELETE FROM group_members WHERE group_id = ?1 AND user_id = ?2")?
+            .execute(params![group.0 as i64, user.0 as i64]),
+    }
+    .map(|_| ())
 }
 
 #[cfg(test)]

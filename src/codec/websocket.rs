@@ -221,15 +221,7 @@ pub fn decode(
             Some(frame_end) if frame_end <= raw.len() => frame_end,
             _ => return (at, None),
         };
-        let breach = match (role, header.mask) {
-            (Role::Server, None) => Some("client frames must be masked"),
-            (Role::Client, Some(_)) => Some("server frames must not be masked"),
-            _ if header.rsv1 || header.rsv2 || header.rsv3 => {
-                Some("no extension was agreed: reserved bits must be zero")
-            }
-            _ => None,
-        };
-        if let Some(reason) = breach {
+        if let Some(reason) = breach(role, &header) {
             return (
                 at,
                 Some(end(CloseCode::Protocol, reason.into(), masks, replies)),
@@ -266,20 +258,41 @@ pub fn decode(
                 );
                 return (at, Some(Ending::PeerClosed));
             }
-            OpCode::Data(Data::Text) => (
-                CloseCode::Unsupported,
-                "send frames in binary messages, not text".to_owned(),
-            ),
-            OpCode::Control(Control::Ping) => (
-                CloseCode::Protocol,
-                "a ping must be one frame of at most 125 bytes".to_owned(),
-            ),
-            OpCode::Data(Data::Reserved(_)) | OpCode::Control(Control::Reserved(_)) => (
-                CloseCode::Protocol,
-                format!("unknown WebSocket opcode {:?}", header.opcode),
-            ),
+            refused => refusal(refused),
         };
         return (at, Some(end(code, reason, masks, replies)));
+    }
+}
+
+/// What breaks the rules in a frame's header, if anything: masking the
+/// wrong way for `role`, or reserved bits with no extension agreed.
+fn breach(role: Role, header: &FrameHeader) -> Option<&'static str> {
+    match (role, header.mask) {
+        (Role::Server, None) => Some("client frames must be masked"),
+        (Role::Client, Some(_)) => Some("server frames must not be masked"),
+        _ if header.rsv1 || header.rsv2 || header.rsv3 => {
+            Some("no extension was agreed: reserved bits must be zero")
+        }
+        _ => None,
+    }
+}
+
+/// The close code and reason for a frame of `opcode` this side refuses:
+/// text, a fragmented or long ping, an unknown opcode.
+fn refusal(opcode: OpCode) -> (CloseCode, String) {
+    match opcode {
+        OpCode::Data(Data::Text) => (
+            CloseCode::Unsupported,
+            "send frames in binary messages, not text".to_owned(),
+        ),
+        OpCode::Control(Control::Ping) => (
+            CloseCode::Protocol,
+            "a ping must be one frame of at most 125 bytes".to_owned(),
+        ),
+        other => (
+            CloseCode::Protocol,
+            format!("unknown WebSocket opcode {other:?}"),
+        ),
     }
 }
 

@@ -204,164 +204,45 @@ fn respond(method: &str, path: &str, counters: &Counters, broker: &BrokerWatch) 
     }
 }
 
+/// Every plain metric: its name (after `courier_`), its kind, its help
+/// text and where its value is in the stats.
+#[allow(clippy::type_complexity)]
+const METRICS: &[(&str, &str, &str, fn(&ServerStats) -> u64)] = &[
+    ("users_registered", "gauge", "Registered accounts.", |s| s.users_registered),
+    ("users_online", "gauge", "Users with at least one device logged in.", |s| s.users_online),
+    ("devices_online", "gauge", "Devices logged in.", |s| s.devices_online),
+    ("messages_held", "gauge", "Messages held in memory (48 bytes each; bodies stay in the journal).", |s| s.messages_held),
+    ("inbox_entries", "gauge", "Inbox entries held in memory (4 bytes each).", |s| s.inbox_entries),
+    ("connections_open", "gauge", "Client connections open.", |s| s.connections_open),
+    ("connections_accepted_total", "counter", "Client connections accepted.", |s| s.connections_accepted),
+    ("connections_refused_total", "counter", "Client connections refused at connections_max.", |s| s.connections_refused),
+    ("closed_slow_reader_total", "counter", "Connections closed because their unsent output passed output_cap_bytes.", |s| s.closed_slow_reader),
+    ("closed_heartbeat_timeout_total", "counter", "Connections closed because nothing arrived for heartbeat_timeout_ms.", |s| s.closed_heartbeat_timeout),
+    ("closed_bad_framing_total", "counter", "Connections closed for bytes that are not framing.", |s| s.closed_bad_framing),
+    ("reads_paused_total", "counter", "Times a connection's reading was paused for sending over frames_per_second_max.", |s| s.reads_paused),
+    ("logins_failed_total", "counter", "Password logins that failed (wrong password, or no such user).", |s| s.logins_failed),
+    ("logins_refused_account_total", "counter", "Logins refused at once: the account name failed too often lately.", |s| s.logins_refused_account),
+    ("logins_refused_address_total", "counter", "Logins refused at once: the client address failed too often lately.", |s| s.logins_refused_address),
+    ("logins_refused_busy_total", "counter", "Logins and registrations refused at once: the address had as many password checks under way as it may.", |s| s.logins_refused_busy),
+    ("log_lines_dropped_total", "counter", "Log lines that could not be written (their reader gone); serving goes on.", |s| s.log_lines_dropped),
+    ("frames_in_total", "counter", "Frames read from clients.", |s| s.frames_in),
+    ("bytes_in_total", "counter", "Bytes read from clients.", |s| s.bytes_in),
+    ("bytes_out_total", "counter", "Bytes written to clients.", |s| s.bytes_out),
+    ("journal_records_total", "counter", "Records written to the journal.", |s| s.journal_records),
+    ("journal_bytes", "gauge", "Bytes of the journal's files (segments are preallocated whole).", |s| s.journal_bytes),
+    ("snapshots_taken_total", "counter", "Snapshots taken while serving (under a message retention).", |s| s.snapshots_taken),
+    ("journal_segments_deleted_total", "counter", "Journal segments deleted under a message retention (at the start and while serving).", |s| s.journal_segments_deleted),
+    ("disk_free_bytes", "gauge", "Bytes free on the data directory's file system; the server stops when the journal cannot make its next segment.", |s| s.disk_free_bytes),
+];
+
 /// The exposition text for the counters and the latency histograms.
 pub(crate) fn render(stats: &ServerStats, latencies: &[LatencyHistogram]) -> String {
     let mut text = String::with_capacity(4096);
-    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+    for (name, kind, help, value) in METRICS {
         let _ = writeln!(text, "# HELP courier_{name} {help}");
         let _ = writeln!(text, "# TYPE courier_{name} {kind}");
-        let _ = writeln!(text, "courier_{name} {value}");
-    };
-    metric(
-        "users_registered",
-        "gauge",
-        "Registered accounts.",
-        stats.users_registered,
-    );
-    metric(
-        "users_online",
-        "gauge",
-        "Users with at least one device logged in.",
-        stats.users_online,
-    );
-    metric(
-        "devices_online",
-        "gauge",
-        "Devices logged in.",
-        stats.devices_online,
-    );
-    metric(
-        "messages_held",
-        "gauge",
-        "Messages held in memory (48 bytes each; bodies stay in the journal).",
-        stats.messages_held,
-    );
-    metric(
-        "inbox_entries",
-        "gauge",
-        "Inbox entries held in memory (4 bytes each).",
-        stats.inbox_entries,
-    );
-    metric(
-        "connections_open",
-        "gauge",
-        "Client connections open.",
-        stats.connections_open,
-    );
-    metric(
-        "connections_accepted_total",
-        "counter",
-        "Client connections accepted.",
-        stats.connections_accepted,
-    );
-    metric(
-        "connections_refused_total",
-        "counter",
-        "Client connections refused at connections_max.",
-        stats.connections_refused,
-    );
-    metric(
-        "closed_slow_reader_total",
-        "counter",
-        "Connections closed because their unsent output passed output_cap_bytes.",
-        stats.closed_slow_reader,
-    );
-    metric(
-        "closed_heartbeat_timeout_total",
-        "counter",
-        "Connections closed because nothing arrived for heartbeat_timeout_ms.",
-        stats.closed_heartbeat_timeout,
-    );
-    metric(
-        "closed_bad_framing_total",
-        "counter",
-        "Connections closed for bytes that are not framing.",
-        stats.closed_bad_framing,
-    );
-    metric(
-        "reads_paused_total",
-        "counter",
-        "Times a connection's reading was paused for sending over frames_per_second_max.",
-        stats.reads_paused,
-    );
-    metric(
-        "logins_failed_total",
-        "counter",
-        "Password logins that failed (wrong password, or no such user).",
-        stats.logins_failed,
-    );
-    metric(
-        "logins_refused_account_total",
-        "counter",
-        "Logins refused at once: the account name failed too often lately.",
-        stats.logins_refused_account,
-    );
-    metric(
-        "logins_refused_address_total",
-        "counter",
-        "Logins refused at once: the client address failed too often lately.",
-        stats.logins_refused_address,
-    );
-    metric(
-        "logins_refused_busy_total",
-        "counter",
-        "Logins and registrations refused at once: the address had as many password checks under way as it may.",
-        stats.logins_refused_busy,
-    );
-    metric(
-        "log_lines_dropped_total",
-        "counter",
-        "Log lines that could not be written (their reader gone); serving goes on.",
-        stats.log_lines_dropped,
-    );
-    metric(
-        "frames_in_total",
-        "counter",
-        "Frames read from clients.",
-        stats.frames_in,
-    );
-    metric(
-        "bytes_in_total",
-        "counter",
-        "Bytes read from clients.",
-        stats.bytes_in,
-    );
-    metric(
-        "bytes_out_total",
-        "counter",
-        "Bytes written to clients.",
-        stats.bytes_out,
-    );
-    metric(
-        "journal_records_total",
-        "counter",
-        "Records written to the journal.",
-        stats.journal_records,
-    );
-    metric(
-        "journal_bytes",
-        "gauge",
-        "Bytes of the journal's files (segments are preallocated whole).",
-        stats.journal_bytes,
-    );
-    metric(
-        "snapshots_taken_total",
-        "counter",
-        "Snapshots taken while serving (under a message retention).",
-        stats.snapshots_taken,
-    );
-    metric(
-        "journal_segments_deleted_total",
-        "counter",
-        "Journal segments deleted under a message retention (at the start and while serving).",
-        stats.journal_segments_deleted,
-    );
-    metric(
-        "disk_free_bytes",
-        "gauge",
-        "Bytes free on the data directory's file system; the server stops when the journal cannot make its next segment.",
-        stats.disk_free_bytes,
-    );
+        let _ = writeln!(text, "courier_{name} {}", value(stats));
+    }
     let _ = writeln!(
         text,
         "# HELP courier_stage_latency_seconds From an event's arrival in the inbound ring to the end of the batch in which the stage finished it."

@@ -34,9 +34,10 @@ use mio::{Interest, Poll, Waker};
 use serde::{Deserialize, Serialize};
 
 use crate::broker::{
-    Broker, BrokerConfig, BrokerError, ConnId, Egress, OpenReport, PlacementSetting,
+    Broker, BrokerConfig, BrokerDriver, BrokerError, ConnId, Egress, OpenReport, PlacementSetting,
 };
-use crate::ringbuffer::{Builder, Pipeline, SingleProducer, WaitStrategy};
+use crate::ringbuffer::{Builder, Pipeline, Poller, SingleProducer, WaitStrategy};
+use crossbeam_channel::Receiver;
 use io::{IoThread, Sibling, WAKE};
 
 /// The server's configuration: the network settings and the broker's.
@@ -321,23 +322,7 @@ pub struct ServerHandle {
 /// starts the I/O threads.
 pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
     config.validate().map_err(ServerError::Config)?;
-    let os = |what| move |error| ServerError::Os { what, error };
-    let std_listener =
-        std::net::TcpListener::bind(config.listen).map_err(|error| ServerError::Listen {
-            address: config.listen,
-            error,
-        })?;
-    std_listener.set_nonblocking(true).map_err(os("listener"))?;
-    let address = std_listener.local_addr().map_err(os("listener"))?;
-    let mut listener = Some(TcpListener::from_std(std_listener));
-    let mut metrics = match config.metrics_listen {
-        Some(address) => Some(
-            metrics::MetricsServer::bind(address)
-                .map_err(|error| ServerError::Listen { address, error })?,
-        ),
-        None => None,
-    };
-
+    let (listener, address, mut metrics) = bind(&config)?;
     // Under the inline placement (this server's default) the first I/O
     // thread runs the stages and takes its own frames straight from the
     // fan-out.
@@ -347,6 +332,92 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
     }
     let inline = config.broker.placement == PlacementSetting::Inline;
     let local = inline.then(|| Arc::new(Mutex::new(FrameBatch::default())));
+    let (rings, pollers, outbound) = outbound_rings(&config, local.as_ref())?;
+    let mut broker = Broker::open(&config.broker, NetEgress { rings })?;
+    let driver = broker.take_driver();
+    let report = broker.report().clone();
+    log_report(&report, address);
+
+    let control = Arc::new(Control {
+        stop_reading: AtomicBool::new(false),
+    });
+    let (stopped_sender, stopped_reading) = crossbeam_channel::unbounded();
+    let counters = Arc::new(stats::Counters::default());
+    let (polls, siblings, handoffs) = polls_and_siblings(&config)?;
+    let wakers: Vec<Arc<Waker>> = siblings.iter().map(|s| Arc::clone(&s.waker)).collect();
+    let first = FirstThread {
+        listener,
+        siblings,
+        driver,
+        local,
+    };
+    let common = ThreadCommon {
+        control: Arc::clone(&control),
+        config: config.clone(),
+        stopped_reading: stopped_sender,
+        counters: Arc::clone(&counters),
+    };
+    let threads = spawn_io_threads((polls, handoffs, pollers), &wakers, first, &common, &broker)?;
+    if let Some(metrics) = &mut metrics {
+        metrics
+            .serve(Arc::clone(&counters), broker.watch())
+            .map_err(os_error("starting the metrics thread"))?;
+    }
+    Ok(ServerHandle {
+        address,
+        broker,
+        control,
+        wakers,
+        threads,
+        outbound,
+        stopped_reading,
+        counters,
+        metrics,
+    })
+}
+
+/// An OS error while starting, named by `what` failed.
+fn os_error(what: &'static str) -> impl Fn(std::io::Error) -> ServerError {
+    move |error| ServerError::Os { what, error }
+}
+
+/// Binds the client listener (non-blocking) and the metrics listener.
+fn bind(
+    config: &ServerConfig,
+) -> Result<(TcpListener, SocketAddr, Option<metrics::MetricsServer>), ServerError> {
+    let std_listener =
+        std::net::TcpListener::bind(config.listen).map_err(|error| ServerError::Listen {
+            address: config.listen,
+            error,
+        })?;
+    std_listener
+        .set_nonblocking(true)
+        .map_err(os_error("listener"))?;
+    let address = std_listener.local_addr().map_err(os_error("listener"))?;
+    let metrics = match config.metrics_listen {
+        Some(address) => Some(
+            metrics::MetricsServer::bind(address)
+                .map_err(|error| ServerError::Listen { address, error })?,
+        ),
+        None => None,
+    };
+    Ok((TcpListener::from_std(std_listener), address, metrics))
+}
+
+/// The outbound rings, one per I/O thread: the producers the egress
+/// writes to, each thread's poller, and the pipelines that own them.
+#[allow(clippy::type_complexity)]
+fn outbound_rings(
+    config: &ServerConfig,
+    local: Option<&Arc<Mutex<FrameBatch>>>,
+) -> Result<
+    (
+        Vec<EgressRing>,
+        Vec<Poller<Outbound>>,
+        Vec<Pipeline<Outbound>>,
+    ),
+    ServerError,
+> {
     let mut rings = Vec::new();
     let mut pollers = Vec::new();
     let mut outbound = Vec::new();
@@ -365,26 +436,25 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
             producer,
             batch_max: EGRESS_BATCH_MAX.min(config.outbound_ring_slots / 2),
             pending: FrameBatch::default(),
-            local: if index == 0 { local.clone() } else { None },
+            local: if index == 0 { local.cloned() } else { None },
         });
         outbound.push(pipeline);
     }
-    let mut broker = Broker::open(&config.broker, NetEgress { rings })?;
-    let mut driver = broker.take_driver();
-    let report = broker.report().clone();
-    log_report(&report, address);
+    Ok((rings, pollers, outbound))
+}
 
-    let control = Arc::new(Control {
-        stop_reading: AtomicBool::new(false),
-    });
-    let (stopped_sender, stopped_reading) = crossbeam_channel::unbounded();
-    let counters = Arc::new(stats::Counters::default());
+/// Each I/O thread's poll, its waker and hand-over channel (as the
+/// listening thread's siblings), and the receiving ends.
+#[allow(clippy::type_complexity)]
+fn polls_and_siblings(
+    config: &ServerConfig,
+) -> Result<(Vec<Poll>, Vec<Sibling>, Vec<Receiver<io::Accepted>>), ServerError> {
     let mut polls = Vec::new();
     let mut siblings = Vec::new();
     let mut handoffs = Vec::new();
     for _ in 0..config.io_threads {
-        let poll = Poll::new().map_err(os("mio poll"))?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKE).map_err(os("mio waker"))?);
+        let poll = Poll::new().map_err(os_error("mio poll"))?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKE).map_err(os_error("mio waker"))?);
         // A manual clock that moves wakes the thread to look at its
         // deadlines (heartbeats, pauses) again.
         let woken = Arc::clone(&waker);
@@ -399,7 +469,40 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
         handoffs.push(handoff);
         polls.push(poll);
     }
-    let wakers: Vec<Arc<Waker>> = siblings.iter().map(|s| Arc::clone(&s.waker)).collect();
+    Ok((polls, siblings, handoffs))
+}
+
+/// What only the first I/O thread gets: the listener, the siblings to
+/// hand connections to, and under the inline placement the driver and
+/// its frames.
+struct FirstThread {
+    listener: TcpListener,
+    siblings: Vec<Sibling>,
+    driver: Option<BrokerDriver>,
+    local: Option<Arc<Mutex<FrameBatch>>>,
+}
+
+/// What every I/O thread gets a copy of.
+struct ThreadCommon {
+    control: Arc<Control>,
+    config: ServerConfig,
+    stopped_reading: crossbeam_channel::Sender<u16>,
+    counters: Arc<stats::Counters>,
+}
+
+/// Starts the I/O threads, the first with what [`FirstThread`] holds.
+fn spawn_io_threads(
+    (polls, handoffs, pollers): (
+        Vec<Poll>,
+        Vec<Receiver<io::Accepted>>,
+        Vec<Poller<Outbound>>,
+    ),
+    wakers: &[Arc<Waker>],
+    first: FirstThread,
+    common: &ThreadCommon,
+    broker: &Broker,
+) -> Result<Vec<std::thread::JoinHandle<()>>, ServerError> {
+    let mut first = Some(first);
     let mut threads = Vec::new();
     for (index, ((poll, handoff), poller)) in
         polls.into_iter().zip(handoffs).zip(pollers).enumerate()
@@ -409,65 +512,50 @@ pub fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
             // A failed wake leaves the thread to its next timeout or event.
             let _ = waker.wake();
         });
-        let driver = if index == 0 { driver.take() } else { None };
+        let (mut listener, siblings, driver, local) = match first.take() {
+            Some(first) => (
+                Some(first.listener),
+                first.siblings,
+                first.driver,
+                first.local,
+            ),
+            None => (None, Vec::new(), None, None),
+        };
         if let Some(driver) = &driver {
             let waker = Arc::clone(&wakers[index]);
             driver.set_wake_hook(move || {
                 let _ = waker.wake();
             });
         }
-        let mut thread_listener = if index == 0 { listener.take() } else { None };
-        if let Some(listener) = &mut thread_listener {
+        if let Some(listener) = &mut listener {
             poll.registry()
                 .register(listener, io::LISTENER_TOKEN, Interest::READABLE)
-                .map_err(os("registering the listener"))?;
+                .map_err(os_error("registering the listener"))?;
         }
+        let per_ip_max = common.config.connections_per_ip_max;
         let thread = IoThread {
             index: index as u16,
             poll,
-            listener: thread_listener,
-            siblings: if index == 0 {
-                std::mem::take(&mut siblings)
-            } else {
-                Vec::new()
-            },
-            handoff,
-            per_ip: if index == 0 && config.connections_per_ip_max > 0 {
-                Some(per_ip::PerIp::new(config.connections_per_ip_max))
-            } else {
-                None
-            },
-            outbound: poller,
+            per_ip: (listener.is_some() && per_ip_max > 0).then(|| per_ip::PerIp::new(per_ip_max)),
+            listener,
+            siblings,
             driver,
-            local: if index == 0 { local.clone() } else { None },
+            local,
+            handoff,
+            outbound: poller,
             ingress: Some(broker.ingress()),
-            control: Arc::clone(&control),
-            config: config.clone(),
-            stopped_reading: stopped_sender.clone(),
-            counters: Arc::clone(&counters),
+            control: Arc::clone(&common.control),
+            config: common.config.clone(),
+            stopped_reading: common.stopped_reading.clone(),
+            counters: Arc::clone(&common.counters),
         };
         let handle = std::thread::Builder::new()
             .name(format!("courier-io-{index}"))
             .spawn(move || thread.run())
-            .map_err(os("starting an I/O thread"))?;
+            .map_err(os_error("starting an I/O thread"))?;
         threads.push(handle);
     }
-    if let Some(metrics) = &mut metrics {
-        metrics
-            .serve(Arc::clone(&counters), broker.watch())
-            .map_err(os("starting the metrics thread"))?;
-    }
-    Ok(ServerHandle {
-        address,
-        broker,
-        control,
-        wakers,
-        threads,
-        outbound,
-        stopped_reading,
-        counters,
-        metrics,
-    })
+    Ok(threads)
 }
 
 fn log_report(report: &OpenReport, address: SocketAddr) {

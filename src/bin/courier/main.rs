@@ -207,55 +207,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // A log reader that goes away loses log lines (counted), never the
-    // server: see `net::LogSink`.
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .log_internal_errors(false)
-        .with_writer(|| net::LogSink);
-    if args.log_json {
-        logs.json().init();
-    } else {
-        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init();
-    }
+    init_logs(args.log_json);
     let mut config = config;
     if let Some(connections_max) = connections_within_open_files(&config) {
         config.connections_max = connections_max;
     }
-    // Register the signals before serving, so none is missed.
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ])
-    .context("cannot install signal handlers")?;
-    let (signal_sender, signal_received) = crossbeam_channel::bounded(1);
-    std::thread::Builder::new()
-        .name("courier-signals".into())
-        .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
-                let _ = signal_sender.send(signal);
-            }
-        })
-        .context("cannot start the signal thread")?;
-    // A stage that fails (the journal cannot write: a full disk) panics on
-    // its thread and stops the pipeline; this brings the server down with
-    // it, with an error, instead of leaving it up and refusing everything.
-    // A panic on the metrics thread is the exception: whatever a scraper
-    // sends must not stop the server, so that panic loses one scrape (the
-    // thread catches it and goes on).
-    let (failure_sender, failure) = crossbeam_channel::bounded(1);
-    let print_panic = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        print_panic(info);
-        if std::thread::current().name() == Some(net::METRICS_THREAD) {
-            tracing::error!("a scrape of the metrics failed; serving goes on");
-        } else {
-            let _ = failure_sender.try_send(());
-        }
-    }));
+    let (signal_received, failure) = watch_signals_and_failures()?;
     let server = net::start(config.clone()).context("cannot start the server")?;
     // Scripts and tests read this line for the address (the port may be 0).
     net::print_line(&format!("listening on {}", server.local_addr()));
@@ -287,6 +244,65 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("the server stopped with an error")?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Logs to stderr, as JSON lines or text (coloured on a terminal),
+/// filtered by `RUST_LOG` (default `info`).
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A log reader that goes away loses log lines (counted), never the
+    // server: see `net::LogSink`.
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .log_internal_errors(false)
+        .with_writer(|| net::LogSink);
+    if json {
+        logs.json().init();
+    } else {
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
+}
+
+/// Signals (SIGINT, SIGTERM) and failed stages, as two channels the
+/// serving loop waits on.
+fn watch_signals_and_failures() -> anyhow::Result<(
+    crossbeam_channel::Receiver<std::ffi::c_int>,
+    crossbeam_channel::Receiver<()>,
+)> {
+    // Register the signals before serving, so none is missed.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .context("cannot install signal handlers")?;
+    let (signal_sender, signal_received) = crossbeam_channel::bounded(1);
+    std::thread::Builder::new()
+        .name("courier-signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                let _ = signal_sender.send(signal);
+            }
+        })
+        .context("cannot start the signal thread")?;
+    // A stage that fails (the journal cannot write: a full disk) panics on
+    // its thread and stops the pipeline; this brings the server down with
+    // it, with an error, instead of leaving it up and refusing everything.
+    // A panic on the metrics thread is the exception: whatever a scraper
+    // sends must not stop the server, so that panic loses one scrape (the
+    // thread catches it and goes on).
+    let (failure_sender, failure) = crossbeam_channel::bounded(1);
+    let print_panic = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        print_panic(info);
+        if std::thread::current().name() == Some(net::METRICS_THREAD) {
+            tracing::error!("a scrape of the metrics failed; serving goes on");
+        } else {
+            let _ = failure_sender.try_send(());
+        }
+    }));
+    Ok((signal_received, failure))
 }
 
 /// Descriptors the server needs besides its connections: the listener,

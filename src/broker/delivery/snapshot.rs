@@ -109,27 +109,8 @@ impl Delivery {
             return Err(input.error("messages expired out of range"));
         }
         for _ in 0..message_count {
-            let server_message_id = input.u64()?;
-            let sender = UserId(input.id(user_count)?);
-            let to = Peer::from_raw(input.u64()?);
-            let (to_id, to_max) = match (to.as_user(), to.as_group()) {
-                (Some(user), _) => (user.0, user_count),
-                (None, Some(group)) => (group.0, group_count),
-                (None, None) => unreachable!("a peer is a user or a group"),
-            };
-            if to_id == 0 || to_id > to_max as u64 {
-                return Err(input.error("a message to an id out of range"));
-            }
-            delivery.messages.push_back(Stored {
-                server_message_id: MessageId(server_message_id),
-                sender,
-                to,
-                timestamp_ms: input.u64()?,
-                position: Position {
-                    segment: input.u64()?,
-                    offset: input.u64()?,
-                },
-            });
+            let stored = decode_message(input, user_count, group_count)?;
+            delivery.messages.push_back(stored);
         }
         for _ in 0..group_count {
             let mut members = Vec::new();
@@ -138,80 +119,134 @@ impl Delivery {
             }
             delivery.groups.push(members);
         }
+        let first = delivery.first;
         for _ in 0..user_count {
-            let name = input.str()?;
-            let expired = input.u64()?;
-            // Far past any real count, and no sequence can overflow.
-            if expired > 1 << 62 {
-                return Err(input.error("an expired count out of range"));
-            }
-            let mut inbox = VecDeque::new();
-            for _ in 0..input.count(4)? {
-                let index = input.u32()?;
-                // Numbered modulo 2^32 from `first` (see `MessageIndex`).
-                if index.wrapping_sub(delivery.first as u32) as usize >= message_count {
-                    return Err(input.error("an inbox entry out of range"));
-                }
-                inbox.push_back(MessageIndex(index));
-            }
-            delivery.entries_held += inbox.len() as u64;
-            let mut conversations = HashMap::default();
-            for _ in 0..input.count(32)? {
-                let peer = Peer::from_raw(input.u64()?);
-                let conversation = Conversation {
-                    read_up_to: input.u64()?,
-                    unread: input.u64()?,
-                    unread_from: input.u64()?,
-                };
-                conversations.insert(peer, conversation);
-            }
-            let unread_count = input.u64()?;
-            let mut device_ids = Vec::new();
-            if v4 {
-                for _ in 0..input.count(8)? {
-                    device_ids.push(DeviceId::from(input.str()?.as_str()));
-                }
-            }
-            let mut sent = Vec::new();
-            for _ in 0..input.count(24)? {
-                let slot = if v4 { input.u32()? } else { 0 };
-                if slot as usize > device_ids.len() {
-                    return Err(input.error("a resend key of an unknown device"));
-                }
-                sent.push((
-                    (slot, input.u64()?),
-                    (MessageId(input.u64()?), InboxSeq(input.u64()?)),
-                ));
-            }
-            let mut devices = Vec::new();
-            for _ in 0..input.count(16)? {
-                let conn = ConnId(input.u64()?);
-                let mode = DeliveryMode::try_from(input.u32()? as i32)
-                    .map_err(|_| input.error("an unknown delivery mode"))?;
-                let lz4 = input.u32()? != 0;
-                let slot = if v4 { input.u32()? } else { 0 };
-                if slot as usize > device_ids.len() {
-                    return Err(input.error("a device slot out of range"));
-                }
-                devices.push(Device {
-                    conn,
-                    mode,
-                    lz4,
-                    slot,
-                });
-            }
-            delivery.users.push(Mailbox {
-                name,
-                inbox,
-                expired,
-                conversations,
-                unread_count,
-                devices,
-                device_ids,
-                sent: Dedup::from_entries(sent),
-            });
+            let mailbox = decode_mailbox(input, v4, (first, message_count))?;
+            delivery.entries_held += mailbox.inbox.len() as u64;
+            delivery.users.push(mailbox);
         }
         delivery.index_fronts();
         Ok(delivery)
     }
+}
+
+/// Reads one stored message, its sender and recipient checked against
+/// the counts of users and groups.
+fn decode_message<R: Read>(
+    input: &mut Decoder<R>,
+    user_count: usize,
+    group_count: usize,
+) -> Result<Stored, SnapshotError> {
+    let server_message_id = input.u64()?;
+    let sender = UserId(input.id(user_count)?);
+    let to = Peer::from_raw(input.u64()?);
+    let (to_id, to_max) = match (to.as_user(), to.as_group()) {
+        (Some(user), _) => (user.0, user_count),
+        (None, Some(group)) => (group.0, group_count),
+        (None, None) => unreachable!("a peer is a user or a group"),
+    };
+    if to_id == 0 || to_id > to_max as u64 {
+        return Err(input.error("a message to an id out of range"));
+    }
+    Ok(Stored {
+        server_message_id: MessageId(server_message_id),
+        sender,
+        to,
+        timestamp_ms: input.u64()?,
+        position: Position {
+            segment: input.u64()?,
+            offset: input.u64()?,
+        },
+    })
+}
+
+/// Reads one user's mailbox; `v4` says whether the snapshot has the
+/// per-device fields, `(first, message_count)` which messages an inbox
+/// entry may name.
+fn decode_mailbox<R: Read>(
+    input: &mut Decoder<R>,
+    v4: bool,
+    (first, message_count): (u64, usize),
+) -> Result<Mailbox, SnapshotError> {
+    let name = input.str()?;
+    let expired = input.u64()?;
+    // Far past any real count, and no sequence can overflow.
+    if expired > 1 << 62 {
+        return Err(input.error("an expired count out of range"));
+    }
+    let mut inbox = VecDeque::new();
+    for _ in 0..input.count(4)? {
+        let index = input.u32()?;
+        // Numbered modulo 2^32 from `first` (see `MessageIndex`).
+        if index.wrapping_sub(first as u32) as usize >= message_count {
+            return Err(input.error("an inbox entry out of range"));
+        }
+        inbox.push_back(MessageIndex(index));
+    }
+    let mut conversations = HashMap::default();
+    for _ in 0..input.count(32)? {
+        let peer = Peer::from_raw(input.u64()?);
+        let conversation = Conversation {
+            read_up_to: input.u64()?,
+            unread: input.u64()?,
+            unread_from: input.u64()?,
+        };
+        conversations.insert(peer, conversation);
+    }
+    let unread_count = input.u64()?;
+    let mut device_ids = Vec::new();
+    if v4 {
+        for _ in 0..input.count(8)? {
+            device_ids.push(DeviceId::from(input.str()?.as_str()));
+        }
+    }
+    let mut sent = Vec::new();
+    for _ in 0..input.count(24)? {
+        let slot = if v4 { input.u32()? } else { 0 };
+        if slot as usize > device_ids.len() {
+            return Err(input.error("a resend key of an unknown device"));
+        }
+        sent.push((
+            (slot, input.u64()?),
+            (MessageId(input.u64()?), InboxSeq(input.u64()?)),
+        ));
+    }
+    let devices = decode_devices(input, v4, device_ids.len())?;
+    Ok(Mailbox {
+        name,
+        inbox,
+        expired,
+        conversations,
+        unread_count,
+        devices,
+        device_ids,
+        sent: Dedup::from_entries(sent),
+    })
+}
+
+/// Reads a mailbox's devices online, whose slots name one of its
+/// `slots` device ids.
+fn decode_devices<R: Read>(
+    input: &mut Decoder<R>,
+    v4: bool,
+    slots: usize,
+) -> Result<Vec<Device>, SnapshotError> {
+    let mut devices = Vec::new();
+    for _ in 0..input.count(16)? {
+        let conn = ConnId(input.u64()?);
+        let mode = DeliveryMode::try_from(input.u32()? as i32)
+            .map_err(|_| input.error("an unknown delivery mode"))?;
+        let lz4 = input.u32()? != 0;
+        let slot = if v4 { input.u32()? } else { 0 };
+        if slot as usize > slots {
+            return Err(input.error("a device slot out of range"));
+        }
+        devices.push(Device {
+            conn,
+            mode,
+            lz4,
+            slot,
+        });
+    }
+    Ok(devices)
 }
