@@ -173,43 +173,17 @@ pub fn write_percentiles(histogram: &Histogram<u64>, out: &mut impl Write) -> io
 /// axis stretched toward the tail as HdrHistogram plots are (1/(1-p), log
 /// scale), one line per series.
 pub fn percentile_svg(title: &str, series: &[(&str, &Histogram<u64>)]) -> String {
-    const WIDTH: f64 = 800.0;
-    const HEIGHT: f64 = 480.0;
-    const LEFT: f64 = 70.0;
-    // Room for half the widest label under the axis, "99.999%".
-    const RIGHT: f64 = 40.0;
-    const TOP: f64 = 40.0;
-    const BOTTOM: f64 = 50.0;
-    const COLORS: [&str; 4] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
-    // x: log10(1/(1-p)) from 0 (p50 is 0.3) to 5 (p99.999).
-    let x_max = 5.0;
     let points: Vec<Vec<(f64, f64)>> = series
         .iter()
-        .map(|(_, histogram)| {
-            histogram
-                .iter_quantiles(5)
-                .filter(|step| step.quantile_iterated_to() < 1.0)
-                .map(|step| {
-                    let x = (1.0 / (1.0 - step.quantile_iterated_to()))
-                        .log10()
-                        .min(x_max);
-                    let y = (step.value_iterated_to().max(1) as f64 / 1000.0).max(0.1);
-                    (x, y)
-                })
-                .collect()
-        })
+        .map(|(_, histogram)| percentile_points(histogram))
         .collect();
     let y_top = points
         .iter()
         .flatten()
         .map(|&(_, y)| y)
         .fold(1.0f64, f64::max);
-    let decades = y_top.log10().ceil().max(1.0);
-    let y_min_log = -1.0; // 0.1 µs
-    let x_pixel = |x: f64| LEFT + x / x_max * (WIDTH - LEFT - RIGHT);
-    let y_pixel = |y: f64| {
-        let fraction = (y.log10() - y_min_log) / (decades - y_min_log);
-        HEIGHT - BOTTOM - fraction * (HEIGHT - TOP - BOTTOM)
+    let plot = Plot {
+        decades: y_top.log10().ceil().max(1.0),
     };
     let mut svg = String::new();
     let _ = write!(
@@ -223,61 +197,117 @@ pub fn percentile_svg(title: &str, series: &[(&str, &Histogram<u64>)]) -> String
         WIDTH / 2.0,
         escape(title)
     );
-    for (label, x) in [
-        ("50%", 0.301),
-        ("90%", 1.0),
-        ("99%", 2.0),
-        ("99.9%", 3.0),
-        ("99.99%", 4.0),
-        ("99.999%", 5.0),
-    ] {
-        let px = x_pixel(x);
-        let _ = write!(
-            svg,
-            r##"<line x1="{px:.1}" y1="{TOP}" x2="{px:.1}" y2="{:.1}" stroke="#ddd"/><text x="{px:.1}" y="{:.1}" text-anchor="middle">{label}</text>"##,
-            HEIGHT - BOTTOM,
-            HEIGHT - BOTTOM + 18.0
-        );
-    }
-    let mut decade = y_min_log;
-    while decade <= decades {
-        let value = 10f64.powf(decade);
-        let py = y_pixel(value);
-        let label = if value < 1.0 {
-            format!("{value}")
-        } else {
-            format!("{value:.0}")
-        };
-        let _ = write!(
-            svg,
-            r##"<line x1="{LEFT}" y1="{py:.1}" x2="{:.1}" y2="{py:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{label}</text>"##,
-            WIDTH - RIGHT,
-            LEFT - 6.0,
-            py + 4.0
-        );
-        decade += 1.0;
-    }
-    let _ = write!(
-        svg,
-        r#"<text x="16" y="{:.1}" transform="rotate(-90 16 {:.1})" text-anchor="middle">latency (µs)</text>"#,
-        HEIGHT / 2.0,
-        HEIGHT / 2.0
-    );
-    let _ = write!(
-        svg,
-        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">percentile</text>"#,
-        WIDTH / 2.0,
-        HEIGHT - 10.0
-    );
+    plot.axes(&mut svg);
     for (index, ((name, _), line)) in series.iter().zip(&points).enumerate() {
+        plot.line(&mut svg, index, name, line);
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+const WIDTH: f64 = 800.0;
+const HEIGHT: f64 = 480.0;
+const LEFT: f64 = 70.0;
+// Room for half the widest label under the axis, "99.999%".
+const RIGHT: f64 = 40.0;
+const TOP: f64 = 40.0;
+const BOTTOM: f64 = 50.0;
+const COLORS: [&str; 4] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
+/// x: log10(1/(1-p)) from 0 (p50 is 0.3) to 5 (p99.999).
+const X_MAX: f64 = 5.0;
+/// The lowest latency drawn: 0.1 µs.
+const Y_MIN_LOG: f64 = -1.0;
+
+/// A histogram's percentile curve: (log10(1/(1-p)), latency in µs).
+fn percentile_points(histogram: &Histogram<u64>) -> Vec<(f64, f64)> {
+    histogram
+        .iter_quantiles(5)
+        .filter(|step| step.quantile_iterated_to() < 1.0)
+        .map(|step| {
+            let x = (1.0 / (1.0 - step.quantile_iterated_to()))
+                .log10()
+                .min(X_MAX);
+            let y = (step.value_iterated_to().max(1) as f64 / 1000.0).max(0.1);
+            (x, y)
+        })
+        .collect()
+}
+
+/// The plot's scale: latencies from 0.1 µs up to `10^decades` µs.
+struct Plot {
+    decades: f64,
+}
+
+impl Plot {
+    fn x_pixel(&self, x: f64) -> f64 {
+        LEFT + x / X_MAX * (WIDTH - LEFT - RIGHT)
+    }
+
+    fn y_pixel(&self, y: f64) -> f64 {
+        let fraction = (y.log10() - Y_MIN_LOG) / (self.decades - Y_MIN_LOG);
+        HEIGHT - BOTTOM - fraction * (HEIGHT - TOP - BOTTOM)
+    }
+
+    /// The grid, its labels and the axes' names.
+    fn axes(&self, svg: &mut String) {
+        for (label, x) in [
+            ("50%", 0.301),
+            ("90%", 1.0),
+            ("99%", 2.0),
+            ("99.9%", 3.0),
+            ("99.99%", 4.0),
+            ("99.999%", 5.0),
+        ] {
+            let px = self.x_pixel(x);
+            let _ = write!(
+                svg,
+                r##"<line x1="{px:.1}" y1="{TOP}" x2="{px:.1}" y2="{:.1}" stroke="#ddd"/><text x="{px:.1}" y="{:.1}" text-anchor="middle">{label}</text>"##,
+                HEIGHT - BOTTOM,
+                HEIGHT - BOTTOM + 18.0
+            );
+        }
+        let mut decade = Y_MIN_LOG;
+        while decade <= self.decades {
+            let value = 10f64.powf(decade);
+            let py = self.y_pixel(value);
+            let label = if value < 1.0 {
+                format!("{value}")
+            } else {
+                format!("{value:.0}")
+            };
+            let _ = write!(
+                svg,
+                r##"<line x1="{LEFT}" y1="{py:.1}" x2="{:.1}" y2="{py:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{label}</text>"##,
+                WIDTH - RIGHT,
+                LEFT - 6.0,
+                py + 4.0
+            );
+            decade += 1.0;
+        }
+        let _ = write!(
+            svg,
+            r#"<text x="16" y="{:.1}" transform="rotate(-90 16 {:.1})" text-anchor="middle">latency (µs)</text>"#,
+            HEIGHT / 2.0,
+            HEIGHT / 2.0
+        );
+        let _ = write!(
+            svg,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">percentile</text>"#,
+            WIDTH / 2.0,
+            HEIGHT - 10.0
+        );
+    }
+
+    /// Series number `index`, named `name`: its curve and its label.
+    fn line(&self, svg: &mut String, index: usize, name: &str, points: &[(f64, f64)]) {
         let color = COLORS[index % COLORS.len()];
         // Lines that coincide (a 1:1 run's delivery and acknowledgement)
         // stay apart: each later one narrower and dashed over the wider.
         let width = (4.0 - 1.5 * index as f64).max(1.0);
         let dashes = if index == 0 { "none" } else { "8 5" };
-        let path: Vec<String> = line
+        let path: Vec<String> = points
             .iter()
-            .map(|&(x, y)| format!("{:.1},{:.1}", x_pixel(x), y_pixel(y)))
+            .map(|&(x, y)| format!("{:.1},{:.1}", self.x_pixel(x), self.y_pixel(y)))
             .collect();
         let _ = write!(
             svg,
@@ -292,8 +322,6 @@ pub fn percentile_svg(title: &str, series: &[(&str, &Histogram<u64>)]) -> String
             escape(name)
         );
     }
-    svg.push_str("</svg>\n");
-    svg
 }
 
 fn escape(text: &str) -> String {

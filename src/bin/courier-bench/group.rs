@@ -62,23 +62,28 @@ struct Tally {
 /// the latest arrival so far).
 type Pending = HashMap<u64, (u64, usize, u64)>;
 
-pub fn run(
-    common: &Common,
-    args: &Args,
-    target: &Target,
-) -> anyhow::Result<(Summary, Vec<(String, Latencies)>)> {
-    if args.size < 2 || args.groups == 0 || args.body < 16 || args.window == 0 {
-        bail!("--size must be at least 2, --groups and --window positive, --body at least 16");
-    }
-    let mut poll = Poll::new()?;
-    // conns[g * size + i]: member i of group g; member 0 owns and posts.
-    let mut conns = Vec::with_capacity(args.groups * args.size);
-    // Over NATS: each group's subject, and over JetStream the owner's inbox
-    // for acknowledgements.
-    let mut subjects = Vec::new();
-    let mut replies = Vec::new();
-    let core_nats = target.nats && !target.jetstream;
-    let mut group_ids = Vec::with_capacity(args.groups);
+/// The connections of every group, and what NATS needs to reach them.
+struct Groups {
+    /// `conns[g * size + i]`: member i of group g; member 0 owns and posts.
+    conns: Vec<Conn>,
+    /// Over NATS: each group's subject, and over JetStream the owner's
+    /// inbox for acknowledgements.
+    subjects: Vec<String>,
+    replies: Vec<Option<String>>,
+    /// Over courier: each group's id.
+    group_ids: Vec<u64>,
+}
+
+/// Connects every member of every group: over NATS, subscribed to the
+/// group's subject; over courier, registered, logged in and in a group
+/// the owner created.
+fn connect_groups(common: &Common, args: &Args, target: &Target) -> anyhow::Result<Groups> {
+    let mut groups = Groups {
+        conns: Vec::with_capacity(args.groups * args.size),
+        subjects: Vec::new(),
+        replies: Vec::new(),
+        group_ids: Vec::with_capacity(args.groups),
+    };
     for g in 0..args.groups {
         let names: Vec<String> = (0..args.size)
             .map(|i| user_name(common, &format!("g{g}m"), i))
@@ -93,10 +98,10 @@ pub fn run(
                     Some(subject.as_str())
                 };
                 let stream = nats::connect(target.address, listens)?;
-                conns.push(Conn::from_stream(stream, None)?);
+                groups.conns.push(Conn::from_stream(stream, None)?);
             }
-            subjects.push(subject);
-            replies.push(inbox);
+            groups.subjects.push(subject);
+            groups.replies.push(inbox);
             continue;
         }
         let mut clients = Vec::with_capacity(args.size);
@@ -107,76 +112,175 @@ pub fn run(
         let info = clients[0]
             .group_create(&format!("bench {g}"), &members)
             .context("cannot create the group (a --server must run with open_messaging)")?;
-        group_ids.push(info.group_id);
+        groups.group_ids.push(info.group_id);
         for (i, mut client) in clients.into_iter().enumerate() {
             // Members were told of the group: drop that push.
             if i > 0 {
                 client.next_push(Duration::from_secs(5))?;
             }
-            conns.push(Conn::from_client(client, None)?);
+            groups.conns.push(Conn::from_client(client, None)?);
         }
     }
-    register(&poll, &mut conns)?;
-    let decoder = FrameDecoder::new(16 << 20);
-    let schedule = (args.rate > 0).then(|| Schedule::new(args.rate));
-    let mut window = Window::new(common);
-    let epoch = window.epoch;
-    let mut tally = Tally::default();
-    let mut pending = Pending::new();
-    let mut next_message = 0u64;
-    let mut body = vec![0u8; args.body];
-    let mut events = Events::with_capacity(1024);
-    let pacer_token = Token(usize::MAX);
-    let mut pacer = Pacer::new(&poll, pacer_token)?;
-    let receivers = args.size - 1;
-    // Messages numbered below this were posted in the warm-up: not measured.
-    let mut first_measured = 0;
-    // Over NATS: per group, posts not yet at their last member.
-    let mut open = vec![0usize; args.groups];
-    while let Some(measuring_starts) = window.tick(target) {
-        if measuring_starts {
-            tally = Tally::default();
-            first_measured = next_message;
-        }
-        let now = epoch.elapsed().as_nanos() as u64;
+    Ok(groups)
+}
+
+/// A run under way: the groups, the posts in flight and what was measured.
+struct Posting<'a> {
+    args: &'a Args,
+    target: &'a Target,
+    /// The groups, without their connections.
+    groups: Groups,
+    schedule: Option<Schedule>,
+    /// NATS core acknowledges nothing: a post is in flight until its last
+    /// member has it.
+    core_nats: bool,
+    tally: Tally,
+    pending: Pending,
+    next_message: u64,
+    /// Messages numbered below this were posted in the warm-up: not measured.
+    first_measured: u64,
+    /// Over NATS core: per group, posts not yet at their last member.
+    open: Vec<usize>,
+    body: Vec<u8>,
+}
+
+impl Posting<'_> {
+    /// Posts every message due by `now` (ns since the epoch), or as many
+    /// as the closed loop's window allows.
+    fn post_due(&mut self, conns: &mut [Conn], now: u64) -> anyhow::Result<()> {
+        let args = self.args;
         loop {
-            let g = (next_message % args.groups as u64) as usize;
+            let g = (self.next_message % args.groups as u64) as usize;
             let owner = &mut conns[g * args.size];
-            let due = match &schedule {
-                Some(schedule) if schedule.due_ns(next_message) <= now => {
-                    schedule.due_ns(next_message)
+            let due = match &self.schedule {
+                Some(schedule) if schedule.due_ns(self.next_message) <= now => {
+                    schedule.due_ns(self.next_message)
                 }
-                Some(_) => break,
-                None if core_nats && open[g] < args.window => now,
-                None if !core_nats && owner.in_flight.len() < args.window => now,
-                None => break,
+                Some(_) => return Ok(()),
+                None if self.core_nats && self.open[g] < args.window => now,
+                None if !self.core_nats && owner.in_flight.len() < args.window => now,
+                None => return Ok(()),
             };
-            body[..8].copy_from_slice(&due.to_le_bytes());
-            body[8..16].copy_from_slice(&next_message.to_le_bytes());
-            if target.nats {
-                nats::publish(
-                    &mut owner.output,
-                    &subjects[g],
-                    replies[g].as_deref(),
-                    &body,
-                );
+            let number = self.next_message;
+            self.body[..8].copy_from_slice(&due.to_le_bytes());
+            self.body[8..16].copy_from_slice(&number.to_le_bytes());
+            if self.target.nats {
+                let subject = &self.groups.subjects[g];
+                let reply = self.groups.replies[g].as_deref();
+                nats::publish(&mut owner.output, subject, reply, &self.body);
             } else {
-                group_message(group_ids[g], next_message, &body)
-                    .encode_frame(next_message, &mut owner.output);
+                group_message(self.groups.group_ids[g], number, &self.body)
+                    .encode_frame(number, &mut owner.output);
             }
-            if core_nats {
-                open[g] += 1;
+            if self.core_nats {
+                self.open[g] += 1;
             } else {
                 owner.in_flight.push_back(due);
             }
             owner.flush()?;
-            pending.insert(next_message, (due, receivers, 0));
-            next_message += 1;
+            self.pending.insert(number, (due, args.size - 1, 0));
+            self.next_message += 1;
         }
-        if let Some(schedule) = &schedule {
-            pacer.arm(
-                Duration::from_nanos(schedule.due_ns(next_message)).saturating_sub(epoch.elapsed()),
-            );
+    }
+
+    /// A member got a post's `body` at `arrived`.
+    fn delivered(&mut self, body: &[u8], arrived: u64) -> anyhow::Result<()> {
+        let stamp = body.get(..16).context("a body under 16 bytes")?;
+        let due = u64::from_le_bytes(stamp[..8].try_into()?);
+        let number = u64::from_le_bytes(stamp[8..].try_into()?);
+        self.tally.deliver.record(due, arrived);
+        self.tally.deliveries += 1;
+        if let Some(entry) = self.pending.get_mut(&number) {
+            entry.1 -= 1;
+            entry.2 = entry.2.max(arrived);
+            if entry.1 == 0 {
+                if number >= self.first_measured {
+                    self.tally.last.record(entry.0, entry.2);
+                }
+                self.pending.remove(&number);
+                if self.core_nats {
+                    self.open[(number % self.args.groups as u64) as usize] -= 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads what `conn` (connection `index`) has, at `arrived`.
+    fn read(
+        &mut self,
+        conn: &mut Conn,
+        index: usize,
+        decoder: &FrameDecoder,
+        arrived: u64,
+    ) -> anyhow::Result<()> {
+        if self.target.jetstream && index.is_multiple_of(self.args.size) {
+            // An owner hears only JetStream's acknowledgements.
+            self.tally.errors += nats::settle_acks(conn, arrived, &mut self.tally.ack)?;
+            return Ok(());
+        }
+        if self.target.nats {
+            return nats::receive(conn, |op| match op {
+                nats::Op::Msg(body) => self.delivered(body, arrived),
+                _ => Ok(()),
+            });
+        }
+        conn.receive(decoder, |in_flight, message_type, payload| {
+            match message_type {
+                MessageType::Deliver => self.delivered(deliver_fields(payload)?.1, arrived)?,
+                other => settle(
+                    in_flight,
+                    other,
+                    arrived,
+                    &mut self.tally.ack,
+                    &mut self.tally.errors,
+                )?,
+            }
+            Ok(())
+        })
+    }
+}
+
+pub fn run(
+    common: &Common,
+    args: &Args,
+    target: &Target,
+) -> anyhow::Result<(Summary, Vec<(String, Latencies)>)> {
+    if args.size < 2 || args.groups == 0 || args.body < 16 || args.window == 0 {
+        bail!("--size must be at least 2, --groups and --window positive, --body at least 16");
+    }
+    let mut poll = Poll::new()?;
+    let mut groups = connect_groups(common, args, target)?;
+    let mut conns = std::mem::take(&mut groups.conns);
+    register(&poll, &mut conns)?;
+    let decoder = FrameDecoder::new(16 << 20);
+    let mut window = Window::new(common);
+    let epoch = window.epoch;
+    let mut run = Posting {
+        args,
+        target,
+        groups,
+        schedule: (args.rate > 0).then(|| Schedule::new(args.rate)),
+        core_nats: target.nats && !target.jetstream,
+        tally: Tally::default(),
+        pending: Pending::new(),
+        next_message: 0,
+        first_measured: 0,
+        open: vec![0; args.groups],
+        body: vec![0; args.body],
+    };
+    let mut events = Events::with_capacity(1024);
+    let pacer_token = Token(usize::MAX);
+    let mut pacer = Pacer::new(&poll, pacer_token)?;
+    while let Some(measuring_starts) = window.tick(target) {
+        if measuring_starts {
+            run.tally = Tally::default();
+            run.first_measured = run.next_message;
+        }
+        run.post_due(&mut conns, epoch.elapsed().as_nanos() as u64)?;
+        if let Some(schedule) = &run.schedule {
+            let due = Duration::from_nanos(schedule.due_ns(run.next_message));
+            pacer.arm(due.saturating_sub(epoch.elapsed()));
         }
         poll.poll(&mut events, Some(Duration::from_millis(10)))?;
         for event in events.iter() {
@@ -189,53 +293,25 @@ pub fn run(
             if event.is_writable() {
                 conn.flush()?;
             }
-            if !event.is_readable() {
-                continue;
+            if event.is_readable() {
+                let arrived = epoch.elapsed().as_nanos() as u64;
+                run.read(conn, index, &decoder, arrived)?;
             }
-            let arrived = epoch.elapsed().as_nanos() as u64;
-            let mut delivered = |body: &[u8]| -> anyhow::Result<()> {
-                let stamp = body.get(..16).context("a body under 16 bytes")?;
-                let due = u64::from_le_bytes(stamp[..8].try_into()?);
-                let number = u64::from_le_bytes(stamp[8..].try_into()?);
-                tally.deliver.record(due, arrived);
-                tally.deliveries += 1;
-                if let Some(entry) = pending.get_mut(&number) {
-                    entry.1 -= 1;
-                    entry.2 = entry.2.max(arrived);
-                    if entry.1 == 0 {
-                        if number >= first_measured {
-                            tally.last.record(entry.0, entry.2);
-                        }
-                        pending.remove(&number);
-                        if core_nats {
-                            open[(number % args.groups as u64) as usize] -= 1;
-                        }
-                    }
-                }
-                Ok(())
-            };
-            if target.jetstream && index % args.size == 0 {
-                // An owner hears only JetStream's acknowledgements.
-                tally.errors += nats::settle_acks(conn, arrived, &mut tally.ack)?;
-                continue;
-            }
-            if target.nats {
-                nats::receive(conn, |op| match op {
-                    nats::Op::Msg(body) => delivered(body),
-                    _ => Ok(()),
-                })?;
-                continue;
-            }
-            conn.receive(&decoder, |in_flight, message_type, payload| {
-                match message_type {
-                    MessageType::Deliver => delivered(deliver_fields(payload)?.1)?,
-                    other => settle(in_flight, other, arrived, &mut tally.ack, &mut tally.errors)?,
-                }
-                Ok(())
-            })?;
         }
     }
     let (seconds, cpu) = window.finish(target)?;
+    Ok(summarize(args, target, run, seconds, cpu))
+}
+
+/// The run's summary and its latency histograms.
+fn summarize(
+    args: &Args,
+    target: &Target,
+    run: Posting<'_>,
+    seconds: f64,
+    cpu: Option<crate::server::CpuTime>,
+) -> (Summary, Vec<(String, Latencies)>) {
+    let tally = run.tally;
     let mode = match args.rate {
         0 => format!("closed loop, window {} per group", args.window),
         rate => format!("open loop at {rate} messages/s"),
@@ -246,7 +322,7 @@ pub fn run(
         ("last-member".into(), tally.last),
     ];
     // NATS core acknowledges no post.
-    if !core_nats {
+    if !run.core_nats {
         latencies.push(("send-ack".into(), tally.ack));
     }
     let server = match (target.nats, target.jetstream) {
@@ -287,9 +363,9 @@ pub fn run(
             ),
             (
                 "messages short of a member at the end".into(),
-                pending.len() as f64,
+                run.pending.len() as f64,
             ),
         ],
     };
-    Ok((summary, latencies))
+    (summary, latencies)
 }

@@ -97,40 +97,73 @@ pub fn run(
             }
             if event.is_readable() {
                 let arrived = epoch.elapsed().as_nanos() as u64;
-                if target.nats {
-                    let mut pongs = 0;
-                    nats::receive(conn, |op| {
-                        if op == nats::Op::Pong {
-                            pongs += 1;
-                        }
-                        Ok(())
-                    })?;
-                    // PONGs answer PINGs in order.
-                    for _ in 0..pongs {
-                        if let Some(due) = conn.in_flight.pop_front() {
-                            rtt.record(due, arrived);
-                        }
-                    }
-                    continue;
-                }
-                conn.receive(&decoder, |in_flight, message_type, _| {
-                    if message_type == MessageType::Pong {
-                        if let Some(due) = in_flight.pop_front() {
-                            rtt.record(due, arrived);
-                        }
-                    }
-                    Ok(())
-                })?;
+                read_pongs(conn, target.nats, &decoder, &mut rtt, arrived)?;
             }
         }
     }
     let (seconds, cpu) = window.finish(target)?;
+    let memory = (rss_before, rss_connected);
+    Ok(summarize(
+        args,
+        target,
+        conns.len(),
+        rtt,
+        (seconds, cpu),
+        memory,
+    ))
+}
+
+/// Reads the pongs `conn` has at `arrived`, each answering its oldest
+/// ping in flight.
+fn read_pongs(
+    conn: &mut Conn,
+    nats: bool,
+    decoder: &FrameDecoder,
+    rtt: &mut Latencies,
+    arrived: u64,
+) -> anyhow::Result<()> {
+    if nats {
+        let mut pongs = 0;
+        nats::receive(conn, |op| {
+            if op == nats::Op::Pong {
+                pongs += 1;
+            }
+            Ok(())
+        })?;
+        // PONGs answer PINGs in order.
+        for _ in 0..pongs {
+            if let Some(due) = conn.in_flight.pop_front() {
+                rtt.record(due, arrived);
+            }
+        }
+        return Ok(());
+    }
+    conn.receive(decoder, |in_flight, message_type, _| {
+        if message_type == MessageType::Pong {
+            if let Some(due) = in_flight.pop_front() {
+                rtt.record(due, arrived);
+            }
+        }
+        Ok(())
+    })
+}
+
+/// The run's summary: pings answered, their round trip, and the server's
+/// memory per connection from `(before, connected)`.
+fn summarize(
+    args: &Args,
+    target: &Target,
+    connections: usize,
+    rtt: Latencies,
+    (seconds, cpu): (f64, Option<crate::server::CpuTime>),
+    (rss_before, rss_connected): (Option<u64>, Option<u64>),
+) -> (Summary, Vec<(String, Latencies)>) {
     let pings = rtt.count() as f64;
-    let mut extra = vec![("connections".into(), conns.len() as f64)];
+    let mut extra = vec![("connections".into(), connections as f64)];
     if let (Some(before), Some(after)) = (rss_before, rss_connected) {
         extra.push((
             "server memory per connection (bytes)".into(),
-            after.saturating_sub(before) as f64 / conns.len() as f64,
+            after.saturating_sub(before) as f64 / connections as f64,
         ));
     }
     let (server_cores, server_cpu_us_per_op, server_kernel_share) =
@@ -140,7 +173,7 @@ pub fn run(
         shape: format!(
             "{}{} connections, a ping each per {} ms",
             if target.nats { "NATS core, " } else { "" },
-            conns.len(),
+            connections,
             args.ping_ms
         ),
         seconds,
@@ -154,5 +187,5 @@ pub fn run(
         server_anon_bytes: target.anon_bytes(),
         extra,
     };
-    Ok((summary, vec![("ping".into(), rtt)]))
+    (summary, vec![("ping".into(), rtt)])
 }

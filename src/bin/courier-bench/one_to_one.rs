@@ -75,32 +75,7 @@ pub fn run(
         bail!("--pairs must be positive");
     }
     let threads = common.threads.min(args.pairs);
-    let mut groups: Vec<Vec<(Conn, Conn)>> = (0..threads).map(|_| Vec::new()).collect();
-    for i in 0..args.pairs {
-        let receiver = user_name(common, "r", i);
-        let pair = if target.nats {
-            let subject = nats::subject(&receiver);
-            let receiver = nats::connect(target.address, Some(&subject))?;
-            // A JetStream sender hears its acknowledgements on an inbox.
-            let inbox = target.jetstream.then(|| nats::reply_inbox(&subject));
-            let sender = nats::connect(target.address, inbox.as_deref())?;
-            (
-                Conn::from_stream(sender, Some(subject))?,
-                Conn::from_stream(receiver, None)?,
-            )
-        } else {
-            let sender = user_name(common, "s", i);
-            let (sender_client, _) =
-                register_and_login(target.endpoint(), &sender, DeliveryMode::PushMessage)?;
-            let (receiver_client, _) =
-                register_and_login(target.endpoint(), &receiver, DeliveryMode::PushMessage)?;
-            (
-                Conn::from_client(sender_client, Some(receiver))?,
-                Conn::from_client(receiver_client, None)?,
-            )
-        };
-        groups[i % threads].push(pair);
-    }
+    let groups = connect_pairs(common, args, target, threads)?;
     let delivered = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicU64::new(0));
     let reporter = progress(
@@ -147,6 +122,55 @@ pub fn run(
     }
     stop.store(1, Ordering::Relaxed);
     let _ = reporter.join();
+    let measured = (seconds, cpu, delivered_measured);
+    Ok(summarize(args, target, threads, total, measured))
+}
+
+/// Connects every pair (over NATS, a publisher and a subscriber of the
+/// receiver's subject), dealt out to `threads` load threads.
+fn connect_pairs(
+    common: &Common,
+    args: &Args,
+    target: &Target,
+    threads: usize,
+) -> anyhow::Result<Vec<Vec<(Conn, Conn)>>> {
+    let mut groups: Vec<Vec<(Conn, Conn)>> = (0..threads).map(|_| Vec::new()).collect();
+    for i in 0..args.pairs {
+        let receiver = user_name(common, "r", i);
+        let pair = if target.nats {
+            let subject = nats::subject(&receiver);
+            let receiver = nats::connect(target.address, Some(&subject))?;
+            // A JetStream sender hears its acknowledgements on an inbox.
+            let inbox = target.jetstream.then(|| nats::reply_inbox(&subject));
+            let sender = nats::connect(target.address, inbox.as_deref())?;
+            (
+                Conn::from_stream(sender, Some(subject))?,
+                Conn::from_stream(receiver, None)?,
+            )
+        } else {
+            let sender = user_name(common, "s", i);
+            let (sender_client, _) =
+                register_and_login(target.endpoint(), &sender, DeliveryMode::PushMessage)?;
+            let (receiver_client, _) =
+                register_and_login(target.endpoint(), &receiver, DeliveryMode::PushMessage)?;
+            (
+                Conn::from_client(sender_client, Some(receiver))?,
+                Conn::from_client(receiver_client, None)?,
+            )
+        };
+        groups[i % threads].push(pair);
+    }
+    Ok(groups)
+}
+
+/// The run's summary and its latency histograms.
+fn summarize(
+    args: &Args,
+    target: &Target,
+    threads: usize,
+    total: Tally,
+    (seconds, cpu, delivered_measured): (f64, Option<crate::server::CpuTime>, u64),
+) -> (Summary, Vec<(String, Latencies)>) {
     let mode = if args.rate > 0 {
         format!("open loop at {}/s", args.rate)
     } else {
@@ -186,7 +210,7 @@ pub fn run(
         server_anon_bytes: target.anon_bytes(),
         extra: Vec::new(),
     };
-    Ok((summary, latencies))
+    (summary, latencies)
 }
 
 /// One load thread: its pairs on one mio loop.
@@ -215,11 +239,12 @@ fn drive(
         .collect();
     let mut tally = Tally::default();
     let mut measuring = false;
-    let mut next_message = 0u64;
-    let mut body = vec![0u8; plan.body];
-    let mut send = Message::Send(proto::Send::default());
+    let mut outgoing = Outgoing {
+        next_message: 0,
+        body: vec![0u8; plan.body],
+        send: Message::Send(proto::Send::default()),
+    };
     let mut events = Events::with_capacity(1024);
-    let senders = pairs.len() as u64;
     let pacer_token = Token(usize::MAX);
     let mut pacer = Pacer::new(&poll, pacer_token)?;
     loop {
@@ -232,48 +257,7 @@ fn drive(
             tally = Tally::default();
         }
         // Queue what is due (open loop) or what the windows allow (closed).
-        let mut queued = 0;
-        loop {
-            let index = (next_message % senders) as usize;
-            let sender = &mut pairs[index].0;
-            let due_ns = match &plan.schedule {
-                Some(schedule) => {
-                    let due = schedule.due_ns(next_message);
-                    if due > now.as_nanos() as u64 {
-                        break;
-                    }
-                    due
-                }
-                None => {
-                    if sender.in_flight.len() >= plan.window || queued >= 64 {
-                        break;
-                    }
-                    now.as_nanos() as u64
-                }
-            };
-            body[..8].copy_from_slice(&due_ns.to_le_bytes());
-            if plan.nats {
-                let subject = sender.recipient.as_deref().context("a sender")?;
-                nats::publish(
-                    &mut sender.output,
-                    subject,
-                    replies[index].as_deref(),
-                    &body,
-                );
-            } else {
-                if let Message::Send(message) = &mut send {
-                    message
-                        .recipient
-                        .clone_from(sender.recipient.as_ref().context("a sender")?);
-                    message.client_message_id = next_message;
-                    message.body.clone_from(&body);
-                }
-                send.encode_frame(next_message, &mut sender.output);
-            }
-            sender.in_flight.push_back(due_ns);
-            next_message += 1;
-            queued += 1;
-        }
+        let queued = queue_due(&mut pairs, plan, &mut outgoing, &replies, now)?;
         if queued > 0 {
             for (sender, _) in pairs.iter_mut() {
                 sender.flush()?;
@@ -281,7 +265,8 @@ fn drive(
         }
         if let Some(schedule) = &plan.schedule {
             pacer.arm(
-                Duration::from_nanos(schedule.due_ns(next_message)).saturating_sub(epoch.elapsed()),
+                Duration::from_nanos(schedule.due_ns(outgoing.next_message))
+                    .saturating_sub(epoch.elapsed()),
             );
         }
         poll.poll(&mut events, Some(Duration::from_millis(10)))?;
@@ -304,47 +289,130 @@ fn drive(
                 continue;
             }
             let arrived = epoch.elapsed().as_nanos() as u64;
-            let mut count = 0;
-            if plan.nats && index % 2 == 0 {
-                tally.errors += nats::settle_acks(conn, arrived, &mut tally.ack)?;
-                continue;
-            }
-            if plan.nats {
-                // Without JetStream a message is in flight until delivered.
-                let mut in_flight = sender_in_flight.filter(|_| !plan.jetstream);
-                nats::receive(conn, |op| {
-                    let nats::Op::Msg(body) = op else {
-                        return Ok(());
-                    };
-                    let due = body.get(..8).context("a message under 8 bytes")?;
-                    tally
-                        .deliver
-                        .record(u64::from_le_bytes(due.try_into()?), arrived);
-                    count += 1;
-                    // In order: one publisher, one subscriber.
-                    if let Some(in_flight) = in_flight.as_mut() {
-                        in_flight
-                            .pop_front()
-                            .context("a message nobody sent to this connection")?;
-                    }
-                    Ok(())
-                })?;
-                delivered.fetch_add(count, Ordering::Relaxed);
-                continue;
-            }
-            conn.receive(&decoder, |in_flight, message_type, payload| {
-                match message_type {
-                    MessageType::Deliver => {
-                        let (_, body) = deliver_fields(payload)?;
-                        let due = u64::from_le_bytes(body[..8].try_into()?);
-                        tally.deliver.record(due, arrived);
-                        count += 1;
-                    }
-                    other => settle(in_flight, other, arrived, &mut tally.ack, &mut tally.errors)?,
-                }
-                Ok(())
-            })?;
+            let from_sender = index % 2 == 0;
+            let count = receive(
+                conn,
+                sender_in_flight,
+                from_sender,
+                plan,
+                &decoder,
+                &mut tally,
+                arrived,
+            )?;
             delivered.fetch_add(count, Ordering::Relaxed);
         }
     }
+}
+
+/// What a load thread reuses from one message to the next.
+struct Outgoing {
+    next_message: u64,
+    body: Vec<u8>,
+    send: Message,
+}
+
+/// Queues, round robin over the senders, the messages due by `now`
+/// (open loop) or as many as the senders' windows allow, 64 at most
+/// (closed loop); returns how many.
+fn queue_due(
+    pairs: &mut [(Conn, Conn)],
+    plan: &Plan,
+    outgoing: &mut Outgoing,
+    replies: &[Option<String>],
+    now: Duration,
+) -> anyhow::Result<usize> {
+    let senders = pairs.len() as u64;
+    let mut queued = 0;
+    loop {
+        let number = outgoing.next_message;
+        let index = (number % senders) as usize;
+        let sender = &mut pairs[index].0;
+        let due_ns = match &plan.schedule {
+            Some(schedule) => {
+                let due = schedule.due_ns(number);
+                if due > now.as_nanos() as u64 {
+                    return Ok(queued);
+                }
+                due
+            }
+            None => {
+                if sender.in_flight.len() >= plan.window || queued >= 64 {
+                    return Ok(queued);
+                }
+                now.as_nanos() as u64
+            }
+        };
+        outgoing.body[..8].copy_from_slice(&due_ns.to_le_bytes());
+        let recipient = sender.recipient.as_ref().context("a sender")?;
+        if plan.nats {
+            let reply = replies[index].as_deref();
+            nats::publish(&mut sender.output, recipient, reply, &outgoing.body);
+        } else {
+            if let Message::Send(message) = &mut outgoing.send {
+                message.recipient.clone_from(recipient);
+                message.client_message_id = number;
+                message.body.clone_from(&outgoing.body);
+            }
+            outgoing.send.encode_frame(number, &mut sender.output);
+        }
+        sender.in_flight.push_back(due_ns);
+        outgoing.next_message += 1;
+        queued += 1;
+    }
+}
+
+/// Reads what `conn` has at `arrived`: a sender's acknowledgements
+/// (`from_sender`), or a receiver's deliveries (settling its sender's
+/// `sender_in_flight` where NATS core acknowledges nothing); returns the
+/// messages delivered.
+#[allow(clippy::too_many_arguments)]
+fn receive(
+    conn: &mut Conn,
+    sender_in_flight: Option<&mut std::collections::VecDeque<u64>>,
+    from_sender: bool,
+    plan: &Plan,
+    decoder: &FrameDecoder,
+    tally: &mut Tally,
+    arrived: u64,
+) -> anyhow::Result<u64> {
+    let mut count = 0;
+    if plan.nats && from_sender {
+        tally.errors += nats::settle_acks(conn, arrived, &mut tally.ack)?;
+        return Ok(0);
+    }
+    if plan.nats {
+        // Without JetStream a message is in flight until delivered.
+        let mut in_flight = sender_in_flight.filter(|_| !plan.jetstream);
+        nats::receive(conn, |op| {
+            let nats::Op::Msg(body) = op else {
+                return Ok(());
+            };
+            let due = body.get(..8).context("a message under 8 bytes")?;
+            tally
+                .deliver
+                .record(u64::from_le_bytes(due.try_into()?), arrived);
+            count += 1;
+            // In order: one publisher, one subscriber.
+            if let Some(in_flight) = in_flight.as_mut() {
+                in_flight
+                    .pop_front()
+                    .context("a message nobody sent to this connection")?;
+            }
+            Ok(())
+        })?;
+        return Ok(count);
+    }
+    conn.receive(decoder, |in_flight, message_type, payload| {
+        match message_type {
+            MessageType::Deliver => {
+                let (_, body) = deliver_fields(payload)?;
+                let due = u64::from_le_bytes(body[..8].try_into()?);
+                tally.deliver.record(due, arrived);
+                count += 1;
+            }
+            other => settle(in_flight, other, arrived, &mut tally.ack, &mut tally.errors)?,
+        }
+        Ok(())
+    })?;
+    Ok(count)
 }

@@ -57,7 +57,7 @@
 //!    it, and the simulation runs that after every step.
 //! 7. **Projection.** What operators query, as a [`Projection`] the SQLite
 //!    store applies in its batches (`store.rs`).
-//! 8. **Simulation.** Steps for its commands in `broker/sim.rs`, and what
+//! 8. **Simulation.** Steps for its commands in `broker/sim/mod.rs`, and what
 //!    its promises are, checked against the simulation's oracle.
 
 use std::sync::atomic::Ordering;
