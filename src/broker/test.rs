@@ -178,6 +178,8 @@ impl State {
             journaled,
             &mut Outbox::default(),
         );
+        self.logic.check_invariants();
+        self.delivery.check_invariants();
     }
 
     fn digest(&self) -> String {

@@ -3,7 +3,9 @@
 //! auth workers' results) and crashes it, checking after every step.
 //!
 //! A step is one device's action (connect and log in, send, resend, post
-//! to a group, sync, mark read, join or leave a group, change a contact,
+//! to a group, sync, mark read, join or leave a group, be removed from
+//! one, be invited and join later, have an invitation withdrawn, make a
+//! group that dissolves with an invitation pending, change a contact,
 //! disconnect, log out), a lost acknowledgement
 //! (the connection drops with a `SendAck` unread), or a crash: all
 //! in-memory state is dropped, a torn record may be left after the
@@ -100,6 +102,8 @@ struct Sim {
     users: Vec<String>,
     devices: Vec<Vec<Device>>,
     groups: Vec<(u64, Vec<usize>)>,
+    /// Per group: users invited who have not joined.
+    invited: Vec<Vec<usize>>,
     next_conn: u64,
     /// Every acknowledged message, by (user, device, client message id),
     /// read off the core's frames, lost or not.
@@ -122,6 +126,7 @@ impl Sim {
                 .map(|_| (0..DEVICES).map(|_| Device::default()).collect())
                 .collect(),
             groups: Vec::new(),
+            invited: vec![Vec::new(); GROUPS],
             next_conn: 1,
             oracle: HashMap::new(),
             answer: None,
@@ -487,20 +492,45 @@ impl Sim {
         self.check();
     }
 
-    /// A member leaves a group (while two others stay), or someone joins
-    /// one on a member's invitation.
+    /// A change to a group's membership: a member leaves (while two
+    /// others stay) or the owner removes one; someone is invited and joins
+    /// at once, or is invited and joins later, or the owner withdraws the
+    /// invitation; or a short-lived group is made, invites someone and
+    /// dissolves as its members leave, taking the invitation with it.
     fn change_group(&mut self, user: usize, device: usize) {
         let group = self.rng.below(GROUPS);
+        if self.rng.chance(15) {
+            return self.short_lived_group(user, device);
+        }
         let (group_id, members) = self.groups[group].clone();
         self.connect(user, device);
         let conn = self.devices[user][device].conn.expect("connected");
+        let owner = members[0];
         if members.contains(&user) {
             if members.len() <= 2 {
                 return;
             }
-            let leave = Message::GroupLeave(proto::GroupLeave { group_id });
-            self.expect_group_ok(conn, &leave);
-            self.groups[group].1.retain(|&m| m != user);
+            let leaving = if user == owner && self.rng.chance(50) {
+                let other = members[1 + self.rng.below(members.len() - 1)];
+                let remove = Message::GroupRemove(proto::GroupRemove {
+                    group_id,
+                    user: self.users[other].clone(),
+                });
+                self.expect_group_ok(conn, &remove);
+                other
+            } else {
+                let leave = Message::GroupLeave(proto::GroupLeave { group_id });
+                self.expect_group_ok(conn, &leave);
+                user
+            };
+            self.groups[group].1.retain(|&m| m != leaving);
+            return;
+        }
+        let join = Message::GroupJoin(proto::GroupJoin { group_id });
+        if self.invited[group].contains(&user) {
+            self.expect_group_ok(conn, &join);
+            self.invited[group].retain(|&u| u != user);
+            self.groups[group].1.push(user);
             return;
         }
         let inviter = members[self.rng.below(members.len())];
@@ -511,8 +541,64 @@ impl Sim {
             user: self.users[user].clone(),
         });
         self.expect_group_ok(inviter_conn, &invite);
-        self.expect_group_ok(conn, &Message::GroupJoin(proto::GroupJoin { group_id }));
-        self.groups[group].1.push(user);
+        match self.rng.below(3) {
+            0 => {
+                self.expect_group_ok(conn, &join);
+                self.groups[group].1.push(user);
+            }
+            1 => self.invited[group].push(user),
+            _ => {
+                // The owner withdraws it; a join then finds none.
+                self.connect(owner, 0);
+                let owner_conn = self.devices[owner][0].conn.expect("connected");
+                let withdraw = Message::GroupRemove(proto::GroupRemove {
+                    group_id,
+                    user: self.users[user].clone(),
+                });
+                self.expect_group_ok(owner_conn, &withdraw);
+                match self.request(conn, &join) {
+                    Some(Message::Error(error)) if error.code == ErrorCode::NotInvited as i32 => {}
+                    other => panic!("seed {}: a withdrawn join got {other:?}", self.seed),
+                }
+            }
+        }
+    }
+
+    /// `user` makes a group with the next user, invites the one after,
+    /// and both members leave: the group dissolves and the invitation
+    /// goes with it (no message is sent to it).
+    fn short_lived_group(&mut self, user: usize, device: usize) {
+        let (member, invitee) = ((user + 1) % USERS, (user + 2) % USERS);
+        self.connect(user, device);
+        self.connect(member, 0);
+        let conn = self.devices[user][device].conn.expect("connected");
+        let create = Message::GroupCreate(proto::GroupCreate {
+            name: "passing".into(),
+            members: vec![self.users[member].clone()],
+        });
+        let Some(Message::GroupInfo(info)) = self.request(conn, &create) else {
+            panic!("seed {}: a short-lived group could not be made", self.seed);
+        };
+        let group_id = info.group_id;
+        let invite = Message::GroupInvite(proto::GroupInvite {
+            group_id,
+            user: self.users[invitee].clone(),
+        });
+        self.expect_group_ok(conn, &invite);
+        let member_conn = self.devices[member][0].conn.expect("connected");
+        let leave = Message::GroupLeave(proto::GroupLeave { group_id });
+        self.expect_group_ok(conn, &leave);
+        self.expect_group_ok(member_conn, &leave);
+        self.connect(invitee, 0);
+        let invitee_conn = self.devices[invitee][0].conn.expect("connected");
+        let join = Message::GroupJoin(proto::GroupJoin { group_id });
+        match self.request(invitee_conn, &join) {
+            Some(Message::Error(error)) if error.code == ErrorCode::UnknownGroup as i32 => {}
+            other => panic!(
+                "seed {}: a join of a dissolved group got {other:?}",
+                self.seed
+            ),
+        }
     }
 
     fn expect_group_ok(&mut self, conn: ConnId, message: &Message) {
