@@ -79,6 +79,7 @@ pub use format::RecordHeader;
 pub use inspect::{dump, inspect, kept_for_reuse, SegmentSummary};
 pub use reader::{Cursor, JournalReader, Record};
 pub use recovery::Recovery;
+pub use segment::create_dir_durably;
 pub use writer::{Appended, Flusher, Journal, Pruner};
 
 /// Where a record is: a segment and a byte offset in it. Positions order as

@@ -267,7 +267,7 @@ fn prepare_directory(dir: &Path, config: &JournalConfig) -> Result<(), JournalEr
             if !config.create_dir {
                 return Err(JournalError::MissingDirectory(dir.to_owned()));
             }
-            std::fs::create_dir_all(dir).map_err(|e| JournalError::io(dir, e))
+            crate::segment::create_dir_durably(dir).map_err(|e| JournalError::io(dir, e))
         }
         Err(e) => Err(JournalError::io(dir, e)),
     }

@@ -67,6 +67,8 @@ pub struct CutReport {
     pub writes_torn: u64,
     /// Names created, removed or renamed that were undone.
     pub names_undone: u64,
+    /// Those names, as they were undone (a rename by its new name).
+    pub undone_names: Vec<PathBuf>,
 }
 
 /// Counts of what the filesystem saw.
@@ -306,6 +308,9 @@ impl State {
             undo::revert_file(path, changes, tear_at, &mut report);
         }
         for op in std::mem::take(&mut self.names).into_iter().rev() {
+            let name = op.undo.name().to_owned();
+            let name = name.strip_prefix(&self.backing).unwrap_or(&name).to_owned();
+            report.undone_names.push(name);
             op.undo.revert();
             report.names_undone += 1;
         }

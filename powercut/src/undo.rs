@@ -53,6 +53,14 @@ pub(crate) enum NameUndo {
 }
 
 impl NameUndo {
+    /// The name the change made (a rename's new name).
+    pub(crate) fn name(&self) -> &Path {
+        match self {
+            NameUndo::Created(path) | NameUndo::Removed { path, .. } => path,
+            NameUndo::Renamed { to, .. } => to,
+        }
+    }
+
     /// The change is durable: what waited in the stash goes.
     pub(crate) fn durable(self) {
         let stashed = match self {

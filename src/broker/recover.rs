@@ -147,7 +147,7 @@ fn make_data_dir(path: &Path) -> Result<(), BrokerError> {
     let made = if in_the_way {
         Err(std::io::ErrorKind::NotADirectory.into())
     } else {
-        std::fs::create_dir_all(path)
+        crate::journal::create_dir_durably(path)
     };
     made.map_err(|error| BrokerError::DataDir {
         path: path.to_path_buf(),

@@ -311,7 +311,7 @@ pub(crate) fn write(
     point: SnapshotPoint,
     encode: impl FnOnce(&mut Encoder<File>),
 ) -> io::Result<PathBuf> {
-    fs::create_dir_all(dir)?;
+    crate::journal::create_dir_durably(dir)?;
     let path = path_for(dir, point.sequence);
     let temporary = path.with_extension("tmp");
     let written = write_file(&temporary, point, encode);
