@@ -42,6 +42,18 @@ const FLUSH_INTERVAL_MS: u64 = 20;
 /// How late the interval flusher may run on a busy machine.
 const INTERVAL_SLACK: Duration = Duration::from_millis(250);
 
+/// How the server under test runs.
+#[derive(Debug, Clone, Copy)]
+struct Setting {
+    durability: &'static str,
+    /// `message_retention_s` (0: none). With one, snapshots are taken
+    /// while serving and expired segments deleted, through the same
+    /// filesystem.
+    retention_s: u64,
+    /// Bytes of each message body (the message's id, then padding).
+    body_bytes: usize,
+}
+
 /// A command sent, and what its acknowledgement proves.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Acked {
@@ -105,20 +117,24 @@ impl Drop for Server {
 }
 
 /// `courier serve` with its data directory on the mount, once it listens.
-fn spawn(mnt: &Path, config_dir: &Path, durability: &str) -> (Server, SocketAddr) {
-    let mut server = start(mnt, config_dir, durability);
+fn spawn(mnt: &Path, config_dir: &Path, setting: Setting) -> (Server, SocketAddr) {
+    let mut server = start(mnt, config_dir, setting);
     let address = listening_address(&mut server.0);
     (server, address)
 }
 
 /// `courier serve` with its data directory on the mount, just started.
-fn start(mnt: &Path, config_dir: &Path, durability: &str) -> Server {
+fn start(mnt: &Path, config_dir: &Path, setting: Setting) -> Server {
+    let retention = match setting.retention_s {
+        0 => String::new(),
+        seconds => format!("message_retention_s = {seconds}\nsnapshot_every_segments = 1\n"),
+    };
     let config = config_dir.join("courier.toml");
     std::fs::write(
         &config,
         format!(
             "listen = \"127.0.0.1:0\"\n[broker]\nsegment_size_mb = 1\nopen_messaging = true\n\
-         snapshot_min_records = 50\nflush_interval_ms = {FLUSH_INTERVAL_MS}\n\
+         snapshot_min_records = 50\nflush_interval_ms = {FLUSH_INTERVAL_MS}\n{retention}\
          [broker.auth]\nmemory_kib = 8\niterations = 1\n"
         ),
     )
@@ -128,7 +144,7 @@ fn start(mnt: &Path, config_dir: &Path, durability: &str) -> Server {
         .arg(&config)
         .arg("--data-dir")
         .arg(mnt.join("data"))
-        .args(["--durability", durability])
+        .args(["--durability", setting.durability])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
@@ -150,7 +166,12 @@ impl Rng {
 
 /// What one cycle sends, in order: two registrations, a contact request,
 /// group posts and 1:1 messages, with what each acknowledgement proves.
-fn plan(cycle: u64, group: u64) -> Vec<(Message, Acked)> {
+fn plan(cycle: u64, group: u64, body_bytes: usize) -> Vec<(Message, Acked)> {
+    let body = |id: u64| {
+        let mut body = id.to_le_bytes().to_vec();
+        body.resize(body_bytes.max(8), 0);
+        body
+    };
     let base = (cycle + 1) * 1_000_000;
     let users = [format!("c{cycle}a"), format!("c{cycle}b")];
     let mut plan: Vec<(Message, Acked)> = users
@@ -169,17 +190,11 @@ fn plan(cycle: u64, group: u64) -> Vec<(Message, Acked)> {
     plan.push((request, Acked::Requested(users[0].clone())));
     for n in 0..POSTS {
         let id = base + n;
-        plan.push((
-            group_message(group, id, &id.to_le_bytes()),
-            Acked::Message(id),
-        ));
+        plan.push((group_message(group, id, &body(id)), Acked::Message(id)));
     }
     for n in 0..MESSAGES {
         let id = base + 500_000 + n;
-        plan.push((
-            send_message("bo", id, &id.to_le_bytes()),
-            Acked::Message(id),
-        ));
+        plan.push((send_message("bo", id, &body(id)), Acked::Message(id)));
     }
     plan
 }
@@ -243,7 +258,7 @@ fn missing(address: SocketAddr, acked: &BTreeSet<Acked>) -> BTreeSet<Acked> {
         .sync_all(0)
         .unwrap()
         .into_iter()
-        .map(|m| u64::from_le_bytes(m.body.try_into().unwrap()))
+        .map(|m| u64::from_le_bytes(m.body[..8].try_into().unwrap()))
         .collect();
     let stored: BTreeSet<u64> = bodies.iter().copied().collect();
     assert_eq!(stored.len(), bodies.len(), "a message is stored twice");
@@ -297,20 +312,25 @@ struct Totals {
     lost: u64,
 }
 
-fn power_cuts(durability: &str) -> Option<Totals> {
+fn power_cuts(setting: Setting) -> Option<Totals> {
+    let durability = setting.durability;
     let cycles = std::env::var("COURIER_POWERCUT_CYCLES")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(CYCLES);
+        .unwrap_or(CYCLES)
+        // Under a retention, enough cycles for segments to fill, expire
+        // and be deleted.
+        .max(if setting.retention_s > 0 { 8 } else { 1 });
     let mut disk = Disk::new();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ durability.len() as u64);
     let mut acked_so_far: BTreeSet<Acked> = BTreeSet::new();
     let mut acked_at: BTreeMap<Acked, Duration> = BTreeMap::new();
+    let mut acked_when: BTreeMap<Acked, Instant> = BTreeMap::new();
     let mut totals = Totals::default();
     // The users and their group, made durable by a clean stop (which
     // flushes whatever the setting).
     let mounted = disk.mount()?;
-    let (mut server, address) = spawn(&disk.mnt, &disk.root, durability);
+    let (mut server, address) = spawn(&disk.mnt, &disk.root, setting);
     let group_id = setup(address);
     stop(&mut server);
     mounted.unmount();
@@ -319,7 +339,7 @@ fn power_cuts(durability: &str) -> Option<Totals> {
             // A cut while the server starts: replaying, writing its
             // snapshot, catching SQLite up, making a segment.
             let mounted = disk.mount()?;
-            let mut server = start(&disk.mnt, &disk.root, durability);
+            let mut server = start(&disk.mnt, &disk.root, setting);
             std::thread::sleep(Duration::from_millis(rng.next() % 40));
             let _ = server.0.kill();
             let _ = server.0.wait();
@@ -330,9 +350,10 @@ fn power_cuts(durability: &str) -> Option<Totals> {
             );
         }
         let mounted = disk.mount()?;
-        let (mut server, address) = spawn(&disk.mnt, &disk.root, durability);
+        let (mut server, address) = spawn(&disk.mnt, &disk.root, setting);
         // What the cut before this start took.
         let lost = missing(address, &acked_so_far);
+        let lost = not_expired(setting, lost, &acked_when, &mut acked_so_far);
         check_losses(
             durability,
             cycle,
@@ -341,7 +362,7 @@ fn power_cuts(durability: &str) -> Option<Totals> {
             &mut acked_so_far,
             &mut totals,
         );
-        let plan = plan(cycle, group_id);
+        let plan = plan(cycle, group_id, setting.body_bytes);
         let kill_after = 1 + (rng.next() % plan.len() as u64) as usize;
         let mut ana = util::login(address, "ana", "phone", DeliveryMode::PushMessage);
         let acked = run_until_killed(&mut ana, &plan, kill_after, &mut server);
@@ -364,16 +385,22 @@ fn power_cuts(durability: &str) -> Option<Totals> {
         );
         for (proves, at) in &acked {
             acked_at.insert(proves.clone(), killed_at.duration_since(*at));
+            acked_when.insert(proves.clone(), *at);
         }
         totals.acknowledged += acked.len() as u64;
         acked_so_far.extend(acked.into_iter().map(|(proves, _)| proves));
         totals.cycles += 1;
         drop(server);
+        if setting.retention_s > 0 {
+            // Time for messages to expire, and their segments to go.
+            std::thread::sleep(Duration::from_millis(400));
+        }
     }
     // The last cut's losses, then SQLite against the accounts.
     let mounted = disk.mount()?;
-    let (server, address) = spawn(&disk.mnt, &disk.root, durability);
+    let (server, address) = spawn(&disk.mnt, &disk.root, setting);
     let lost = missing(address, &acked_so_far);
+    let lost = not_expired(setting, lost, &acked_when, &mut acked_so_far);
     check_losses(
         durability,
         cycles,
@@ -383,6 +410,14 @@ fn power_cuts(durability: &str) -> Option<Totals> {
         &mut totals,
     );
     check_sqlite(&disk.mnt, address, &acked_so_far);
+    if setting.retention_s > 0 {
+        let first = courier::journal::inspect(disk.mnt.join("data/journal")).unwrap()[0].id;
+        assert!(
+            first > 0,
+            "no segment was deleted: retention was not exercised"
+        );
+        eprintln!("{durability} under a retention: segments below {first} deleted");
+    }
     drop(server);
     mounted.unmount();
     eprintln!(
@@ -390,6 +425,33 @@ fn power_cuts(durability: &str) -> Option<Totals> {
         totals.cycles, totals.acknowledged, totals.lost
     );
     Some(totals)
+}
+
+/// Of `lost`, the ones a message retention does not explain: a message
+/// acknowledged longer ago than the retention (less a margin for the
+/// time between its journaling and its acknowledgement) may have expired,
+/// and is no longer expected.
+fn not_expired(
+    setting: Setting,
+    lost: BTreeSet<Acked>,
+    acked_when: &BTreeMap<Acked, Instant>,
+    acked_so_far: &mut BTreeSet<Acked>,
+) -> BTreeSet<Acked> {
+    if setting.retention_s == 0 {
+        return lost;
+    }
+    let retention = Duration::from_secs(setting.retention_s) - Duration::from_millis(200);
+    let (expired, lost): (BTreeSet<Acked>, BTreeSet<Acked>) =
+        lost.into_iter().partition(|proves| {
+            matches!(proves, Acked::Message(_))
+                && acked_when
+                    .get(proves)
+                    .is_some_and(|at| at.elapsed() >= retention)
+        });
+    for proves in &expired {
+        acked_so_far.remove(proves);
+    }
+    lost
 }
 
 /// Under `batch` a loss fails the test; under `interval` one acknowledged
@@ -466,7 +528,12 @@ fn check_sqlite(mnt: &Path, address: SocketAddr, acked: &BTreeSet<Acked>) {
 
 #[test]
 fn batch_keeps_every_acknowledged_command_across_power_cuts() {
-    if let Some(totals) = power_cuts("batch") {
+    let batch = Setting {
+        durability: "batch",
+        retention_s: 0,
+        body_bytes: 8,
+    };
+    if let Some(totals) = power_cuts(batch) {
         assert_eq!(totals.lost, 0);
         assert!(totals.acknowledged > 0, "nothing was acknowledged");
     }
@@ -474,10 +541,30 @@ fn batch_keeps_every_acknowledged_command_across_power_cuts() {
 
 #[test]
 fn interval_loses_at_most_the_last_interval_at_a_power_cut() {
-    power_cuts("interval");
+    power_cuts(Setting {
+        durability: "interval",
+        retention_s: 0,
+        body_bytes: 8,
+    });
 }
 
 #[test]
 fn none_reports_what_a_power_cut_takes() {
-    power_cuts("none");
+    power_cuts(Setting {
+        durability: "none",
+        retention_s: 0,
+        body_bytes: 8,
+    });
+}
+
+#[test]
+fn batch_keeps_what_has_not_expired_while_snapshots_delete_segments() {
+    let retained = Setting {
+        durability: "batch",
+        retention_s: 1,
+        body_bytes: 2048,
+    };
+    if let Some(totals) = power_cuts(retained) {
+        assert_eq!(totals.lost, 0);
+    }
 }
