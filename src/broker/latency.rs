@@ -59,6 +59,13 @@ impl StageLatency {
         })
     }
 
+    /// Counts one duration measured elsewhere (a group commit's).
+    pub(crate) fn record(&self, ns: u64) {
+        // Relaxed: counts for readers, ordering nothing.
+        self.buckets[bucket(ns)].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
     /// A copy of the counts so far.
     pub(crate) fn read(&self) -> LatencyHistogram {
         // Relaxed: counts only grow, and a scrape may see a batch half added.

@@ -346,6 +346,7 @@ pub struct BrokerWatch {
     census: Arc<stages::CensusCell>,
     logins: Arc<LoginCounters>,
     latencies: Vec<Arc<StageLatency>>,
+    group_commits: Arc<StageLatency>,
     data_dir: PathBuf,
 }
 
@@ -393,6 +394,13 @@ impl BrokerWatch {
         self.latencies.iter().map(|stage| stage.read()).collect()
     }
 
+    /// How long each group commit (the msync of a batch under `batch`
+    /// durability) took, as a histogram named `group-commit`; its count is
+    /// the number of group commits.
+    pub fn group_commits(&self) -> LatencyHistogram {
+        self.group_commits.read()
+    }
+
     /// The journal's size on disk and the free space beside it, read now
     /// (a directory listing and a `statvfs`).
     pub fn disk_usage(&self) -> std::io::Result<DiskUsage> {
@@ -416,6 +424,8 @@ struct Shared {
     census: Arc<stages::CensusCell>,
     /// The journal, flush, logic and fan-out stages' latencies.
     latencies: [Arc<StageLatency>; 4],
+    /// Each group commit's duration.
+    group_commits: Arc<StageLatency>,
     /// The auth workers' queue, where the logic stage hands password work.
     auth: crossbeam_channel::Sender<auth::AuthJob>,
 }
@@ -451,6 +461,7 @@ fn build_pipeline(
         durability: config.journal_durability(),
         unflushed: false,
         latency: LatencyRecorder::new(flush_latency),
+        group_commits: shared.group_commits,
     };
     let flush_stage = builder.stage("flush", &[journal_stage], flush);
     let logic = LogicStage {
@@ -535,12 +546,14 @@ impl Broker {
         let records = Arc::new(AtomicU64::new(journal.next_sequence()));
         let census = Arc::new(stages::CensusCell::default());
         let latencies = ["journal", "flush", "logic", "fan-out"].map(StageLatency::new);
+        let group_commits = StageLatency::new("group-commit");
         census.store(logic.census());
         census.store_held(&delivery);
         let shared = Shared {
             records: Arc::clone(&records),
             census: Arc::clone(&census),
             latencies: latencies.clone(),
+            group_commits: Arc::clone(&group_commits),
             auth: jobs_sender,
         };
         let state = (
@@ -578,6 +591,7 @@ impl Broker {
                 census,
                 logins,
                 latencies: latencies.to_vec(),
+                group_commits,
                 data_dir: config.data_dir.clone(),
             },
             auth,
@@ -621,6 +635,11 @@ impl Broker {
     /// `logic`: applied; `fan-out`: its frames handed to the egress).
     pub fn stage_latencies(&self) -> Vec<LatencyHistogram> {
         self.watch.stage_latencies()
+    }
+
+    /// How long each group commit took (see [`BrokerWatch::group_commits`]).
+    pub fn group_commits(&self) -> LatencyHistogram {
+        self.watch.group_commits()
     }
 
     /// The driver that runs the stages under [`PlacementSetting::Inline`];

@@ -98,11 +98,17 @@ pub(crate) struct FlushStage {
     pub(crate) durability: Durability,
     pub(crate) unflushed: bool,
     pub(crate) latency: LatencyRecorder,
+    /// How long each group commit (msync) took.
+    pub(crate) group_commits: std::sync::Arc<super::latency::StageLatency>,
 }
 
 impl FlushStage {
     fn flush(&mut self) {
-        if let Err(error) = self.flusher.flush() {
+        let started = super::latency::monotonic_ns();
+        let flushed = self.flusher.flush();
+        self.group_commits
+            .record(super::latency::monotonic_ns().saturating_sub(started));
+        if let Err(error) = flushed {
             // Nothing unjournaled may be acknowledged, and a failed flush
             // leaves durability unknown: stop rather than guess.
             panic!("journal flush failed, the broker stops: {error}");

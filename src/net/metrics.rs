@@ -197,7 +197,11 @@ fn respond(method: &str, path: &str, counters: &Counters, broker: &BrokerWatch) 
     match (method, path) {
         ("GET", "/metrics") => {
             let stats = counters.read_with(broker);
-            (200, render(&stats, &broker.stage_latencies()))
+            let commits = broker.group_commits();
+            (
+                200,
+                render(&stats, &broker.stage_latencies(), Some(&commits)),
+            )
         }
         ("GET", _) => (404, "not found: the metrics are at /metrics\n".to_owned()),
         _ => (405, "only GET is served here\n".to_owned()),
@@ -236,7 +240,11 @@ const METRICS: &[(&str, &str, &str, fn(&ServerStats) -> u64)] = &[
 ];
 
 /// The exposition text for the counters and the latency histograms.
-pub(crate) fn render(stats: &ServerStats, latencies: &[LatencyHistogram]) -> String {
+pub(crate) fn render(
+    stats: &ServerStats,
+    latencies: &[LatencyHistogram],
+    group_commits: Option<&LatencyHistogram>,
+) -> String {
     let mut text = String::with_capacity(4096);
     for (name, kind, help, value) in METRICS {
         let _ = writeln!(text, "# HELP courier_{name} {help}");
@@ -249,33 +257,54 @@ pub(crate) fn render(stats: &ServerStats, latencies: &[LatencyHistogram]) -> Str
     );
     let _ = writeln!(text, "# TYPE courier_stage_latency_seconds histogram");
     for histogram in latencies {
-        let stage = histogram.stage;
-        let mut cumulative = 0;
-        for (bound, count) in BUCKET_BOUNDS_NS.iter().zip(&histogram.counts) {
-            cumulative += count;
-            let _ = writeln!(
-                text,
-                "courier_stage_latency_seconds_bucket{{stage=\"{stage}\",le=\"{}\"}} {cumulative}",
-                *bound as f64 / 1e9
-            );
-        }
-        let _ = writeln!(
-            text,
-            "courier_stage_latency_seconds_bucket{{stage=\"{stage}\",le=\"+Inf\"}} {}",
-            histogram.count
-        );
-        let _ = writeln!(
-            text,
-            "courier_stage_latency_seconds_sum{{stage=\"{stage}\"}} {}",
-            histogram.sum_ns as f64 / 1e9
-        );
-        let _ = writeln!(
-            text,
-            "courier_stage_latency_seconds_count{{stage=\"{stage}\"}} {}",
-            histogram.count
+        let labels = format!("stage=\"{}\"", histogram.stage);
+        write_histogram(
+            &mut text,
+            "courier_stage_latency_seconds",
+            &labels,
+            histogram,
         );
     }
+    if let Some(commits) = group_commits {
+        let _ = writeln!(
+            text,
+            "# HELP courier_group_commit_seconds How long each group commit (the journal's msync of a batch, under durability batch) took; its count is the number of group commits."
+        );
+        let _ = writeln!(text, "# TYPE courier_group_commit_seconds histogram");
+        write_histogram(&mut text, "courier_group_commit_seconds", "", commits);
+    }
     text
+}
+
+/// One histogram's cumulative buckets, sum and count, under `name` with
+/// `labels` (`key="value"`, or empty).
+fn write_histogram(text: &mut String, name: &str, labels: &str, histogram: &LatencyHistogram) {
+    let sep = if labels.is_empty() { "" } else { "," };
+    let braces = |more: &str| {
+        format!(
+            "{{{labels}{}{more}}}",
+            if more.is_empty() { "" } else { sep }
+        )
+    };
+    let mut cumulative = 0;
+    for (bound, count) in BUCKET_BOUNDS_NS.iter().zip(&histogram.counts) {
+        cumulative += count;
+        let le = format!("le=\"{}\"", *bound as f64 / 1e9);
+        let _ = writeln!(text, "{name}_bucket{} {cumulative}", braces(&le));
+    }
+    let _ = writeln!(
+        text,
+        "{name}_bucket{} {}",
+        braces("le=\"+Inf\""),
+        histogram.count
+    );
+    let plain = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    let _ = writeln!(text, "{name}_sum{plain} {}", histogram.sum_ns as f64 / 1e9);
+    let _ = writeln!(text, "{name}_count{plain} {}", histogram.count);
 }
 
 #[cfg(test)]
@@ -299,7 +328,12 @@ mod tests {
             frames_in: 42,
             ..ServerStats::default()
         };
-        let text = render(&stats, &[histogram]);
+        let text = render(&stats, std::slice::from_ref(&histogram), Some(&histogram));
+        assert!(
+            text.contains("courier_group_commit_seconds_count 6\n"),
+            "{text}"
+        );
+        assert!(text.contains("courier_group_commit_seconds_bucket{le=\"+Inf\"} 6\n"));
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines.contains(&"courier_users_registered 7"));
         assert!(lines.contains(&"courier_frames_in_total 42"));

@@ -30,6 +30,10 @@ pub struct Args {
     )]
     pub servers: Vec<Server>,
     /// The scenario and its options, after `--`: `-- one-to-one --rate 0`.
+    /// `-- durability` runs the three shapes that price durability, one
+    /// table each: 1:1 closed loop with 8 pairs (a window of 64 each), with
+    /// one pair and a deep window (4,096), and an open loop at 20,000
+    /// messages/s (for the tail).
     #[arg(last = true, required = true, value_name = "SCENARIO")]
     pub scenario: Vec<String>,
 }
@@ -95,23 +99,53 @@ pub fn run(common: &Common, args: &Args) -> anyhow::Result<()> {
         .or(scratch.0.as_deref())
         .context("a directory for the runs")?;
     let exe = std::env::current_exe()?;
-    // runs[s][r]: server s in round r.
-    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); args.servers.len()];
-    for round in 1..=args.rounds {
-        for (index, server) in args.servers.iter().enumerate() {
-            let dir = root.join(format!("round-{round}-{}", server.name()));
-            if !common.quiet {
-                eprintln!("round {round}: {}", server.name());
+    let shapes: Vec<Vec<String>> = if args.scenario == ["durability"] {
+        DURABILITY_SHAPES
+            .iter()
+            .map(|shape| shape.iter().map(|word| word.to_string()).collect())
+            .collect()
+    } else {
+        vec![args.scenario.clone()]
+    };
+    for (number, scenario) in shapes.iter().enumerate() {
+        // runs[s][r]: server s in round r.
+        let mut runs: Vec<Vec<Run>> = vec![Vec::new(); args.servers.len()];
+        for round in 1..=args.rounds {
+            for (index, server) in args.servers.iter().enumerate() {
+                let dir = root.join(format!("shape-{number}-round-{round}-{}", server.name()));
+                if !common.quiet {
+                    eprintln!("{}, round {round}: {}", scenario.join(" "), server.name());
+                }
+                runs[index].push(run_once(&exe, common, *server, scenario, &dir)?);
             }
-            runs[index].push(run_once(&exe, common, *server, &args.scenario, &dir)?);
         }
+        let shape = Args {
+            scenario: scenario.clone(),
+            ..args.clone()
+        };
+        print!("{}", table(&args.servers, &runs, &shape, common.seconds));
+        println!();
     }
-    print!("{}", table(&args.servers, &runs, args, common.seconds));
     if let Some(dir) = kept {
         println!("  each run's files are under {}", dir.display());
     }
     Ok(())
 }
+
+/// The shapes `-- durability` runs.
+const DURABILITY_SHAPES: [&[&str]; 3] = [
+    &["one-to-one", "--rate", "0"],
+    &[
+        "one-to-one",
+        "--rate",
+        "0",
+        "--pairs",
+        "1",
+        "--window",
+        "4096",
+    ],
+    &["one-to-one", "--rate", "20000"],
+];
 
 /// A directory for the runs' files that nobody asked to keep: removed at
 /// the end, also when a run fails.

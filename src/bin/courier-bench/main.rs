@@ -8,6 +8,7 @@
 //! load instead (`nats.rs`), so the two can be compared in one sitting.
 
 mod compare;
+mod disk;
 mod group;
 mod idle;
 mod load;
@@ -140,6 +141,10 @@ enum Scenario {
     /// --rate 0`. --seconds, --warmup, --threads and the courier settings
     /// apply to every run; --out DIR keeps each run's files.
     Compare(compare::Args),
+    /// The disk's floor, with no server: how long one small write takes to
+    /// become durable (pwrite, then fdatasync) in a file of --dir, as p50,
+    /// p99 and p99.9. A group commit cannot be faster.
+    Disk(disk::Args),
 }
 
 /// The server under load.
@@ -407,6 +412,9 @@ fn main() -> anyhow::Result<()> {
     if let Scenario::Compare(args) = &scenario {
         return compare::run(common, args);
     }
+    if let Scenario::Disk(args) = &scenario {
+        return disk::run(args);
+    }
     if common.nats {
         if !matches!(
             scenario,
@@ -431,7 +439,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Storm(args) => storm::run(common, &args, &target)?,
         Scenario::Idle(args) => idle::run(common, &args, &target)?,
         Scenario::Mixed(args) => mixed::run(common, &args, &target)?,
-        Scenario::Compare(_) => unreachable!("compare returned above"),
+        Scenario::Compare(_) | Scenario::Disk(_) => unreachable!("returned above"),
     };
     let named: Vec<(&str, &Latencies)> = latencies.iter().map(|(n, l)| (n.as_str(), l)).collect();
     publish(common, &summary, &named)
