@@ -99,7 +99,18 @@ pub(crate) fn recover(config: &BrokerConfig) -> Result<Recovered, BrokerError> {
     )?;
     let start = start_run(config, &mut journal, &mut logic, &mut delivery, &mut store)?;
     let snapshot_written = (config.snapshots && records_replayed >= config.snapshot_min_records)
-        .then(|| write_snapshot(&snapshots_dir, start, &logic, &delivery))
+        .then(|| {
+            // Not ahead of what SQLite has made durable: after a power cut
+            // SQLite would be behind the snapshot, and the next start could
+            // not use it (it would replay the whole journal instead).
+            match store.make_durable() {
+                Ok(()) => write_snapshot(&snapshots_dir, start, &logic, &delivery),
+                Err(error) => {
+                    tracing::warn!(%error, "no snapshot: SQLite cannot be made durable");
+                    None
+                }
+            }
+        })
         .flatten();
     // The newest snapshot now on disk: the one written, else the one loaded.
     let snapshot_on_disk = match (snapshot_written, snapshot_loaded) {
