@@ -123,6 +123,42 @@ fn the_census_counts_registered_users_and_who_is_online_across_a_restart() {
 }
 
 #[test]
+fn links_that_go_silent_are_counted_offline_once_the_heartbeat_timeout_passes() {
+    // Phones whose network vanished: their sockets stay open (no FIN, no
+    // logout), they just stop sending. The census counts them online until
+    // the heartbeat timeout closes them, then not at all.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.heartbeat_timeout_ms = 60_000;
+    let clock = courier::broker::Clock::manual();
+    config.broker.clock = clock.clone();
+    let server = courier::net::start(config).unwrap();
+    let address = server.local_addr();
+    for user in ["ana", "bo"] {
+        register(address, user);
+    }
+    let silent = [
+        login(address, "ana", "phone", DeliveryMode::PushMessage),
+        login(address, "ana", "laptop", DeliveryMode::PushNotice),
+        login(address, "bo", "phone", DeliveryMode::PushMessage),
+    ];
+    stats_when(&server, |s| s.users_online == 2 && s.devices_online == 3);
+    // Just short of the timeout: still online (the overstatement the
+    // documented bound allows).
+    clock.advance(Duration::from_millis(59_000));
+    std::thread::sleep(Duration::from_millis(100));
+    let before = server.stats();
+    assert_eq!((before.users_online, before.devices_online), (2, 3));
+    // The timeout is checked every quarter of it: past 1.25 timeouts of
+    // silence every one of them is offline.
+    clock.advance(Duration::from_millis(16_001));
+    let after = stats_when(&server, |s| s.users_online == 0 && s.devices_online == 0);
+    assert_eq!(after.closed_heartbeat_timeout, 3);
+    drop(silent);
+    server.shutdown().unwrap();
+}
+
+#[test]
 fn bytes_in_counts_every_byte_even_when_a_frame_arrives_in_pieces() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path());
