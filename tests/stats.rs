@@ -159,6 +159,38 @@ fn links_that_go_silent_are_counted_offline_once_the_heartbeat_timeout_passes() 
 }
 
 #[test]
+fn users_active_counts_who_sent_anything_in_the_last_minute() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.heartbeat_timeout_ms = 600_000;
+    let clock = courier::broker::Clock::manual();
+    config.broker.clock = clock.clone();
+    let server = courier::net::start(config).unwrap();
+    let address = server.local_addr();
+    for user in ["ana", "bo", "cy"] {
+        register(address, user);
+    }
+    let mut ana = login(address, "ana", "phone", DeliveryMode::PushMessage);
+    let mut bo = login(address, "bo", "phone", DeliveryMode::PushMessage);
+    // A login is a frame: both count.
+    stats_when(&server, |s| s.users_active == 2);
+    clock.advance(Duration::from_secs(40));
+    ana.ping(1).unwrap();
+    clock.advance(Duration::from_secs(30));
+    // 70 s after his login bo has been quiet for more than a minute, ana
+    // for 30 s; bo's ping makes him active again. (The count is taken as
+    // logic applies a command.)
+    bo.ping(2).unwrap();
+    stats_when(&server, |s| s.users_active == 2);
+    // A minute later nobody has sent anything but cy, who logs in.
+    clock.advance(Duration::from_secs(61));
+    let _cy = login(address, "cy", "phone", DeliveryMode::PushMessage);
+    let now = stats_when(&server, |s| s.users_active == 1);
+    assert_eq!(now.users_online, 3, "online and active are apart");
+    server.shutdown().unwrap();
+}
+
+#[test]
 fn bytes_in_counts_every_byte_even_when_a_frame_arrives_in_pieces() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path());

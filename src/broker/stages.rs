@@ -198,6 +198,7 @@ impl MutHandler<Inbound> for LogicStage {
 pub(crate) struct CensusCell {
     users_registered: AtomicU64,
     users_online: AtomicU64,
+    users_active: AtomicU64,
     devices_online: AtomicU64,
     messages_held: AtomicU64,
     inbox_entries: AtomicU64,
@@ -211,6 +212,8 @@ impl CensusCell {
             .store(census.users_registered, Ordering::Relaxed);
         self.users_online
             .store(census.users_online, Ordering::Relaxed);
+        self.users_active
+            .store(census.users_active, Ordering::Relaxed);
         self.devices_online
             .store(census.devices_online, Ordering::Relaxed);
     }
@@ -226,6 +229,7 @@ impl CensusCell {
         Census {
             users_registered: self.users_registered.load(Ordering::Relaxed),
             users_online: self.users_online.load(Ordering::Relaxed),
+            users_active: self.users_active.load(Ordering::Relaxed),
             devices_online: self.devices_online.load(Ordering::Relaxed),
             messages_held: self.messages_held.load(Ordering::Relaxed),
             inbox_entries: self.inbox_entries.load(Ordering::Relaxed),

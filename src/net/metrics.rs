@@ -214,6 +214,7 @@ fn respond(method: &str, path: &str, counters: &Counters, broker: &BrokerWatch) 
 const METRICS: &[(&str, &str, &str, fn(&ServerStats) -> u64)] = &[
     ("users_registered", "gauge", "Registered accounts.", |s| s.users_registered),
     ("users_online", "gauge", "Users with at least one device logged in.", |s| s.users_online),
+    ("users_active", "gauge", "Users who sent anything (a ping included) in the last minute.", |s| s.users_active),
     ("devices_online", "gauge", "Devices logged in.", |s| s.devices_online),
     ("messages_held", "gauge", "Messages held in memory (48 bytes each; bodies stay in the journal).", |s| s.messages_held),
     ("inbox_entries", "gauge", "Inbox entries held in memory (4 bytes each).", |s| s.inbox_entries),

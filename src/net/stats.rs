@@ -100,6 +100,8 @@ pub struct ServerStats {
     pub users_registered: u64,
     /// Users with at least one device logged in.
     pub users_online: u64,
+    /// Users who sent anything (a ping included) in the last minute.
+    pub users_active: u64,
     /// Devices logged in (from login to logout or the connection's close).
     pub devices_online: u64,
     /// Messages held in memory (see `message_retention_s`).
@@ -168,6 +170,7 @@ impl Counters {
             journal_records,
             users_registered: census.users_registered,
             users_online: census.users_online,
+            users_active: census.users_active,
             devices_online: census.devices_online,
             messages_held: census.messages_held,
             inbox_entries: census.inbox_entries,

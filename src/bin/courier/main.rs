@@ -390,6 +390,7 @@ fn log_stats(
     tracing::info!(
         users_registered = stats.users_registered,
         users_online = stats.users_online,
+        users_active = stats.users_active,
         devices_online = stats.devices_online,
         messages_held = stats.messages_held,
         inbox_entries = stats.inbox_entries,

@@ -71,6 +71,7 @@ use crate::codec::SendView;
 use crate::codec::{Message, PROTOCOL_VERSION};
 
 mod accounts;
+mod activity;
 mod contacts;
 #[cfg(test)]
 mod digest;
@@ -82,6 +83,7 @@ mod sign_in;
 mod snapshot;
 
 use accounts::Accounts;
+use activity::Activity;
 use contacts::{ContactOp, Contacts, Directory};
 pub(crate) use gate::address_key;
 use gate::LoginGate;
@@ -140,6 +142,10 @@ pub(crate) struct Logic {
     dummy_hash: Option<Arc<str>>,
     /// Limits on password guessing (live state only).
     gate: LoginGate,
+    /// Who sent anything lately (live state only).
+    activity: Activity,
+    /// Serving, not replaying: set with the auth workers.
+    live: bool,
     /// When the command being applied arrived (monotonic ms): for the
     /// gate alone.
     now_ms: u64,
@@ -185,6 +191,8 @@ pub struct Census {
     /// Inbox entries held in memory (4 bytes each; one per member a
     /// message went to).
     pub inbox_entries: u64,
+    /// Users who sent anything (a ping included) in the last minute.
+    pub users_active: u64,
 }
 
 impl Logic {
@@ -197,16 +205,20 @@ impl Logic {
             groups: Groups::default(),
             dummy_hash: None,
             gate: LoginGate::new(Arc::default(), 0),
+            activity: Activity::default(),
+            live: false,
             now_ms: 0,
         }
     }
 
-    /// The counts of users and of who is online now.
-    pub(crate) fn census(&self) -> Census {
+    /// The counts of users, of who is online now, and of who sent
+    /// anything in the last minute (as of the last command applied).
+    pub(crate) fn census(&mut self) -> Census {
         Census {
             users_registered: self.accounts.len() as u64,
             users_online: self.sessions.users_online,
             devices_online: self.sessions.devices_online,
+            users_active: self.activity.active(self.now_ms),
             ..Census::default()
         }
     }
@@ -222,6 +234,7 @@ impl Logic {
     ) {
         self.dummy_hash = Some(dummy_hash.into());
         self.gate = LoginGate::new(counters, checks_per_address_max);
+        self.live = true;
     }
 
     /// How many accounts exist.
@@ -256,6 +269,7 @@ impl Logic {
             Command::Empty => {}
             Command::Start(started) => {
                 self.sessions.clear();
+                self.activity.clear();
                 self.gate.clear_checks();
                 self.accounts.release_all();
                 if let Some(started) = started {
@@ -363,6 +377,9 @@ impl Logic {
     }
 
     fn client(&mut self, conn: ConnId, correlation_id: u64, message: &Message, out: &mut Outbox) {
+        if let (true, Some(session)) = (self.live, self.sessions.session(conn)) {
+            self.activity.touch(session.user, self.now_ms);
+        }
         match message {
             Message::Hello(hello) => self.hello(conn, correlation_id, hello, out),
             Message::Ping(ping) => {
@@ -495,6 +512,9 @@ impl Logic {
             lz4,
         };
         self.sessions.open(conn, session);
+        if self.live {
+            self.activity.touch(user_id, self.now_ms);
+        }
         // The fan-out stage answers LoginOk: it knows the inbox head.
         out.intents.push(Intent::SessionOpened {
             user: user_id,
@@ -524,6 +544,9 @@ impl Logic {
         let Some(sender_id) = self.logged_in(conn, correlation_id, out) else {
             return;
         };
+        if self.live {
+            self.activity.touch(sender_id, self.now_ms);
+        }
         let body_max = self.config.frame_size_max - BODY_HEADROOM_BYTES;
         if view.body.len() > body_max {
             let text = format!("a message body has at most {body_max} bytes");
