@@ -440,9 +440,22 @@ impl Client {
         }
     }
 
+    /// A heartbeat round trip that declares the client will ping again
+    /// within `interval_ms`; returns the interval the server holds the
+    /// connection to (see `Pong.interval_ms`).
+    pub fn heartbeat(&mut self, nonce: u64, interval_ms: u32) -> Result<u32, ClientError> {
+        match self.request(&Message::Ping(proto::Ping { nonce, interval_ms }))? {
+            Message::Pong(pong) if pong.nonce == nonce => Ok(pong.interval_ms),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// A heartbeat round trip.
     pub fn ping(&mut self, nonce: u64) -> Result<(), ClientError> {
-        match self.request(&Message::Ping(proto::Ping { nonce }))? {
+        match self.request(&Message::Ping(proto::Ping {
+            nonce,
+            ..Default::default()
+        }))? {
             Message::Pong(pong) if pong.nonce == nonce => Ok(()),
             other => Err(unexpected(&other)),
         }

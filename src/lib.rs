@@ -44,14 +44,14 @@
 //! // A ping, framed as a client sends it (the ingress takes the frame
 //! // without its length prefix).
 //! let mut frame = Vec::new();
-//! Message::Ping(proto::Ping { nonce: 7 }).encode_frame(1, &mut frame);
+//! Message::Ping(proto::Ping { nonce: 7, ..Default::default() }).encode_frame(1, &mut frame);
 //! ingress.frame(conn, &frame[LENGTH_PREFIX_BYTES..]).unwrap();
 //!
 //! let (to, reply) = frames.recv().unwrap();
 //! assert_eq!(to, conn);
 //! let mut buffer = bytes::BytesMut::from(&reply[..]);
 //! let reply = courier::codec::FrameDecoder::default().decode(&mut buffer).unwrap().unwrap();
-//! assert_eq!(Message::decode(&reply), Ok(Message::Pong(proto::Pong { nonce: 7 })));
+//! assert_eq!(Message::decode(&reply), Ok(Message::Pong(proto::Pong { nonce: 7, ..Default::default() })));
 //!
 //! drop(ingress);
 //! broker.shutdown().unwrap();

@@ -185,6 +185,43 @@ fn a_silent_connection_is_closed_by_the_heartbeat_timeout() {
     server.shutdown().unwrap();
 }
 
+#[test]
+fn a_client_that_declares_a_longer_heartbeat_interval_is_held_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.heartbeat_timeout_ms = 90_000;
+    config.broker.heartbeat_interval_ms = 30_000;
+    config.broker.heartbeat_interval_ms_max = 600_000;
+    let clock = Clock::manual();
+    config.broker.clock = clock.clone();
+    let server = courier::net::start(config).unwrap();
+    let address = server.local_addr();
+    let mut phone = Client::connect(address).unwrap();
+    let mut eager = Client::connect(address).unwrap();
+    let mut silent = Client::connect(address).unwrap();
+    silent.ping(1).unwrap();
+    // Held to what it declared, within 30 s to 600 s.
+    assert_eq!(phone.heartbeat(1, 3_600_000).unwrap(), 600_000);
+    assert_eq!(eager.heartbeat(1, 5_000).unwrap(), 30_000);
+    // 100 s of silence: past the server's 90 s, not the phone's 1,800 s.
+    clock.advance(Duration::from_secs(100));
+    expect_closed(&mut silent);
+    expect_closed(&mut eager);
+    phone.ping(2).unwrap();
+    // The phone's ping began a new 1,800 s; past it, it is closed too.
+    clock.advance(Duration::from_secs(1_801));
+    expect_closed(&mut phone);
+    eventually(
+        Duration::from_secs(5),
+        "three heartbeat closes",
+        || match server.stats().closed_heartbeat_timeout {
+            3 => Ok(()),
+            n => Err(format!("{n} counted")),
+        },
+    );
+    server.shutdown().unwrap();
+}
+
 /// The pongs that arrive on `client` until none comes for a while.
 fn pongs_until_quiet(client: &mut Client) -> Vec<u64> {
     let mut nonces = Vec::new();
@@ -213,7 +250,12 @@ fn a_flooding_connection_is_read_at_its_allowance_and_no_one_else_waits() {
     // passes at once, and then 100 for each second the clock moves.
     const PINGS: u64 = 300;
     let pings: Vec<Message> = (0..PINGS)
-        .map(|nonce| Message::Ping(proto::Ping { nonce }))
+        .map(|nonce| {
+            Message::Ping(proto::Ping {
+                nonce,
+                ..Default::default()
+            })
+        })
         .collect();
     flooder.submit_many(&pings).unwrap();
     let mut nonces = pongs_until_quiet(&mut flooder);

@@ -64,11 +64,26 @@ fn a_gateway_gets_replies_errors_and_closes_per_connection() {
 
     // A reply carries the request's correlation id back to its connection.
     ingress
-        .frame(conn, &body(&Message::Ping(proto::Ping { nonce: 5 }), 77))
+        .frame(
+            conn,
+            &body(
+                &Message::Ping(proto::Ping {
+                    nonce: 5,
+                    ..Default::default()
+                }),
+                77,
+            ),
+        )
         .unwrap();
     assert_eq!(
         next(&actions),
-        Action::Send(conn, Message::Pong(proto::Pong { nonce: 5 }))
+        Action::Send(
+            conn,
+            Message::Pong(proto::Pong {
+                nonce: 5,
+                ..Default::default()
+            })
+        )
     );
 
     // A gateway that hands over less than a header gets an error, not a crash.

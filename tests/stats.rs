@@ -200,8 +200,11 @@ fn bytes_in_counts_every_byte_even_when_a_frame_arrives_in_pieces() {
     // kept (and moved to the front of the buffer) until the rest comes.
     let mut bytes = Vec::new();
     for nonce in [1, 2] {
-        courier::codec::Message::Ping(courier::codec::proto::Ping { nonce })
-            .encode_frame(nonce, &mut bytes);
+        courier::codec::Message::Ping(courier::codec::proto::Ping {
+            nonce,
+            ..Default::default()
+        })
+        .encode_frame(nonce, &mut bytes);
     }
     let cut = bytes.len() - 5;
     client.stream().write_all(&bytes[..cut]).unwrap();

@@ -105,8 +105,14 @@ pub struct BrokerConfig {
     pub wait_yield_us: u64,
     /// Largest frame (header and payload) accepted or sent.
     pub frame_size_max_bytes: usize,
-    /// How often clients should ping; told in HelloOk.
+    /// How often clients should ping; told in HelloOk. Also the shortest
+    /// interval a client may declare.
     pub heartbeat_interval_ms: u32,
+    /// The longest interval between pings a client may declare (a phone
+    /// keeping its radio asleep as long as its NAT mapping lasts); a
+    /// connection that declared one is closed after three intervals of
+    /// silence (or `heartbeat_timeout_ms`, if longer).
+    pub heartbeat_interval_ms_max: u32,
     /// How many of a sender's latest client message ids are remembered, so
     /// that resending one is acknowledged without storing it twice.
     pub dedup_window: usize,
@@ -165,6 +171,7 @@ impl Default for BrokerConfig {
             wait_yield_us: 5,
             frame_size_max_bytes: FRAME_SIZE_MAX_BYTES_DEFAULT,
             heartbeat_interval_ms: 30_000,
+            heartbeat_interval_ms_max: 600_000,
             dedup_window: 4096,
             sync_limit_max: 500,
             message_retention_s: 0,
@@ -211,6 +218,12 @@ impl BrokerConfig {
         }
         if self.heartbeat_interval_ms == 0 {
             return Err("heartbeat_interval_ms must be positive".into());
+        }
+        if self.heartbeat_interval_ms_max < self.heartbeat_interval_ms {
+            return Err(format!(
+                "heartbeat_interval_ms_max ({}) must be at least heartbeat_interval_ms ({})",
+                self.heartbeat_interval_ms_max, self.heartbeat_interval_ms
+            ));
         }
         if self.message_retention_s > MESSAGE_RETENTION_S_MAX {
             return Err(format!(

@@ -640,7 +640,10 @@ mod tests {
     #[test]
     fn a_muted_outbox_keeps_intents_and_projections_but_no_frames() {
         let fill = |out: &mut Outbox| {
-            let pong = Message::Pong(proto::Pong { nonce: 1 });
+            let pong = Message::Pong(proto::Pong {
+                nonce: 1,
+                ..Default::default()
+            });
             out.send(ConnId(1), 1, &pong);
             out.error(ConnId(1), 2, ErrorCode::Internal, "no");
             out.close(ConnId(1));
@@ -699,7 +702,10 @@ mod tests {
             user: "ana".into(),
             password: "pw".into(),
         });
-        let ping = Message::Ping(proto::Ping { nonce: 1 });
+        let ping = Message::Ping(proto::Ping {
+            nonce: 1,
+            ..Default::default()
+        });
         for message in [password_login, register, ping] {
             let command = decode_frame(&frame_body(&message, 1));
             assert_eq!(command.record_type(), None, "{message:?}");
@@ -708,7 +714,13 @@ mod tests {
 
     #[test]
     fn a_client_frame_with_flags_or_a_server_type_is_refused_whatever_its_payload() {
-        let ping = frame_body(&Message::Ping(proto::Ping { nonce: 1 }), 4);
+        let ping = frame_body(
+            &Message::Ping(proto::Ping {
+                nonce: 1,
+                ..Default::default()
+            }),
+            4,
+        );
         let mut flagged = ping.clone();
         flagged[3] = 0x01; // the compression bit
         let mut unknown_flag = ping.clone();

@@ -39,6 +39,7 @@ pub(crate) fn state_configs(config: &BrokerConfig) -> (LogicConfig, DeliveryConf
     let logic = LogicConfig {
         frame_size_max: config.frame_size_max_bytes,
         heartbeat_interval_ms: config.heartbeat_interval_ms,
+        heartbeat_interval_ms_max: config.heartbeat_interval_ms_max,
         open_messaging: config.open_messaging,
         group_members_max: config.group_members_max,
         rules_version: RULES_VERSION,

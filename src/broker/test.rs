@@ -114,6 +114,7 @@ fn configs(retention_ms: u64) -> (LogicConfig, DeliveryConfig) {
     let logic = LogicConfig {
         frame_size_max: 64 * 1024,
         heartbeat_interval_ms: 1000,
+        heartbeat_interval_ms_max: 60_000,
         open_messaging: retention_ms > 0,
         group_members_max: 3,
         rules_version: RULES_VERSION,

@@ -352,7 +352,10 @@ mod tests {
         // Each case: a message, its correlation id, and its frame.
         let cases = [
             (
-                Message::Ping(proto::Ping { nonce: 1 }),
+                Message::Ping(proto::Ping {
+                    nonce: 1,
+                    ..Default::default()
+                }),
                 7,
                 "00 00 00 0e 00 03 00 00 00 00 00 00 00 00 00 07 08 01",
             ),
@@ -381,7 +384,10 @@ mod tests {
                 protocol_version: PROTOCOL_VERSION,
                 client_name: "test".into(),
             }),
-            Message::Ping(proto::Ping { nonce: 9 }),
+            Message::Ping(proto::Ping {
+                nonce: 9,
+                ..Default::default()
+            }),
             Message::Login(proto::Login {
                 user: "ana".into(),
                 secret: Some(proto::login::Secret::Token("t0k".into())),

@@ -5,6 +5,7 @@
 
 mod compress;
 mod frame;
+mod heartbeat;
 mod message;
 mod order;
 mod send_view;
@@ -15,6 +16,7 @@ pub use frame::{
     Frame, FrameDecoder, FrameError, FRAME_HEADER_BYTES, FRAME_SIZE_MAX_BYTES_DEFAULT,
     LENGTH_PREFIX_BYTES,
 };
+pub use heartbeat::{accepted_heartbeat_interval, declared_heartbeat_interval};
 pub use message::{DeliverRef, Message, MessageError, PROTOCOL_VERSION};
 pub use order::AnswerGate;
 pub use send_view::{SendView, SendViewError};

@@ -106,7 +106,15 @@ mod tests {
             ..proto::Login::default()
         });
         let mut gate = AnswerGate::default();
-        gate.passed(&frame(&Message::Ping(proto::Ping { nonce: 1 }), 1)[LENGTH_PREFIX_BYTES..]);
+        gate.passed(
+            &frame(
+                &Message::Ping(proto::Ping {
+                    nonce: 1,
+                    ..Default::default()
+                }),
+                1,
+            )[LENGTH_PREFIX_BYTES..],
+        );
         assert!(gate.is_open(), "a ping needs no answer first");
         gate.passed(&frame(&login, 7)[LENGTH_PREFIX_BYTES..]);
         assert!(!gate.is_open());
@@ -114,9 +122,18 @@ mod tests {
         let ok = Message::LoginOk(proto::LoginOk::default());
         let error = Message::error(proto::ErrorCode::BadCredentials, "no");
         let cases = [
-            (frame(&Message::Pong(proto::Pong { nonce: 1 }), 7), false), // not an answer
-            (frame(&ok, 6), false),                                      // another request's
-            (vec![0, 0], false),                                         // not a frame
+            (
+                frame(
+                    &Message::Pong(proto::Pong {
+                        nonce: 1,
+                        ..Default::default()
+                    }),
+                    7,
+                ),
+                false,
+            ), // not an answer
+            (frame(&ok, 6), false), // another request's
+            (vec![0, 0], false),    // not a frame
             (frame(&error, 7), true),
         ];
         for (bytes, opens) in cases {

@@ -320,6 +320,10 @@ impl Loop {
             frames_per_second: config.frames_per_second_max,
             output_cap_bytes: config.output_cap_bytes,
             heartbeat_timeout: Duration::from_millis(config.heartbeat_timeout_ms),
+            heartbeat_interval_ms: (
+                config.broker.heartbeat_interval_ms,
+                config.broker.heartbeat_interval_ms_max,
+            ),
         };
         let session = Session::new(id, limits, config.websocket, now);
         let mut conn = Connection::new(stream, session);

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use crate::broker::{ConnId, Ingress};
 use crate::codec::websocket::{self, CloseCode, Ending, Handshake, Masks, Role};
 use crate::codec::LENGTH_PREFIX_BYTES;
+use crate::codec::{accepted_heartbeat_interval, declared_heartbeat_interval};
 use crate::codec::{proto::ErrorCode, AnswerGate, FrameDecoder, FrameError, Message};
 use crate::ringbuffer::TryPublishError;
 
@@ -125,8 +126,11 @@ pub(crate) struct Limits {
     pub(crate) frames_per_second: u32,
     /// Output it may leave unread before it is cut off.
     pub(crate) output_cap_bytes: usize,
-    /// Silence after which it is closed.
+    /// Silence after which it is closed, unless it declares an interval.
     pub(crate) heartbeat_timeout: Duration,
+    /// The shortest and longest interval a `Ping` may declare (ms): the
+    /// one `HelloOk` suggests, and `heartbeat_interval_ms_max`.
+    pub(crate) heartbeat_interval_ms: (u32, u32),
 }
 
 /// Where a session's frames go: the broker's ingress, or a test's list.
@@ -203,6 +207,9 @@ pub(crate) struct Session {
     /// buffer (WebSocket, upgrade).
     raw_filled: usize,
     last_input: Instant,
+    /// Silence after which it is closed: the server's timeout, or three
+    /// of the intervals the client declared, if longer.
+    timeout: Duration,
     /// Close once the output is written (the broker asked, or framing failed).
     pub(crate) closing: Option<CloseReason>,
     /// The client sent EOF; no more reads.
@@ -228,6 +235,7 @@ impl Session {
             written: 0,
             raw_filled: 0,
             last_input: now,
+            timeout: limits.heartbeat_timeout,
             closing: None,
             read_closed: false,
             allowance: Allowance::new(limits.frames_per_second, now),
@@ -259,7 +267,7 @@ impl Session {
 
     /// Whether nothing has arrived for longer than the heartbeat timeout.
     pub(crate) fn silent_too_long(&self, now: Instant) -> bool {
-        now.saturating_duration_since(self.last_input) > self.limits.heartbeat_timeout
+        now.saturating_duration_since(self.last_input) > self.timeout
     }
 
     /// Space to read the socket into, at least `INPUT_INITIAL_BYTES`
@@ -487,6 +495,17 @@ impl Session {
                 };
             }
             let batch_full = ranges.len() == batch_max;
+            let input = &self.input[self.input_start..self.input_end];
+            let declared = ranges
+                .iter()
+                .rev()
+                .find_map(|range| declared_heartbeat_interval(&input[range.clone()]));
+            if let Some(declared) = declared {
+                let (shortest, longest) = self.limits.heartbeat_interval_ms;
+                let accepted = accepted_heartbeat_interval(declared, shortest, longest);
+                let intervals = Duration::from_millis(3 * u64::from(accepted));
+                self.timeout = self.limits.heartbeat_timeout.max(intervals);
+            }
             let input = &self.input[self.input_start..self.input_end];
             match publisher.frames(self.id, input, ranges) {
                 Ok(()) => {

@@ -77,7 +77,11 @@ pub fn run(
             if target.nats {
                 conn.output.extend_from_slice(b"PING\r\n");
             } else {
-                Message::Ping(proto::Ping { nonce: due }).encode_frame(0, &mut conn.output);
+                Message::Ping(proto::Ping {
+                    nonce: due,
+                    ..Default::default()
+                })
+                .encode_frame(0, &mut conn.output);
             }
             conn.in_flight.push_back(due);
             conn.flush()?;

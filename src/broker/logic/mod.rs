@@ -118,6 +118,7 @@ pub(crate) const RULES_VERSION: u32 = 1;
 pub(crate) struct LogicConfig {
     pub(crate) frame_size_max: usize,
     pub(crate) heartbeat_interval_ms: u32,
+    pub(crate) heartbeat_interval_ms_max: u32,
     /// Any user may message (or invite into a group) any other, as a plain
     /// broker; otherwise only friends.
     pub(crate) open_messaging: bool,
@@ -383,7 +384,17 @@ impl Logic {
         match message {
             Message::Hello(hello) => self.hello(conn, correlation_id, hello, out),
             Message::Ping(ping) => {
-                let pong = Message::Pong(proto::Pong { nonce: ping.nonce });
+                // The network layer holds the connection to the same
+                // interval (it reads the Ping too).
+                let interval_ms = crate::codec::accepted_heartbeat_interval(
+                    ping.interval_ms,
+                    self.config.heartbeat_interval_ms,
+                    self.config.heartbeat_interval_ms_max,
+                );
+                let pong = Message::Pong(proto::Pong {
+                    nonce: ping.nonce,
+                    interval_ms,
+                });
                 out.send(conn, correlation_id, &pong);
             }
             Message::Register(register) => self.register(conn, correlation_id, register, out),
@@ -414,6 +425,7 @@ impl Logic {
             protocol_version: PROTOCOL_VERSION,
             max_frame_bytes: self.config.frame_size_max as u32,
             heartbeat_interval_ms: self.config.heartbeat_interval_ms,
+            heartbeat_interval_ms_max: self.config.heartbeat_interval_ms_max,
         });
         out.send(conn, correlation_id, &reply);
     }

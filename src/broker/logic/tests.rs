@@ -7,6 +7,7 @@ fn logic() -> Logic {
     let mut logic = Logic::new(LogicConfig {
         frame_size_max: 64 * 1024,
         heartbeat_interval_ms: 1000,
+        heartbeat_interval_ms_max: 60_000,
         open_messaging: true,
         group_members_max: 10,
         rules_version: RULES_VERSION,

@@ -58,6 +58,7 @@ pub(super) fn configs() -> (LogicConfig, DeliveryConfig) {
     let logic = LogicConfig {
         frame_size_max: 64 * 1024,
         heartbeat_interval_ms: 1000,
+        heartbeat_interval_ms_max: 60_000,
         open_messaging: true,
         group_members_max: 8,
         rules_version: RULES_VERSION,

@@ -60,6 +60,7 @@ fn limits(frames_per_second: u32) -> Limits {
         frames_per_second,
         output_cap_bytes: 1024,
         heartbeat_timeout: Duration::from_secs(30),
+        heartbeat_interval_ms: (10_000, 600_000),
     }
 }
 
@@ -78,7 +79,15 @@ fn frame(message: &Message, correlation_id: u64) -> Vec<u8> {
 
 fn pings(range: Range<u64>) -> Vec<u8> {
     range
-        .flat_map(|nonce| frame(&Message::Ping(proto::Ping { nonce }), nonce))
+        .flat_map(|nonce| {
+            frame(
+                &Message::Ping(proto::Ping {
+                    nonce,
+                    ..Default::default()
+                }),
+                nonce,
+            )
+        })
         .collect()
 }
 
@@ -240,7 +249,13 @@ fn a_login_holds_what_follows_until_its_answer_goes_out() {
         Published::Waiting
     );
     // Another answer does not open the gate; the login's does.
-    let pong = frame(&Message::Pong(proto::Pong { nonce: 1 }), 1);
+    let pong = frame(
+        &Message::Pong(proto::Pong {
+            nonce: 1,
+            ..Default::default()
+        }),
+        1,
+    );
     assert_eq!(session.deliver(false, &pong), Delivered::Queued);
     let error = frame(&Message::error(ErrorCode::BadCredentials, "no"), 9);
     assert_eq!(session.deliver(false, &error), Delivered::Answered);
@@ -270,7 +285,13 @@ fn bad_framing_is_answered_with_an_error_then_the_session_closes() {
 #[test]
 fn a_slow_reader_is_cut_off_at_its_output_cap_and_written_bytes_free_room() {
     let (mut session, _, _) = session(0, false);
-    let pong = frame(&Message::Pong(proto::Pong { nonce: 1 }), 1);
+    let pong = frame(
+        &Message::Pong(proto::Pong {
+            nonce: 1,
+            ..Default::default()
+        }),
+        1,
+    );
     let fit = 1024 / pong.len();
     for _ in 0..fit {
         assert_eq!(session.deliver(false, &pong), Delivered::Queued);
@@ -320,7 +341,13 @@ fn a_websocket_upgrade_is_answered_and_its_messages_carry_frames() {
     publish(&mut session, &decoder, &mut frames, start);
     assert_eq!(frames.got.len(), 3);
     // Replies go out as binary messages.
-    let pong = frame(&Message::Pong(proto::Pong { nonce: 1 }), 1);
+    let pong = frame(
+        &Message::Pong(proto::Pong {
+            nonce: 1,
+            ..Default::default()
+        }),
+        1,
+    );
     session.deliver(false, &pong);
     assert_eq!(session.unwritten()[0], 0x82, "a final binary frame");
     assert!(session.unwritten().ends_with(&pong));
@@ -334,4 +361,33 @@ fn a_plain_request_that_is_not_an_upgrade_is_refused_and_closed() {
     assert!(matches!(session.closing, Some(CloseReason::BadFraming(_))));
     let answer = String::from_utf8_lossy(session.unwritten()).into_owned();
     assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
+}
+
+#[test]
+fn a_declared_heartbeat_interval_stretches_the_timeout_within_its_bounds() {
+    let (mut session, decoder, start) = session(0, false);
+    let mut frames = Frames::default();
+    let declare = |interval_ms| {
+        let ping = proto::Ping {
+            nonce: 1,
+            interval_ms,
+        };
+        frame(&Message::Ping(ping), 1)
+    };
+    // Three intervals of 210 s: 630 s of silence allowed, not more.
+    feed(&mut session, &declare(210_000), start);
+    publish(&mut session, &decoder, &mut frames, start);
+    assert!(!session.silent_too_long(start + Duration::from_secs(630)));
+    assert!(session.silent_too_long(start + Duration::from_millis(630_001)));
+    // Over the longest (600 s): held to it, 1,800 s.
+    feed(&mut session, &declare(u32::MAX), start);
+    publish(&mut session, &decoder, &mut frames, start);
+    assert!(!session.silent_too_long(start + Duration::from_secs(1_800)));
+    assert!(session.silent_too_long(start + Duration::from_millis(1_800_001)));
+    // Shorter than the server's own timeout: the server's (30 s) stands.
+    feed(&mut session, &declare(1), start);
+    publish(&mut session, &decoder, &mut frames, start);
+    assert!(!session.silent_too_long(start + Duration::from_secs(30)));
+    assert!(session.silent_too_long(start + Duration::from_millis(30_001)));
+    assert_eq!(frames.got.len(), 3, "the pings are published as ever");
 }
