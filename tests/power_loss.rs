@@ -394,12 +394,17 @@ fn power_cuts(setting: Setting) -> Option<Totals> {
         // Unsynced writes are dropped whole, or (every other cycle) each
         // file's newest one torn at a sector.
         let tear = (cycle % 2 == 1).then(|| rng.next());
+        let counts = mounted.counts();
         let report = mounted.cut(tear);
         eprintln!(
-            "{durability} cycle {cycle}: killed after {} of {} acknowledgements; the cut undid {} \
-             changes ({} bytes, {} writes torn) and {} names {:?}",
+            "{durability} cycle {cycle}: killed after {} of {} acknowledgements ({} writes, {} file \
+             and {} directory syncs); the cut undid {} changes ({} bytes, {} writes torn) and {} \
+             names {:?}",
             acked.len(),
             plan.len(),
+            counts.writes,
+            counts.file_syncs,
+            counts.directory_syncs,
             report.file_changes_undone,
             report.bytes_undone,
             report.writes_torn,
