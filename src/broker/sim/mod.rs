@@ -683,8 +683,25 @@ impl Sim {
     /// The end-to-end promises against the oracle.
     fn check(&mut self) {
         let seed = self.seed;
-        let core = self.core.as_ref().expect("the core is open");
+        let core = self.core.as_mut().expect("the core is open");
         core.check_invariants();
+        // The census counts exactly the devices logged in, and the users
+        // with one (a dropped or crashed link no longer counts).
+        let census = core.logic.census();
+        let devices: Vec<usize> = self
+            .devices
+            .iter()
+            .map(|user| user.iter().filter(|d| d.logged_in).count())
+            .collect();
+        assert_eq!(
+            (census.users_online, census.devices_online),
+            (
+                devices.iter().filter(|&&n| n > 0).count() as u64,
+                devices.iter().sum::<usize>() as u64
+            ),
+            "seed {seed}: the online counts are the devices logged in"
+        );
+        let core = self.core.as_ref().expect("the core is open");
         let mut expected: Vec<Vec<u64>> = vec![Vec::new(); USERS];
         for acked in self.oracle.values() {
             let server_id = &acked.server_message_id;
