@@ -495,17 +495,7 @@ impl Session {
                 };
             }
             let batch_full = ranges.len() == batch_max;
-            let input = &self.input[self.input_start..self.input_end];
-            let declared = ranges
-                .iter()
-                .rev()
-                .find_map(|range| declared_heartbeat_interval(&input[range.clone()]));
-            if let Some(declared) = declared {
-                let (shortest, longest) = self.limits.heartbeat_interval_ms;
-                let accepted = accepted_heartbeat_interval(declared, shortest, longest);
-                let intervals = Duration::from_millis(3 * u64::from(accepted));
-                self.timeout = self.limits.heartbeat_timeout.max(intervals);
-            }
+            self.hold_to_declared_interval(ranges);
             let input = &self.input[self.input_start..self.input_end];
             match publisher.frames(self.id, input, ranges) {
                 Ok(()) => {
@@ -541,6 +531,23 @@ impl Session {
             if !batch_full {
                 return Published::All;
             }
+        }
+    }
+
+    /// Holds the session to the heartbeat interval the last `Ping` among
+    /// `ranges` declares, if one does: three such intervals of silence, or
+    /// the server's timeout if longer.
+    fn hold_to_declared_interval(&mut self, ranges: &[Range<usize>]) {
+        let input = &self.input[self.input_start..self.input_end];
+        let declared = ranges
+            .iter()
+            .rev()
+            .find_map(|range| declared_heartbeat_interval(&input[range.clone()]));
+        if let Some(declared) = declared {
+            let (shortest, longest) = self.limits.heartbeat_interval_ms;
+            let accepted = accepted_heartbeat_interval(declared, shortest, longest);
+            let intervals = Duration::from_millis(3 * u64::from(accepted));
+            self.timeout = self.limits.heartbeat_timeout.max(intervals);
         }
     }
 

@@ -432,31 +432,11 @@ impl Logic {
 
     /// Routes a logged-in user's command to the room of its domain.
     fn room(&mut self, conn: ConnId, correlation_id: u64, message: &Message, out: &mut Outbox) {
-        let contact_op = match message {
-            Message::ContactRequest(m) => Some((ContactOp::Request, &m.user)),
-            Message::ContactAccept(m) => Some((ContactOp::Accept, &m.user)),
-            Message::ContactDecline(m) => Some((ContactOp::Decline, &m.user)),
-            Message::ContactRemove(m) => Some((ContactOp::Remove, &m.user)),
-            Message::ContactBlock(m) if m.blocked => Some((ContactOp::Block, &m.user)),
-            Message::ContactBlock(m) => Some((ContactOp::Unblock, &m.user)),
-            _ => None,
-        };
-        let is_group = matches!(
-            message,
-            Message::GroupCreate(_)
-                | Message::GroupInvite(_)
-                | Message::GroupJoin(_)
-                | Message::GroupLeave(_)
-                | Message::GroupRemove(_)
-                | Message::GroupRename(_)
-                | Message::GroupMembers(_)
-                | Message::GroupListRequest(_)
-        );
-        if contact_op.is_none() && !is_group && !matches!(message, Message::ContactSync(_)) {
+        let Some(room) = Room::of(message) else {
             let text = format!("a client does not send {:?}", message.message_type());
             out.error(conn, correlation_id, ErrorCode::UnknownMessageType, text);
             return;
-        }
+        };
         let Some(me) = self.logged_in(conn, correlation_id, out) else {
             return;
         };
@@ -470,24 +450,28 @@ impl Logic {
             accounts: &self.accounts,
             sessions: &self.sessions,
         };
-        let rules_version = self.config.rules_version;
-        if let Some((op, name)) = contact_op {
-            self.contacts
-                .change(&who, rules_version, &mut call, op, name);
-        } else if let Message::ContactSync(m) = message {
-            let budget =
-                self.config.frame_size_max - crate::broker::delivery::SYNC_BATCH_OVERHEAD_BYTES;
-            self.contacts.sync(&who, &mut call, m.after_version, budget);
-        } else {
-            let (config, contacts) = (&self.config, &self.contacts);
-            let may_invite = |from, to| may_message(config, contacts, from, to);
-            let rules = GroupRules {
-                who,
-                may_invite: &may_invite,
-                members_max: config.group_members_max,
-                frame_size_max: config.frame_size_max,
-            };
-            self.groups.command(&rules, &mut call, message);
+        match room {
+            Room::Contact(op, name) => {
+                let rules_version = self.config.rules_version;
+                self.contacts
+                    .change(&who, rules_version, &mut call, op, name);
+            }
+            Room::ContactSync(after) => {
+                let budget =
+                    self.config.frame_size_max - crate::broker::delivery::SYNC_BATCH_OVERHEAD_BYTES;
+                self.contacts.sync(&who, &mut call, after, budget);
+            }
+            Room::Group => {
+                let (config, contacts) = (&self.config, &self.contacts);
+                let may_invite = |from, to| may_message(config, contacts, from, to);
+                let rules = GroupRules {
+                    who,
+                    may_invite: &may_invite,
+                    members_max: config.group_members_max,
+                    frame_size_max: config.frame_size_max,
+                };
+                self.groups.command(&rules, &mut call, message);
+            }
         }
     }
 
@@ -666,6 +650,37 @@ impl Logic {
             up_to: InboxSeq(mark.up_to_sequence),
             former_member,
         });
+    }
+}
+
+/// The room a logged-in user's message goes to.
+enum Room<'a> {
+    Contact(ContactOp, &'a str),
+    ContactSync(u64),
+    Group,
+}
+
+impl<'a> Room<'a> {
+    /// The room of `message`; `None` for one a client does not send.
+    fn of(message: &'a Message) -> Option<Self> {
+        Some(match message {
+            Message::ContactRequest(m) => Room::Contact(ContactOp::Request, &m.user),
+            Message::ContactAccept(m) => Room::Contact(ContactOp::Accept, &m.user),
+            Message::ContactDecline(m) => Room::Contact(ContactOp::Decline, &m.user),
+            Message::ContactRemove(m) => Room::Contact(ContactOp::Remove, &m.user),
+            Message::ContactBlock(m) if m.blocked => Room::Contact(ContactOp::Block, &m.user),
+            Message::ContactBlock(m) => Room::Contact(ContactOp::Unblock, &m.user),
+            Message::ContactSync(m) => Room::ContactSync(m.after_version),
+            Message::GroupCreate(_)
+            | Message::GroupInvite(_)
+            | Message::GroupJoin(_)
+            | Message::GroupLeave(_)
+            | Message::GroupRemove(_)
+            | Message::GroupRename(_)
+            | Message::GroupMembers(_)
+            | Message::GroupListRequest(_) => Room::Group,
+            _ => return None,
+        })
     }
 }
 
